@@ -1,0 +1,46 @@
+# dfd: the two commands are `make demo VIDEO=...` and `make test`.
+# Everything else here is what those two need; every step is reused on a second run.
+SHELL := bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dfd-installed
+TARGET ?= cpu
+VIDEO ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup sysdeps venv models demo test lint typecheck clean
+
+setup: sysdeps venv
+
+sysdeps:
+	@bash scripts/install-system-deps.sh
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Weights (checksum-checked), ONNX export and the Triton repository, skipped when current.
+models: venv
+	$(BIN)/dfd models build --target $(TARGET)
+
+demo: setup
+	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=<path or URL>"; exit 2; }
+	$(BIN)/dfd demo "$(VIDEO)"
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+clean:
+	rm -rf .dfd

@@ -1,0 +1,54 @@
+"""The ``dfd`` command.
+
+Each package registers its own subcommands (``export.cli``, ``dispatcher.cli``,
+``gateway.cli``) through a light ``register(subparsers)`` function; the heavy imports
+happen inside the handlers, so ``dfd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from dfd import __version__
+from dfd.errors import DfdError
+
+# Modules that contribute subcommands, in help order.
+_COMMAND_MODULES = ("dispatcher.cli", "gateway.cli", "export.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dfd", description="Deepfake detection service.")
+    parser.add_argument("--version", action="version", version=f"dfd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except DfdError as exc:
+        print(f"dfd: {exc.type}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""The result document and the job payload: the contract between gateway, worker and clients."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dfd.states import JobState, Label, Stage
+
+
+class ModalityResult(BaseModel):
+    score: float | None = Field(None, ge=0, le=1, description="P(manipulated) from this detector; null if unused.")
+    weight: float = Field(ge=0, description="Fusion weight after renormalisation over used modalities.")
+    used: bool = Field(description="False when the modality had no input (no face, no audio track).")
+
+
+class TimelinePoint(BaseModel):
+    frame: int = Field(ge=0, description="Frame index in the source video.")
+    time_s: float = Field(ge=0)
+    score: float | None = Field(None, ge=0, le=1, description="Fused score for this second.")
+    visual: float | None = Field(None, ge=0, le=1)
+    audio: float | None = Field(None, ge=0, le=1)
+    lipsync: float | None = Field(None, ge=0, le=1)
+
+
+class Evidence(BaseModel):
+    thumbnails: list[str] = Field(default_factory=list, description="Signed URLs of the most suspicious frames.")
+    heatmaps: list[str] = Field(default_factory=list, description="Signed URLs of heatmap overlays on the faces.")
+    timeline: list[TimelinePoint] = Field(default_factory=list, description="One point per sampled second.")
+    timeline_chart: str | None = Field(None, description="Signed URL of a chart of the timeline.")
+    expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
+
+
+class Result(BaseModel):
+    confidence: float = Field(ge=0, le=1, description="Fused probability that the video is manipulated.")
+    label: Label
+    modalities: dict[str, ModalityResult]
+    evidence: Evidence
+    models: dict[str, str] = Field(description="Role -> checkpoint@version that produced the scores.")
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage wall time.")
+    media: dict[str, float | int | str | None] = Field(
+        default_factory=dict, description="What was analysed: duration, resolution, fps, codecs."
+    )
+
+
+class JobSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["upload", "url"]
+    path: str | None = Field(None, description="Uploaded file on shared storage (kind=upload).")
+    url: str | None = Field(None, description="Address to fetch (kind=url).")
+    filename: str | None = None
+
+
+class JobPayload(BaseModel):
+    """What the gateway enqueues and the worker receives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    source: JobSource
+    priority: Literal["high", "default", "low"] = "default"
+
+
+class JobError(BaseModel):
+    type: str = Field(description="Stable error slug, as in dfd.errors.")
+    message: str
+    stage: Stage | None = None
+
+
+class JobView(BaseModel):
+    """The body of ``GET /api/job/{id}``."""
+
+    jobId: str
+    status: JobState
+    attempt: int = 1
+    stage: Stage | None = None
+    progress: float | None = Field(None, ge=0, le=1)
+    result: Result | None = None
+    error: JobError | None = None
+    createdAt: str | None = None
+    updatedAt: str | None = None

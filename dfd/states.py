@@ -1,0 +1,48 @@
+"""Job states and pipeline stages, as clients and workers see them."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobState(str, Enum):
+    """What ``GET /api/job/{id}`` reports: ``waiting -> active -> completed | failed``.
+
+    A job waiting for a retry is ``waiting`` with its attempt count.
+    """
+
+    WAITING = "waiting"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Stage(str, Enum):
+    """The worker stage an active job is in, in pipeline order."""
+
+    FETCH = "fetch"
+    PROBE = "probe"
+    DECODE = "decode"
+    FACES = "faces"
+    INFER = "infer"
+    EVIDENCE = "evidence"
+    STORE = "store"
+
+
+class Label(str, Enum):
+    """The verdict. ``inconclusive`` is a band around the threshold, or too little signal."""
+
+    MANIPULATED = "manipulated"
+    AUTHENTIC = "authentic"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Modality(str, Enum):
+    """The three detectors fused by ``deepfake_ensemble``, in the fusion model's order."""
+
+    VISUAL = "visual"
+    AUDIO = "audio"
+    LIPSYNC = "lipsync"
+
+
+MODALITY_ORDER: tuple[Modality, ...] = (Modality.VISUAL, Modality.AUDIO, Modality.LIPSYNC)

@@ -1,0 +1,224 @@
+"""One typed spec per served model: the single source of tensor names, shapes and dtypes.
+
+The ONNX export, every ``config.pbtxt``, the ensemble wiring and the dispatcher's
+requests are all derived from these objects; ``tests/export/test_specs.py`` checks that
+they agree. Imports nothing heavy: the dispatcher reads it.
+
+Dims exclude the batch axis for models with ``max_batch_size > 0`` (Triton's rule); ``-1``
+is a variable dimension. Dtypes use Triton's names (``TYPE_`` prefix dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dfd.states import Modality
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    dims: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> str:
+        return {"FP32": "float32", "FP16": "float16", "INT64": "int64", "INT32": "int32", "UINT8": "uint8"}[self.dtype]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Dynamic batching of one model (absent for models that do not batch)."""
+
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    max_queue_size: int = 256
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as Triton serves it.
+
+    Attributes:
+        name: Triton model name (a role, so checkpoints can be swapped under it).
+        checkpoint: which published checkpoint fills the role (``meso4_df``).
+        version: Triton version directory; bump when the checkpoint or graph changes.
+        weights: manifest file names this checkpoint needs.
+        preprocessing: what the caller must do to raw media, in words.
+        output_meaning: what the outputs mean, in words.
+    """
+
+    name: str
+    checkpoint: str
+    version: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    batching: Batching | None
+    weights: tuple[str, ...]
+    preprocessing: str
+    output_meaning: str
+    instance_count: int = 1
+    modality: Modality | None = None
+    extra: dict[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """``checkpoint@version``, as reported in results."""
+        return f"{self.checkpoint}@{self.version}"
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def output(self, name: str) -> TensorSpec:
+        return next(t for t in self.outputs if t.name == name)
+
+
+# --- constants the dispatcher and the models must agree on ---------------------------
+FACE_SIZE = 256  # visual crop side, RGB in [0, 1]
+HEATMAP_SIZE = 8  # Meso4's last conv block is 8x8 for a 256 input
+AUDIO_SAMPLES = 64_600  # AASIST window, ~4.04 s at 16 kHz
+AUDIO_RATE = 16_000
+LIPSYNC_FRAMES = 25  # one second of video at 25 fps
+LIPSYNC_FPS = 25
+LIPSYNC_SIZE = 112  # grey face crop side, values 0..255
+MFCC_PER_FRAME = 4  # MFCC at 100 Hz -> 4 per video frame
+MFCC_COEFFS = 13
+DETECTOR_SIZE = 640  # frames are letterboxed to this square for the face detector
+
+_VISUAL_OUT = (
+    TensorSpec("score", "FP32", (1,)),
+    TensorSpec("heatmap", "FP32", (HEATMAP_SIZE, HEATMAP_SIZE)),
+)
+_VISUAL_PRE = "RGB face crop resized to 256x256, NCHW, scaled to [0, 1]"
+_VISUAL_OUT_MEANING = (
+    "score: P(manipulated) = 1 - P(real); heatmap: Grad-CAM of the manipulation logit "
+    "over the last conv block (8x8, >= 0, not normalised)"
+)
+
+
+def _visual(checkpoint: str, weights: str) -> ModelSpec:
+    return ModelSpec(
+        name="visual",
+        checkpoint=checkpoint,
+        version=1,
+        inputs=(TensorSpec("face", "FP32", (3, FACE_SIZE, FACE_SIZE)),),
+        outputs=_VISUAL_OUT,
+        max_batch_size=64,
+        batching=Batching(preferred_batch_sizes=(16, 32, 64), max_queue_delay_us=5_000),
+        weights=(f"mesonet/{weights}",),
+        preprocessing=_VISUAL_PRE,
+        output_meaning=_VISUAL_OUT_MEANING,
+        modality=Modality.VISUAL,
+    )
+
+
+def _audio(checkpoint: str, stem: str) -> ModelSpec:
+    return ModelSpec(
+        name="audio",
+        checkpoint=checkpoint,
+        version=1,
+        inputs=(TensorSpec("waveform", "FP32", (AUDIO_SAMPLES,)),),
+        outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("logits", "FP32", (2,))),
+        max_batch_size=32,
+        batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=5_000),
+        weights=(f"aasist/{stem}.pth", f"aasist/{stem}.conf"),
+        preprocessing="mono float32 waveform at 16 kHz in [-1, 1], 64,600 samples (zero-padded by repetition)",
+        output_meaning="logits: [spoof, bonafide]; score: softmax P(spoof)",
+        modality=Modality.AUDIO,
+    )
+
+
+SPECS: dict[str, ModelSpec] = {
+    "yunet_n": ModelSpec(
+        name="face_detector",
+        checkpoint="yunet_n",
+        version=1,
+        inputs=(TensorSpec("image", "FP32", (3, -1, -1)),),
+        outputs=(
+            TensorSpec("boxes", "FP32", (-1, 4)),
+            TensorSpec("landmarks", "FP32", (-1, 10)),
+            TensorSpec("scores", "FP32", (-1,)),
+        ),
+        max_batch_size=16,
+        batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=2_000),
+        weights=("yunet/yunet_n_dynamic.onnx",),
+        preprocessing="BGR frame, NCHW, float 0..255, height and width multiples of 32 "
+        "(the dispatcher letterboxes to 640x640)",
+        output_meaning="per prior: boxes x1,y1,x2,y2 and five landmarks (x,y) in input pixels, "
+        "score = sqrt(cls*obj); NMS is the caller's",
+    ),
+    "meso4_df": _visual("meso4_df", "Meso4_DF.h5"),
+    "meso4_f2f": _visual("meso4_f2f", "Meso4_F2F.h5"),
+    "mesoinception_df": _visual("mesoinception_df", "MesoInception_DF.h5"),
+    "mesoinception_f2f": _visual("mesoinception_f2f", "MesoInception_F2F.h5"),
+    "aasist": _audio("aasist", "AASIST"),
+    "aasist_l": _audio("aasist_l", "AASIST-L"),
+    "light_asd": ModelSpec(
+        name="lipsync",
+        checkpoint="light_asd",
+        version=1,
+        inputs=(
+            TensorSpec("video", "FP32", (LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
+            TensorSpec("mfcc", "FP32", (LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
+        ),
+        outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("speaking", "FP32", (LIPSYNC_FRAMES,))),
+        max_batch_size=32,
+        batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=5_000),
+        weights=("light_asd/pretrain_AVA_CVPR.model",),
+        preprocessing="25 grey 112x112 face crops at 25 fps (values 0..255) and the matching "
+        "13-coefficient MFCC at 100 Hz (25 ms window, 10 ms step) of the 16 kHz audio",
+        output_meaning="speaking: per-frame P(speaking in sync); score: P(manipulated) = "
+        "1 - mean(speaking) (audio speech present but the face does not match it)",
+        modality=Modality.LIPSYNC,
+    ),
+    "fusion": ModelSpec(
+        name="fusion",
+        checkpoint="fusion",
+        version=1,
+        inputs=(
+            TensorSpec("visual_scores", "FP32", (-1, 1)),
+            TensorSpec("audio_scores", "FP32", (-1, 1)),
+            TensorSpec("lipsync_scores", "FP32", (-1, 1)),
+            TensorSpec("mask", "FP32", (3,)),
+            TensorSpec("weights", "FP32", (3,)),
+        ),
+        outputs=(TensorSpec("modality_scores", "FP32", (3,)), TensorSpec("confidence", "FP32", (1,))),
+        max_batch_size=0,
+        batching=None,
+        weights=(),
+        preprocessing="per-item P(manipulated) per modality (at least one row each; rows of an "
+        "unused modality are ignored), mask 1/0 per modality, non-negative weights",
+        output_meaning="modality_scores: mean per modality; confidence: weighted mean over "
+        "available modalities, weights renormalised",
+    ),
+}
+
+# The roles the ensemble composes, and the ensemble's own tensors. ``-1`` leading dims are
+# the per-video item counts (face crops, audio windows, lip-sync clips).
+ENSEMBLE_NAME = "deepfake_ensemble"
+ENSEMBLE_INPUTS = (
+    TensorSpec("faces", "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),
+    TensorSpec("audio", "FP32", (-1, AUDIO_SAMPLES)),
+    TensorSpec("lipsync_video", "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
+    TensorSpec("lipsync_mfcc", "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
+    TensorSpec("mask", "FP32", (3,)),
+    TensorSpec("weights", "FP32", (3,)),
+)
+ENSEMBLE_OUTPUTS = (
+    TensorSpec("confidence", "FP32", (1,)),
+    TensorSpec("modality_scores", "FP32", (3,)),
+    TensorSpec("visual_scores", "FP32", (-1, 1)),
+    TensorSpec("heatmaps", "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),
+    TensorSpec("audio_scores", "FP32", (-1, 1)),
+    TensorSpec("lipsync_scores", "FP32", (-1, 1)),
+)
+
+
+def spec(checkpoint: str) -> ModelSpec:
+    """The spec registered under ``checkpoint``; a clear error for unknown names."""
+    try:
+        return SPECS[checkpoint]
+    except KeyError:
+        known = ", ".join(sorted(SPECS))
+        raise KeyError(f"model registry: no checkpoint named {checkpoint!r}; known: {known}") from None

@@ -1,0 +1,28 @@
+import pytest
+from pydantic import ValidationError
+
+from dfd.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_environment_prefix_units_and_lists(monkeypatch):
+    monkeypatch.setenv("DFD_MAX_UPLOAD_BYTES", "1234")
+    monkeypatch.setenv("DFD_URL_BLOCKLIST", '["evil.example"]')
+    monkeypatch.setenv("DFD_WEIGHT_AUDIO", "0.7")
+    s = Settings()
+    assert s.max_upload_bytes == 1234
+    assert s.url_blocklist == ["evil.example"]
+    assert s.fusion_weights() == (0.3, 0.7, 0.2)
+
+
+def test_bad_values_are_refused(monkeypatch):
+    monkeypatch.setenv("DFD_THRESHOLD", "1.5")
+    with pytest.raises(ValidationError, match="threshold"):
+        Settings()
+
+
+def test_derived_paths_follow_data_dir(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.repository_dir("gpu") == tmp_path / "model_repository" / "gpu"
+    assert s.evidence_dir.parent == tmp_path

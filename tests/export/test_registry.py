@@ -1,0 +1,19 @@
+import pytest
+
+from dfd.states import MODALITY_ORDER
+from export.specs import ENSEMBLE_INPUTS, SPECS, spec
+
+pytestmark = pytest.mark.unit
+
+
+def test_unknown_checkpoint_names_the_known_ones():
+    with pytest.raises(KeyError, match="meso4_df"):
+        spec("nope")
+
+
+def test_every_modality_has_a_default_checkpoint_and_fusion_matches_order():
+    roles = {s.modality for s in SPECS.values() if s.modality}
+    assert roles == set(MODALITY_ORDER)
+    fusion = spec("fusion")
+    assert [t.name for t in fusion.inputs[:3]] == [f"{m.value}_scores" for m in MODALITY_ORDER]
+    assert {t.name for t in ENSEMBLE_INPUTS} >= {"mask", "weights"}
