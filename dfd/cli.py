@@ -16,7 +16,7 @@ from dfd import __version__
 from dfd.errors import DfdError
 
 # Modules that contribute subcommands, in help order.
-_COMMAND_MODULES = ("dispatcher.cli", "gateway.cli", "export.cli")
+_COMMAND_MODULES = ("dispatcher.cli", "dispatcher.worker", "gateway.cli", "dfd.stack", "export.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

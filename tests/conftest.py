@@ -33,3 +33,11 @@ def media_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"media folder {path} not found: set DFD_MEDIA_DIR")
     return path
+
+# Server and media fixtures live one module each under tests/fixtures/.
+pytest_plugins = [
+    "tests.fixtures.redis",
+    "tests.fixtures.triton",
+    "tests.fixtures.s3",
+    "tests.fixtures.media",
+]
