@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles each retry.")
     result_ttl_s: int = Field(86400, gt=0, description="How long results are kept.")
     failure_ttl_s: int = Field(7 * 86400, gt=0, description="How long failed jobs are kept.")
+    job_monitoring_interval_s: int = Field(
+        30, gt=0, description="How often a worker heartbeats the job it runs."
+    )
+    job_heartbeat_grace_s: int = Field(
+        60, ge=1, description="Missed-heartbeat time after which a running job counts as abandoned."
+    )
+    worker_maintenance_interval_s: int = Field(
+        60, gt=0, description="How often a worker recovers abandoned jobs and purges expired evidence."
+    )
 
     # --- gateway ----------------------------------------------------------------
     max_upload_bytes: int = Field(200_000_000, gt=0, description="Upload size cap.")
@@ -79,6 +88,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Proxy addresses/CIDRs whose client_ip_header is believed."
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Whole-request timeout at the gateway.")
+    check_url_reachable: bool = Field(
+        False, description="Before enqueueing a URL, check that it answers (HEAD); off by default."
+    )
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL clients use to reach the gateway (local evidence URLs)."
     )
@@ -154,6 +166,11 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Uploaded videos waiting for a worker; shared storage between gateway and workers."""
+        return self.data_dir / "uploads"
 
     def fusion_weights(self) -> tuple[float, float, float]:
         """Weights in the fusion model's order (visual, audio, lipsync)."""
