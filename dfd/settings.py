@@ -127,6 +127,15 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(
         32, gt=0, description="Most face crops / audio windows / clips per ensemble request (long videos are chunked)."
     )
+    decode_max_side_px: int = Field(
+        1280, ge=256, description="Decoded frames are scaled down so their longer side is at most this (memory, speed)."
+    )
+    lipsync_max_clips: int = Field(
+        8, ge=0, description="Most one-second 25 fps lip-sync clips taken per video, spread over it."
+    )
+    audio_hop_s: float = Field(
+        2.0, gt=0, description="Hop between the starts of the ~4 s audio windows scored by the audio model."
+    )
 
     # --- evidence store ---------------------------------------------------------
     store: Literal["local", "s3"] = Field("local", description="Evidence store: local folder or S3.")
