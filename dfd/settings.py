@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     fetch_read_timeout_s: float = Field(30.0, gt=0, description="Read timeout when fetching.")
     fetch_max_redirects: int = Field(5, ge=0, description="Redirects followed, each re-checked.")
     fetch_retries: int = Field(3, ge=1, description="Attempts on transient fetch failures.")
+    fetch_backoff_s: float = Field(
+        0.5, ge=0, description="Wait before the second fetch attempt; doubles each attempt."
+    )
+    fetch_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs exempt from the SSRF address check (e.g. [\"127.0.0.1/32\"]). For tests "
+        "and trusted internal deployments only: anything listed here can be fetched by any user.",
+    )
+    ytdlp_page_max_bytes: int = Field(
+        20_000_000, gt=0, description="Byte cap of one page or API response yt-dlp reads while extracting."
+    )
     url_allowlist: list[str] = Field(
         default_factory=list, description="If set, only these hosts (and subdomains) may be fetched."
     )
@@ -118,6 +129,12 @@ class Settings(BaseSettings):
     max_width: int = Field(7680, gt=0, description="Widest video accepted, pixels.")
     max_height: int = Field(4320, gt=0, description="Tallest video accepted, pixels.")
     max_frames: int = Field(100_000, gt=0, description="Most frames a video may declare.")
+    probe_timeout_s: float = Field(
+        30.0, gt=0, description="Hard time limit of probing one file (runs in a child process)."
+    )
+    probe_memory_bytes: int = Field(
+        2_000_000_000, gt=0, description="Address-space limit of the probing child process."
+    )
     sample_fps: float = Field(1.0, gt=0, description="Frames sampled per second for the visual model.")
     max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
     face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
