@@ -1,0 +1,180 @@
+"""Decoding the corpus with PyAV (and DALI where it is installed): frames, audio, clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
+from dfd.settings import Settings
+from dispatcher import decode as decode_mod
+from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
+from export.specs import AUDIO_RATE, LIPSYNC_FRAMES
+
+VIDEOS = [
+    "grid_mpg",
+    "mp4_h264",
+    "mp4_hevc",
+    "webm_vp9",
+    "mov",
+    "mkv",
+    "mp4_silent",
+    "no_face",
+    "dubbed",
+    "vfr_mkv",
+]
+WITH_AUDIO = set(VIDEOS) - {"mp4_silent"}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings(decoder="pyav")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", VIDEOS)
+def test_every_video_decodes_to_the_same_structure(media_corpus, settings, name):
+    media = decode(media_corpus[name], settings)
+    assert media.decoder == "pyav"
+    assert (media.width, media.height) == (360, 288)
+    assert [round(f.time_s) for f in media.frames] == [0, 1, 2]
+    for f in media.frames:
+        assert f.image.shape == (288, 360, 3) and f.image.dtype == np.uint8
+        assert abs(f.time_s - round(f.time_s)) <= 0.5 / 25 + 1e-6 or name == "vfr_mkv"
+        assert f.image.std() > 5  # a real picture, not a blank buffer
+    assert 2.9 <= media.duration_s <= 3.1
+    if name in WITH_AUDIO:
+        assert media.audio is not None and media.audio.dtype == np.float32 and media.audio.ndim == 1
+        assert media.audio_duration_s == pytest.approx(3.0, abs=0.15)
+        assert np.abs(media.audio).max() > 0.01
+        # ~3 s video: clips start at 0 s, 1 s and, when the video lasts a full 3 s, 2 s.
+        expected = [0.0, 1.0, 2.0] if media.duration_s >= 3.0 else [0.0, 1.0]
+        assert [s.start_s for s in media.segments] == expected
+        for seg in media.segments:
+            assert seg.grey.shape == (LIPSYNC_FRAMES, 288, 360) and seg.grey.dtype == np.uint8
+            assert list(seg.frame_indices) == sorted(seg.frame_indices)
+    else:
+        assert media.audio is None and media.segments == ()
+
+
+@pytest.mark.integration
+def test_cfr_clip_frames_are_consecutive_at_25fps(media_corpus, settings):
+    media = decode(media_corpus["mp4_h264"], settings)
+    assert [f.index for f in media.frames] == [0, 25, 50]
+    assert media.segments[1].frame_indices == tuple(range(25, 50))
+    # the clip's first frame is the sampled frame at 1 s (same pixels, grey)
+    grey = media.frames[1].image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(grey - media.segments[1].grey[0]).mean() < 4
+
+
+@pytest.mark.integration
+def test_vfr_stream_samples_nearest_frames_and_repeats_in_clips(media_corpus, settings):
+    media = decode(media_corpus["vfr_mkv"], settings)
+    for f in media.frames:
+        # every third frame is gone: the nearest kept frame is at most one frame away
+        assert abs(f.time_s - round(f.time_s)) <= 1 / 25 + 1e-6
+    idx = media.segments[0].frame_indices
+    assert len(idx) == LIPSYNC_FRAMES
+    assert len(set(idx)) < LIPSYNC_FRAMES  # missing frames are filled by their neighbours
+
+
+@pytest.mark.integration
+def test_containers_agree_on_audio(media_corpus, settings):
+    ref = decode(media_corpus["grid_mpg"], settings).audio
+    for name in ("mp4_h264", "mkv", "mov", "webm_vp9"):
+        audio = decode(media_corpus[name], settings).audio
+        n = min(len(ref), len(audio)) - 2000
+        # lossy codecs and their priming delay: allow a few ms of shift, demand strong correlation
+        best = max(
+            np.corrcoef(ref[1000 : 1000 + n - 200], audio[1000 + lag : 1000 + lag + n - 200])[0, 1]
+            for lag in range(-400, 401, 4)
+        )
+        assert best > 0.9, name
+
+
+@pytest.mark.integration
+def test_audio_is_16khz_mono(media_corpus, settings):
+    media = decode(media_corpus["grid_mpg"], settings)
+    assert len(media.audio) == pytest.approx(3.0 * AUDIO_RATE, rel=0.02)
+
+
+@pytest.mark.integration
+def test_size_cap_scales_frames_and_clips_down(media_corpus):
+    media = decode(media_corpus["mp4_h264"], Settings(decoder="pyav", decode_max_side_px=256))
+    assert (media.width, media.height) == output_size(360, 288, 256) == (256, 204)
+    assert media.frames[0].image.shape == (204, 256, 3)
+    assert media.segments[0].grey.shape[1:] == (204, 256)
+    assert media.scale == pytest.approx(256 / 360)
+
+
+@pytest.mark.integration
+def test_sample_rate_setting(media_corpus):
+    media = decode(media_corpus["mp4_h264"], Settings(decoder="pyav", sample_fps=2.0))
+    assert [f.index for f in media.frames] == [
+        0,
+        12,
+        25,
+        37,
+        50,
+        62,
+    ]  # ties go to the earlier frame
+
+
+@pytest.mark.integration
+def test_audio_only_is_refused(media_corpus, settings):
+    with pytest.raises(UnsupportedMediaError, match="no video stream"):
+        decode(media_corpus["audio_only"], settings)
+
+
+@pytest.mark.unit
+def test_random_bytes_are_corrupt(tmp_path, settings):
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    with pytest.raises((CorruptMediaError, UnsupportedMediaError)):
+        decode_pyav(path, settings)
+
+
+@pytest.mark.unit
+def test_output_size_never_upscales():
+    assert output_size(360, 288, 1280) == (360, 288)
+    assert output_size(1920, 1080, 1280) == (1280, 720)
+    assert output_size(1080, 1920, 1280) == (720, 1280)
+
+
+@pytest.mark.unit
+def test_dali_requested_without_dali_is_a_configuration_error(monkeypatch):
+    monkeypatch.setattr(decode_mod, "_dali_available", lambda: False)
+    with pytest.raises(ConfigurationError, match="DALI"):
+        choose_decoder(Settings(decoder="dali"))
+    assert choose_decoder(Settings(decoder="auto")) == "pyav"
+
+
+@pytest.mark.unit
+def test_auto_picks_dali_only_with_a_gpu(monkeypatch):
+    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
+    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: False)
+    assert choose_decoder(Settings(decoder="auto")) == "pyav"
+    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: True)
+    assert choose_decoder(Settings(decoder="auto")) == "dali"
+    assert choose_decoder(Settings(decoder="pyav")) == "pyav"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not decode_mod._dali_available(),
+    reason="NVIDIA DALI is not installed (nvidia-dali comes from NVIDIA's package index, "
+    "not reachable here); its CPU build would decode this VP9 clip",
+)
+def test_dali_matches_pyav_on_vp9(media_corpus, settings):
+    path = media_corpus["webm_vp9"]
+    ref = decode_pyav(path, settings)
+    device = "mixed" if decode_mod._gpu_present() else "cpu"
+    got = decode_mod.decode_dali(path, settings, device=device)
+    assert got.decoder == "dali"
+    assert [f.index for f in got.frames] == [f.index for f in ref.frames]
+    assert [f.time_s for f in got.frames] == pytest.approx([f.time_s for f in ref.frames], abs=1e-3)
+    for a, b in zip(got.frames, ref.frames, strict=True):
+        # different YUV->RGB code paths: small differences, no shifted frames
+        assert np.abs(a.image.astype(np.int16) - b.image).mean() < 3
+    assert [s.frame_indices for s in got.segments] == [s.frame_indices for s in ref.segments]
+    assert np.allclose(got.audio, ref.audio)
