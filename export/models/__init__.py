@@ -1,0 +1,1 @@
+"""Own PyTorch implementations of the published detectors, loading the official weights."""

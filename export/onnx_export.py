@@ -1,0 +1,301 @@
+"""Export every served model to ONNX, named and shaped exactly as its spec says.
+
+``export_all(settings)`` writes ``<settings.onnx_dir>/<checkpoint>.onnx`` for each
+checkpoint. PyTorch models (MesoNet, AASIST, Light-ASD, fusion) go through the
+TorchScript-based exporter (opset 17, dynamic batch axis where the spec batches); the
+face detector is the published YuNet graph with our decoding appended. Each file has a
+``.stamp`` beside it holding a hash of what it was built from (weights' SHA-256, the
+model code, the spec, torch/onnx versions): an export whose stamp still matches is
+skipped.
+
+``verify()`` runs an exported file in onnxruntime against its PyTorch module (for YuNet:
+against the published graph plus the numpy decoding) on the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from dfd.errors import ConfigurationError, InternalError
+from dfd.settings import Settings
+from export.specs import SPECS, ModelSpec, spec
+from export.weights import manifest, resolve_weight
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+_ROOT = Path(__file__).resolve().parent
+_CODE = {
+    "yunet": ["models/yunet.py"],
+    "meso": ["models/meso.py"],
+    "aasist": ["models/aasist.py"],
+    "light_asd": ["models/light_asd.py"],
+    "fusion": ["../ensemble_config/fusion.py"],
+}
+
+
+def _family(checkpoint: str) -> str:
+    for prefix, family in (
+        ("yunet", "yunet"),
+        ("meso", "meso"),
+        ("aasist", "aasist"),
+        ("light_asd", "light_asd"),
+        ("fusion", "fusion"),
+    ):
+        if checkpoint.startswith(prefix):
+            return family
+    raise ConfigurationError(f"ONNX export: no exporter for checkpoint {checkpoint!r}")
+
+
+def build_module(checkpoint: str, settings: Settings):
+    """The PyTorch serving module of a checkpoint (not for the face detector)."""
+    model = spec(checkpoint)
+    family = _family(checkpoint)
+    weights = [resolve_weight(w, settings) for w in model.weights]
+    if family == "meso":
+        from export.models import meso
+
+        return meso.VisualServing(meso.build(checkpoint, weights[0])).eval()
+    if family == "aasist":
+        from export.models import aasist
+
+        return aasist.AudioServing(aasist.build(weights[0], weights[1])).eval()
+    if family == "light_asd":
+        from export.models import light_asd
+
+        return light_asd.LipsyncServing(light_asd.build(weights[0])).eval()
+    if family == "fusion":
+        from ensemble_config import fusion
+
+        return fusion.build()
+    raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
+
+
+def stamp(checkpoint: str) -> str:
+    """Hash of everything an export depends on; a changed stamp means re-export."""
+    import onnx
+    import torch
+
+    model = spec(checkpoint)
+    digest = hashlib.sha256()
+    digest.update(f"{checkpoint}|{OPSET}|{torch.__version__}|{onnx.__version__}|{model!r}".encode())
+    for name in model.weights:
+        digest.update(manifest()[name].sha256.encode())
+    for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
+        digest.update((_ROOT / rel).read_bytes())
+    return digest.hexdigest()
+
+
+def _dummy(tensor, batch: int | None, rows: int = 2) -> np.ndarray:
+    dims = [rows if d == -1 else d for d in tensor.dims]
+    shape = ([batch] if batch is not None else []) + dims
+    return np.zeros(shape, dtype=tensor.numpy_dtype)
+
+
+def _export_torch(checkpoint: str, settings: Settings) -> bytes:
+    import torch
+
+    model = spec(checkpoint)
+    module = build_module(checkpoint, settings)
+    batched = model.max_batch_size > 0
+    args = tuple(torch.from_numpy(_dummy(t, 2 if batched else None) + 0.5) for t in model.inputs)
+    dynamic: dict[str, dict[int, str]] = {}
+    for t in (*model.inputs, *model.outputs):
+        axes = {0: "batch"} if batched else {}
+        offset = 1 if batched else 0
+        for i, d in enumerate(t.dims):
+            if d == -1:
+                axes[i + offset] = f"{t.name}_rows"
+        if axes:
+            dynamic[t.name] = axes
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[t.name for t in model.inputs],
+            output_names=[t.name for t in model.outputs],
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def _export_yunet(checkpoint: str, settings: Settings) -> bytes:
+    from export.models import yunet
+
+    model = spec(checkpoint)
+    graph = yunet.build(resolve_weight(model.weights[0], settings))
+    return graph.SerializeToString()
+
+
+def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> Path:
+    """Export one checkpoint unless an up-to-date file exists; returns its path."""
+    out = settings.onnx_dir / f"{checkpoint}.onnx"
+    stamp_path = out.with_suffix(".onnx.stamp")
+    want = stamp(checkpoint)
+    if (
+        not force
+        and out.is_file()
+        and stamp_path.is_file()
+        and stamp_path.read_text().strip() == want
+    ):
+        log.info("onnx export: %s is up to date", out)
+        return out
+    family = _family(checkpoint)
+    data = (
+        _export_yunet(checkpoint, settings)
+        if family == "yunet"
+        else _export_torch(checkpoint, settings)
+    )
+    check_against_spec(data, spec(checkpoint))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    stamp_path.write_text(want + "\n")
+    log.info("onnx export: wrote %s (%d bytes)", out, len(data))
+    return out
+
+
+def export_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> dict[str, Path]:
+    """Export the given checkpoints (default: every one in ``SPECS``) to ``settings.onnx_dir``.
+
+    Returns:
+        checkpoint -> path of its ``.onnx``.
+    """
+    names = list(SPECS) if checkpoints is None else list(checkpoints)
+    return {name: export_one(name, settings) for name in names}
+
+
+_ONNX_DTYPES = {1: "FP32", 10: "FP16", 7: "INT64", 6: "INT32", 2: "UINT8"}
+
+
+def onnx_signature(data: bytes | Path) -> dict[str, tuple[str, tuple[int | str, ...]]]:
+    """Tensor name -> (Triton dtype, dims with symbolic ones as strings), inputs and outputs."""
+    import onnx
+
+    model = onnx.load_from_string(data) if isinstance(data, bytes) else onnx.load(str(data))
+    sig = {}
+    for value in (*model.graph.input, *model.graph.output):
+        tt = value.type.tensor_type
+        dims = tuple(d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim)
+        sig[value.name] = (_ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type)), dims)
+    return sig
+
+
+def check_against_spec(data: bytes | Path, model: ModelSpec) -> None:
+    """Raise if the ONNX graph's tensor names, dtypes or dims disagree with the spec.
+
+    A spec dim of -1 must be symbolic in the graph; a fixed one must match; with
+    ``max_batch_size > 0`` the graph has one extra, symbolic, leading batch axis.
+    """
+    sig = onnx_signature(data)
+    names = [t.name for t in (*model.inputs, *model.outputs)]
+    if sorted(sig) != sorted(names):
+        raise InternalError(
+            f"ONNX {model.checkpoint}: tensors {sorted(sig)} differ from the spec's {sorted(names)}"
+        )
+    for t in (*model.inputs, *model.outputs):
+        dtype, dims = sig[t.name]
+        if model.max_batch_size > 0:
+            if not dims or not isinstance(dims[0], str):
+                raise InternalError(
+                    f"ONNX {model.checkpoint}: {t.name} has no dynamic batch axis ({dims})"
+                )
+            dims = dims[1:]
+        ok = dtype == t.dtype and len(dims) == len(t.dims)
+        ok = ok and all(
+            (isinstance(g, str)) if want == -1 else g == want
+            for g, want in zip(dims, t.dims, strict=False)
+        )
+        if not ok:
+            raise InternalError(
+                f"ONNX {model.checkpoint}: {t.name} is {dtype}{list(dims)}, spec says {t.dtype}{list(t.dims)}"
+            )
+
+
+def run_onnx(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run an ONNX file on CPU in onnxruntime; outputs by name."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, dict(inputs)), strict=True))
+
+
+def reference_outputs(
+    checkpoint: str, settings: Settings, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """What the exported model must output: the PyTorch module (YuNet: published graph + numpy decode)."""
+    model = spec(checkpoint)
+    if _family(checkpoint) == "yunet":
+        from export.models import yunet
+
+        raw = run_onnx(resolve_weight(model.weights[0], settings), {"input": inputs["image"]})
+        height, width = inputs["image"].shape[2:]
+        boxes, landmarks, scores = yunet.decode_reference(raw, height, width)
+        return {"boxes": boxes, "landmarks": landmarks, "scores": scores}
+    import torch
+
+    module = build_module(checkpoint, settings)
+    with torch.no_grad():
+        outs = module(
+            *(torch.from_numpy(np.ascontiguousarray(inputs[t.name])) for t in model.inputs)
+        )
+    return {t.name: o.numpy() for t, o in zip(model.outputs, outs, strict=True)}
+
+
+def verify(
+    checkpoint: str,
+    settings: Settings,
+    inputs: Mapping[str, np.ndarray],
+    *,
+    onnx_path: Path | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-6,
+) -> dict[str, float]:
+    """Compare an exported model with its reference on ``inputs``.
+
+    Returns:
+        Output name -> max absolute difference.
+
+    Raises:
+        InternalError: an output differs by more than ``atol + rtol * |reference|``
+            (rtol covers float32 rounding of pixel coordinates in the hundreds).
+    """
+    path = onnx_path or settings.onnx_dir / f"{checkpoint}.onnx"
+    got = run_onnx(path, inputs)
+    want = reference_outputs(checkpoint, settings, inputs)
+    diffs = {}
+    for name, ref in want.items():
+        out = got[name]
+        if out.shape != ref.shape:
+            raise InternalError(
+                f"verify {checkpoint}: {name} has shape {out.shape}, reference {ref.shape}"
+            )
+        err = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+        diffs[name] = float(err.max()) if err.size else 0.0
+        if np.any(err > atol + rtol * np.abs(ref)):
+            raise InternalError(
+                f"verify {checkpoint}: {name} differs from the reference by up to {diffs[name]:.3g}"
+            )
+    return diffs
