@@ -1,0 +1,292 @@
+"""Evidence a person can look at: suspicious frames, heatmaps over the faces, a timeline.
+
+- Thumbnails: the ``evidence_top_k`` most suspicious sampled frames (by their visual score,
+  then the fused score of their second) as JPEG, face boxes drawn and scored.
+- Heatmaps: the visual model's 8x8 Grad-CAM map of each of those frames' faces, upsampled
+  bilinearly over the face crop, colour-mapped and alpha-blended onto the frame through
+  the inverse of the crop's affine warp (so a tilted head gets a tilted map).
+- Timeline: one point per sampled second (``dfd.schemas.TimelinePoint``) and a PNG chart of
+  it drawn with Pillow.
+
+Everything goes through the evidence store and comes back as signed URLs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dfd.schemas import Evidence, TimelinePoint
+from dfd.settings import Settings
+from dispatcher.aggregate import SecondScore, suspicious_order
+from dispatcher.decode import DecodedMedia
+from dispatcher.faces import FaceCrop, FaceResult
+from export.specs import FACE_SIZE
+
+THUMB_MAX_SIDE = 640
+JPEG_QUALITY = 85
+HEAT_ALPHA = 0.55  # opacity of the hottest heatmap cell
+CHART_SIZE = (900, 320)
+SERIES_COLOURS = {
+    "score": (20, 20, 20),
+    "visual": (31, 119, 180),
+    "audio": (255, 127, 14),
+    "lipsync": (44, 160, 44),
+}
+
+
+class EvidenceStore(Protocol):
+    """What evidence needs from ``dispatcher.store`` (local folder or S3)."""
+
+    def put(self, job_id: str, name: str, data: bytes, content_type: str) -> str: ...
+
+    def url(self, key: str) -> str: ...
+
+
+def timeline_points(points: Sequence[SecondScore]) -> list[TimelinePoint]:
+    """The schema's timeline from aggregated seconds (scores rounded to 4 places)."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(min(max(x, 0.0), 1.0), 4)
+
+    return [
+        TimelinePoint(
+            frame=p.frame,
+            time_s=round(p.time_s, 3),
+            score=r(p.score),
+            visual=r(p.modalities.get("visual")),
+            audio=r(p.modalities.get("audio")),
+            lipsync=r(p.modalities.get("lipsync")),
+        )
+        for p in points
+    ]
+
+
+# --- drawing -----------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size only
+        return ImageFont.load_default()
+
+
+def _score_colour(score: float | None) -> tuple[int, int, int]:
+    """Green (authentic) to red (manipulated); grey when unknown."""
+    if score is None:
+        return (160, 160, 160)
+    s = min(max(score, 0.0), 1.0)
+    return (int(255 * s), int(200 * (1 - s)), 40)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """A jet-like colour map: ``[H, W]`` in [0, 1] -> RGB uint8 ``[H, W, 3]``."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
+
+
+def heatmap_overlay(
+    image: np.ndarray, crops: Sequence[FaceCrop], maps: Sequence[np.ndarray], norm: float
+) -> Image.Image:
+    """``image`` with each face's map drawn over its crop region.
+
+    Args:
+        image: the frame, RGB uint8.
+        crops: the frame's face crops.
+        maps: one 8x8 map per crop (>= 0).
+        norm: the value drawn fully hot (the video's largest map value), so maps of
+            different frames are comparable.
+    """
+    base = Image.fromarray(image).convert("RGBA")
+    for crop, cam in zip(crops, maps, strict=True):
+        values = np.clip(np.asarray(cam, dtype=np.float32) / max(norm, 1e-12), 0.0, 1.0)
+        up = np.asarray(
+            Image.fromarray(values.astype(np.float32), mode="F").resize(
+                (FACE_SIZE, FACE_SIZE), Image.BILINEAR
+            )
+        )
+        rgba = np.dstack([colormap(up), (np.clip(up, 0, 1) * HEAT_ALPHA * 255).astype(np.uint8)])
+        layer = Image.fromarray(rgba, mode="RGBA")
+        # Frame pixel (x, y) -> crop pixel (u, v): the inverse of the crop's warp.
+        g = crop.geometry
+        k = FACE_SIZE / g.side
+        c, s = math.cos(g.angle_rad), math.sin(g.angle_rad)
+        a, b, d, e = k * c, k * s, -k * s, k * c
+        coeffs = (
+            a,
+            b,
+            FACE_SIZE / 2 - a * g.cx - b * g.cy,
+            d,
+            e,
+            FACE_SIZE / 2 - d * g.cx - e * g.cy,
+        )
+        warped = layer.transform(
+            base.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=(0, 0, 0, 0)
+        )
+        base = Image.alpha_composite(base, warped)
+    return base.convert("RGB")
+
+
+def draw_faces(
+    image: Image.Image, crops: Sequence[FaceCrop], scores: Sequence[float | None]
+) -> Image.Image:
+    """Face boxes coloured and labelled by their visual score."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 300))
+    font = _font(max(12, out.size[0] // 40))
+    for crop, score in zip(crops, scores, strict=True):
+        x1, y1, x2, y2 = crop.face.box
+        colour = _score_colour(score)
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        if score is not None:
+            draw.text(
+                (x1 + 2, max(0, y1 - font.size - 4) if hasattr(font, "size") else y1),
+                f"{score:.2f}",
+                fill=colour,
+                font=font,
+            )
+    return out
+
+
+def _shrink(image: Image.Image, max_side: int = THUMB_MAX_SIDE) -> Image.Image:
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    return image.resize(
+        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))), Image.BILINEAR
+    )
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buf.getvalue()
+
+
+def timeline_chart(
+    points: Sequence[TimelinePoint], threshold: float, size: tuple[int, int] = CHART_SIZE
+) -> bytes:
+    """A PNG line chart of the timeline: fused score and each modality over time."""
+    w, h = size
+    left, right, top, bottom = 48, 120, 16, 36
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    font = _font(12)
+    pw, ph = w - left - right, h - top - bottom
+    t_max = max([p.time_s for p in points] + [1.0])
+
+    def xy(t: float, v: float) -> tuple[float, float]:
+        return left + pw * t / t_max, top + ph * (1 - v)
+
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = xy(0, v)[1]
+        draw.line((left, y, left + pw, y), fill=(230, 230, 230))
+        draw.text((6, y - 7), f"{v:.2f}", fill=(90, 90, 90), font=font)
+    for k in range(int(t_max) + 1):
+        if int(t_max) <= 20 or k % math.ceil(t_max / 20) == 0:
+            x = xy(k, 0)[0]
+            draw.text((x - 4, top + ph + 6), f"{k}", fill=(90, 90, 90), font=font)
+    draw.text((left + pw / 2 - 20, h - 16), "time (s)", fill=(90, 90, 90), font=font)
+    ty = xy(0, threshold)[1]
+    for x in range(left, left + pw, 8):  # dashed threshold line
+        draw.line((x, ty, min(x + 4, left + pw), ty), fill=(200, 0, 0))
+    draw.rectangle((left, top, left + pw, top + ph), outline=(120, 120, 120))
+    for i, (key, colour) in enumerate(SERIES_COLOURS.items()):
+        series = [(p.time_s, getattr(p, key)) for p in points]
+        width = 3 if key == "score" else 2
+        run: list[tuple[float, float]] = []
+        for t, v in [*series, (0.0, None)]:
+            if v is None:
+                if len(run) == 1:
+                    x, y = run[0]
+                    draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+                elif run:
+                    draw.line(run, fill=colour, width=width)
+                run = []
+            else:
+                run.append(xy(t, v))
+        ly = top + 10 + 18 * i
+        draw.line((left + pw + 12, ly, left + pw + 32, ly), fill=colour, width=3)
+        draw.text(
+            (left + pw + 38, ly - 7),
+            "fused" if key == "score" else key,
+            fill=(40, 40, 40),
+            font=font,
+        )
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+# --- the stage ---------------------------------------------------------------------------
+
+
+def build_evidence(
+    job_id: str,
+    media: DecodedMedia,
+    faces: FaceResult,
+    heatmaps: np.ndarray,
+    visual_scores: np.ndarray | None,
+    points: Sequence[SecondScore],
+    store: EvidenceStore,
+    settings: Settings,
+) -> Evidence:
+    """Render and store the evidence of one video; returns it with signed URLs.
+
+    Args:
+        job_id: the store's prefix for this job.
+        media: decoded frames (thumbnails are drawn on them).
+        faces: the crops, in the order the ensemble scored them.
+        heatmaps: ``[len(faces.crops), 8, 8]``.
+        visual_scores: per crop P(manipulated) (None when visual was unused).
+        points: the per-second timeline, one per sampled frame.
+        store: where the files go.
+        settings: top-k, threshold, URL lifetime.
+    """
+    timeline = timeline_points(points)
+    by_frame: dict[int, list[int]] = {}
+    for i, crop in enumerate(faces.crops):
+        by_frame.setdefault(crop.frame_pos, []).append(i)
+
+    thumbs: list[str] = []
+    heats: list[str] = []
+    norm = float(heatmaps.max()) if heatmaps.size else 1.0
+    ranked = [i for i in suspicious_order(points) if points[i].score is not None or i in by_frame]
+    for rank, pos in enumerate(ranked[: settings.evidence_top_k]):
+        frame = media.frames[pos]
+        idx = by_frame.get(pos, [])
+        crops = [faces.crops[i] for i in idx]
+        scores = [float(visual_scores[i]) if visual_scores is not None else None for i in idx]
+        thumb = _shrink(draw_faces(Image.fromarray(frame.image), crops, scores))
+        key = store.put(job_id, f"thumb_{rank:02d}_f{frame.index}.jpg", _jpeg(thumb), "image/jpeg")
+        thumbs.append(store.url(key))
+        if crops and heatmaps.size:
+            overlay = _shrink(heatmap_overlay(frame.image, crops, [heatmaps[i] for i in idx], norm))
+            key = store.put(
+                job_id, f"heatmap_{rank:02d}_f{frame.index}.jpg", _jpeg(overlay), "image/jpeg"
+            )
+            heats.append(store.url(key))
+
+    chart_url = None
+    if timeline:
+        key = store.put(
+            job_id, "timeline.png", timeline_chart(timeline, settings.threshold), "image/png"
+        )
+        chart_url = store.url(key)
+    return Evidence(
+        thumbnails=thumbs,
+        heatmaps=heats,
+        timeline=timeline,
+        timeline_chart=chart_url,
+        expires_in_s=settings.evidence_url_ttl_s,
+    )

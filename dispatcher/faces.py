@@ -1,0 +1,385 @@
+"""Faces: detect them on the sampled frames through Triton, cut the crops the detectors read.
+
+- Detection: frames letterboxed to ``DETECTOR_SIZE`` (BGR, float 0..255, NCHW) and sent to
+  Triton's ``face_detector`` in batches of at most its ``max_batch_size``; score threshold,
+  NMS and the per-frame cap on the caller's side (:mod:`export.yunet_post`), boxes mapped
+  back to frame pixels.
+- Visual crops: a square around the face with a margin, rotated so the eyes are level
+  (one affine warp in Pillow), 256x256 RGB in [0, 1].
+- Lip-sync clips: Light-ASD's own crop (``Columbia_test.py``: a square of 2.8x the half
+  box size, starting one half-size above the box centre, grey, resized to 224 and the
+  centre 112x112 kept; outside the frame filled with grey 110) on each of 25 frames, plus
+  the MFCC of the same second of audio.
+
+Tracking for the clips costs no detector call: a clip starts on a sampled frame (see
+:func:`dispatcher.sampling.clip_starts`), so the face found there places it; where the
+next sampled second also has the face, the box is interpolated linearly between the two.
+Light-ASD itself interpolates between detections and median-filters boxes over 13 frames
+(half a second), so per-frame detection would buy little for a talking face.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from dfd.settings import Settings
+from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from export.features import mfcc
+from export.specs import (
+    DETECTOR_SIZE,
+    FACE_SIZE,
+    LIPSYNC_FPS,
+    LIPSYNC_FRAMES,
+    LIPSYNC_SIZE,
+    MFCC_PER_FRAME,
+)
+from export.specs import spec as model_spec
+from export.yunet_post import select
+
+NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
+VISUAL_MARGIN = 0.3  # crop side = (1 + margin) x the longer box side
+LIGHT_ASD_CROP_SCALE = 0.40  # Light-ASD's --cropScale
+LIGHT_ASD_PAD_GREY = 110  # Light-ASD pads frames with this value
+TRACK_MIN_IOU = 0.3  # below this the next second's face is someone else (or a cut)
+
+
+class InferClient(Protocol):
+    """What faces and infer need from :class:`dispatcher.triton_client.TritonClient`."""
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in decoded-frame pixels.
+
+    Attributes:
+        box: ``(x1, y1, x2, y2)``.
+        landmarks: ``[5, 2]``: right eye, left eye, nose tip, right and left mouth corner
+            (YuNet's order; "right" is the subject's right, on the image's left).
+        score: detector confidence.
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: np.ndarray
+    score: float
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.box
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+    @property
+    def size(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(x2 - x1, y2 - y1)
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where a visual crop came from: centre, side and rotation in frame pixels."""
+
+    cx: float
+    cy: float
+    side: float
+    angle_rad: float
+
+    def to_frame(
+        self, u: np.ndarray, v: np.ndarray, size: int = FACE_SIZE
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop pixel coordinates (``u`` right, ``v`` down) to frame coordinates."""
+        s = self.side / size
+        du, dv = (u - size / 2) * s, (v - size / 2) * s
+        c, sn = math.cos(self.angle_rad), math.sin(self.angle_rad)
+        return self.cx + du * c - dv * sn, self.cy + du * sn + dv * c
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A visual-model input and where it came from.
+
+    Attributes:
+        frame_pos: position in ``DecodedMedia.frames``.
+        face: the detection.
+        geometry: the crop's placement, for drawing heatmaps back onto the frame.
+        pixels: RGB float32 ``[3, FACE_SIZE, FACE_SIZE]`` in [0, 1].
+    """
+
+    frame_pos: int
+    face: Face
+    geometry: CropGeometry
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True)
+class LipsyncClip:
+    """A lip-sync-model input: 25 grey face crops and the MFCC of the same second."""
+
+    start_s: float
+    video: np.ndarray  # float32 [LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE], 0..255
+    mfcc: np.ndarray  # float32 [LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS]
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """Everything the faces stage found.
+
+    Attributes:
+        detections: per sampled frame, its kept faces (most confident first).
+        crops: visual crops of every kept face.
+        clips: lip-sync clips (none without audio or without a face at their start).
+    """
+
+    detections: tuple[tuple[Face, ...], ...]
+    crops: tuple[FaceCrop, ...]
+    clips: tuple[LipsyncClip, ...]
+
+    @property
+    def any_face(self) -> bool:
+        return any(self.detections)
+
+
+# --- detection ---------------------------------------------------------------------------
+
+
+def letterbox(image: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, float]:
+    """RGB uint8 ``[H, W, 3]`` -> BGR float32 ``[3, size, size]`` and the scale applied.
+
+    The frame is scaled to fit and placed top-left on black, so frame coordinates are
+    detector coordinates divided by the scale (no offset to undo).
+    """
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = (
+        np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+        if (nw, nh) != (w, h)
+        else image
+    )
+    out = np.zeros((3, size, size), dtype=np.float32)
+    out[:, :nh, :nw] = resized[:, :, ::-1].transpose(2, 0, 1)
+    return out, scale
+
+
+def select_faces(
+    boxes: np.ndarray,
+    landmarks: np.ndarray,
+    scores: np.ndarray,
+    scale: float,
+    min_score: float,
+    max_faces: int,
+    frame_size: tuple[int, int],
+) -> tuple[Face, ...]:
+    """One image's detector output (per prior) -> its kept faces in frame pixels."""
+    kept = select(
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(landmarks, dtype=np.float32).reshape(-1, 10),
+        np.asarray(scores, dtype=np.float32).reshape(-1),
+        score_threshold=min_score,
+        iou=NMS_IOU,
+        top_k=max_faces,
+    )
+    w, h = frame_size
+    faces = []
+    for box, lm, score in zip(kept.boxes / scale, kept.landmarks / scale, kept.scores, strict=True):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        x1, x2 = max(0.0, x1), min(float(w), x2)
+        y1, y2 = max(0.0, y1), min(float(h), y2)
+        if x2 - x1 < 2 or y2 - y1 < 2:
+            continue
+        faces.append(Face(box=(x1, y1, x2, y2), landmarks=lm.reshape(5, 2), score=float(score)))
+    return tuple(faces)
+
+
+def detect(
+    frames: Sequence[SampledFrame],
+    client: InferClient,
+    settings: Settings,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[tuple[Face, ...], ...]:
+    """Faces on every sampled frame, batched to the detector's ``max_batch_size``."""
+    detector = model_spec(settings.face_model)
+    image_in = detector.inputs[0].name
+    out_boxes, out_lm, out_scores = (t.name for t in detector.outputs)
+    batch = max(1, detector.max_batch_size)
+    found: list[tuple[Face, ...]] = []
+    for start in range(0, len(frames), batch):
+        chunk = frames[start : start + batch]
+        boxed = [letterbox(f.image) for f in chunk]
+        out = client.infer(
+            detector.name,
+            {image_in: np.stack([b for b, _ in boxed])},
+            [out_boxes, out_lm, out_scores],
+        )
+        for j, (frame, (_, scale)) in enumerate(zip(chunk, boxed, strict=True)):
+            found.append(
+                select_faces(
+                    out[out_boxes][j],
+                    out[out_lm][j],
+                    out[out_scores][j],
+                    scale,
+                    settings.face_min_score,
+                    settings.max_faces_per_frame,
+                    (frame.image.shape[1], frame.image.shape[0]),
+                )
+            )
+        if progress is not None:
+            progress(min(1.0, (start + len(chunk)) / max(1, len(frames))))
+    return tuple(found)
+
+
+# --- crops -------------------------------------------------------------------------------
+
+
+def crop_geometry(face: Face, align: bool = True) -> CropGeometry:
+    """A square around the face with :data:`VISUAL_MARGIN`, level eyes when ``align``."""
+    cx, cy = face.center
+    angle = 0.0
+    if align:
+        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
+        angle = math.atan2(float(ly - ry), float(lx - rx))
+        # A landmark fit gone wrong (profile view) is not worth a wild rotation.
+        if abs(angle) > math.radians(45):
+            angle = 0.0
+    return CropGeometry(cx=cx, cy=cy, side=face.size * (1 + VISUAL_MARGIN), angle_rad=angle)
+
+
+def visual_crop(image: np.ndarray, geometry: CropGeometry, size: int = FACE_SIZE) -> np.ndarray:
+    """The crop as RGB uint8 ``[size, size, 3]`` (one affine warp; outside the frame black)."""
+    s = geometry.side / size
+    c, sn = math.cos(geometry.angle_rad), math.sin(geometry.angle_rad)
+    # Pillow's AFFINE maps each output pixel (u, v) to input (a u + b v + c0, d u + e v + f0).
+    a, b, d, e = s * c, -s * sn, s * sn, s * c
+    c0 = geometry.cx - (a + b) * size / 2
+    f0 = geometry.cy - (d + e) * size / 2
+    out = Image.fromarray(image).transform(
+        (size, size), Image.AFFINE, (a, b, c0, d, e, f0), resample=Image.BILINEAR
+    )
+    return np.asarray(out)
+
+
+def light_asd_box(face_box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """The frame region Light-ASD's crop keeps, as ``(x0, y0, x1, y1)``.
+
+    Light-ASD cuts ``rows [cy - bs, cy + bs(1 + 2cs))``, ``cols [cx - bs(1 + cs), cx +
+    bs(1 + cs))`` (bs = half the longer box side, cs = 0.4), resizes that to 224 and keeps
+    the centre 112: in frame terms the middle half of the square, computed here directly.
+    """
+    x1, y1, x2, y2 = face_box
+    bs = max(x2 - x1, y2 - y1) / 2
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    cs = LIGHT_ASD_CROP_SCALE
+    side = 2 * bs * (1 + cs)
+    left, top = cx - bs * (1 + cs), cy - bs
+    return (left + side / 4, top + side / 4, left + 3 * side / 4, top + 3 * side / 4)
+
+
+def lipsync_crop(grey: np.ndarray, face_box: tuple[float, float, float, float]) -> np.ndarray:
+    """One grey ``LIPSYNC_SIZE`` square crop, float32 0..255, as Light-ASD prepares it."""
+    x0, y0, x1, y1 = light_asd_box(face_box)
+    img = Image.fromarray(grey)
+    out = img.transform(
+        (LIPSYNC_SIZE, LIPSYNC_SIZE),
+        Image.EXTENT,
+        (x0, y0, x1, y1),
+        resample=Image.BILINEAR,
+        fillcolor=LIGHT_ASD_PAD_GREY,
+    )
+    return np.asarray(out, dtype=np.float32)
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def clip_boxes(
+    start_box: tuple[float, float, float, float], end_box: tuple[float, float, float, float] | None
+) -> list[tuple[float, float, float, float]]:
+    """Per-frame boxes of a clip: interpolated towards ``end_box`` (the face one second on)."""
+    if end_box is None or _iou(start_box, end_box) < TRACK_MIN_IOU:
+        return [start_box] * LIPSYNC_FRAMES
+    a, b = np.asarray(start_box), np.asarray(end_box)
+    # frame j is at j/25 s; the end box is at 1 s (frame 25, one past the clip)
+    return [tuple(float(v) for v in a + (b - a) * j / LIPSYNC_FPS) for j in range(LIPSYNC_FRAMES)]
+
+
+def _nearest_frame(frames: Sequence[SampledFrame], t: float) -> int | None:
+    if not frames:
+        return None
+    i = min(range(len(frames)), key=lambda k: abs(frames[k].time_s - t))
+    return i if abs(frames[i].time_s - t) < 0.5 / LIPSYNC_FPS + 1e-6 else None
+
+
+def lipsync_clips(
+    media: DecodedMedia, detections: Sequence[Sequence[Face]], audio_mfcc: np.ndarray | None
+) -> tuple[LipsyncClip, ...]:
+    """Lip-sync clips for the segments whose first frame shows a face."""
+    if audio_mfcc is None:
+        return ()
+    per_clip = LIPSYNC_FRAMES * MFCC_PER_FRAME
+    clips = []
+    for seg in media.segments:
+        start = _nearest_frame(media.frames, seg.start_s)
+        if start is None or not detections[start]:
+            continue
+        nxt = _nearest_frame(media.frames, seg.start_s + LIPSYNC_FRAMES / LIPSYNC_FPS)
+        end_box = detections[nxt][0].box if nxt is not None and detections[nxt] else None
+        video = _clip_video(seg, clip_boxes(detections[start][0].box, end_box))
+        row = int(round(seg.start_s * LIPSYNC_FPS * MFCC_PER_FRAME))
+        feats = audio_mfcc[row : row + per_clip]
+        if feats.shape[0] < per_clip // 2:
+            continue  # the audio track ends before this clip does
+        if feats.shape[0] < per_clip:
+            feats = np.concatenate(
+                [feats, np.repeat(feats[-1:], per_clip - feats.shape[0], axis=0)]
+            )
+        clips.append(LipsyncClip(start_s=seg.start_s, video=video, mfcc=feats.astype(np.float32)))
+    return tuple(clips)
+
+
+def _clip_video(
+    seg: LipsyncSegment, boxes: Sequence[tuple[float, float, float, float]]
+) -> np.ndarray:
+    return np.stack([lipsync_crop(seg.grey[j], boxes[j]) for j in range(LIPSYNC_FRAMES)])
+
+
+def find_faces(
+    media: DecodedMedia,
+    client: InferClient,
+    settings: Settings,
+    speech: bool = True,
+    progress: Callable[[float], None] | None = None,
+) -> FaceResult:
+    """Detect faces on the sampled frames and cut the visual crops and lip-sync clips.
+
+    Args:
+        media: the decoded video.
+        client: reaches Triton's ``face_detector``.
+        settings: score threshold and per-frame cap.
+        speech: False when the audio track is silent: no lip-sync clips then.
+        progress: called with 0..1 as detection batches complete.
+    """
+    detections = detect(media.frames, client, settings, progress)
+    crops = []
+    for pos, (frame, faces) in enumerate(zip(media.frames, detections, strict=True)):
+        for face in faces:
+            geom = crop_geometry(face)
+            pixels = visual_crop(frame.image, geom).astype(np.float32).transpose(2, 0, 1) / 255.0
+            crops.append(FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels))
+    audio_mfcc = (
+        mfcc(media.audio) if (speech and media.audio is not None and media.audio.size) else None
+    )
+    clips = lipsync_clips(media, detections, audio_mfcc) if crops else ()
+    return FaceResult(detections=detections, crops=tuple(crops), clips=clips)

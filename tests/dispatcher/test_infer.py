@@ -1,0 +1,224 @@
+"""Ensemble requests: tensors from the specs, unused modalities masked, long videos chunked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dfd.errors import UpstreamUnavailableError
+from dfd.settings import Settings
+from dispatcher.decode import DecodedMedia, SampledFrame
+from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult, LipsyncClip
+from dispatcher.infer import (
+    ModelInputs,
+    build_inputs,
+    chunk_requests,
+    has_speech_level,
+    run_ensemble,
+    window_spans,
+)
+from ensemble_config.fusion import fuse
+from export.specs import (
+    AUDIO_RATE,
+    AUDIO_SAMPLES,
+    ENSEMBLE_INPUTS,
+    ENSEMBLE_NAME,
+    ENSEMBLE_OUTPUTS,
+    FACE_SIZE,
+    HEATMAP_SIZE,
+    LIPSYNC_FRAMES,
+    LIPSYNC_SIZE,
+    MFCC_COEFFS,
+    MFCC_PER_FRAME,
+)
+
+pytestmark = pytest.mark.unit
+IN = {t.name: t for t in ENSEMBLE_INPUTS}
+
+
+class FakeEnsemble:
+    """In-memory stand-in for deepfake_ensemble: item score = a fixed function of its pixels.
+
+    It applies the same fusion rule as the served ensemble, so the dispatcher's chunk
+    combination can be checked against one big request.
+    """
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls: list[dict[str, np.ndarray]] = []
+        self.fail_after = fail_after
+
+    def infer(self, model, inputs, outputs=None):
+        assert model == ENSEMBLE_NAME
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise UpstreamUnavailableError("triton: UNAVAILABLE")
+        for t in ENSEMBLE_INPUTS:
+            arr = inputs[t.name]
+            assert arr.dtype == np.dtype(t.numpy_dtype), t.name
+            assert arr.shape[1:] == tuple(d for d in t.dims[1:]) or t.dims[0] != -1, t.name
+        self.calls.append(inputs)
+        v = inputs["faces"].mean(axis=(1, 2, 3))[:, None]
+        a = (inputs["audio"].std(axis=1) * 2).clip(0, 1)[:, None]
+        lip = (inputs["lipsync_video"].mean(axis=(1, 2, 3)) / 255)[:, None]
+        heat = np.broadcast_to(v[:, None, :], (len(v), HEATMAP_SIZE, HEATMAP_SIZE)).copy()
+        mask = inputs["mask"]
+        scores, conf = fuse(
+            {
+                "visual": v if mask[0] else None,
+                "audio": a if mask[1] else None,
+                "lipsync": lip if mask[2] else None,
+            },
+            inputs["weights"],
+        )
+        out = {
+            "confidence": np.array([conf], np.float32),
+            "modality_scores": np.nan_to_num(scores).astype(np.float32),
+            "visual_scores": v.astype(np.float32),
+            "heatmaps": heat.astype(np.float32),
+            "audio_scores": a.astype(np.float32),
+            "lipsync_scores": lip.astype(np.float32),
+        }
+        return {k: out[k] for k in (outputs or [t.name for t in ENSEMBLE_OUTPUTS])}
+
+
+def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> ModelInputs:
+    rng = np.random.default_rng(seed)
+    return ModelInputs(
+        faces=rng.random((nv, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32),
+        face_spans=tuple((float(i), i + 1.0) for i in range(nv)),
+        audio=(rng.standard_normal((na, AUDIO_SAMPLES)) * rng.random((na, 1)) * 0.3).astype(
+            np.float32
+        ),
+        audio_spans=tuple((2.0 * i, 2.0 * i + 4.04) for i in range(na)),
+        lipsync_video=(rng.random((nl, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)) * 255).astype(
+            np.float32
+        ),
+        lipsync_mfcc=rng.standard_normal((nl, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)).astype(
+            np.float32
+        ),
+        lipsync_spans=tuple((float(i), i + 1.0) for i in range(nl)),
+    )
+
+
+def test_unused_modality_is_one_zero_row_with_mask_zero():
+    (req,) = chunk_requests(make_inputs(3, 0, 0), (0.3, 0.5, 0.2), 32)
+    assert set(req) == set(IN)
+    assert req["faces"].shape == (3, 3, FACE_SIZE, FACE_SIZE)
+    assert req["audio"].shape == (1, AUDIO_SAMPLES) and not req["audio"].any()
+    assert req["lipsync_video"].shape == (1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)
+    assert req["lipsync_mfcc"].shape == (1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)
+    assert req["mask"].tolist() == [1.0, 0.0, 0.0]
+    assert req["weights"].tolist() == pytest.approx([0.3, 0.5, 0.2])
+    for name, t in IN.items():
+        assert req[name].dtype == np.dtype(t.numpy_dtype)
+
+
+def test_chunking_bounds_every_request():
+    reqs = chunk_requests(make_inputs(70, 5, 33), (0.3, 0.5, 0.2), 32)
+    assert len(reqs) == 3
+    assert [len(r["faces"]) for r in reqs] == [32, 32, 6]
+    assert [r["mask"].tolist() for r in reqs] == [[1, 1, 1], [1, 0, 1], [1, 0, 0]]
+    assert [len(r["lipsync_video"]) for r in reqs] == [32, 1, 1]
+
+
+def test_chunked_result_equals_one_request():
+    inputs = make_inputs(9, 4, 5, seed=3)
+    weights = (0.3, 0.5, 0.2)
+    one = run_ensemble(inputs, FakeEnsemble(), Settings(max_items_per_request=32))
+    client = FakeEnsemble()
+    many = run_ensemble(inputs, client, Settings(max_items_per_request=2))
+    assert one.requests == 1 and many.requests == 5 and len(client.calls) == 5
+    for m in ("visual", "audio", "lipsync"):
+        assert np.allclose(one.items[m].scores, many.items[m].scores)
+        assert one.items[m].spans == many.items[m].spans
+    assert many.confidence == pytest.approx(one.confidence, abs=1e-6)
+    assert many.heatmaps.shape == (9, HEATMAP_SIZE, HEATMAP_SIZE)
+    # the single request's fused confidence (server side) equals the reference
+    served = FakeEnsemble().infer(ENSEMBLE_NAME, chunk_requests(inputs, weights, 32)[0])[
+        "confidence"
+    ][0]
+    assert one.confidence == pytest.approx(float(served), abs=1e-6)
+
+
+def test_no_items_at_all_is_inconclusive_signal():
+    out = run_ensemble(make_inputs(0, 0, 0), FakeEnsemble(), Settings())
+    assert out.items == {"visual": None, "audio": None, "lipsync": None}
+    assert out.confidence == 0.5
+    assert out.heatmaps.shape == (0, HEATMAP_SIZE, HEATMAP_SIZE)
+
+
+def test_unavailable_triton_propagates_as_transient():
+    with pytest.raises(UpstreamUnavailableError):
+        run_ensemble(
+            make_inputs(40, 1, 0), FakeEnsemble(fail_after=1), Settings(max_items_per_request=32)
+        )
+
+
+def test_deadline_bounds_all_chunks():
+    class Slow(FakeEnsemble):
+        def infer(self, model, inputs, outputs=None):
+            import time
+
+            time.sleep(0.05)
+            return super().infer(model, inputs, outputs)
+
+    with pytest.raises(UpstreamUnavailableError, match="within"):
+        run_ensemble(
+            make_inputs(10, 0, 0), Slow(), Settings(max_items_per_request=1), deadline_s=0.1
+        )
+
+
+def test_window_spans_match_audio_windows():
+    from export.features import audio_windows
+
+    for seconds in (1.0, AUDIO_SAMPLES / AUDIO_RATE, 5.0, 9.3, 30.0):
+        wave = np.zeros(int(seconds * AUDIO_RATE), np.float32)
+        wins = audio_windows(wave, 2.0)
+        spans = window_spans(wave.size, 2.0, len(wins))
+        assert len(spans) == len(wins)
+        assert spans[0][0] == 0.0
+        assert spans[-1][1] == pytest.approx(wave.size / AUDIO_RATE)  # the tail is covered
+        if len(wins) > 2:  # the hop between full windows; the last one is pulled back to the end
+            assert spans[1][0] == 2.0
+
+
+def _media(audio: np.ndarray | None) -> DecodedMedia:
+    frames = tuple(
+        SampledFrame(i * 25, float(i), np.zeros((64, 64, 3), np.uint8)) for i in range(3)
+    )
+    return DecodedMedia(frames, audio, (), 64, 64, 1.0, 25.0, 3.0, "pyav")
+
+
+def _faces(n_clips: int) -> FaceResult:
+    face = Face((10, 10, 40, 40), np.zeros((5, 2), np.float32), 0.9)
+    crop = FaceCrop(
+        1, face, CropGeometry(25, 25, 39, 0), np.full((3, FACE_SIZE, FACE_SIZE), 0.5, np.float32)
+    )
+    clip = LipsyncClip(
+        1.0,
+        np.zeros((LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE), np.float32),
+        np.zeros((LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS), np.float32),
+    )
+    return FaceResult(((), (face,), ()), (crop,), (clip,) * n_clips)
+
+
+def test_build_inputs_with_speech():
+    t = np.arange(3 * AUDIO_RATE) / AUDIO_RATE
+    inputs = build_inputs(
+        _media((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)), _faces(1), Settings()
+    )
+    assert inputs.mask == (1.0, 1.0, 1.0)
+    assert inputs.face_spans == ((1.0, 2.0),)
+    assert inputs.audio.shape == (1, AUDIO_SAMPLES)
+    assert inputs.lipsync_spans == ((1.0, 2.0),)
+
+
+def test_silent_or_missing_audio_disables_audio_and_lipsync():
+    for audio in (
+        None,
+        np.zeros(3 * AUDIO_RATE, np.float32),
+        np.full(3 * AUDIO_RATE, 1e-4, np.float32),
+    ):
+        inputs = build_inputs(_media(audio), _faces(1), Settings())
+        assert inputs.mask == (1.0, 0.0, 0.0)
+    assert not has_speech_level(None)
+    assert has_speech_level(np.full(100, 0.1, np.float32))
