@@ -1,0 +1,105 @@
+"""What a file is, from its first bytes: a small table of media magic numbers.
+
+Standard library only, so the gateway can refuse an upload by its bytes (whatever its
+name or declared type) and the worker's probe can say clearly what came instead of a
+video. Demuxing (``dispatcher.probe``) decides the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HEAD_BYTES = 512
+"""How many leading bytes `sniff` looks at."""
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What the leading bytes say.
+
+    Attributes:
+        kind: Short container name (``mp4``, ``mov``, ``matroska``, ``avi``, ``mpeg-ps``,
+            ``mpeg-ts``, ``flv``, ``ogg``, ``asf``, ``y4m``, ``3gp``; audio: ``m4a``,
+            ``wav``, ``flac``, ``mp3``; other: ``image``, ``text``, ``empty``, ``unknown``).
+        media: ``video`` (a container that may hold video), ``audio``, or ``other``.
+        detail: Words for messages ("a PNG image", "text").
+    """
+
+    kind: str
+    media: str
+    detail: str
+
+    @property
+    def may_hold_video(self) -> bool:
+        return self.media == "video"
+
+
+_MOV_ATOMS = (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+
+
+def sniff(head: bytes) -> Sniffed:
+    """Name the container (or what else) from a file's first bytes (`HEAD_BYTES` suffice)."""
+    if not head:
+        return Sniffed("empty", "other", "an empty file")
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand == b"qt  ":
+            return Sniffed("mov", "video", "a QuickTime movie")
+        if brand in (b"M4A ", b"M4B ", b"M4P "):
+            return Sniffed("m4a", "audio", "an MPEG-4 audio file")
+        if brand.startswith(b"3g"):
+            return Sniffed("3gp", "video", "a 3GP file")
+        if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"):
+            return Sniffed("image", "other", "an AVIF/HEIF image")
+        return Sniffed("mp4", "video", "an MPEG-4 file")
+    if head[4:8] in _MOV_ATOMS:
+        return Sniffed("mov", "video", "a QuickTime movie")
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return Sniffed("matroska", "video", "a Matroska/WebM file")
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return Sniffed("avi", "video", "an AVI file")
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return Sniffed("wav", "audio", "a WAV audio file")
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return Sniffed("mpeg-ps", "video", "an MPEG program stream")
+    if head.startswith(b"\x00\x00\x01\xb3"):
+        return Sniffed("mpeg-es", "video", "an MPEG video stream")
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return Sniffed("mpeg-ts", "video", "an MPEG transport stream")
+    if head.startswith(b"FLV\x01"):
+        return Sniffed("flv", "video", "a Flash video")
+    if head.startswith(b"OggS"):
+        return Sniffed("ogg", "video", "an Ogg file")
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return Sniffed("asf", "video", "an ASF/WMV file")
+    if head.startswith(b"YUV4MPEG2 "):
+        return Sniffed("y4m", "video", "a YUV4MPEG2 raw video")
+    if head.startswith(b"fLaC"):
+        return Sniffed("flac", "audio", "a FLAC audio file")
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return Sniffed("mp3", "audio", "an MP3 audio file")
+    if head.startswith(b"\xff\xd8\xff"):
+        return Sniffed("image", "other", "a JPEG image")
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return Sniffed("image", "other", "a PNG image")
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return Sniffed("image", "other", "a GIF image")
+    if head.startswith(b"%PDF"):
+        return Sniffed("pdf", "other", "a PDF document")
+    if head.startswith(b"PK\x03\x04"):
+        return Sniffed("zip", "other", "a ZIP archive")
+    if _is_text(head):
+        return Sniffed("text", "other", "text")
+    return Sniffed("unknown", "other", f"unrecognised data (starts with {head[:8].hex(' ')})")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        # a multi-byte character cut at the end of the head is still text
+        try:
+            text = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return all(c.isprintable() or c in "\r\n\t\f" for c in text)

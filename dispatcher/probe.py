@@ -1,0 +1,353 @@
+"""Stage 2, probe and validate: is this a video dfd can and may process?
+
+Magic bytes first (``dfd.sniff``: an empty file, text, an image or random bytes are
+refused without opening a demuxer), then PyAV in a child process with a hard time limit
+and an address-space limit: a hostile file that makes the demuxer spin, allocate wildly
+or crash costs that child, never the worker. The child checks the declared dimensions,
+duration and frame count before anything is decoded, then demuxes every video packet
+(bounded by the limits) to count frames and catch truncation, and decodes the first
+frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dfd.errors import CorruptMediaError, DfdError, TooLargeError, UnsupportedMediaError
+from dfd.sniff import HEAD_BYTES, sniff
+from dispatcher.errors import ProbeTimeoutError
+
+if TYPE_CHECKING:
+    from dfd.settings import Settings
+
+_ROOT = Path(__file__).resolve().parents[1]
+_ERRORS: dict[str, type[DfdError]] = {
+    cls.__name__: cls for cls in (CorruptMediaError, TooLargeError, UnsupportedMediaError)
+}
+# A file whose demuxed frames fall this far short of what its header declares is truncated.
+_TRUNCATED_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What probing found.
+
+    Attributes:
+        path: The file probed.
+        size_bytes: Its size.
+        container: The demuxer's name (``mov,mp4,m4a,3gp,3g2,mj2``, ``mpeg``, ``matroska,webm``).
+        kind: The container by magic bytes (``dfd.sniff``: ``mp4``, ``mpeg-ps``, ...).
+        video_codec: Codec of the first video stream (``h264``, ``mpeg1video``, ...).
+        audio_codec: Codec of the first audio stream, or ``None``.
+        width: Coded width, pixels.
+        height: Coded height, pixels.
+        fps: Average frame rate.
+        duration_s: Duration, seconds.
+        frame_count: Video frames demuxed (not merely declared).
+        has_audio: Whether there is an audio stream.
+        audio_sample_rate: Its sample rate, Hz, or ``None``.
+        audio_channels: Its channel count, or ``None``.
+    """
+
+    path: Path
+    size_bytes: int
+    container: str
+    kind: str
+    video_codec: str
+    audio_codec: str | None
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    frame_count: int
+    has_audio: bool
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_width: int
+    max_height: int
+    max_duration_s: float
+    max_frames: int
+
+
+def probe(path: Path, settings: Settings) -> MediaInfo:
+    """Probe and validate a file, within ``probe_timeout_s`` and ``probe_memory_bytes``.
+
+    Raises:
+        UnsupportedMediaError: Not a video container (text, image, audio only, unknown),
+            or no video stream.
+        CorruptMediaError: Unreadable, truncated or hostile (includes `ProbeTimeoutError`).
+        TooLargeError: Dimensions, duration or frame count over the settings' limits.
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError as exc:
+        raise CorruptMediaError(f"probe: cannot read {name} ({exc.strerror})") from exc
+    if size == 0:
+        raise CorruptMediaError(f"probe: {name}: expected a video, got an empty file (0 bytes)")
+    sniffed = sniff(head)
+    if sniffed.media == "audio":
+        raise UnsupportedMediaError(
+            f"probe: {name}: expected a video, got {sniffed.detail} (no video stream)"
+        )
+    if not sniffed.may_hold_video:
+        raise UnsupportedMediaError(
+            f"probe: {name}: expected a video container, got {sniffed.detail}"
+        )
+
+    limits = _Limits(
+        settings.max_width, settings.max_height, settings.max_duration_s, settings.max_frames
+    )
+    if sniffed.kind == "y4m":
+        _check_y4m_header(head, name, limits)
+    answer = _run_child(path, limits, settings)
+    if "error" in answer:
+        error = answer["error"]
+        raise _ERRORS.get(error["class"], CorruptMediaError)(error["message"])
+    fields = answer["info"]
+    return MediaInfo(path=path, size_bytes=size, kind=sniffed.kind, **fields)
+
+
+def _check_y4m_header(head: bytes, name: str, limits: _Limits) -> None:
+    # The raw-video header states the frame size in plain text; the demuxer would size
+    # every packet from it, so an absurd claim is refused before one is opened.
+    line = head.split(b"\n", 1)[0].decode("ascii", errors="replace").split()
+    sizes = {tag[0]: tag[1:] for tag in line[1:] if tag[:1] in ("W", "H")}
+    try:
+        width, height = int(sizes["W"]), int(sizes["H"])
+    except (KeyError, ValueError) as exc:
+        raise CorruptMediaError(
+            f"probe: {name}: the YUV4MPEG2 header declares no valid frame size"
+        ) from exc
+    if width > limits.max_width or height > limits.max_height:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_width}x{limits.max_height} pixels, "
+            f"it claims {width}x{height}"
+        )
+
+
+def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any]:
+    timeout = settings.probe_timeout_s
+    memory = settings.probe_memory_bytes
+
+    def confine() -> None:  # runs in the child before exec
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        cpu = int(timeout) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it writes no files
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-s",
+        "-m",
+        "dispatcher.probe",
+        str(path),
+        json.dumps(asdict(limits)),
+    ]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=confine,
+            env=env,
+            cwd=str(_ROOT),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProbeTimeoutError(
+            f"probe: {path.name} was not read within {timeout:g} s; refusing it as hostile or corrupt"
+        ) from exc
+    elapsed = time.monotonic() - started
+    if done.returncode < 0:
+        sig = signal.Signals(-done.returncode).name
+        raise CorruptMediaError(
+            f"probe: reading {path.name} killed the demuxer ({sig} after {elapsed:.1f} s); "
+            "refusing it as hostile or corrupt"
+        )
+    try:
+        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        if "MemoryError" in tail[0]:
+            raise CorruptMediaError(
+                f"probe: {path.name} needs more than {memory} bytes to open; refusing it"
+            ) from exc
+        raise CorruptMediaError(f"probe: {path.name} could not be read ({tail[0]})") from exc
+
+
+# --- the child ----------------------------------------------------------------------
+
+
+def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
+    """Open, check and demux; returns the `MediaInfo` fields that need a demuxer."""
+    import av  # only the child imports it
+
+    name = path.name
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"probe: {name}: the container cannot be opened ({_why(exc)})"
+        ) from exc
+    with container:
+        if not container.streams.video:
+            raise UnsupportedMediaError(f"probe: {name}: expected a video stream, found none")
+        video = container.streams.video[0]
+        ctx = video.codec_context
+        width, height = int(ctx.width or 0), int(ctx.height or 0)
+        codec = ctx.name if ctx.codec else None
+        if not codec:
+            raise UnsupportedMediaError(f"probe: {name}: no decoder for the video stream")
+        if width <= 0 or height <= 0:
+            raise CorruptMediaError(f"probe: {name}: the video stream declares no picture size")
+        if width > limits.max_width or height > limits.max_height:
+            raise TooLargeError(
+                f"probe: {name}: expected at most {limits.max_width}x{limits.max_height} pixels, "
+                f"got {width}x{height}"
+            )
+        rate = video.average_rate or video.guessed_rate or video.base_rate
+        fps = float(rate) if rate else 0.0
+        declared = _declared_duration(container, video)
+        if declared is not None and declared > limits.max_duration_s:
+            raise TooLargeError(
+                f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {declared:.1f} s"
+            )
+        if video.frames and video.frames > limits.max_frames:
+            raise TooLargeError(
+                f"probe: {name}: expected at most {limits.max_frames} frames, it declares {video.frames}"
+            )
+        if declared is None and fps and video.frames:
+            declared = video.frames / fps
+
+        frames, last_s, decoded = _demux(container, video, limits, name)
+        if frames == 0:
+            raise CorruptMediaError(f"probe: {name}: the video stream holds no frames")
+        if not decoded:
+            raise CorruptMediaError(f"probe: {name}: no frame of the video stream could be decoded")
+        if video.frames and frames < _TRUNCATED_RATIO * video.frames:
+            raise CorruptMediaError(
+                f"probe: {name}: truncated: {frames} of the {video.frames} frames it declares are there"
+            )
+        duration = declared if declared else last_s
+        if not fps and duration:
+            fps = frames / duration
+        if duration and last_s and last_s < _TRUNCATED_RATIO * duration - 1.0:
+            raise CorruptMediaError(
+                f"probe: {name}: truncated: frames end at {last_s:.1f} s of the {duration:.1f} s it declares"
+            )
+        audio = container.streams.audio[0] if container.streams.audio else None
+        actx = audio.codec_context if audio is not None else None
+        return {
+            "container": container.format.name,
+            "video_codec": codec,
+            "audio_codec": actx.name if actx is not None and actx.codec else None,
+            "width": width,
+            "height": height,
+            "fps": round(fps, 6),
+            "duration_s": round(float(duration or 0.0), 6),
+            "frame_count": frames,
+            "has_audio": audio is not None,
+            "audio_sample_rate": int(actx.sample_rate)
+            if actx is not None and actx.sample_rate
+            else None,
+            "audio_channels": int(actx.channels) if actx is not None and actx.channels else None,
+        }
+
+
+def _declared_duration(container: Any, video: Any) -> float | None:
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    if container.duration:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _demux(container: Any, video: Any, limits: _Limits, name: str) -> tuple[int, float, bool]:
+    """Count video packets up to the limits and decode the first frame."""
+    import av
+
+    video.codec_context.thread_count = 1  # one frame needs no thread pool
+    frames, decoded = 0, False
+    first_pts: int | None = None
+    last_s = 0.0
+    tb = video.time_base or Fraction(1, 90000)
+    try:
+        for packet in container.demux(video):
+            if packet.size == 0 and packet.pts is None:
+                continue  # the flush packet
+            frames += 1
+            if frames > limits.max_frames:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_frames} frames, it holds more"
+                )
+            if packet.pts is not None:
+                if first_pts is None:
+                    first_pts = packet.pts
+                last_s = max(last_s, float((packet.pts - first_pts) * tb))
+                if last_s > limits.max_duration_s:
+                    raise TooLargeError(
+                        f"probe: {name}: expected at most {limits.max_duration_s:g} s, it runs longer"
+                    )
+            if not decoded:
+                try:
+                    decoded = bool(packet.decode())
+                except av.error.FFmpegError:
+                    if frames > 16:  # a few broken leading packets are tolerated, a stream is not
+                        raise
+        if not decoded:
+            decoded = any(True for _ in video.codec_context.decode(None))
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"probe: {name}: the video stream is truncated or unreadable after {frames} frames ({_why(exc)})"
+        ) from exc
+    return frames, last_s, decoded
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _main(argv: list[str]) -> int:
+    path, limits = Path(argv[1]), _Limits(**json.loads(argv[2]))
+    try:
+        out: dict[str, Any] = {"info": _probe_in_child(path, limits)}
+    except DfdError as exc:
+        cls = next((c for c in type(exc).__mro__ if c.__name__ in _ERRORS), CorruptMediaError)
+        out = {"error": {"class": cls.__name__, "message": str(exc)}}
+    except MemoryError:
+        out = {
+            "error": {
+                "class": "CorruptMediaError",
+                "message": f"probe: {path.name}: opening it needs more memory than allowed; refusing it",
+            }
+        }
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv))

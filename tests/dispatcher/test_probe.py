@@ -1,0 +1,181 @@
+"""Probe and validate: real clips probe correctly; a hostile corpus fails fast and clearly."""
+
+import os
+import shutil
+import struct
+import subprocess
+import time
+
+import pytest
+
+from dfd.errors import CorruptMediaError, TooLargeError, UnsupportedMediaError
+from dfd.settings import Settings
+from dispatcher.cleanup import job_workspace
+from dispatcher.errors import ProbeTimeoutError
+from dispatcher.probe import MediaInfo, probe
+
+pytestmark = pytest.mark.unit
+
+CLIP = "bbaf2n.mpg"
+BOUND_S = 5.0  # every file, hostile or not, is decided within this
+
+
+def ffmpeg(*args):
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *map(str, args)], check=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, media_dir):
+    """Valid clips and hostile files, made once for the module."""
+    d = tmp_path_factory.mktemp("probe-corpus")
+    grid = media_dir / "grid" / CLIP
+    ffmpeg("-i", grid, "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", d / "h264.mp4")
+    ffmpeg(
+        "-i",
+        grid,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-an",
+        "-movflags",
+        "+faststart",
+        d / "faststart.mp4",
+    )
+    ffmpeg("-i", grid, "-vn", "-c:a", "aac", d / "audio.m4a")
+    # ten hours of 16x16 at 1 fps: a few hundred KB
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=s=16x16:r=1",
+        "-t",
+        36000,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        d / "long.mp4",
+    )
+    ffmpeg("-i", grid, "-t", 1, "-c:v", "mjpeg", "-an", d / "mjpeg.avi")
+
+    (d / "zero.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is not a video, whatever its name says\n" * 20)
+    (d / "random.mp4").write_bytes(os.urandom(200_000))
+    (d / "random_ftyp.mp4").write_bytes(b"\0\0\0\x18ftypisom" + os.urandom(200_000))
+    (d / "png.mp4").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(1000))
+    (d / "copy.mpg").write_bytes(grid.read_bytes())
+    data = (d / "h264.mp4").read_bytes()  # moov at the end: cut, the index is gone
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    data = (d / "faststart.mp4").read_bytes()  # moov first: cut, half the frames are missing
+    (d / "truncated_faststart.mp4").write_bytes(data[: len(data) // 2])
+    (d / "huge.y4m").write_bytes(
+        b"YUV4MPEG2 W100000 H100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 100_000
+    )
+    (d / "huge.avi").write_bytes(_claim_huge_mjpeg((d / "mjpeg.avi").read_bytes()))
+    return d
+
+
+def _claim_huge_mjpeg(avi: bytes) -> bytes:
+    """Every JPEG frame and the AVI headers claim 65535x65535 / 100000x100000 pixels."""
+    d = bytearray(avi)
+    i = d.find(b"avih") + 8 + 8 * 4
+    struct.pack_into("<II", d, i, 100_000, 100_000)
+    j = d.find(b"strf") + 12
+    struct.pack_into("<ii", d, j, 100_000, 100_000)
+    k = 0
+    while (k := d.find(b"\xff\xc0", k)) >= 0:  # SOF0: marker, length, precision, height, width
+        d[k + 5 : k + 9] = b"\xff\xff\xff\xff"
+        k += 2
+    return bytes(d)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(data_dir=tmp_path / "data", probe_timeout_s=15)
+
+
+def timed_probe(path, settings):
+    started = time.monotonic()
+    try:
+        return probe(path, settings)
+    finally:
+        assert time.monotonic() - started < BOUND_S
+
+
+def test_grid_mpeg1_clip(media_dir, settings):
+    info = timed_probe(media_dir / "grid" / CLIP, settings)
+    assert isinstance(info, MediaInfo)
+    assert (info.kind, info.container, info.video_codec, info.audio_codec) == (
+        "mpeg-ps",
+        "mpeg",
+        "mpeg1video",
+        "mp2",
+    )
+    assert (info.width, info.height) == (360, 288)
+    assert info.fps == pytest.approx(25.0)
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    assert info.frame_count == 75
+    assert info.has_audio and info.audio_sample_rate == 44100
+    assert info.size_bytes == (media_dir / "grid" / CLIP).stat().st_size
+
+
+def test_h264_mp4(corpus, settings):
+    info = timed_probe(corpus / "h264.mp4", settings)
+    assert (info.kind, info.video_codec, info.audio_codec) == ("mp4", "h264", "aac")
+    assert (info.width, info.height, info.frame_count) == (360, 288, 75)
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    silent = timed_probe(corpus / "faststart.mp4", settings)
+    assert not silent.has_audio and silent.audio_codec is None
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "message"),
+    [
+        ("zero.mp4", CorruptMediaError, "empty file"),
+        ("text.mp4", UnsupportedMediaError, "expected a video container, got text"),
+        ("random.mp4", UnsupportedMediaError, "unrecognised data"),
+        ("png.mp4", UnsupportedMediaError, "PNG image"),
+        ("audio.m4a", UnsupportedMediaError, "no video stream"),
+        ("random_ftyp.mp4", CorruptMediaError, "cannot be opened"),
+        ("truncated.mp4", CorruptMediaError, "cannot be opened"),
+        ("truncated_faststart.mp4", CorruptMediaError, "truncated"),
+        ("huge.y4m", TooLargeError, "claims 100000x100000"),
+        ("huge.avi", CorruptMediaError, "no picture size"),
+        ("long.mp4", TooLargeError, "expected at most 900 s, got 36000.0 s"),
+    ],
+)
+def test_hostile_corpus_fails_clearly_fast_and_leaves_no_folder(
+    corpus, settings, name, error, message
+):
+    with pytest.raises(error, match=message) as info, job_workspace(settings, "job-1") as work:
+        shutil.copy(corpus / name, work / name)
+        timed_probe(work / name, settings)
+    assert name in str(info.value)
+    assert list(settings.tmp_dir.iterdir()) == []
+
+
+def test_limits_come_from_settings(corpus, tmp_path):
+    small = Settings(data_dir=tmp_path, max_width=320, max_height=240)
+    with pytest.raises(TooLargeError, match="at most 320x240 pixels, got 360x288"):
+        probe(corpus / "h264.mp4", small)
+    with pytest.raises(TooLargeError, match="at most 2 s"):
+        probe(corpus / "h264.mp4", Settings(data_dir=tmp_path, max_duration_s=2))
+    with pytest.raises(TooLargeError, match="at most 50 frames"):
+        probe(corpus / "copy.mpg", Settings(data_dir=tmp_path, max_frames=50))
+
+
+def test_a_probe_that_overruns_its_time_limit_is_killed(corpus, tmp_path):
+    s = Settings(data_dir=tmp_path, probe_timeout_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(ProbeTimeoutError, match="not read within 0.01 s"):
+        probe(corpus / "h264.mp4", s)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_probe_without_enough_memory_is_refused_not_crashing_the_worker(corpus, tmp_path):
+    s = Settings(data_dir=tmp_path, probe_memory_bytes=30_000_000)
+    with pytest.raises(CorruptMediaError, match="h264.mp4"):
+        probe(corpus / "h264.mp4", s)
