@@ -1,0 +1,99 @@
+"""The gateway application: ``create_app(settings)`` builds one FastAPI app.
+
+Settings are built once (here or by the caller) and passed down. Redis clients are the
+app's own unless one is handed in: a synchronous one for rq (enqueueing) and an
+asynchronous one, opened in the lifespan on the server's event loop, for the hot paths
+(job lookups and rate limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from dfd import __version__, signing
+from dfd.errors import ConfigurationError
+from dfd.logs import configure_logging
+from dfd.settings import Settings
+from gateway import errors
+from gateway.deps import GatewayState
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.queue import JobQueue
+from gateway.ratelimit import RateLimiter, parse_networks
+from gateway.routes import analyze, evidence, health, jobs, upload
+
+
+def _url_of(client: Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    auth = ""
+    if kw.get("password"):
+        auth = f"{kw.get('username') or ''}:{kw['password']}@"
+    return f"redis://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
+    """Build the gateway.
+
+    Args:
+        settings: The process's settings; built from the environment when omitted.
+        redis: A Redis client to use (tests, embedding); else one for ``settings.redis_url``.
+
+    Raises:
+        ConfigurationError: no Redis given and ``settings.redis_url`` unset.
+    """
+    settings = settings or Settings()
+    if redis is None:
+        if not settings.redis_url:
+            raise ConfigurationError(
+                "gateway: expected DFD_REDIS_URL (or a Redis client), got neither; "
+                "`dfd gateway` and `dfd serve` start a local one"
+            )
+        redis = Redis.from_url(settings.redis_url)
+    redis_url = _url_of(redis)
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+        aredis = AsyncRedis.from_url(redis_url)
+        app.state.gateway = GatewayState(
+            settings=settings,
+            redis=redis,
+            aredis=aredis,
+            queue=JobQueue(redis, aredis, settings),
+            limiter=RateLimiter(aredis, settings),
+            metrics=metrics,
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+            api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
+            signing_secret=signing.load_secret(settings),
+        )
+        try:
+            yield
+        finally:
+            await aredis.aclose()
+
+    app = FastAPI(
+        title="dfd",
+        version=__version__,
+        description="Deepfake detection: upload a video or give a URL, poll the job, read the verdict.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    errors.install(app)
+    for module in (upload, analyze, jobs, health, evidence):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``gateway.app:app_from_env``): one Settings per worker process."""
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)

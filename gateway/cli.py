@@ -1,0 +1,52 @@
+"""``dfd gateway``: serve the HTTP API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def _handle(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dfd.local_redis import LocalRedis
+    from dfd.settings import Settings
+
+    settings = Settings()
+    local = None
+    if not settings.redis_url:
+        # No Redis configured: run one under data_dir, as `dfd serve` does. The URL goes to
+        # the environment so each uvicorn worker process builds the same settings.
+        local = LocalRedis(settings.data_dir / "redis").start()
+        os.environ["DFD_REDIS_URL"] = local.url
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            http="httptools",
+            loop="uvloop",
+            access_log=False,
+            timeout_keep_alive=30,
+            log_level=settings.log_level.lower(),
+            proxy_headers=False,  # the gateway decides which proxies to believe (trusted_proxies)
+        )
+    finally:
+        if local is not None:
+            local.stop()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gateway",
+        help="serve the HTTP API",
+        description="Serve the dfd HTTP API (uvicorn). Settings come from DFD_* variables.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.set_defaults(handler=_handle)

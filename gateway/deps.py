@@ -1,0 +1,95 @@
+"""FastAPI dependencies: the per-app state, the client's address, auth and rate limits."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from dfd.settings import Settings
+from gateway.errors import UnauthorizedError
+from gateway.metrics import GatewayMetrics
+from gateway.queue import JobQueue
+from gateway.ratelimit import Decision, RateLimiter, client_ip
+
+
+@dataclass
+class GatewayState:
+    """Everything a request handler needs, built once per app in ``create_app``."""
+
+    settings: Settings
+    redis: Redis
+    aredis: AsyncRedis
+    queue: JobQueue
+    limiter: RateLimiter
+    metrics: GatewayMetrics
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    api_keys: tuple[bytes, ...]
+    signing_secret: bytes
+
+
+def get_state(request: Request) -> GatewayState:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+State = Annotated[GatewayState, Depends(get_state)]
+
+
+def get_client_ip(request: Request, state: State) -> str:
+    header = state.settings.client_ip_header
+    value = request.headers.get(header) if header else None
+    return client_ip(request.client.host if request.client else None, value, state.trusted_proxies)
+
+
+ClientIP = Annotated[str, Depends(get_client_ip)]
+
+
+def require_api_key(request: Request, state: State) -> None:
+    """Bearer auth when ``settings.api_keys`` is set; open otherwise.
+
+    Raises:
+        UnauthorizedError: no ``Authorization: Bearer`` header, or an unknown key.
+    """
+    if not state.api_keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="dfd"'}
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError(
+            "auth: expected an Authorization: Bearer <key> header, got none", challenge
+        )
+    given = token.strip().encode()
+    # Compare against every key in constant time, so timing says nothing about which matched.
+    matched = False
+    for key in state.api_keys:
+        matched |= hmac.compare_digest(given, key)
+    if not matched:
+        raise UnauthorizedError("auth: expected a known API key, got an unknown one", challenge)
+
+
+def rate_limited(
+    endpoint: str | None,
+) -> Callable[[Request, GatewayState, str], Awaitable[Decision | None]]:
+    """A dependency counting the request against the global and ``endpoint``'s limits.
+
+    The decision is kept on ``request.state.rate_limit`` so the route can add the
+    ``RateLimit-*`` headers to its response.
+    """
+
+    async def dependency(request: Request, state: State, ip: ClientIP) -> Decision | None:
+        decision = await state.limiter.hit(ip, state.limiter.policies_for(endpoint))
+        request.state.rate_limit = decision
+        return decision
+
+    return dependency
+
+
+def rate_limit_headers(request: Request) -> dict[str, str]:
+    decision: Decision | None = getattr(request.state, "rate_limit", None)
+    return decision.headers() if decision is not None else {}

@@ -1,0 +1,137 @@
+"""Prometheus metrics of one gateway process, and the ASGI middleware that records them.
+
+Each app gets its own registry (tests build many apps in one process). With several
+uvicorn workers each process reports its own series; scrape them per pod, or aggregate
+in Prometheus.
+
+The middleware also enforces the whole-request timeout (``settings.request_timeout_s``)
+and writes one JSON log line per request that failed or changed something.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import problem_response
+
+log = logging.getLogger("gateway.access")
+
+__all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MetricsMiddleware"]
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "dfd_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dfd_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["method", "route"],
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                120,
+            ),
+            registry=self.registry,
+        )
+        self.enqueued = Counter(
+            "dfd_jobs_enqueued_total",
+            "Jobs enqueued by source kind and priority.",
+            ["source", "priority"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "dfd_requests_rejected_total",
+            "Requests refused, by problem type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.upload_bytes = Counter(
+            "dfd_upload_bytes_total", "Bytes of accepted uploads.", registry=self.registry
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): metrics, timeout, access log."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, timeout_s: float) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+            await send(message)
+
+        try:
+            with anyio.fail_after(self.timeout_s):
+                await self.app(scope, receive, send_wrapper)
+        except TimeoutError:
+            if started:
+                raise
+            status = 408
+            response = problem_response(
+                408,
+                "request-timeout",
+                f"request: expected to finish within {self.timeout_s:g} s, took longer",
+                scope.get("path"),
+                {"Connection": "close"},
+            )
+            await response(scope, receive, send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            if status >= 400 or method not in ("GET", "HEAD"):
+                client = scope.get("client") or ("", 0)
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "path": scope.get("path"),
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "peer": client[0],
+                    },
+                )

@@ -1,0 +1,213 @@
+"""Per-IP rate limits and the concurrent-upload cap, kept in Redis.
+
+Limits are fixed windows that start at a client's first request: one counter per
+(policy, client IP) with the window as its TTL. One Lua script checks every policy that
+applies to a request and, only if none is used up, increments them all, so a burst of
+concurrent requests is admitted exactly up to the limit, and a refused request costs no
+quota. The counters live in Redis, so they survive a gateway restart and are shared by
+every gateway replica.
+
+Which address is the client's is decided by :func:`client_ip`: the socket peer, unless the
+peer is a trusted proxy and a client-IP header is configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from dfd.settings import Settings
+from gateway.errors import RateLimitedError, TooManyUploadsError
+
+KEY_PREFIX = "dfd:rl:"
+
+# KEYS: one counter per policy; ARGV: window_s, then one limit per key.
+# Returns {allowed, index of the deciding policy (1-based), limit, remaining, reset_s}.
+_HIT = """
+local window = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= limit then
+    local ttl = redis.call('TTL', key)
+    if ttl < 0 then ttl = window end
+    return {0, i, limit, 0, ttl}
+  end
+end
+local best_i, best_limit, best_remaining, best_reset = 0, 0, -1, 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i + 1])
+  local used = redis.call('INCR', key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, window)
+    ttl = window
+  end
+  local remaining = limit - used
+  if best_remaining < 0 or remaining < best_remaining then
+    best_i, best_limit, best_remaining, best_reset = i, limit, remaining, ttl
+  end
+end
+return {1, best_i, best_limit, best_remaining, best_reset}
+"""
+
+# KEYS[1]: in-flight counter; ARGV: max, safety TTL (s). Returns the new count, or -1 if full.
+_ACQUIRE = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return -1
+end
+return n
+"""
+
+_RELEASE = """
+local n = redis.call('DECR', KEYS[1])
+if n <= 0 then redis.call('DEL', KEYS[1]) end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A limit of ``limit`` requests per ``window_s`` for one scope (``global``, ``upload``...)."""
+
+    scope: str
+    limit: int
+    window_s: int = 3600
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    scope: str
+    limit: int
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-*`` headers (draft-ietf-httpapi-ratelimit-headers), plus ``Retry-After`` on refusal."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(self.remaining, 0)),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(self.reset_s, 1))
+        return headers
+
+
+class RateLimiter:
+    """The Lua-backed limiter; one per app, sharing the app's async Redis client."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._hit = redis.register_script(_HIT)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._release = redis.register_script(_RELEASE)
+        self.global_policy = Policy("global", settings.rate_limit_per_hour)
+        self.endpoint_policies = {
+            "upload": Policy("upload", settings.rate_limit_uploads_per_hour),
+            "analyze": Policy("analyze", settings.rate_limit_analyze_per_hour),
+        }
+        self.max_uploads_in_flight = settings.max_concurrent_uploads_per_ip
+        # An in-flight counter outlives a crashed gateway by at most this long.
+        self.inflight_ttl_s = int(settings.request_timeout_s) * 2 + 60
+
+    def policies_for(self, endpoint: str | None) -> list[Policy]:
+        """The global policy plus the endpoint's own; a limit of 0 means unlimited."""
+        policies = [self.global_policy]
+        if endpoint in self.endpoint_policies:
+            policies.append(self.endpoint_policies[endpoint])
+        return [p for p in policies if p.limit > 0]
+
+    async def hit(self, ip: str, policies: Sequence[Policy]) -> Decision | None:
+        """Count one request from ``ip`` against ``policies``; ``None`` when none applies.
+
+        Raises:
+            RateLimitedError: when one of the policies is used up (nothing is counted then).
+        """
+        if not policies:
+            return None
+        # All policies of one request share the window length; per-policy windows would
+        # need one script call per window.
+        keys = [f"{KEY_PREFIX}{p.scope}:{ip}" for p in policies]
+        args = [policies[0].window_s, *(p.limit for p in policies)]
+        allowed, index, limit, remaining, reset = await self._hit(keys=keys, args=args)
+        decision = Decision(
+            bool(allowed), policies[int(index) - 1].scope, int(limit), int(remaining), int(reset)
+        )
+        if not decision.allowed:
+            raise RateLimitedError(
+                f"rate limit: expected at most {decision.limit} {decision.scope} requests per "
+                f"{policies[0].window_s} s from {ip}, got more; retry in {decision.reset_s} s",
+                headers=decision.headers(),
+            )
+        return decision
+
+    async def acquire_upload_slot(self, ip: str) -> str:
+        """Take one of ``ip``'s concurrent upload slots; returns the key to release.
+
+        Raises:
+            TooManyUploadsError: when all of its slots are taken.
+        """
+        key = f"{KEY_PREFIX}inflight:{ip}"
+        n = await self._acquire(keys=[key], args=[self.max_uploads_in_flight, self.inflight_ttl_s])
+        if int(n) < 0:
+            raise TooManyUploadsError(
+                f"upload: expected at most {self.max_uploads_in_flight} uploads in flight from {ip}, "
+                "got one more",
+                headers={"Retry-After": "5"},
+            )
+        return key
+
+    async def release_upload_slot(self, key: str) -> None:
+        await self._release(keys=[key], args=[])
+
+
+def parse_networks(
+    entries: Sequence[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Trusted proxies as networks (a bare address is a /32 or /128)."""
+    return tuple(
+        ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip()
+    )
+
+
+def _in(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_ip(
+    peer: str | None,
+    header_value: str | None,
+    trusted: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str:
+    """The client's address.
+
+    The configured header is believed only when the socket peer is a trusted proxy. In
+    an ``X-Forwarded-For`` style list each proxy appends the address it saw, so the
+    client is the right-most entry that is not itself a trusted proxy; entries further
+    left were written by the client and could be anything.
+    """
+    peer = peer or "unknown"
+    if not header_value or not trusted or not _in(peer, trusted):
+        return peer
+    hops = [h.strip() for h in header_value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            # A malformed entry: stop believing the chain here.
+            return peer
+        if not _in(hop, trusted):
+            return hop
+    return hops[0] if hops else peer

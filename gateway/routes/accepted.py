@@ -1,0 +1,36 @@
+"""How the job-creating routes enqueue and answer ``202 Accepted``."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from dfd.errors import UpstreamUnavailableError
+from dfd.schemas import JobPayload
+from dfd.states import JobState
+from gateway.deps import GatewayState
+
+
+async def enqueue(state: GatewayState, payload: JobPayload) -> None:
+    """Enqueue ``payload`` (rq's client is synchronous: run it off the event loop).
+
+    Raises:
+        UpstreamUnavailableError: Redis did not take the job.
+    """
+    try:
+        await run_in_threadpool(state.queue.enqueue, payload)
+    except RedisError as exc:
+        raise UpstreamUnavailableError(
+            f"queue: expected Redis to accept job {payload.job_id}, got {exc}"
+        ) from exc
+    state.metrics.enqueued.labels(payload.source.kind, payload.priority).inc()
+
+
+def accepted(job_id: str, headers: dict[str, str]) -> JSONResponse:
+    """``202`` with ``{"jobId", "status"}`` and the job's ``Location``."""
+    return JSONResponse(
+        {"jobId": job_id, "status": JobState.WAITING.value},
+        status_code=202,
+        headers={"Location": f"/api/job/{job_id}", **headers},
+    )

@@ -1,0 +1,95 @@
+"""``POST /api/analyze``: a public video URL, vetted, then enqueued.
+
+The URL's syntax is checked here (``400``); its scheme, host lists and every address its
+host resolves to are checked by :mod:`dfd.urlcheck` (``422``). The worker checks again
+when it connects, since DNS answers can change between now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.parse
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from dfd.errors import RejectedURLError
+from dfd.schemas import JobPayload, JobSource
+from dfd.settings import Settings
+from dfd.urlcheck import MAX_URL_LENGTH, check_url, resolve_and_vet
+from gateway.deps import State, rate_limit_headers, rate_limited, require_api_key
+from gateway.errors import InvalidRequestError
+from gateway.queue import new_job_id
+from gateway.routes.accepted import accepted, enqueue
+from gateway.schemas import AnalyzeRequest, JobAccepted, problem_responses
+
+router = APIRouter(tags=["jobs"])
+
+
+def check_syntax(url: str) -> urllib.parse.SplitResult:
+    """A URL with a scheme and a host, no whitespace or control characters.
+
+    Raises:
+        InvalidRequestError: anything that does not parse as an absolute URL.
+    """
+    if len(url) > MAX_URL_LENGTH or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InvalidRequestError(
+            "url: expected an absolute URL without spaces, got something else"
+        )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"url: expected a valid absolute URL, got {url!r} ({exc})"
+        ) from exc
+    # Other schemes are well-formed but refused by policy (422) in check_url.
+    if not parts.scheme or (parts.scheme.lower() in ("http", "https") and not parts.netloc):
+        raise InvalidRequestError(
+            f"url: expected an absolute URL like https://host/path, got {url!r}"
+        )
+    return parts
+
+
+async def check_reachable(host: str, port: int, settings: Settings) -> None:
+    """Open (and close) a TCP connection to the vetted address; off unless configured.
+
+    Raises:
+        RejectedURLError: no connection within the fetch connect timeout.
+    """
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), settings.fetch_connect_timeout_s
+        )
+    except (OSError, TimeoutError) as exc:
+        raise RejectedURLError(
+            f"url: expected {host}:{port} to accept connections, got {exc or 'a timeout'}"
+        ) from exc
+    writer.close()
+
+
+@router.post(
+    "/api/analyze",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Analyze a video at a public URL",
+    responses=problem_responses(400, 401, 408, 422, 429, 503),
+    dependencies=[Depends(require_api_key), Depends(rate_limited("analyze"))],
+)
+async def analyze(body: AnalyzeRequest, request: Request, state: State) -> JSONResponse:
+    settings = state.settings
+    check_syntax(body.url)
+    url = check_url(body.url, settings)
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    # getaddrinfo blocks: resolve off the event loop.
+    addresses = await run_in_threadpool(resolve_and_vet, parts.hostname or "", port, settings)
+    if settings.check_url_reachable:
+        await check_reachable(str(addresses[0]), port, settings)
+    job_id = new_job_id()
+    payload = JobPayload(
+        job_id=job_id, source=JobSource(kind="url", url=url), priority=body.priority
+    )
+    await enqueue(state, payload)
+    return accepted(job_id, rate_limit_headers(request))

@@ -1,0 +1,88 @@
+"""``POST /api/upload``: a video streamed to shared storage, then enqueued."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from dfd.errors import DfdError, TooLargeError
+from dfd.schemas import JobPayload, JobSource
+from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
+from gateway.errors import InvalidRequestError
+from gateway.queue import new_job_id
+from gateway.routes.accepted import accepted, enqueue
+from gateway.schemas import JobAccepted, Priority, problem_responses
+from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
+
+router = APIRouter(tags=["jobs"])
+
+_MULTIPART_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/api/upload",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Upload a video for analysis",
+    description="Multipart field `file`. The body is streamed to disk; the size cap and the "
+    "container type (by magic bytes) are checked while it arrives. Poll `Location`.",
+    responses=problem_responses(400, 401, 408, 413, 415, 429, 503),
+    openapi_extra=_MULTIPART_BODY,
+    dependencies=[Depends(require_api_key), Depends(rate_limited("upload"))],
+)
+async def upload(
+    request: Request, state: State, ip: ClientIP, priority: Priority = "default"
+) -> JSONResponse:
+    settings = state.settings
+    declared = request.headers.get("content-length", "")
+    # A body announcing itself as too large is refused before any of it is read.
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes + BODY_OVERHEAD_BYTES:
+        raise TooLargeError(
+            f"upload: expected at most {settings.max_upload_bytes} bytes, got a body of {declared}"
+        )
+    slot = await state.limiter.acquire_upload_slot(ip)
+    job_id = new_job_id()
+    try:
+        saved = await receive_upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            settings.uploads_dir,
+            job_id,
+            settings.max_upload_bytes,
+        )
+    except ClientDisconnect as exc:
+        raise InvalidRequestError(
+            "upload: the client disconnected before the body was complete"
+        ) from exc
+    except DfdError as exc:
+        # Refused mid-body: close the connection rather than let the server drain the rest.
+        exc.headers = {**getattr(exc, "headers", {}), "Connection": "close"}  # type: ignore[attr-defined]
+        raise
+    finally:
+        await state.limiter.release_upload_slot(slot)
+    payload = JobPayload(
+        job_id=job_id,
+        source=JobSource(kind="upload", path=str(saved.path), filename=saved.filename),
+        priority=priority,
+    )
+    try:
+        await enqueue(state, payload)
+    except BaseException:
+        saved.path.unlink(missing_ok=True)
+        raise
+    state.metrics.upload_bytes.inc(saved.size)
+    return accepted(job_id, rate_limit_headers(request))

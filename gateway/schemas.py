@@ -1,0 +1,70 @@
+"""HTTP bodies of the gateway that are not part of the shared contract (``dfd.schemas``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dfd.states import JobState
+
+Priority = Literal["high", "default", "low"]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = Field(description="Stable URI of the problem type, ``urn:dfd:problem:<slug>``.")
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class JobAccepted(BaseModel):
+    """Body of a ``202``: the job was enqueued; poll ``Location``."""
+
+    jobId: str
+    status: JobState = JobState.WAITING
+
+
+class AnalyzeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Public http(s) address of a video or a video page.",
+    )
+    priority: Priority = "default"
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
+    """``responses=`` for a route: each status documented with the problem model."""
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing or wrong bearer key",
+        403: "Bad or expired signature",
+        404: "Unknown or expired",
+        408: "Request took longer than the gateway's timeout",
+        413: "Upload over the size cap",
+        415: "Not a supported video container (by magic bytes)",
+        422: "URL rejected (scheme, allow/blocklist, private address)",
+        429: "Rate limit or concurrent-upload cap reached; see Retry-After",
+        503: "Redis or Triton unreachable",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions.get(status, "Error"),
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for status in statuses
+    }

@@ -1,0 +1,238 @@
+"""Receive a multipart upload straight from the request stream onto disk.
+
+The body is parsed incrementally (python-multipart's streaming parser) as it arrives, so
+memory stays bounded whatever the size: at most one socket chunk plus a small write
+buffer per upload. The size cap is enforced on every chunk, and the container type is
+checked by magic bytes (libmagic) on the first bytes of the file, so an oversized or
+wrong upload is refused as soon as that is known, not after the whole body arrived.
+The file is written as ``<job id>.part`` and renamed when complete; on any refusal it
+is deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import magic
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from dfd.errors import TooLargeError, UnsupportedMediaError
+from gateway.errors import InvalidRequestError
+
+FIELD = b"file"
+# libmagic identifies every supported container from its first few KiB.
+SNIFF_BYTES = 8192
+# Multipart framing and small extra fields allowed on top of the file size cap.
+BODY_OVERHEAD_BYTES = 1 << 20
+# Disk writes are batched and done off the event loop.
+WRITE_BUFFER_BYTES = 1 << 20
+
+# Supported containers by the MIME type libmagic reports, and the suffix the file gets.
+VIDEO_TYPES: dict[str, str] = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/x-m4v": ".m4v",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+    "video/x-msvideo": ".avi",
+    "video/avi": ".avi",
+    "video/mpeg": ".mpg",
+    "video/mp2t": ".ts",
+    "video/MP2T": ".ts",
+    "video/x-flv": ".flv",
+    "video/3gpp": ".3gp",
+    "video/3gpp2": ".3g2",
+    "video/ogg": ".ogv",
+    "application/ogg": ".ogv",
+}
+
+
+@dataclass(frozen=True)
+class SavedUpload:
+    path: Path
+    filename: str | None
+    size: int
+    mime: str
+
+
+def _is_mpeg_ts(head: bytes) -> bool:
+    # libmagic has no rule for MPEG transport streams: the sync byte 0x47 repeats every
+    # 188 bytes (192 in M2TS, after a 4-byte timestamp).
+    for size, offset in ((188, 0), (192, 4)):
+        positions = [offset + i * size for i in range(4)]
+        if positions[-1] < len(head) and all(head[p] == 0x47 for p in positions):
+            return True
+    return False
+
+
+def sniff_container(head: bytes) -> str:
+    """The MIME type of a supported video container, from the file's first bytes.
+
+    Raises:
+        UnsupportedMediaError: anything else.
+    """
+    mime = magic.from_buffer(head, mime=True)
+    if mime in VIDEO_TYPES:
+        return mime
+    if _is_mpeg_ts(head):
+        return "video/mp2t"
+    raise UnsupportedMediaError(
+        "upload: expected a video container (mp4, mov, m4v, webm, mkv, avi, mpeg-ps/ts, flv, 3gp, ogg), "
+        f"got {mime}"
+    )
+
+
+def _safe_filename(raw: bytes | None) -> str | None:
+    if not raw:
+        return None
+    name = raw.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:255]
+    return name or None
+
+
+class _Receiver:
+    """Callbacks of the multipart parser; keeps only the ``file`` field's bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.seen_file = False
+        self.in_file = False
+        self.file_done = False
+        self.filename: str | None = None
+        self._headers: dict[bytes, bytes] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._field).lower()] = bytes(self._value)
+        self._field.clear()
+        self._value.clear()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get(b"content-disposition"))
+        if params.get(b"name") == FIELD and not self.seen_file:
+            self.seen_file = self.in_file = True
+            self.filename = _safe_filename(params.get(b"filename"))
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self.in_file:
+            return
+        self.size += end - start
+        if self.size <= self.max_bytes:
+            self.pending.append(data[start:end])
+            self.pending_bytes += end - start
+
+    def _part_end(self) -> None:
+        if self.in_file:
+            self.in_file = False
+            self.file_done = True
+
+    def take(self) -> bytes:
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        return data
+
+
+async def receive_upload(
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    dest_dir: Path,
+    stem: str,
+    max_bytes: int,
+) -> SavedUpload:
+    """Stream the multipart body in ``chunks`` into ``dest_dir/<stem><suffix>``.
+
+    Raises:
+        InvalidRequestError: not multipart, malformed, or no non-empty ``file`` field.
+        TooLargeError: the file is over ``max_bytes`` (raised as soon as it is).
+        UnsupportedMediaError: the first bytes are not a supported video container.
+    """
+    kind, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise InvalidRequestError(
+            f"upload: expected a multipart/form-data body with a 'file' field, got {content_type or 'no content type'}"
+        )
+    receiver = _Receiver(max_bytes)
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    part_path = dest_dir / f"{stem}.part"
+    head = bytearray()
+    mime: str | None = None
+    body_bytes = 0
+    out = None
+    done = False
+    try:
+        out = await anyio.to_thread.run_sync(lambda: open(part_path, "wb"))  # noqa: SIM115
+        async for chunk in chunks:
+            body_bytes += len(chunk)
+            if body_bytes > max_bytes + BODY_OVERHEAD_BYTES:
+                raise TooLargeError(
+                    f"upload: expected a body of at most {max_bytes} bytes, got more"
+                )
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise InvalidRequestError(
+                    f"upload: expected a well-formed multipart body, got {exc}"
+                ) from exc
+            if receiver.size > max_bytes:
+                raise TooLargeError(
+                    f"upload: expected a file of at most {max_bytes} bytes, got more"
+                )
+            if mime is None and receiver.pending_bytes:
+                head.extend(receiver.take())
+                if len(head) >= SNIFF_BYTES or receiver.file_done:
+                    mime = sniff_container(bytes(head))
+                    await anyio.to_thread.run_sync(out.write, bytes(head))
+            elif receiver.pending_bytes >= WRITE_BUFFER_BYTES:
+                await anyio.to_thread.run_sync(out.write, receiver.take())
+        try:
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise InvalidRequestError(
+                f"upload: expected a complete multipart body, got {exc}"
+            ) from exc
+        if not receiver.seen_file:
+            raise InvalidRequestError("upload: expected a multipart field named 'file', got none")
+        if receiver.size == 0:
+            raise InvalidRequestError("upload: expected a non-empty file, got 0 bytes")
+        if mime is None:
+            head.extend(receiver.take())
+            mime = sniff_container(bytes(head))
+            await anyio.to_thread.run_sync(out.write, bytes(head))
+        if receiver.pending_bytes:
+            await anyio.to_thread.run_sync(out.write, receiver.take())
+        await anyio.to_thread.run_sync(out.close)
+        final = dest_dir / f"{stem}{VIDEO_TYPES[mime]}"
+        os.replace(part_path, final)
+        done = True
+        return SavedUpload(final, receiver.filename, receiver.size, mime)
+    finally:
+        if out is not None and not out.closed:
+            out.close()
+        if not done:
+            part_path.unlink(missing_ok=True)

@@ -1,0 +1,192 @@
+"""Gateway test helpers: settings on a temporary folder, an in-process client, and a
+real uvicorn server in a subprocess for the tests that need real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from dfd.local_redis import free_port
+from dfd.settings import Settings
+from gateway.app import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, redis_url: str, redis: Any) -> SettingsFactory:
+    """Settings on ``tmp_path`` and the session Redis (flushed for this test)."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "redis_url": redis_url,
+            "url_signing_key": "k" * 32,
+            "log_json": True,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def gateway(make_settings: SettingsFactory) -> Callable[..., Any]:
+    """``with gateway(**overrides) as client``: a TestClient on a fresh app."""
+
+    @contextmanager
+    def open_client(**overrides: Any) -> Iterator[TestClient]:
+        settings = make_settings(**overrides)
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            client.settings = settings  # type: ignore[attr-defined]
+            yield client
+
+    return open_client
+
+
+@pytest.fixture(scope="session")
+def grid_clip(media_dir: Path) -> Path:
+    return media_dir / "grid" / "id2_vcd_swwp2s.mpg"
+
+
+@pytest.fixture(scope="session")
+def small_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One-second clips in several containers, made with ffmpeg."""
+    out = tmp_path_factory.mktemp("videos")
+    recipes = {
+        "mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"],
+        "webm": ["-c:v", "libvpx", "-deadline", "realtime"],
+        "mkv": ["-c:v", "libx264", "-preset", "ultrafast"],
+        "ts": ["-c:v", "mpeg2video"],
+        "avi": ["-c:v", "mpeg4"],
+    }
+    paths = {}
+    for ext, codec in recipes.items():
+        path = out / f"clip.{ext}"
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=64x48:rate=5",
+                "-t",
+                "1",
+                *codec,
+                "-an",
+                str(path),
+            ],
+            check=True,
+            timeout=60,
+        )
+        paths[ext] = path
+    return paths
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The DFD_* environment that rebuilds ``settings`` in another process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DFD_")}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, list | dict):
+            value = json.dumps(value)
+        env[f"DFD_{name.upper()}"] = str(value)
+    # SecretStr fields dump masked; pass the real values.
+    env["DFD_URL_SIGNING_KEY"] = (
+        settings.url_signing_key.get_secret_value() if settings.url_signing_key else ""
+    )
+    env["DFD_API_KEYS"] = json.dumps([k.get_secret_value() for k in settings.api_keys])
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class GatewayServer:
+    """``uvicorn gateway.app:app_from_env`` in a subprocess on a free port."""
+
+    def __init__(self, settings: Settings, workers: int = 1) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30.0) -> GatewayServer:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "gateway.app:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--no-access-log",
+                "--no-proxy-headers",
+                "--http",
+                "httptools",
+                "--loop",
+                "uvloop",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=settings_env(self.settings),
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gateway did not answer on {self.url} within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def gateway_server(make_settings: SettingsFactory) -> Iterator[Callable[..., GatewayServer]]:
+    servers: list[GatewayServer] = []
+
+    def start(workers: int = 1, **overrides: Any) -> GatewayServer:
+        server = GatewayServer(make_settings(**overrides), workers=workers).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

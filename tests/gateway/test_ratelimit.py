@@ -1,0 +1,146 @@
+"""Rate limits: exact under concurrency, with headers, per client, surviving restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from redis.asyncio import Redis as AsyncRedis
+
+from dfd.settings import Settings
+from gateway.errors import RateLimitedError
+from gateway.ratelimit import Policy, RateLimiter, client_ip, parse_networks
+
+PUBLIC = "http://93.184.216.34/clip.mp4"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("peer", "header", "trusted", "expected"),
+    [
+        ("10.0.0.5", "1.2.3.4", [], "10.0.0.5"),  # no trusted proxies: header ignored
+        ("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),
+        ("192.0.2.9", "1.2.3.4", ["10.0.0.0/8"], "192.0.2.9"),  # peer not trusted
+        (
+            "10.0.0.5",
+            "6.6.6.6, 1.2.3.4",
+            ["10.0.0.0/8"],
+            "1.2.3.4",
+        ),  # client-written entries ignored
+        ("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", ["10.0.0.0/8"], "1.2.3.4"),  # proxy chain
+        ("10.0.0.5", "garbage", ["10.0.0.0/8"], "10.0.0.5"),
+        ("10.0.0.5", None, ["10.0.0.0/8"], "10.0.0.5"),
+        ("::1", "2001:db8::1", ["::1"], "2001:db8::1"),
+    ],
+)
+def test_client_ip(peer, header, trusted, expected) -> None:
+    assert client_ip(peer, header, parse_networks(trusted)) == expected
+
+
+@pytest.mark.integration
+def test_lua_limiter_is_exact_under_concurrency(redis_url, redis) -> None:
+    """400 concurrent hits over 16 connections against a limit of 137: exactly 137 pass."""
+
+    async def burst() -> tuple[int, int]:
+        clients = [AsyncRedis.from_url(redis_url) for _ in range(16)]
+        limiters = [RateLimiter(c, Settings()) for c in clients]
+        policies = [Policy("global", 1000), Policy("analyze", 137)]
+
+        async def one(i: int) -> bool:
+            try:
+                await limiters[i % len(limiters)].hit("203.0.113.7", policies)
+                return True
+            except RateLimitedError:
+                return False
+
+        outcomes = await asyncio.gather(*(one(i) for i in range(400)))
+        for c in clients:
+            await c.aclose()
+        return sum(outcomes), len(outcomes) - sum(outcomes)
+
+    allowed, refused = asyncio.run(burst())
+    assert (allowed, refused) == (137, 263)
+    # Refused requests cost no quota: the global counter saw only the admitted ones.
+    assert int(redis.get("dfd:rl:global:203.0.113.7")) == 137
+    assert 0 < redis.ttl("dfd:rl:analyze:203.0.113.7") <= 3600
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_http_burst_admits_exactly_the_limit(gateway_server, redis) -> None:
+    """A real server (2 processes), 40 concurrent analyses, limit 10: 10 accepted, 30 refused, 10 jobs."""
+    limit = 10
+    server = gateway_server(workers=2, rate_limit_analyze_per_hour=limit, rate_limit_per_hour=1000)
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as http:
+            return await asyncio.gather(
+                *(http.post("/api/analyze", json={"url": PUBLIC}) for _ in range(40))
+            )
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(202) == limit
+    assert codes.count(429) == 40 - limit
+    assert redis.llen("rq:queue:default") == limit
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:dfd:problem:rate-limited"
+    assert 0 < int(refused.headers["retry-after"]) <= 3600
+    assert refused.headers["ratelimit-limit"] == str(limit)
+    assert refused.headers["ratelimit-remaining"] == "0"
+    accepted = [r for r in responses if r.status_code == 202]
+    assert sorted(int(r.headers["ratelimit-remaining"]) for r in accepted) == list(range(limit))
+
+
+@pytest.mark.integration
+def test_limits_survive_a_gateway_restart(gateway, redis) -> None:
+    with gateway(rate_limit_analyze_per_hour=2) as client:
+        assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 202
+        assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 202
+        assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 429
+    with gateway(rate_limit_analyze_per_hour=2) as client:  # a new app, same Redis
+        response = client.post("/api/analyze", json={"url": PUBLIC})
+        assert response.status_code == 429
+        # The upload limit is separate and still has room.
+        assert client.get("/api/job/" + "x" * 32).status_code == 404
+
+
+@pytest.mark.integration
+def test_global_limit_covers_every_api_endpoint(gateway) -> None:
+    with gateway(rate_limit_per_hour=3) as client:
+        assert client.get("/api/job/" + "a" * 32).status_code == 404
+        assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 202
+        assert client.get("/api/job/" + "b" * 32).status_code == 404
+        response = client.get("/api/job/" + "c" * 32)
+        assert response.status_code == 429
+        assert client.post("/api/upload", files={"file": ("a.mp4", b"x")}).status_code == 429
+        # Health and metrics are not limited.
+        assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.integration
+def test_forwarded_client_ip_only_from_trusted_proxy(gateway_server) -> None:
+    trusted = gateway_server(
+        rate_limit_analyze_per_hour=1,
+        client_ip_header="X-Forwarded-For",
+        trusted_proxies=["127.0.0.1"],
+    )
+
+    def post(server, ip: str) -> int:
+        headers = {"X-Forwarded-For": ip}
+        return httpx.post(
+            server.url + "/api/analyze", json={"url": PUBLIC}, headers=headers, timeout=10
+        ).status_code
+
+    assert post(trusted, "198.51.100.1") == 202
+    assert post(trusted, "198.51.100.1") == 429
+    assert post(trusted, "198.51.100.2") == 202  # another client behind the proxy
+    trusted.stop()
+    untrusted = gateway_server(rate_limit_analyze_per_hour=1, client_ip_header="X-Forwarded-For")
+    # The header is not believed: every request is the socket peer's (127.0.0.1), whose
+    # quota the trusted run above did not touch.
+    assert post(untrusted, "198.51.100.3") == 202
+    assert post(untrusted, "198.51.100.4") == 429

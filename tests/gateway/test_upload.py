@@ -1,0 +1,270 @@
+"""POST /api/upload: streamed to disk, capped while reading, typed by magic bytes, enqueued."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = "application/problem+json"
+
+
+def _uploads(client) -> list[Path]:
+    folder = client.settings.uploads_dir
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def _queued(redis) -> int:
+    return sum(redis.llen(f"rq:queue:{q}") for q in ("high", "default", "low"))
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm", "mkv", "ts", "avi"])
+def test_accepts_supported_containers(gateway, redis, small_videos, ext) -> None:
+    with gateway() as client:
+        data = small_videos[ext].read_bytes()
+        response = client.post("/api/upload", files={"file": (f"x.{ext}", data)})
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["status"] == "waiting"
+        assert response.headers["location"] == f"/api/job/{body['jobId']}"
+        assert int(response.headers["ratelimit-remaining"]) >= 0
+        job = Job.fetch(body["jobId"], connection=redis, serializer=JSONSerializer)
+        assert job.func_name == "dispatcher.jobs.run_job"
+        payload = job.args[0]
+        assert payload["source"]["kind"] == "upload"
+        assert Path(payload["source"]["path"]).read_bytes() == data
+        assert payload["source"]["filename"] == f"x.{ext}"
+
+
+def test_upload_of_real_clip_is_enqueued_with_retry_and_timeout(gateway, redis, grid_clip) -> None:
+    with gateway(job_retries=2, retry_backoff_s=3, job_timeout_s=77, priority=None) as client:
+        response = client.post(
+            "/api/upload?priority=high", files={"file": ("clip.mpg", grid_clip.read_bytes())}
+        )
+        assert response.status_code == 202, response.text
+        job = Job.fetch(response.json()["jobId"], connection=redis, serializer=JSONSerializer)
+        assert job.origin == "high"
+        assert job.timeout == 77
+        assert job.retries_left == 2
+        assert job.retry_intervals == [3, 6]
+        assert job.result_ttl == client.settings.result_ttl_s
+        assert job.failure_ttl == client.settings.failure_ttl_s
+
+
+def test_job_ids_are_unguessable(gateway, grid_clip) -> None:
+    with gateway() as client:
+        ids = {
+            client.post("/api/upload", files={"file": ("c.mpg", grid_clip.read_bytes())}).json()[
+                "jobId"
+            ]
+            for _ in range(3)
+        }
+    assert len(ids) == 3
+    assert all(len(i) >= 32 for i in ids)
+
+
+def test_renamed_text_file_is_415_and_not_kept(gateway, redis) -> None:
+    with gateway() as client:
+        response = client.post(
+            "/api/upload", files={"file": ("movie.mp4", b"just some text\n" * 1000, "video/mp4")}
+        )
+        assert response.status_code == 415
+        assert response.headers["content-type"] == PROBLEM
+        problem = response.json()
+        assert problem["type"] == "urn:dfd:problem:unsupported-media"
+        assert "text/plain" in problem["detail"]
+        assert _uploads(client) == []
+    assert _queued(redis) == 0
+
+
+def test_tiny_non_video_is_415(gateway, redis) -> None:
+    with gateway() as client:
+        response = client.post("/api/upload", files={"file": ("a.mp4", b"GIF89a")})
+        assert response.status_code == 415
+    assert _queued(redis) == 0
+
+
+def test_over_cap_is_413_and_not_kept(gateway, redis, grid_clip) -> None:
+    data = grid_clip.read_bytes()
+    with gateway(max_upload_bytes=len(data) - 1) as client:
+        response = client.post("/api/upload", files={"file": ("clip.mpg", data)})
+        assert response.status_code == 413
+        assert response.json()["type"] == "urn:dfd:problem:too-large"
+        assert _uploads(client) == []
+    assert _queued(redis) == 0
+
+
+def test_exactly_at_cap_is_accepted(gateway, grid_clip) -> None:
+    data = grid_clip.read_bytes()
+    with gateway(max_upload_bytes=len(data)) as client:
+        assert client.post("/api/upload", files={"file": ("clip.mpg", data)}).status_code == 202
+
+
+def test_missing_file_field_is_400(gateway, redis) -> None:
+    with gateway() as client:
+        response = client.post("/api/upload", files={"other": ("a.mp4", b"x")})
+        assert response.status_code == 400
+        assert response.json()["type"] == "urn:dfd:problem:invalid-request"
+        response = client.post(
+            "/api/upload", content=b"{}", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+        response = client.post("/api/upload", files={"file": ("a.mp4", b"")})
+        assert response.status_code == 400
+    assert _queued(redis) == 0
+
+
+def test_bad_priority_is_400(gateway, grid_clip) -> None:
+    with gateway() as client:
+        response = client.post(
+            "/api/upload?priority=urgent", files={"file": ("c.mpg", grid_clip.read_bytes())}
+        )
+        assert response.status_code == 400
+        assert _uploads(client) == []
+
+
+def test_announced_oversize_body_is_refused_before_reading(gateway) -> None:
+    with gateway(max_upload_bytes=1000) as client:
+        response = client.post(
+            "/api/upload",
+            content=b"x" * 10,
+            headers={
+                "content-type": "multipart/form-data; boundary=b",
+                "content-length": str(50 << 20),
+            },
+        )
+        assert response.status_code == 413
+
+
+def _raw_upload_until_answer(url: str, prefix: bytes, fill: int, limit: int) -> tuple[bytes, int]:
+    """Send a chunked multipart upload that never ends; return the answer and bytes sent."""
+    host, port = url.removeprefix("http://").split(":")
+    boundary = "dfdtestboundary"
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        b"POST /api/upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+    )
+
+    def send_chunk(data: bytes) -> None:
+        sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    send_chunk(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mpg"\r\n\r\n'.encode()
+        + prefix
+    )
+    sent = len(prefix)
+    chunk = b"\0" * fill
+    sock.settimeout(0.05)
+    answer = b""
+    while sent < limit:
+        try:
+            answer = sock.recv(65536)
+            if answer:
+                break
+        except TimeoutError:
+            pass
+        send_chunk(chunk)
+        sent += len(chunk)
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in answer:
+        more = sock.recv(65536)
+        if not more:
+            break
+        answer += more
+    # The gateway closes the connection instead of draining the rest of the body.
+    sock.settimeout(5)
+    try:
+        while sock.recv(65536):
+            pass
+        closed = True
+    except TimeoutError:
+        closed = False
+    sock.close()
+    assert closed, "the connection stayed open after the refusal"
+    return answer, sent
+
+
+def test_streamed_over_cap_is_413_before_the_body_ends(gateway_server, redis, grid_clip) -> None:
+    """A real server answers 413 as soon as the cap is passed, while the body is still open."""
+    cap = 1 << 20
+    server = gateway_server(max_upload_bytes=cap)
+    answer, sent = _raw_upload_until_answer(
+        server.url, grid_clip.read_bytes()[:65536], 65536, 64 << 20
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"application/problem+json" in answer
+    assert sent < cap + (4 << 20), f"client had sent {sent} bytes before the 413"
+    assert list(server.settings.uploads_dir.glob("*")) == []
+    assert _queued(redis) == 0
+
+
+def test_streamed_text_is_415_after_the_first_bytes(gateway_server, redis) -> None:
+    server = gateway_server()
+    answer, sent = _raw_upload_until_answer(
+        server.url, b"hello, this is not a video\n" * 400, 65536, 64 << 20
+    )
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:200]
+    assert sent < 4 << 20
+    assert list(server.settings.uploads_dir.glob("*")) == []
+    assert _queued(redis) == 0
+
+
+def test_concurrent_upload_cap_per_ip(gateway_server, redis, grid_clip) -> None:
+    """With one slot per IP, a second upload while the first is still streaming is 429."""
+    server = gateway_server(max_concurrent_uploads_per_ip=1)
+    boundary = "b0undary"
+    release = threading.Event()
+    first_started = threading.Event()
+    data = grid_clip.read_bytes()
+    results: dict[str, int] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mpg"\r\n\r\n'
+        ).encode()
+        yield data[:16384]
+        first_started.set()
+        release.wait(20)
+        yield data[16384:]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    def first() -> None:
+        with httpx.Client(timeout=30) as http:
+            results["first"] = http.post(
+                server.url + "/api/upload",
+                content=slow_body(),
+                headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+            ).status_code
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert first_started.wait(20)
+        # Let the gateway take the first slot before the second request comes.
+        time.sleep(0.5)
+        second = httpx.post(server.url + "/api/upload", files={"file": ("b.mpg", data)}, timeout=30)
+        assert second.status_code == 429
+        assert second.json()["type"] == "urn:dfd:problem:too-many-uploads"
+        assert "retry-after" in second.headers
+    finally:
+        release.set()
+        thread.join(30)
+    assert results["first"] == 202
+    # The slot was given back: a third upload goes through.
+    assert (
+        httpx.post(
+            server.url + "/api/upload", files={"file": ("c.mpg", data)}, timeout=30
+        ).status_code
+        == 202
+    )
+    assert _queued(redis) == 2
