@@ -1,0 +1,270 @@
+"""Runs the real Triton server from the ``nvidia-pytriton`` wheel against a local repository.
+
+Tests, the CLI (``dfd triton``), ``dfd serve`` and the benchmarks use this instead of a
+container: the wheel ships ``tritonserver`` (Triton 2.51) with the python backend, which
+is all the ``cpu`` repository needs.
+
+    with LocalTriton(settings) as triton:
+        client = TritonClient(triton.grpc_url, ...)
+
+The wheel keeps the python backend's stub per Python version apart from the backend, so
+``start()`` assembles a backend folder (library, utils, the stub for this interpreter)
+under ``data_dir``. The stub embeds ``libpython`` and imports onnxruntime from this
+environment: it needs the interpreter's library folder on ``LD_LIBRARY_PATH`` and the
+environment's ``bin`` on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from dfd.errors import ConfigurationError, UpstreamUnavailableError
+from dfd.settings import Settings
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_CHARS = 4000
+
+
+def pytriton_dir() -> Path:
+    """The ``tritonserver`` folder inside the installed ``nvidia-pytriton`` wheel."""
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ConfigurationError(
+            "local Triton: the nvidia-pytriton package is not installed"
+        ) from exc
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_backends(destination: Path) -> Path:
+    """A backend folder with the python backend and the stub for this interpreter."""
+    source = pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ConfigurationError(
+            f"local Triton: nvidia-pytriton has no python backend stub for Python {version} ({stub})"
+        )
+    python = destination / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for src in (*sorted((source / "backends" / "python").glob("*.*")), stub):
+        dst = python / src.name
+        if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
+            shutil.copy2(src, tmp)
+            tmp.replace(dst)
+    return destination
+
+
+def server_env() -> dict[str, str]:
+    """Environment for the server: libpython and this environment's bin reachable."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    # The stub, copied out of the wheel, no longer finds the wheel's bundled libraries
+    # (libcudart & co.) through its rpath.
+    wheel_libs = str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, wheel_libs, env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    return env
+
+
+class LocalTriton:
+    """A ``tritonserver`` child process on free loopback ports.
+
+    Args:
+        settings: ``data_dir`` holds the backend folder; the repository defaults to
+            ``settings.repository_dir("cpu")``.
+        repository: serve this repository folder instead.
+        ready_timeout_s: how long ``start()`` waits for ``/v2/health/ready``.
+        extra_args: more ``tritonserver`` flags.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: Path | None = None,
+        *,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.repository = Path(repository or settings.repository_dir("cpu")).resolve()
+        self.ready_timeout_s = ready_timeout_s
+        self.extra_args = extra_args
+        self.host = "127.0.0.1"
+        self.http_port = self.grpc_port = self.metrics_port = 0
+        self.startup_s: float | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint (tritonclient.grpc's form)."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        return self._log_path.read_text(errors="replace")[-chars:]
+
+    def errors(self) -> str:
+        """Error lines of the server log (model load failures), without CUDA noise."""
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        lines = self._log_path.read_text(errors="replace").splitlines()
+        # "E1128 ..." is Triton's error severity; a CPU-only machine always logs CUDA ones.
+        picked = [
+            line for line in lines if line[:1] == "E" and "Cuda" not in line and "CUDA" not in line
+        ]
+        return "\n".join(picked[-10:])
+
+    def _failure(self, what: str) -> str:
+        return (
+            f"local Triton: {what} (repository {self.repository})\nerrors:\n{self.errors() or '(none logged)'}"
+            f"\nlog tail:\n{self.log_tail(1500)}"
+        )
+
+    def command(self) -> list[str]:
+        binary = pytriton_dir() / "bin" / "tritonserver"
+        backends = prepare_backends(self.settings.data_dir.resolve() / "triton" / "backends")
+        return [
+            str(binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--cache-directory={pytriton_dir() / 'caches'}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-cpu-metrics=false",
+            "--allow-gpu-metrics=false",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=5",
+            "--log-verbose=0",
+            # Python-backend models exchange tensors through shared memory; start each
+            # region large enough for a batch of face crops so it rarely has to grow.
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=16777216",
+            *self.extra_args,
+        ]
+
+    def start(self) -> LocalTriton:
+        """Starts the server and waits for readiness; raises with the log tail on failure."""
+        if self.running:
+            return self
+        if not (self.repository / ".build-stamp.json").is_file() and not any(
+            self.repository.glob("*/config.pbtxt")
+        ):
+            raise ConfigurationError(
+                f"local Triton: {self.repository} is not a model repository; run `dfd models build`"
+            )
+        self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
+        log_dir = Path(tempfile.mkdtemp(prefix="dfd-triton-"))
+        self._log_path = log_dir / "tritonserver.log"
+        started = time.monotonic()
+        with self._log_path.open("wb") as log_file:
+            # Own session, so stop() can signal the server and its python stubs together.
+            self._process = subprocess.Popen(
+                self.command(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=server_env(),
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        url = f"{self.http_url}/v2/health/ready"
+        while True:
+            assert self._process is not None
+            code = self._process.poll()
+            if code is not None:
+                raise UpstreamUnavailableError(
+                    self._failure(f"tritonserver exited with code {code} while starting")
+                )
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(url, timeout=1.0) as response,
+            ):
+                if response.status == 200:
+                    return
+            if time.monotonic() - started > self.ready_timeout_s:
+                raise UpstreamUnavailableError(
+                    self._failure(f"not ready after {self.ready_timeout_s:.0f} s at {url}")
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a bounded wait; idempotent."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_TIMEOUT_S)
+        # Python stubs left behind by a killed server share its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if self._log_path is not None:
+            shutil.rmtree(self._log_path.parent, ignore_errors=True)
+            self._log_path = None
+
+    def __enter__(self) -> LocalTriton:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,333 @@
+"""Generates the Triton model repository from the model specs (never hand-copied).
+
+``build_repository(settings, "cpu" | "gpu")`` writes ``settings.repository_dir(target)``:
+
+    <repository>/
+      face_detector/config.pbtxt   1/model.onnx (+ model.py on cpu)
+      visual/ audio/ lipsync/ fusion/        same layout
+      deepfake_ensemble/config.pbtxt  1/   (ensemble_config.ensemble)
+      .build-stamp.json               hash of everything the build read
+
+Every ``config.pbtxt`` is derived from ``export.specs``: tensor names, dims, dtypes,
+``max_batch_size``, dynamic batching (preferred sizes, queue delay, bounded queue),
+instance groups, version policy and warm-up. The two renderings differ only in how a
+model is executed:
+
+- ``cpu``: Triton's python backend hosting onnxruntime; the host is the committed
+  ``model_repository/python_onnx/model.py``, copied beside each ONNX file.
+- ``gpu``: ``backend: "onnxruntime"`` with the TensorRT execution provider in FP16 and
+  ``KIND_GPU`` instances; or, when the ``tensorrt`` Python package is importable, FP16
+  ``tensorrt_plan`` engines for the fixed-shape models (visual, audio, lipsync).
+
+A build whose inputs (configs, ONNX bytes, host code) hash to the stamp already in the
+folder is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from dfd.errors import ConfigurationError
+from dfd.settings import Settings
+from export.specs import ModelSpec, spec
+
+log = logging.getLogger(__name__)
+
+Target = Literal["cpu", "gpu"]
+Engine = Literal["auto", "onnxruntime", "tensorrt_plan"]
+
+ROLES = ("face_detector", "visual", "audio", "lipsync", "fusion")
+HOST_FILE = Path(__file__).resolve().parents[1] / "model_repository" / "python_onnx" / "model.py"
+STAMP_FILE = ".build-stamp.json"
+# Roles that get a TensorRT plan when TensorRT is installed; the face detector (free
+# height and width) and the tiny fusion graph stay on onnxruntime with the TRT provider.
+PLAN_ROLES = ("visual", "audio", "lipsync")
+# Shape the face detector is warmed up with (the dispatcher letterboxes to 640x640).
+_DETECTOR_WARMUP_HW = (640, 640)
+
+
+@dataclass(frozen=True)
+class RepositoryOptions:
+    """How a repository is rendered beyond what the specs say.
+
+    Attributes:
+        dynamic_batching: False renders the same models without a dynamic_batching block
+            (max_batch_size kept), each request executed alone: the benchmark's baseline.
+        intra_op_threads: onnxruntime threads per instance on ``cpu``; None: all cores,
+            at most 4.
+        engine: ``gpu`` only: ``auto`` builds TensorRT plans when TensorRT is importable.
+    """
+
+    dynamic_batching: bool = True
+    intra_op_threads: int | None = None
+    engine: Engine = "auto"
+
+
+def role_specs(
+    settings: Settings, checkpoints: Sequence[str] | None = None
+) -> dict[str, ModelSpec]:
+    """The spec serving each role: the settings' choices, overridden by ``checkpoints``."""
+    chosen = {
+        "face_detector": spec(settings.face_model),
+        "visual": spec(settings.visual_model),
+        "audio": spec(settings.audio_model),
+        "lipsync": spec(settings.lipsync_model),
+        "fusion": spec("fusion"),
+    }
+    for checkpoint in checkpoints or ():
+        s = spec(checkpoint)
+        chosen[s.name] = s
+    return chosen
+
+
+# --- config rendering ---------------------------------------------------------------
+
+
+def _tensor(t, message) -> None:  # noqa: ANN001 - protobuf messages are untyped
+    message.name = t.name
+    message.data_type = mc.DataType.Value(f"TYPE_{t.dtype}")
+    message.dims.extend(t.dims)
+
+
+def _warmup_dims(s: ModelSpec, dims: tuple[int, ...]) -> list[int]:
+    if s.name == "face_detector":
+        return [dims[0], *_DETECTOR_WARMUP_HW]
+    # Unbatched models with variable item counts are warmed up with one item.
+    return [1 if d == -1 else d for d in dims]
+
+
+def model_config(
+    s: ModelSpec, target: Target, options: RepositoryOptions, *, plan: bool = False
+) -> mc.ModelConfig:
+    """The ``ModelConfig`` of one role model, derived from its spec."""
+    config = mc.ModelConfig(name=s.name, max_batch_size=s.max_batch_size)
+    for t in s.inputs:
+        _tensor(t, config.input.add())
+    for t in s.outputs:
+        _tensor(t, config.output.add())
+    config.version_policy.specific.versions.append(s.version)
+    if s.batching is not None and options.dynamic_batching:
+        batching = config.dynamic_batching
+        batching.preferred_batch_size.extend(s.batching.preferred_batch_sizes)
+        batching.max_queue_delay_microseconds = s.batching.max_queue_delay_us
+        # A bounded queue: past it Triton rejects at once (UNAVAILABLE) instead of letting
+        # latency grow without limit; the client retries with backoff.
+        batching.default_queue_policy.max_queue_size = s.batching.max_queue_size
+    group = config.instance_group.add()
+    group.count = s.instance_count
+    if target == "cpu":
+        config.backend = "python"
+        group.kind = mc.ModelInstanceGroup.KIND_CPU
+        threads = options.intra_op_threads or min(4, os.cpu_count() or 1)
+        config.parameters["intra_op_threads"].string_value = str(threads)
+        config.parameters["onnx_file"].string_value = "model.onnx"
+    else:
+        group.kind = mc.ModelInstanceGroup.KIND_GPU
+        if plan:
+            config.backend = "tensorrt"
+            config.platform = "tensorrt_plan"
+            config.default_model_filename = "model.plan"
+        else:
+            config.backend = "onnxruntime"
+            config.default_model_filename = "model.onnx"
+            accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+            accel.name = "tensorrt"
+            accel.parameters["precision_mode"] = "FP16"
+            accel.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    warmup = config.model_warmup.add()
+    warmup.name = f"{s.name}_warmup"
+    warmup.batch_size = 1 if s.max_batch_size > 0 else 0
+    for t in s.inputs:
+        data = warmup.inputs[t.name]
+        data.data_type = mc.DataType.Value(f"TYPE_{t.dtype}")
+        data.dims.extend(_warmup_dims(s, t.dims))
+        # Random data exercises the real kernels; zeros for fusion (its mask and weights).
+        if s.name == "fusion":
+            data.zero_data = True
+        else:
+            data.random_data = True
+    return config
+
+
+def render(config: mc.ModelConfig, header: str = "") -> str:
+    """``config.pbtxt`` text, with an optional ``#`` comment header."""
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
+    return "\n".join(lines) + ("\n" if lines else "") + text_format.MessageToString(config)
+
+
+def parse(text: str) -> mc.ModelConfig:
+    """Reads a ``config.pbtxt`` back (tests compare it with the specs)."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+_GENERATED = "Generated by `dfd models build` from export/specs.py; do not edit."
+
+
+# --- building -----------------------------------------------------------------------
+
+
+def _onnx_files(settings: Settings, roles: Mapping[str, ModelSpec]) -> dict[str, Path]:
+    """ONNX file per role; ``export_all`` re-exports only those whose stamp is stale."""
+    from export.onnx_export import export_all
+
+    exported = export_all(settings, checkpoints=[s.checkpoint for s in roles.values()])
+    paths = {
+        role: Path(exported.get(s.checkpoint, settings.onnx_dir / f"{s.checkpoint}.onnx"))
+        for role, s in roles.items()
+    }
+    for role, path in paths.items():
+        if not path.is_file():
+            raise ConfigurationError(
+                f"model repository: ONNX for role {role!r} not found at {path}"
+            )
+    return paths
+
+
+def _tensorrt_available(engine: Engine) -> bool:
+    if engine == "onnxruntime":
+        return False
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        if engine == "tensorrt_plan":
+            raise ConfigurationError(
+                "gpu repository: engine tensorrt_plan needs the `tensorrt` Python package "
+                "(pip install tensorrt from NVIDIA's index); it is not installed"
+            ) from exc
+        log.warning(
+            "TensorRT is missing (no `tensorrt` Python package): rendering the gpu repository "
+            "with the onnxruntime backend and its TensorRT execution provider (FP16) instead "
+            "of tensorrt_plan engines"
+        )
+        return False
+    return True
+
+
+def build_plan(onnx_path: Path, plan_path: Path, s: ModelSpec) -> None:
+    """Builds an FP16 TensorRT engine with one profile spanning batch 1..max_batch_size."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigurationError(f"TensorRT: cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    opt = max(s.batching.preferred_batch_sizes) if s.batching else s.max_batch_size
+    for t in s.inputs:
+        profile.set_shape(t.name, (1, *t.dims), (opt, *t.dims), (s.max_batch_size, *t.dims))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ConfigurationError(f"TensorRT: building the engine for {onnx_path} failed")
+    plan_path.write_bytes(bytes(engine))
+
+
+def _digest(parts: Sequence[bytes]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def build_repository(
+    settings: Settings,
+    target: Target,
+    checkpoints: Sequence[str] | None = None,
+    *,
+    options: RepositoryOptions | None = None,
+    destination: Path | None = None,
+) -> Path:
+    """Writes the Triton repository for ``target`` and returns its folder.
+
+    Args:
+        settings: where ONNX files are and the repository goes, which checkpoints serve.
+        target: ``cpu`` (python backend + onnxruntime) or ``gpu``.
+        checkpoints: checkpoints overriding the settings' choice for their roles.
+        options: rendering options (dynamic batching off for the benchmark baseline).
+        destination: folder to write instead of ``settings.repository_dir(target)``.
+
+    Returns:
+        The repository folder, ready for ``tritonserver --model-repository``.
+    """
+    from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
+
+    options = options or RepositoryOptions()
+    if target not in ("cpu", "gpu"):
+        raise ConfigurationError(f"model repository: target must be cpu or gpu, got {target!r}")
+    roles = role_specs(settings, checkpoints)
+    onnx = _onnx_files(settings, roles)
+    plans = target == "gpu" and _tensorrt_available(options.engine)
+
+    texts = {
+        role: render(
+            model_config(s, target, options, plan=plans and role in PLAN_ROLES), _GENERATED
+        )
+        for role, s in roles.items()
+    }
+    ensemble = ensemble_config(roles)
+    texts[ensemble.name] = render(ensemble, f"{_GENERATED}\n{ENSEMBLE_HEADER}")
+    host = HOST_FILE.read_bytes()
+    stamp = _digest(
+        [target.encode(), repr(options).encode(), str(plans).encode(), host]
+        + [texts[k].encode() for k in sorted(texts)]
+        + [onnx[r].read_bytes() for r in sorted(onnx)]
+    )
+
+    folder = Path(destination or settings.repository_dir(target))
+    stamp_path = folder / STAMP_FILE
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()).get("digest") == stamp:
+        log.info("model repository %s is current; not rebuilt", folder)
+        return folder
+
+    staging = folder.with_name(f"{folder.name}.staging-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name, text in texts.items():
+        (staging / name).mkdir(parents=True)
+        (staging / name / "config.pbtxt").write_text(text)
+    (staging / ensemble.name / "1").mkdir()
+    for role, s in roles.items():
+        version = staging / role / str(s.version)
+        version.mkdir()
+        if plans and role in PLAN_ROLES:
+            build_plan(onnx[role], version / "model.plan", s)
+            continue
+        shutil.copyfile(onnx[role], version / "model.onnx")
+        if target == "cpu":
+            shutil.copyfile(HOST_FILE, version / "model.py")
+    (staging / STAMP_FILE).write_text(
+        json.dumps(
+            {
+                "digest": stamp,
+                "target": target,
+                "plans": plans,
+                "models": {r: s.tag for r, s in roles.items()},
+            },
+            indent=2,
+        )
+    )
+    # Swap in the new tree whole, so a reader never sees half a repository.
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("model repository %s written (%s)", folder, target)
+    return folder

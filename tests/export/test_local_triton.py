@@ -1,0 +1,81 @@
+"""LocalTriton: the real server binary from nvidia-pytriton starts, answers, fails clearly, stops."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dfd.errors import ConfigurationError, UpstreamUnavailableError
+from export.local_triton import LocalTriton
+
+pytestmark = pytest.mark.integration
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _small_repository(source: Path, dest: Path, models: tuple[str, ...] = ("fusion",)) -> Path:
+    for name in models:
+        shutil.copytree(source / name, dest / name)
+    return dest
+
+
+def test_session_server_is_ready_on_its_urls(triton):
+    assert _get(f"{triton.http_url}/v2/health/ready")[0] == 200
+    status, metrics = _get(triton.metrics_url)
+    assert status == 200 and "nv_inference_request_success" in metrics
+    assert triton.client.is_ready()
+    for model in ("face_detector", "visual", "audio", "lipsync", "fusion", "deepfake_ensemble"):
+        assert triton.client.is_ready(model), model
+    # Start-up (five python-backend models with warm-up, the ensemble) must suit tests.
+    print(f"Triton start-up: {triton.startup_s:.2f} s")
+    assert triton.startup_s < 60
+
+
+def test_start_then_stop_frees_the_ports_and_the_process(triton, tmp_path):
+    repo = _small_repository(triton.repository, tmp_path / "repo")
+    server = LocalTriton(triton.settings, repo, ready_timeout_s=60)
+    with server:
+        assert server.running
+        assert _get(f"{server.http_url}/v2/health/ready")[0] == 200
+        ports = (server.http_port, server.grpc_port, server.metrics_port)
+    assert not server.running
+    deadline = time.monotonic() + 5
+    while any(_port_open(p) for p in ports) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_port_open(p) for p in ports)
+    server.stop()  # idempotent
+
+
+def test_config_that_disagrees_with_the_onnx_fails_naming_model_and_tensor(triton, tmp_path):
+    repo = _small_repository(triton.repository, tmp_path / "repo", ("visual",))
+    config = repo / "visual" / "config.pbtxt"
+    text = config.read_text()
+    assert 'name: "face"' in text
+    config.write_text(
+        text.replace('name: "face"', 'name: "crop"', 1).replace('key: "face"', 'key: "crop"')
+    )
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailableError) as info:
+        LocalTriton(triton.settings, repo, ready_timeout_s=60).start()
+    message = str(info.value)
+    assert "'visual'" in message and "'crop'" in message and "not in the ONNX graph" in message
+    assert time.monotonic() - started < 60, "a broken repository must fail fast, not time out"
+
+
+def test_folder_that_is_no_repository_is_refused(triton, tmp_path):
+    with pytest.raises(ConfigurationError, match="dfd models build"):
+        LocalTriton(triton.settings, tmp_path).start()
