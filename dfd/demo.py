@@ -124,7 +124,7 @@ def progress_line(view: dict[str, Any], elapsed_s: float) -> str:
         parts.append(f"{float(view['progress']) * 100:4.0f}%")
     if int(view.get("attempt") or 1) > 1:
         parts.append(f"(attempt {view['attempt']})")
-    return " ".join(parts)
+    return " ".join(parts).rstrip()
 
 
 def evidence_lines(result: dict[str, Any], evidence_dir: Path | None, job_id: str) -> list[str]:
