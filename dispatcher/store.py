@@ -25,7 +25,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LIFECYCLE_RULE_ID = "dfd-evidence-expiry"
+_CREDENTIAL_ERRORS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 CONTENT_TYPES = {
@@ -268,30 +269,23 @@ class S3Store:
                 f"store: could not delete {len(errors)} objects ({errors[0]})"
             )
 
-    def _translated(self, what: str) -> Any:
-        return _S3Errors(self._bucket, what)
-
-
-class _S3Errors:
-    """Turns minio and urllib3 failures into `StoreUnavailableError`, once, here."""
-
-    def __init__(self, bucket: str, what: str) -> None:
-        self._where = f"s3://{bucket}/{what}" if not what.startswith("bucket") else what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, StoreUnavailableError | InternalError):
-            return False
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn minio and urllib3 failures into dfd errors, once, here."""
         import urllib3.exceptions
-        from minio.error import MinioException
+        from minio.error import MinioException, S3Error
 
-        if isinstance(exc, MinioException | urllib3.exceptions.HTTPError | OSError):
-            raise StoreUnavailableError(
-                f"store: {self._where}: {type(exc).__name__}: {exc}"
-            ) from exc
-        return False
+        where = what if what.startswith("bucket") else f"s3://{self._bucket}/{what}"
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in _CREDENTIAL_ERRORS:
+                raise ConfigurationError(
+                    f"store: {where}: the S3 server refused the credentials ({exc.code})"
+                ) from exc
+            raise StoreUnavailableError(f"store: {where}: {exc.code}: {exc.message}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailableError(f"store: {where}: {type(exc).__name__}: {exc}") from exc
 
 
 def _minio_client(settings: Settings) -> Any:

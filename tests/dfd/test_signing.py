@@ -1,0 +1,70 @@
+"""Signed evidence URLs: keys, signatures, expiry and the shared secret."""
+
+import threading
+import urllib.parse
+
+import pytest
+
+from dfd import signing
+from dfd.errors import ConfigurationError
+from dfd.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+KEY = "job-1/0123456789abcdef0123456789abcdef-thumb_00.jpg"
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../evidence/x.jpg",
+        "job/../../etc/passwd",
+        "/abs/0123456789abcdef-x.jpg",
+        "job/short-x.jpg",
+        "job/0123456789abcdef0123-.hidden",
+        "job/sub/0123456789abcdef0123-x.jpg",
+        "job/0123456789abcdef0123-x..jpg",
+        "",
+    ],
+)
+def test_keys_the_store_never_hands_out_are_invalid(key, tmp_path):
+    assert not signing.is_valid_key(key)
+    with pytest.raises(ValueError):
+        signing.evidence_path(Settings(data_dir=tmp_path), key)
+
+
+def test_sign_and_verify():
+    sig = signing.sign(KEY, 2000, SECRET)
+    assert signing.verify(KEY, 2000, sig, SECRET, now=1999)
+    assert signing.verify(KEY, "2000", sig, SECRET, now=2000)
+    assert not signing.verify(KEY, 2000, sig, SECRET, now=2001)
+    assert not signing.verify(KEY, 2001, sig, SECRET, now=0)
+    assert not signing.verify(KEY, 2000, sig.upper(), SECRET, now=0)
+    assert not signing.verify(KEY, 2000, sig, SECRET + b"x", now=0)
+
+
+def test_signed_url_shape():
+    url = signing.signed_url("http://127.0.0.1:8000/", KEY, 2000, SECRET)
+    parts = urllib.parse.urlsplit(url)
+    assert parts.path == f"/evidence/{KEY}"
+    q = dict(urllib.parse.parse_qsl(parts.query))
+    assert q == {"exp": "2000", "sig": signing.sign(KEY, 2000, SECRET)}
+
+
+def test_generated_secret_is_the_same_for_processes_starting_together(tmp_path):
+    s = Settings(data_dir=tmp_path / "data")
+    got = []
+    threads = [
+        threading.Thread(target=lambda: got.append(signing.load_secret(s))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1 and len(got[0]) == 64
+
+
+def test_short_configured_secret_is_refused(tmp_path):
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        signing.load_secret(Settings(data_dir=tmp_path, url_signing_key="short"))
