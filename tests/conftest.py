@@ -40,4 +40,5 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.s3",
     "tests.fixtures.media",
+    "tests.fixtures.models",
 ]
