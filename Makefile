@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup sysdeps venv models demo test lint typecheck clean
 
-setup: sysdeps venv
+setup: sysdeps venv models
 
 sysdeps:
 	@bash scripts/install-system-deps.sh
