@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     ytdlp_page_max_bytes: int = Field(
         20_000_000, gt=0, description="Byte cap of one page or API response yt-dlp reads while extracting."
     )
+    fetch_ca_file: Path | None = Field(
+        None, description="PEM file of the CAs trusted when fetching over HTTPS, instead of the system's."
+    )
     url_allowlist: list[str] = Field(
         default_factory=list, description="If set, only these hosts (and subdomains) may be fetched."
     )

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -240,6 +241,17 @@ def _iter_body(response: httpx.Response, url: str) -> Iterator[bytes]:
         ) from exc
 
 
+def _certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _media_type(header: str | None) -> str | None:
     if not header:
         return None
@@ -275,8 +287,12 @@ class GuardedClient:
             write=settings.fetch_read_timeout_s,
             pool=settings.fetch_connect_timeout_s,
         )
+        verify: ssl.SSLContext | bool = True
+        if settings.fetch_ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(settings.fetch_ca_file))
         self._client = httpx.Client(
             transport=transport,
+            verify=verify,
             timeout=timeout,
             follow_redirects=False,
             trust_env=False,
@@ -356,6 +372,10 @@ class GuardedClient:
             try:
                 return self._client.send(request, stream=True)
             except httpx.ConnectError as exc:
+                if _certificate_error(exc):
+                    raise RejectedURLError(
+                        f"fetch: {url}: the server's TLS certificate is not valid ({exc})"
+                    ) from exc
                 last = exc  # try the next vetted address
             except httpx.TimeoutException as exc:
                 raise FetchTransientError(f"fetch: {url} timed out ({type(exc).__name__})") from exc

@@ -7,6 +7,7 @@ with its path and ``Host`` header, so a test can assert what did (or did not) ar
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,9 +35,11 @@ class _QuietServer(ThreadingHTTPServer):
 class MediaServer:
     """``with MediaServer() as server: server.route("/a", fn); server.url("/a")``."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.seen: list[Seen] = []
+        self.server_names: list[str | None] = []  # TLS SNI names clients sent
+        self.scheme = "https" if tls else "http"
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +79,9 @@ class MediaServer:
 
         self._server = _QuietServer((host, 0), Handler)
         self.port = self._server.server_address[1]
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> MediaServer:
@@ -88,7 +94,7 @@ class MediaServer:
         self._thread.join(timeout=5)
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def route(self, path: str, reply: Route) -> None:
         self.routes[path] = reply

@@ -304,3 +304,84 @@ def test_empty_body_is_not_media(server, trusted, tmp_path):
     server.file("/empty.mp4", b"")
     with pytest.raises(NotMediaError, match="empty body"):
         fetch(server.url("/empty.mp4"), tmp_path / "job", trusted)
+
+
+# --- HTTPS: the pinned address with the name kept for SNI and the certificate check ---
+
+
+def _tls_pair(tmp_path, dns_name):
+    """A throwaway CA (PEM file) and a server context with a certificate for ``dns_name``."""
+    import datetime
+    import ssl
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject, issuer, key, signer, *, ca, san=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("dfd test CA", "dfd test CA", ca_key, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert(dns_name, "dfd test CA", key, ca_key, ca=False, san=dns_name)
+    pem = serialization.Encoding.PEM
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(pem))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(
+        leaf.public_bytes(pem)
+        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return ca_file, context
+
+
+def test_https_to_the_pinned_address_keeps_sni_and_checks_the_certificate(clip, tmp_path):
+    ca_file, context = _tls_pair(tmp_path, "media.test")
+    with MediaServer(tls=context) as tls_server:
+        tls_server.file("/clip.mpg", clip, "video/mpeg")
+        s = make_settings(tmp_path, fetch_allowed_networks=["127.0.0.1/32"], fetch_ca_file=ca_file)
+        resolver = resolver_for("127.0.0.1", "10.255.0.1")
+        got = fetch(
+            f"https://media.test:{tls_server.port}/clip.mpg", tmp_path / "job", s, resolver=resolver
+        )
+        assert got.sha256 == hashlib.sha256(clip).hexdigest()
+        assert tls_server.server_names == ["media.test"]
+        assert tls_server.seen[0].host == f"media.test:{tls_server.port}"
+        assert resolver.calls == ["media.test"]
+
+
+def test_https_certificate_for_another_name_is_refused_not_retried(clip, tmp_path):
+    ca_file, context = _tls_pair(tmp_path, "other.test")
+    with MediaServer(tls=context) as tls_server:
+        tls_server.file("/clip.mpg", clip, "video/mpeg")
+        s = make_settings(tmp_path, fetch_allowed_networks=["127.0.0.1/32"], fetch_ca_file=ca_file)
+        delays = []
+        with pytest.raises(RejectedURLError, match="certificate"):
+            fetch(
+                f"https://media.test:{tls_server.port}/clip.mpg",
+                tmp_path / "job",
+                s,
+                resolver=resolver_for("127.0.0.1"),
+                sleep=delays.append,
+            )
+        assert delays == [] and tls_server.seen == []
