@@ -66,6 +66,8 @@ def sniff(head: bytes) -> Sniffed:
         return Sniffed("mpeg-es", "video", "an MPEG video stream")
     if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
         return Sniffed("mpeg-ts", "video", "an MPEG transport stream")
+    if len(head) > 196 and head[4] == 0x47 and head[196] == 0x47:  # M2TS: 4-byte timestamp first
+        return Sniffed("mpeg-ts", "video", "an MPEG transport stream (M2TS)")
     if head.startswith(b"FLV\x01"):
         return Sniffed("flv", "video", "a Flash video")
     if head.startswith(b"OggS"):

@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dfd.errors import FetchTransientError, RejectedURLError
+from dfd.errors import ConfigurationError, FetchTransientError, RejectedURLError
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
@@ -273,7 +273,12 @@ def vet_address(address: IPAddress, settings: Settings, *, host: str | None = No
 
 def _exempt(address: IPAddress, settings: Settings) -> bool:
     for cidr in getattr(settings, "fetch_allowed_networks", ()):
-        network = ipaddress.ip_network(cidr, strict=False)
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"fetch_allowed_networks: expected CIDRs, got {cidr!r}"
+            ) from exc
         if address.version == network.version and address in network:
             return True
     return False

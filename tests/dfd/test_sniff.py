@@ -24,6 +24,7 @@ pytestmark = pytest.mark.unit
         (b"\0\0\1\xba\x44\0\4\0", "mpeg-ps", "video"),
         (b"\0\0\1\xb3\x16\0\xf0", "mpeg-es", "video"),
         (b"\x47" + b"\xff" * 187 + b"\x47" + b"\0" * 10, "mpeg-ts", "video"),
+        (b"\0\0\0\0\x47" + b"\xff" * 191 + b"\x47" + b"\0" * 10, "mpeg-ts", "video"),  # M2TS
         (b"FLV\x01\x05", "flv", "video"),
         (b"OggS\0\2", "ogg", "video"),
         (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11\xa6\xd9", "asf", "video"),

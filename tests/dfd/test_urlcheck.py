@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from dfd.errors import FetchTransientError, RejectedURLError
+from dfd.errors import ConfigurationError, FetchTransientError, RejectedURLError
 from dfd.settings import Settings
 from dfd.urlcheck import check_url, forbidden_reason, literal_address, resolve_and_vet
 
@@ -253,3 +253,9 @@ def test_exempt_networks_admit_only_what_they_list(tmp_path):
         check_url("http://127.0.0.2/v", s)
     with pytest.raises(RejectedURLError, match="metadata"):
         check_url("http://169.254.169.254/latest/meta-data/", s)
+
+
+def test_a_bad_exempt_network_is_a_configuration_error(tmp_path):
+    s = Settings(data_dir=tmp_path, fetch_allowed_networks=["not-a-cidr"])
+    with pytest.raises(ConfigurationError, match="fetch_allowed_networks"):
+        check_url("http://127.0.0.1/", s)
