@@ -170,7 +170,7 @@ def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", extra={"path": request.url.path})
+    log.error("unhandled error", extra={"path": request.url.path}, exc_info=exc)
     return problem_response(500, "internal", "internal error", request.url.path)
 
 

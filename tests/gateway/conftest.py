@@ -3,58 +3,23 @@ real uvicorn server in a subprocess for the tests that need real sockets."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from dfd.local_redis import free_port
 from dfd.settings import Settings
-from gateway.app import create_app
+from tests.fixtures.redis import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SettingsFactory = Callable[..., Settings]
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path, redis_url: str, redis: Any) -> SettingsFactory:
-    """Settings on ``tmp_path`` and the session Redis (flushed for this test)."""
-
-    def factory(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "data_dir": tmp_path / "data",
-            "redis_url": redis_url,
-            "url_signing_key": "k" * 32,
-            "log_json": True,
-        }
-        values.update(overrides)
-        return Settings(**values)
-
-    return factory
-
-
-@pytest.fixture
-def gateway(make_settings: SettingsFactory) -> Callable[..., Any]:
-    """``with gateway(**overrides) as client``: a TestClient on a fresh app."""
-
-    @contextmanager
-    def open_client(**overrides: Any) -> Iterator[TestClient]:
-        settings = make_settings(**overrides)
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            client.settings = settings  # type: ignore[attr-defined]
-            yield client
-
-    return open_client
 
 
 @pytest.fixture(scope="session")
@@ -98,24 +63,6 @@ def small_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
         paths[ext] = path
     return paths
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The DFD_* environment that rebuilds ``settings`` in another process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DFD_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if isinstance(value, list | dict):
-            value = json.dumps(value)
-        env[f"DFD_{name.upper()}"] = str(value)
-    # SecretStr fields dump masked; pass the real values.
-    env["DFD_URL_SIGNING_KEY"] = (
-        settings.url_signing_key.get_secret_value() if settings.url_signing_key else ""
-    )
-    env["DFD_API_KEYS"] = json.dumps([k.get_secret_value() for k in settings.api_keys])
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 class GatewayServer:

@@ -1,0 +1,238 @@
+"""The RQ entry point of a dfd job, and how its failures are classified.
+
+``run_job(payload)`` is what the gateway enqueues (by the path
+``dispatcher.jobs.run_job``). It validates the payload, reports the attempt, stage and
+progress in ``job.meta`` (the status endpoint reads them from there), runs the pipeline
+and returns the result document as JSON-ready data.
+
+Which failures are retried is decided here, not by rq: rq's ``Retry`` retries on every
+exception, so the worker installs :func:`handle_job_exception`, which runs before rq
+decides and sets the job's remaining retries to zero for anything that retrying cannot
+fix (an :class:`~dfd.errors.InputError`, a bug, a timeout). Only transient errors and a
+lost worker are retried. The handler also records the error (type, message, stage) in
+``job.meta`` and deletes the uploaded file once the job will not run again.
+
+Workers hold no state between jobs beyond the clients in :class:`WorkerContext`, built
+lazily once per process: rq forks a work horse per job, and a gRPC channel must not be
+shared across a fork, so the clients are made in the process that uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rq import get_current_job
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from dfd import errors
+from dfd.schemas import JobError, JobPayload
+from dfd.settings import Settings
+from dfd.states import Stage
+
+log = logging.getLogger(__name__)
+
+
+class InvalidPayloadError(errors.InputError):
+    type = "invalid-payload"
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a job needs beyond its payload: settings and long-lived clients."""
+
+    settings: Settings
+    triton: Any
+    store: Any
+
+
+_settings: Settings | None = None
+_context: WorkerContext | None = None
+_context_pid: int | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Set the settings jobs in this process (and its work horses) use; called by ``dfd worker``."""
+    global _settings, _context
+    _settings = settings
+    _context = None
+
+
+def settings() -> Settings:
+    """The worker's settings; built from the environment under a plain ``rq worker``."""
+    global _settings
+    if _settings is None:
+        _settings = Settings()
+    return _settings
+
+
+def worker_context() -> WorkerContext:
+    """The process's clients, made on first use in this process."""
+    global _context, _context_pid
+    if _context is None or _context_pid != os.getpid():
+        s = settings()
+        if not s.triton_url:
+            raise errors.ConfigurationError(
+                "worker: expected DFD_TRITON_URL (Triton's gRPC host:port), got none; `dfd serve` sets it"
+            )
+        from dispatcher.store import open_store
+        from dispatcher.triton_client import TritonClient
+
+        _context = WorkerContext(
+            settings=s,
+            triton=TritonClient(
+                s.triton_url, timeout_s=s.triton_timeout_s, retries=s.triton_retries
+            ),
+            store=open_store(s),
+        )
+        _context_pid = os.getpid()
+    return _context
+
+
+class Progress:
+    """Writes a job's stage and progress to ``job.meta``; the pipeline calls it."""
+
+    def __init__(self, job: Job | None) -> None:
+        self._job = job
+
+    def __call__(self, stage: Stage | str, fraction: float) -> None:
+        if self._job is None:
+            return
+        self._job.meta["stage"] = Stage(stage).value
+        self._job.meta["progress"] = round(min(max(float(fraction), 0.0), 1.0), 4)
+        self._job.save_meta()
+
+
+def attempt_of(job: Job) -> int:
+    """Which run of the job this is: 1, then 2... as rq's remaining retries count down."""
+    retries = int(job.meta.get("retries") or 0)
+    if job.retries_left is None:
+        return 1
+    return max(retries - job.retries_left + 1, 1)
+
+
+def parse_payload(payload: dict[str, Any]) -> JobPayload:
+    try:
+        return JobPayload.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidPayloadError(
+            f"job payload: expected a JobPayload, got {exc.error_count()} errors: {exc}"
+        ) from exc
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Analyse one video; the function the gateway enqueues.
+
+    Returns:
+        ``dfd.schemas.Result`` as JSON-ready data.
+    """
+    job = get_current_job()
+    request = parse_payload(payload)
+    if job is not None:
+        job.meta.update({"attempt": attempt_of(job), "progress": 0.0})
+        job.meta.pop("error", None)
+        job.meta.pop("stage", None)
+        job.save_meta()
+    context = worker_context()
+    from dispatcher.pipeline import analyze
+
+    result = analyze(
+        request.source,
+        context.settings,
+        context.triton,
+        context.store,
+        Progress(job),
+        job_id=request.job_id,
+    )
+    delete_upload(payload, context.settings)
+    return result.model_dump(mode="json")
+
+
+# --- failure handling (runs in the worker, see dispatcher.worker) --------------------
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Transient failures and lost workers are retried; nothing else is."""
+    return isinstance(exc, errors.TransientError | AbandonedJobError | ConnectionError)
+
+
+def describe(exc: BaseException, job: Job) -> JobError:
+    """The failure as clients see it: a stable type, a message, the stage it happened in."""
+    # The pipeline names the stage a DfdError came from; else the last one reported.
+    stage = getattr(exc, "stage", None) or job.meta.get("stage")
+    if isinstance(exc, errors.DfdError):
+        kind, message = exc.type, str(exc)
+    elif isinstance(exc, AbandonedJobError):
+        kind, message = "worker-lost", "worker died while processing (no heartbeat)"
+    elif isinstance(exc, JobTimeoutException):
+        kind = "timeout"
+        message = f"job: expected to finish within {job.timeout} s, took longer"
+    elif isinstance(exc, ConnectionError):
+        kind, message = "transient", f"{type(exc).__name__}: {exc}"
+    else:
+        kind, message = "internal", f"{type(exc).__name__}: {exc}"
+    return JobError(type=kind, message=message, stage=Stage(stage) if stage else None)
+
+
+def handle_job_exception(
+    job: Job, exc_type: type, exc_value: BaseException, traceback: Any
+) -> bool:
+    """rq exception handler: cancel retries for non-retryable errors; record the error.
+
+    rq calls it before deciding whether to retry (in the work horse, and in the registry
+    cleanup that finds abandoned jobs), and retries only while ``job.retries_left > 0``.
+    """
+    if not is_retryable(exc_value):
+        job.retries_left = 0
+    error = describe(exc_value, job)
+    job.meta["error"] = error.model_dump(mode="json")
+    job.save_meta()
+    final = not job.should_retry
+    log.warning(
+        "job failed",
+        extra={"job_id": job.id, "error_type": error.type, "detail": error.message, "final": final},
+    )
+    if final:
+        delete_upload(_payload_of(job), settings())
+    return True  # let rq's own handling (retry or move to failed) go on
+
+
+def handle_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
+    """rq's work-horse-killed hook: the process running the job died (OOM, SIGKILL)."""
+    signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
+    meta = job.get_meta(refresh=True)
+    stage = meta.get("stage")
+    error = JobError(
+        type="worker-lost",
+        message="worker died while processing" + (f" (signal {signal_no})" if signal_no else ""),
+        stage=Stage(stage) if stage else None,
+    )
+    job.meta["error"] = error.model_dump(mode="json")
+    job.save_meta()
+    if not job.should_retry:
+        delete_upload(_payload_of(job), settings())
+
+
+def _payload_of(job: Job) -> dict[str, Any]:
+    try:
+        args = job.args
+    except Exception:  # an undecodable job has no file to clean up
+        return {}
+    return args[0] if args and isinstance(args[0], dict) else {}
+
+
+def delete_upload(payload: dict[str, Any], s: Settings) -> None:
+    """Delete the job's uploaded file, if it is one of ours (inside ``uploads_dir``)."""
+    source = payload.get("source") or {}
+    if source.get("kind") != "upload" or not source.get("path"):
+        return
+    path = Path(source["path"]).resolve()
+    root = s.uploads_dir.resolve()
+    if root in path.parents:
+        path.unlink(missing_ok=True)

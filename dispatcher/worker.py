@@ -1,0 +1,158 @@
+"""``dfd worker``: one RQ worker process serving the ``high``, ``default`` and ``low`` queues.
+
+The worker runs rq's scheduler beside it (rq<3 needs it for retries with a delay),
+forks a work horse per job (a crash in a decoder kills the horse, not the worker), and
+recovers jobs whose worker died:
+
+- the horse is killed (OOM, SIGKILL): the worker sees it at once; the job is retried
+  while it has retries left, else failed with "worker died while processing";
+- the whole worker is killed: its job's heartbeat stops, and after
+  ``job_heartbeat_grace_s`` the next maintenance pass of any live worker (every
+  ``worker_maintenance_interval_s``) finds it abandoned and retries or fails it the same
+  way. No job stays ``active`` forever while a worker runs.
+
+The same maintenance pass purges expired evidence from the local store, under a Redis
+lock so only one worker of many does it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from dfd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("high", "default", "low")
+_PURGE_LOCK = "dfd:maintenance:purge"
+
+
+def _worker_class() -> type:
+    from rq import Worker
+
+    class DfdWorker(Worker):
+        """rq's forking worker with a configurable heartbeat grace and evidence purging."""
+
+        heartbeat_grace_s = 60
+        settings: Settings | None = None
+
+        def get_heartbeat_ttl(self, job: Any) -> int:
+            # rq adds a fixed 60 s to the monitoring interval; the grace decides how fast a
+            # dead worker's job is recovered, so it is a setting.
+            if job.timeout and job.timeout > 0:
+                remaining = job.timeout - self.current_job_working_time
+                return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
+            return self.job_monitoring_interval + self.heartbeat_grace_s
+
+        def run_maintenance_tasks(self) -> None:
+            super().run_maintenance_tasks()
+            if self.settings is not None:
+                purge_evidence(self.connection, self.settings)
+
+    return DfdWorker
+
+
+def purge_evidence(connection: Any, settings: Settings) -> None:
+    """Delete expired evidence from the local store, at most once per maintenance interval."""
+    if settings.store != "local":
+        return  # S3 expires objects with a bucket lifecycle rule
+    if not connection.set(_PURGE_LOCK, "1", nx=True, ex=settings.worker_maintenance_interval_s):
+        return
+    try:
+        from dispatcher.store import purge_expired
+
+        removed = purge_expired(settings)
+    except Exception:  # maintenance must never take the worker down
+        log.exception("evidence purge failed")
+        return
+    if removed:
+        log.info("purged expired evidence", extra={"removed": removed})
+
+
+def build_worker(
+    settings: Settings,
+    connection: Any,
+    queues: Sequence[str] = QUEUE_NAMES,
+    name: str | None = None,
+):
+    """An rq worker wired with dfd's exception handling, heartbeats and maintenance."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from dispatcher import jobs
+
+    jobs.configure(settings)
+    worker_class = _worker_class()
+    worker_class.heartbeat_grace_s = settings.job_heartbeat_grace_s
+    worker_class.settings = settings
+    return worker_class(
+        [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        name=name,
+        connection=connection,
+        serializer=JSONSerializer,
+        exception_handlers=[jobs.handle_job_exception],
+        work_horse_killed_handler=jobs.handle_horse_killed,
+        default_result_ttl=settings.result_ttl_s,
+        job_monitoring_interval=settings.job_monitoring_interval_s,
+        maintenance_interval=settings.worker_maintenance_interval_s,
+        # An idle worker blocks on the queues for worker_ttl - 15 s before its next
+        # maintenance pass; keep that close to the maintenance interval.
+        worker_ttl=settings.worker_maintenance_interval_s + 15,
+    )
+
+
+def main(
+    settings: Settings,
+    burst: bool = False,
+    queues: Sequence[str] = QUEUE_NAMES,
+    name: str | None = None,
+    max_jobs: int | None = None,
+) -> int:
+    """Run one worker until stopped (or, with ``burst``, until the queues are empty)."""
+    from redis import Redis
+
+    from dfd.errors import ConfigurationError
+    from dfd.logs import configure_logging
+
+    configure_logging(settings)
+    if not settings.redis_url:
+        raise ConfigurationError("worker: expected DFD_REDIS_URL, got none; `dfd serve` sets it")
+    try:
+        from dispatcher.cleanup import sweep_orphans
+    except ImportError:
+        pass
+    else:
+        sweep_orphans(settings)
+    connection = Redis.from_url(settings.redis_url)
+    worker = build_worker(settings, connection, queues, name)
+    worker.work(
+        burst=burst,
+        with_scheduler=True,
+        max_jobs=max_jobs,
+        logging_level=settings.log_level.upper(),
+    )
+    return 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    settings = Settings()
+    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+    return main(settings, burst=args.burst, queues=queues, name=args.name, max_jobs=args.max_jobs)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "worker",
+        help="run one job worker (start several for more throughput)",
+        description="Run one RQ worker on the dfd queues. Settings come from DFD_* variables.",
+    )
+    parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    parser.add_argument(
+        "--queues", default=",".join(QUEUE_NAMES), help="comma-separated queues, in priority order"
+    )
+    parser.add_argument("--name", default=None, help="worker name (default: rq's)")
+    parser.add_argument("--max-jobs", type=int, default=None, help="quit after this many jobs")
+    parser.set_defaults(handler=_handle)
