@@ -4,8 +4,9 @@
   Triton's ``face_detector`` in batches of at most its ``max_batch_size``; score threshold,
   NMS and the per-frame cap on the caller's side (:mod:`export.yunet_post`), boxes mapped
   back to frame pixels.
-- Visual crops: a square around the face with a margin, rotated so the eyes are level
-  (one affine warp in Pillow), 256x256 RGB in [0, 1].
+- Visual crops: the square MesoNet's authors cut (centred on the nose, sized from the eye
+  and mouth distances, the face turned upright; one affine warp in Pillow), 256x256 RGB
+  in [0, 1].
 - Lip-sync clips: Light-ASD's own crop (``Columbia_test.py``: a square of 2.8x the half
   box size, starting one half-size above the box centre, grey, resized to 224 and the
   centre 112x112 kept; outside the frame filled with grey 110) on each of 25 frames, plus
@@ -43,7 +44,11 @@ from export.specs import spec as model_spec
 from export.yunet_post import select
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
-VISUAL_MARGIN = 0.3  # crop side = (1 + margin) x the longer box side
+# MesoNet's own face extraction (its pipeline.py): side = K * l_factor * max(eye distance,
+# eyes-to-mouth distance), centred on the nose, rotated so the eyes-mouth axis is vertical.
+MESO_K = 2.2
+MESO_L_FACTOR = 1.3
+BOX_MARGIN = 0.3  # fallback when the landmarks are unusable: (1 + margin) x the box side
 LIGHT_ASD_CROP_SCALE = 0.40  # Light-ASD's --cropScale
 LIGHT_ASD_PAD_GREY = 110  # Light-ASD pads frames with this value
 TRACK_MIN_IOU = 0.3  # below this the next second's face is someone else (or a cut)
@@ -240,16 +245,41 @@ def detect(
 
 
 def crop_geometry(face: Face, align: bool = True) -> CropGeometry:
-    """A square around the face with :data:`VISUAL_MARGIN`, level eyes when ``align``."""
+    """The square MesoNet's authors cut around a face, from YuNet's five landmarks.
+
+    MesoNet centres on the nose (mean of dlib's nose tip and bridge; YuNet gives the tip,
+    and the bridge runs up towards the eyes, hence a quarter of the way to the eyes),
+    takes ``2.2 * 1.3 * max(eye distance, eyes-to-mouth distance)`` as the side and turns
+    the eyes-mouth axis upright. Measured on the GRID clips this framing gives Meso4_DF
+    manipulation scores of 0.04-0.34 on real faces, against 0.05-0.88 for a box with a
+    30 % margin. Landmarks that make no sense (outside a box twice the face) fall back to
+    the box with a margin; tilts beyond 45 degrees are not trusted and left unrotated.
+    """
+    lm = np.asarray(face.landmarks, dtype=np.float64).reshape(5, 2)
+    eyes = (lm[0] + lm[1]) / 2
+    mouth = (lm[3] + lm[4]) / 2
+    nose = 0.75 * lm[2] + 0.25 * eyes
+    side = (
+        max(float(np.linalg.norm(lm[0] - lm[1])), float(np.linalg.norm(mouth - eyes)))
+        * MESO_K
+        * MESO_L_FACTOR
+    )
     cx, cy = face.center
+    sane = (
+        np.all(np.isfinite(lm))
+        and 0.5 * face.size <= side <= 4 * face.size
+        and abs(nose[0] - cx) <= face.size
+        and abs(nose[1] - cy) <= face.size
+    )
+    if not sane:
+        return CropGeometry(cx=cx, cy=cy, side=face.size * (1 + BOX_MARGIN), angle_rad=0.0)
     angle = 0.0
     if align:
-        (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]
-        angle = math.atan2(float(ly - ry), float(lx - rx))
-        # A landmark fit gone wrong (profile view) is not worth a wild rotation.
+        dx, dy = mouth - eyes
+        angle = math.atan2(-float(dx), float(dy))
         if abs(angle) > math.radians(45):
             angle = 0.0
-    return CropGeometry(cx=cx, cy=cy, side=face.size * (1 + VISUAL_MARGIN), angle_rad=angle)
+    return CropGeometry(cx=float(nose[0]), cy=float(nose[1]), side=side, angle_rad=angle)
 
 
 def visual_crop(image: np.ndarray, geometry: CropGeometry, size: int = FACE_SIZE) -> np.ndarray:

@@ -70,44 +70,54 @@ def test_select_faces_thresholds_nms_caps_and_rescales():
     assert edge.box == (0.0, 0.0, 30.0, 30.0)
 
 
-def _eyes_image(angle_deg: float) -> tuple[np.ndarray, Face]:
-    """A grey image with two white eye dots at ``angle_deg`` around (200, 150)."""
+def _face_image(angle_deg: float) -> tuple[np.ndarray, Face]:
+    """A grey image with two white eye dots, the face turned by ``angle_deg`` around (200, 160)."""
+    a = math.radians(angle_deg)
+    upright = np.array(
+        [(-30, -10), (30, -10), (0, 15), (-20, 40), (20, 40)], np.float64
+    )  # eyes, nose, mouth
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    lm = (upright @ rot.T + (200, 160)).astype(np.float32)
     img = Image.new("RGB", (400, 300), (60, 60, 60))
     draw = ImageDraw.Draw(img)
-    a = math.radians(angle_deg)
-    eyes = [
-        (200 - 30 * math.cos(a), 150 - 30 * math.sin(a)),
-        (200 + 30 * math.cos(a), 150 + 30 * math.sin(a)),
-    ]
-    for x, y in eyes:
+    for x, y in lm[:2]:
         draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=(255, 255, 255))
-    lm = np.array([*eyes, (200, 170), (185, 190), (215, 190)], np.float32)
     return np.asarray(img), Face((150, 100, 250, 220), lm, 0.9)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("angle", [0.0, 20.0, -35.0])
-def test_visual_crop_levels_the_eyes(angle):
-    img, face = _eyes_image(angle)
+def test_visual_crop_turns_the_face_upright(angle):
+    img, face = _face_image(angle)
     geom = crop_geometry(face)
     assert geom.angle_rad == pytest.approx(math.radians(angle), abs=1e-5)
     crop = visual_crop(img, geom)
     assert crop.shape == (FACE_SIZE, FACE_SIZE, 3) and crop.dtype == np.uint8
     ys, xs = np.nonzero(crop[..., 0] > 200)
     left, right = xs < FACE_SIZE / 2, xs >= FACE_SIZE / 2
-    assert abs(ys[left].mean() - ys[right].mean()) < 2.0  # level
+    assert abs(ys[left].mean() - ys[right].mean()) < 2.0  # eyes level
     # and the crop maps back onto the frame where the eyes are
     fx, fy = geom.to_frame(np.array([xs[left].mean()]), np.array([ys[left].mean()]))
     assert math.hypot(fx[0] - face.landmarks[0, 0], fy[0] - face.landmarks[0, 1]) < 2.0
 
 
 @pytest.mark.unit
-def test_crop_geometry_ignores_wild_angles_and_adds_margin():
-    _, face = _eyes_image(80.0)
+def test_crop_geometry_follows_mesonet():
+    _, face = _face_image(0.0)
     geom = crop_geometry(face)
-    assert geom.angle_rad == 0.0
+    # side: 2.2 * 1.3 * max(eye distance 60, eyes-to-mouth 50); centre: the nose, a quarter up to the eyes
+    assert geom.side == pytest.approx(2.2 * 1.3 * 60)
+    assert (geom.cx, geom.cy) == pytest.approx((200, 160 + 0.75 * 15 + 0.25 * -10))
+    _, tilted = _face_image(80.0)
+    assert crop_geometry(tilted).angle_rad == 0.0  # too wild a tilt is not trusted
+
+
+@pytest.mark.unit
+def test_crop_geometry_falls_back_to_the_box_on_broken_landmarks():
+    face = Face((100.0, 100.0, 200.0, 220.0), np.zeros((5, 2), np.float32), 0.9)
+    geom = crop_geometry(face)
+    assert (geom.cx, geom.cy, geom.angle_rad) == (150.0, 160.0, 0.0)
     assert geom.side == pytest.approx(120 * 1.3)
-    assert (geom.cx, geom.cy) == (200, 160)
 
 
 def _light_asd_reference(grey: np.ndarray, box) -> np.ndarray:
