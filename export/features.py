@@ -73,7 +73,9 @@ def mfcc(signal16k: np.ndarray, *, rate: int = AUDIO_RATE) -> np.ndarray:
         rate: sample rate in Hz.
 
     Returns:
-        One row per 10 ms step (25 ms windows; the last window is zero-padded), at least one.
+        One row per 10 ms step (25 ms windows; the last window is zero-padded), at least
+        one. N samples give ``1 + ceil((N - 400) / 160)`` rows, so one second alone gives
+        99: compute it over the whole track and slice 4 rows per video frame.
     """
     sig = np.asarray(signal16k).reshape(-1)
     sig = sig.astype(np.float64) * INT16_SCALE if sig.dtype.kind == "f" else sig.astype(np.float64)
