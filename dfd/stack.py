@@ -174,7 +174,9 @@ class Stack:
         # Light import: the server binary runs as a child of LocalTriton.
         from export.local_triton import LocalTriton
 
-        self.log(f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})")
+        self.log(
+            f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})"
+        )
         triton = LocalTriton(self.settings, self.settings.repository_dir(target))
         self._exit.callback(triton.stop)
         triton.start()

@@ -13,13 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import jsonschema
 import pytest
 import yaml
 
 from dfd.settings import Settings
-
-helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the test extra")
 
 pytestmark = pytest.mark.unit
 
