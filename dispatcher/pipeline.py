@@ -1,0 +1,220 @@
+"""One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
+
+    workspace -> fetch (URL) -> probe -> decode -> faces -> infer -> evidence -> Result
+
+The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
+the evidence store are passed in. Each stage is timed; a failure names its stage. Input
+errors (the user's file or URL is wrong), transient errors (retry later) and configuration
+errors pass through as they are; anything else is a bug and becomes an ``InternalError``
+naming the stage. The job's temp folder is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dfd.errors import DfdError, InternalError
+from dfd.schemas import JobSource, ModalityResult, Result
+from dfd.settings import Settings
+from dfd.states import MODALITY_ORDER, Stage
+from export.specs import SPECS, spec
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Stage, float], None]
+
+# Result.timings_ms keys, per stage.
+_TIMING_KEYS = {
+    Stage.FETCH: "download",
+    Stage.PROBE: "probe",
+    Stage.DECODE: "decode",
+    Stage.FACES: "faces",
+    Stage.INFER: "inference",
+    Stage.EVIDENCE: "evidence",
+}
+
+
+def models_used(settings: Settings) -> dict[str, str]:
+    """Role -> ``checkpoint@version`` of every model a result depends on."""
+    return {
+        "face_detector": spec(settings.face_model).tag,
+        "visual": spec(settings.visual_model).tag,
+        "audio": spec(settings.audio_model).tag,
+        "lipsync": spec(settings.lipsync_model).tag,
+        "fusion": SPECS["fusion"].tag,
+    }
+
+
+class _Stages:
+    """Times stages, reports progress and gives failures their stage's name."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.timings_ms: dict[str, float] = {}
+        self._progress = progress
+
+    def report(self, stage: Stage, fraction: float) -> None:
+        if self._progress is not None:
+            try:
+                self._progress(stage, fraction)
+            except Exception:  # progress is advisory; a lost update must not fail the job
+                log.warning("progress report for %s failed", stage.value, exc_info=True)
+
+    def reporter(self, stage: Stage) -> Callable[[float], None]:
+        return lambda fraction: self.report(stage, fraction)
+
+    @contextmanager
+    def run(self, stage: Stage) -> Iterator[None]:
+        self.report(stage, 0.0)
+        started = time.perf_counter()
+        try:
+            yield
+        except DfdError as exc:
+            if getattr(exc, "stage", None) is None:
+                exc.stage = stage  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:
+            err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
+            err.stage = stage  # type: ignore[attr-defined]
+            raise err from exc
+        finally:
+            self.timings_ms[_TIMING_KEYS[stage]] = round((time.perf_counter() - started) * 1000, 1)
+        self.report(stage, 1.0)
+
+
+def _source(source: JobSource | str | Path) -> tuple[str | None, Path | None]:
+    """``(url, path)``: exactly one is set."""
+    if isinstance(source, JobSource):
+        if source.kind == "url":
+            if not source.url:
+                raise InternalError("job source: kind=url without a url")
+            return source.url, None
+        if not source.path:
+            raise InternalError("job source: kind=upload without a path")
+        return None, Path(source.path)
+    text = str(source)
+    if "://" in text:
+        return text, None
+    return None, Path(text)
+
+
+def analyze(
+    source: JobSource | str | Path,
+    settings: Settings,
+    triton: Any,
+    store: Any,
+    progress: Progress | None = None,
+    job_id: str | None = None,
+) -> Result:
+    """Analyse one video.
+
+    Args:
+        source: an uploaded file, a URL, or a local path (``dfd analyze``).
+        settings: the process's settings.
+        triton: a ``TritonClient`` (anything with its ``infer``).
+        store: an evidence store (``put``/``url``).
+        progress: called with ``(stage, 0..1)`` as work advances.
+        job_id: names the temp folder and the evidence prefix; random when omitted.
+
+    Raises:
+        InputError: the media or URL cannot be analysed (never worth a retry).
+        TransientError: Triton, the store or the network failed; retry later.
+        ConfigurationError: the service is set up wrongly.
+        InternalError: a bug, with the stage it happened in.
+    """
+    from dispatcher.aggregate import timeline, verdict
+    from dispatcher.cleanup import job_workspace
+    from dispatcher.decode import decode
+    from dispatcher.evidence import build_evidence
+    from dispatcher.faces import find_faces
+    from dispatcher.fetch import fetch
+    from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
+    from dispatcher.probe import probe
+
+    job_id = job_id or uuid.uuid4().hex
+    started = time.monotonic()
+    stages = _Stages(progress)
+    url, path = _source(source)
+    with job_workspace(settings, job_id) as workdir:
+        if url is not None:
+            with stages.run(Stage.FETCH):
+                path = fetch(url, Path(workdir), settings).path
+        else:
+            stages.timings_ms["download"] = 0.0
+        assert path is not None
+        with stages.run(Stage.PROBE):
+            info = probe(path, settings)
+        with stages.run(Stage.DECODE):
+            media = decode(path, settings, info.duration_s)
+        with stages.run(Stage.FACES):
+            speech = has_speech_level(media.audio)
+            faces = find_faces(
+                media, triton, settings, speech=speech, progress=stages.reporter(Stage.FACES)
+            )
+        with stages.run(Stage.INFER):
+            inputs = build_inputs(media, faces, settings)
+            remaining = settings.job_timeout_s - (time.monotonic() - started)
+            out = run_ensemble(
+                inputs,
+                triton,
+                settings,
+                deadline_s=max(remaining, 1.0),
+                progress=stages.reporter(Stage.INFER),
+            )
+            weights = settings.fusion_weights()
+            final = verdict(out.items, weights, settings.threshold, settings.inconclusive_band)
+            points = timeline(
+                [(f.index, f.time_s) for f in media.frames],
+                out.items,
+                weights,
+                1.0 / settings.sample_fps,
+            )
+        with stages.run(Stage.EVIDENCE):
+            visual = out.items["visual"]
+            evidence = build_evidence(
+                job_id,
+                media,
+                faces,
+                out.heatmaps,
+                visual.scores if visual is not None else None,
+                points,
+                store,
+                settings,
+            )
+
+    modalities = {
+        m.value: ModalityResult(
+            score=None if final.scores[m.value] is None else round(final.scores[m.value], 4),
+            weight=round(final.weights[m.value], 4),
+            used=final.used[m.value],
+        )
+        for m in MODALITY_ORDER
+    }
+    return Result(
+        confidence=round(final.confidence, 4),
+        label=final.label,
+        modalities=modalities,
+        evidence=evidence,
+        models=models_used(settings),
+        timings_ms=stages.timings_ms,
+        media={
+            "container": info.container,
+            "video_codec": info.video_codec,
+            "audio_codec": info.audio_codec,
+            "width": info.width,
+            "height": info.height,
+            "fps": round(info.fps, 3) if info.fps else None,
+            "duration_s": round(info.duration_s, 3),
+            "decoder": media.decoder,
+            "frames_sampled": len(media.frames),
+            "faces": len(faces.crops),
+            "audio_windows": len(inputs.audio),
+            "lipsync_clips": len(inputs.lipsync_video),
+            "requests": out.requests,
+        },
+    )

@@ -1,0 +1,163 @@
+"""The whole pipeline on the media corpus: real decoders, real Triton, a local evidence store."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+
+from dfd.errors import CorruptMediaError, InternalError, UnsupportedMediaError
+from dfd.schemas import JobSource, Result
+from dfd.settings import Settings
+from dfd.states import Label, Stage
+from dispatcher.pipeline import analyze
+from dispatcher.store import LocalStore
+from tests.dispatcher.media_server import MediaServer
+
+pytestmark = pytest.mark.integration
+
+ALL_USED = {"visual": True, "audio": True, "lipsync": True}
+EXPECTED_USE = {
+    "grid_mpg": ALL_USED,
+    "mp4_h264": ALL_USED,
+    "mp4_hevc": ALL_USED,
+    "webm_vp9": ALL_USED,
+    "mov": ALL_USED,
+    "mkv": ALL_USED,
+    "vfr_mkv": ALL_USED,
+    "dubbed": ALL_USED,
+    "mp4_silent": {"visual": True, "audio": False, "lipsync": False},
+    "no_face": {"visual": False, "audio": True, "lipsync": False},
+}
+
+
+@pytest.fixture
+def settings(tmp_path, triton) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", decoder="pyav", public_base_url="http://127.0.0.1:9"
+    )
+
+
+@pytest.fixture
+def store(settings) -> LocalStore:
+    return LocalStore(settings)
+
+
+def _leftovers(settings: Settings) -> list[str]:
+    return [p.name for p in settings.tmp_dir.iterdir()] if settings.tmp_dir.exists() else []
+
+
+def _run(source, settings, triton, store, job_id="job") -> tuple[Result, list[tuple[Stage, float]]]:
+    seen: list[tuple[Stage, float]] = []
+    result = analyze(
+        source, settings, triton.client, store, lambda s, f: seen.append((s, f)), job_id=job_id
+    )
+    return result, seen
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_USE))
+def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, triton):
+    result, seen = _run(media_corpus[name], settings, triton, store, job_id=f"job-{name}")
+    assert result.label in set(Label)
+    assert 0.0 <= result.confidence <= 1.0
+    assert {m: r.used for m, r in result.modalities.items()} == EXPECTED_USE[name]
+    for mod in result.modalities.values():
+        assert (mod.score is None) == (not mod.used)
+        assert (mod.weight > 0) == mod.used
+    assert sum(m.weight for m in result.modalities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert set(result.timings_ms) == {
+        "download",
+        "probe",
+        "decode",
+        "faces",
+        "inference",
+        "evidence",
+    }
+    assert result.models["visual"] == "meso4_df@1" and result.models["face_detector"] == "yunet_n@1"
+    assert result.media["duration_s"] == pytest.approx(3.0, abs=0.05)
+    # evidence: one timeline point per sampled second, thumbnails stored and signed
+    assert [round(p.time_s) for p in result.evidence.timeline] == [0, 1, 2]
+    assert 1 <= len(result.evidence.thumbnails) <= settings.evidence_top_k
+    assert len(result.evidence.heatmaps) == (
+        len(result.evidence.thumbnails) if EXPECTED_USE[name]["visual"] else 0
+    )
+    for url in [
+        *result.evidence.thumbnails,
+        *result.evidence.heatmaps,
+        result.evidence.timeline_chart,
+    ]:
+        parsed = urlparse(url)
+        key = parsed.path.split("/evidence/", 1)[1]
+        query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+        assert store.verify(key, query["exp"], query["sig"])
+        assert store.path(key).stat().st_size > 500
+    # progress: every stage reported from 0 to 1, in order
+    stages = list(dict.fromkeys(s for s, f in seen if f == 1.0))
+    assert stages == [Stage.PROBE, Stage.DECODE, Stage.FACES, Stage.INFER, Stage.EVIDENCE]
+    for stage in stages:
+        fractions = [f for s, f in seen if s is stage]
+        assert fractions[0] == 0.0 and fractions == sorted(fractions)
+    assert _leftovers(settings) == []
+
+
+def test_dubbed_audio_is_caught_and_the_original_passes(media_corpus, settings, store, triton):
+    original, _ = _run(media_corpus["grid_mpg"], settings, triton, store, job_id="orig")
+    dubbed, _ = _run(media_corpus["dubbed"], settings, triton, store, job_id="dub")
+    assert original.modalities["audio"].score < 0.1
+    assert original.label is Label.AUTHENTIC
+    assert dubbed.modalities["audio"].score > 0.9
+    assert dubbed.label in (Label.MANIPULATED, Label.INCONCLUSIVE)
+    assert dubbed.confidence > original.confidence + 0.3
+    # the audio timeline says so second by second
+    assert all(p.audio is not None and p.audio > 0.9 for p in dubbed.evidence.timeline)
+
+
+def test_audio_only_is_refused_at_probe(media_corpus, settings, store, triton):
+    with pytest.raises(UnsupportedMediaError, match="no video stream") as info:
+        _run(media_corpus["audio_only"], settings, triton, store)
+    assert info.value.stage is Stage.PROBE
+    assert _leftovers(settings) == []
+
+
+def test_corrupt_upload_is_a_clear_input_error(tmp_path, settings, store, triton):
+    path = tmp_path / "upload.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).bytes(4000))
+    source = JobSource(kind="upload", path=str(path), filename="upload.mp4")
+    with pytest.raises((CorruptMediaError, UnsupportedMediaError)) as info:
+        _run(source, settings, triton, store)
+    assert info.value.stage is Stage.PROBE
+    assert _leftovers(settings) == []
+
+
+def test_unexpected_failure_names_its_stage(media_corpus, settings, store, triton):
+    class Broken:
+        def infer(self, model, inputs, outputs=None):
+            raise RuntimeError("socket exploded")
+
+    class Wrapper:
+        client = Broken()
+
+    with pytest.raises(
+        InternalError, match="faces: unexpected RuntimeError: socket exploded"
+    ) as info:
+        _run(media_corpus["mp4_h264"], settings, Wrapper, store)
+    assert info.value.stage is Stage.FACES
+    assert _leftovers(settings) == []
+
+
+def test_url_source_is_fetched_into_the_workspace(media_corpus, tmp_path, triton):
+    settings = Settings(
+        data_dir=tmp_path / "data", decoder="pyav", fetch_allowed_networks=["127.0.0.1/32"]
+    )
+    store = LocalStore(settings)
+    data = media_corpus["mp4_h264"].read_bytes()
+    with MediaServer() as server:
+        server.route("/clip.mp4", lambda seen: (200, {"Content-Type": "video/mp4"}, data))
+        result, seen = _run(
+            JobSource(kind="url", url=server.url("/clip.mp4")), settings, triton, store
+        )
+    assert result.modalities["visual"].used
+    assert result.timings_ms["download"] > 0
+    assert seen[0] == (Stage.FETCH, 0.0)
+    assert _leftovers(settings) == []
