@@ -103,6 +103,10 @@ class LocalRedis:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "valkey.log"
 

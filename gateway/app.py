@@ -8,12 +8,14 @@ asynchronous one, opened in the lifespan on the server's event loop, for the hot
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 
 from dfd import __version__, signing
 from dfd.errors import ConfigurationError
@@ -25,6 +27,8 @@ from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
 from gateway.routes import analyze, evidence, health, jobs, upload
+
+log = logging.getLogger(__name__)
 
 
 def _url_of(client: Redis) -> str:
@@ -73,6 +77,11 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
             signing_secret=signing.load_secret(settings),
         )
+        try:
+            await app.state.gateway.limiter.load()
+        except RedisError as exc:
+            # Not fatal: /readyz reports Redis down, and a poll reloads the script on NOSCRIPT.
+            log.warning("redis unavailable at start-up", extra={"detail": str(exc)})
         try:
             yield
         finally:

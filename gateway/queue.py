@@ -12,9 +12,12 @@ heavy polling.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from datetime import datetime
+import zlib
+from base64 import b64decode
+from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -83,71 +86,91 @@ class JobQueue:
             meta={"retries": s.job_retries, "kind": payload.source.kind},
         )
 
+    def add_view(self, pipe: Any, job_id: str) -> bool:
+        """Queue the two reads of a job lookup on ``pipe``; ``False`` for an impossible id."""
+        if not _JOB_ID.match(job_id):
+            return False
+        pipe.hmget(Job.key_for(job_id), *_FIELDS)
+        pipe.xrevrange(RQResult.get_key(job_id), "+", "-", count=1)
+        return True
+
     async def view(self, job_id: str) -> JobView | None:
         """What ``GET /api/job/{id}`` shows, or ``None`` for an unknown or expired id."""
-        if not _JOB_ID.match(job_id):
-            return None
         async with self._aredis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(Job.key_for(job_id))
-            pipe.xrevrange(RQResult.get_key(job_id), "+", "-", count=1)
-            raw, latest = await pipe.execute()
-        if not raw:
-            return None
-        job = Job(job_id, connection=self._redis, serializer=SERIALIZER)
-        job.restore(raw)
-        result = None
-        if latest:
-            result_id, fields = latest[0]
-            result = RQResult.restore(
-                job_id, result_id.decode(), fields, connection=self._redis, serializer=SERIALIZER
-            )
-        return job_view(job, result)
+            if not self.add_view(pipe, job_id):
+                return None
+            fields, latest = await pipe.execute()
+        body = view_json(job_id, fields, latest)
+        return None if body is None else JobView.model_validate_json(body)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
+# The job hash fields a lookup reads (rq's Job.to_dict names); not ``data``, which holds
+# the payload and is the bulk of the hash.
+_FIELDS = ("status", "meta", "created_at", "enqueued_at", "started_at", "ended_at", "retries_left")
 
 
-def job_view(job: Job, result: RQResult | None) -> JobView:
-    """Map an rq job onto the client-facing states."""
-    meta = job.meta or {}
-    status = job._status
-    max_retries = int(meta.get("retries") or 0)
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> bytes | None:
+    """The ``JobView`` JSON of a job from its hash fields and latest rq result, or ``None``.
+
+    rq stores timestamps as ISO 8601 UTC strings and (with the JSON serializer) the meta
+    and the return value as JSON, so nothing here is re-parsed beyond the small meta: the
+    result document is spliced in as the worker wrote it (it was validated there).
+    """
+    raw_status, raw_meta, created, enqueued, started, ended, retries_left = fields
+    if raw_status is None:
+        return None  # unknown, or expired with its result TTL
+    status = JobStatus(raw_status.decode())
+    meta = SERIALIZER.loads(raw_meta) if raw_meta else {}
     attempt = int(meta.get("attempt") or 1)
-    common = {
-        "jobId": job.id,
-        "createdAt": _iso(job.created_at),
-        "updatedAt": _iso(job.ended_at or job.started_at or job.enqueued_at or job.created_at),
-    }
+    doc: dict[str, Any] = {"jobId": job_id}
+    result_json: bytes | None = None
     if status in _WAITING:
         # retries_left counts down as retries are scheduled: the next run is this attempt.
-        if job.retries_left is not None:
-            attempt = max_retries - job.retries_left + 1
-        return JobView(status=JobState.WAITING, attempt=attempt, **common)
-    if status == JobStatus.STARTED:
-        return JobView(
-            status=JobState.ACTIVE,
-            attempt=attempt,
-            stage=meta.get("stage"),
-            progress=meta.get("progress"),
-            **common,
+        if retries_left is not None:
+            attempt = int(meta.get("retries") or 0) - int(retries_left) + 1
+        doc["status"] = JobState.WAITING.value
+    elif status == JobStatus.STARTED:
+        doc["status"] = JobState.ACTIVE.value
+        if meta.get("stage") is not None:
+            doc["stage"] = meta["stage"]
+        if meta.get("progress") is not None:
+            doc["progress"] = meta["progress"]
+    elif status == JobStatus.FINISHED:
+        doc["status"] = JobState.COMPLETED.value
+        entry = latest[0][1] if latest else {}
+        if entry.get(b"return_value"):
+            result_json = b64decode(entry[b"return_value"])
+    elif status in _FAILED:
+        doc["status"] = JobState.FAILED.value
+        entry = latest[0][1] if latest else {}
+        exc_string = (
+            zlib.decompress(b64decode(entry[b"exc_string"])).decode()
+            if entry.get(b"exc_string")
+            else ""
         )
-    if status == JobStatus.FINISHED:
-        value = result.return_value if result is not None else None
-        return JobView(status=JobState.COMPLETED, attempt=attempt, result=value, **common)
-    if status in _FAILED:
-        return JobView(
-            status=JobState.FAILED, attempt=attempt, error=job_error(meta, result), **common
-        )
-    return JobView(status=JobState.WAITING, attempt=attempt, **common)
+        doc["error"] = job_error(meta, exc_string).model_dump(mode="json", exclude_none=True)
+    else:
+        doc["status"] = JobState.WAITING.value
+    doc["attempt"] = max(attempt, 1)
+    doc["createdAt"] = _text(created)
+    doc["updatedAt"] = _text(ended or started or enqueued or created)
+    body = json.dumps(
+        {k: v for k, v in doc.items() if v is not None}, separators=(",", ":")
+    ).encode()
+    if result_json is not None:
+        body = body[:-1] + b',"result":' + result_json + b"}"
+    return body
 
 
-def job_error(meta: dict, result: RQResult | None) -> JobError:
+def job_error(meta: dict[str, Any], exc_string: str) -> JobError:
     """The failure as the worker recorded it, else the last line of rq's traceback."""
     recorded = meta.get("error")
     if isinstance(recorded, dict) and recorded.get("message"):
         return JobError.model_validate(recorded)
-    exc_string = (result.exc_string or "") if result is not None else ""
     lines = [line for line in exc_string.strip().splitlines() if line.strip()]
     message = lines[-1] if lines else "job failed without a message"
     if "AbandonedJobError" in exc_string or "terminated unexpectedly" in exc_string:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -125,6 +126,38 @@ class RateLimiter:
             policies.append(self.endpoint_policies[endpoint])
         return [p for p in policies if p.limit > 0]
 
+    def _keys_args(self, ip: str, policies: Sequence[Policy]) -> tuple[list[str], list[int]]:
+        # All policies of one request share the window length; per-policy windows would
+        # need one script call per window.
+        keys = [f"{KEY_PREFIX}{p.scope}:{ip}" for p in policies]
+        return keys, [policies[0].window_s, *(p.limit for p in policies)]
+
+    def add_hit(self, pipe: Any, ip: str, policies: Sequence[Policy]) -> None:
+        """Queue the limiter on ``pipe`` (by SHA: the script is loaded at start-up and
+        re-loaded on ``NOSCRIPT``), so a status poll costs one round trip in all."""
+        keys, args = self._keys_args(ip, policies)
+        pipe.evalsha(self._hit.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        """Load the limiter script (again, after a Redis restart emptied its script cache)."""
+        await self._redis.script_load(_HIT)
+
+    def decide(self, reply: Sequence[int], ip: str, policies: Sequence[Policy]) -> Decision:
+        """Turn the script's reply into a decision.
+
+        Raises:
+            RateLimitedError: when one of the policies is used up (nothing is counted then).
+        """
+        allowed, index, limit, remaining, reset = (int(x) for x in reply)
+        decision = Decision(bool(allowed), policies[index - 1].scope, limit, remaining, reset)
+        if not decision.allowed:
+            raise RateLimitedError(
+                f"rate limit: expected at most {decision.limit} {decision.scope} requests per "
+                f"{policies[0].window_s} s from {ip}, got more; retry in {decision.reset_s} s",
+                headers=decision.headers(),
+            )
+        return decision
+
     async def hit(self, ip: str, policies: Sequence[Policy]) -> Decision | None:
         """Count one request from ``ip`` against ``policies``; ``None`` when none applies.
 
@@ -133,21 +166,8 @@ class RateLimiter:
         """
         if not policies:
             return None
-        # All policies of one request share the window length; per-policy windows would
-        # need one script call per window.
-        keys = [f"{KEY_PREFIX}{p.scope}:{ip}" for p in policies]
-        args = [policies[0].window_s, *(p.limit for p in policies)]
-        allowed, index, limit, remaining, reset = await self._hit(keys=keys, args=args)
-        decision = Decision(
-            bool(allowed), policies[int(index) - 1].scope, int(limit), int(remaining), int(reset)
-        )
-        if not decision.allowed:
-            raise RateLimitedError(
-                f"rate limit: expected at most {decision.limit} {decision.scope} requests per "
-                f"{policies[0].window_s} s from {ip}, got more; retry in {decision.reset_s} s",
-                headers=decision.headers(),
-            )
-        return decision
+        keys, args = self._keys_args(ip, policies)
+        return self.decide(await self._hit(keys=keys, args=args), ip, policies)
 
     async def acquire_upload_slot(self, ip: str) -> str:
         """Take one of ``ip``'s concurrent upload slots; returns the key to release.
