@@ -219,3 +219,37 @@ def test_killed_work_horse_is_noticed_at_once(gateway, redis, worker_process) ->
         view, _ = wait_for(client, job_id, finished, timeout_s=20)
     assert view["status"] == "completed", view
     assert view["result"]["media"]["attempts"] == 2
+
+
+def test_upload_through_the_real_pipeline(
+    gateway, redis, worker_process, triton, weights_dir, media_dir
+) -> None:
+    """A real clip: gateway upload -> real worker -> real pipeline on the real Triton -> result and evidence."""
+    from dfd.schemas import Result
+
+    grid_clip = media_dir / "grid" / "id2_vcd_swwp2s.mpg"
+    overrides = {
+        **FAST,
+        "job_retries": 0,
+        "triton_url": triton.grpc_url,
+        "weights_dir": weights_dir,
+    }
+    with gateway(**overrides) as client:
+        response = client.post("/api/upload", files={"file": ("clip.mpg", grid_clip.read_bytes())})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["jobId"]
+        assert len(list(client.settings.uploads_dir.iterdir())) == 1
+        worker_process(client.settings)
+        view, seen = wait_for(client, job_id, finished, timeout_s=300)
+        assert view["status"] == "completed", view
+        assert seen[0] == "waiting" and "active" in seen
+        result = Result.model_validate(view["result"])
+        assert 0 <= result.confidence <= 1
+        assert result.evidence.timeline, "no timeline"
+        assert list(client.settings.uploads_dir.iterdir()) == [], "the upload outlived its job"
+        # Evidence links are signed URLs served by this gateway.
+        for url in result.evidence.thumbnails[:1] + result.evidence.heatmaps[:1]:
+            path = url.removeprefix(client.settings.public_base_url)
+            evidence = client.get(path)
+            assert evidence.status_code == 200, path
+            assert evidence.headers["content-type"].startswith("image/")
