@@ -268,3 +268,70 @@ def test_concurrent_upload_cap_per_ip(gateway_server, redis, grid_clip) -> None:
         == 202
     )
     assert _queued(redis) == 2
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_during_a_200_mb_upload(gateway_server, redis) -> None:
+    """The gateway's RSS (all its processes) grows by far less than the upload streams in."""
+    import hashlib
+
+    import psutil
+
+    size = 200_000_000
+    server = gateway_server(max_upload_bytes=size)
+    gateway_proc = psutil.Process(server.process.pid)
+
+    def rss() -> int:
+        procs = [gateway_proc, *gateway_proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs)
+
+    idle = rss()
+    peak = idle
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, rss())
+            time.sleep(0.01)
+
+    boundary = "dfdmemoryboundary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'.encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    first = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+    chunk = hashlib.sha256(b"dfd").digest() * 8192  # 256 KiB, not all zeros
+    digest = hashlib.sha256(first)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+        length = len(head) + size + len(tail)
+        sock.sendall(
+            b"POST /api/upload HTTP/1.1\r\nHost: test\r\n"
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n\r\n".encode()
+            + head
+            + first
+        )
+        sent = len(first)
+        while sent < size:
+            piece = chunk[: size - sent]
+            sock.sendall(piece)
+            digest.update(piece)
+            sent += len(piece)
+            time.sleep(0)  # let the sampler run
+        sock.sendall(tail)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    stop.set()
+    sampler.join()
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+    growth_mb = (peak - idle) / 1e6
+    assert growth_mb < 50, f"gateway RSS grew by {growth_mb:.1f} MB during a 200 MB upload"
+    [saved] = list(server.settings.uploads_dir.iterdir())
+    assert saved.stat().st_size == size
+    with saved.open("rb") as fh:
+        on_disk = hashlib.sha256()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            on_disk.update(block)
+    assert on_disk.hexdigest() == digest.hexdigest()
+    assert redis.llen("rq:queue:default") == 1

@@ -1,0 +1,184 @@
+"""dispatcher.jobs: failure classification, non-retry of input errors, upload clean-up.
+
+The rq parts run in-process on a real Redis with rq's ``SimpleWorker`` (no fork), wired
+with the same exception handler as ``dfd worker``; the end-to-end versions with real
+worker processes are in ``test_worker.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rq import Queue, SimpleWorker
+from rq.exceptions import AbandonedJobError
+from rq.job import Job, JobStatus, Retry
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+
+from dfd import errors
+from dispatcher import jobs
+
+
+@pytest.fixture(autouse=True)
+def _fresh_job_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    # jobs.configure() sets module state (as dfd worker does once per process); undo it.
+    monkeypatch.setattr(jobs, "_settings", None)
+    monkeypatch.setattr(jobs, "_context", None)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (errors.FetchTransientError("fetch: reset"), True),
+        (errors.UpstreamUnavailableError("triton: down"), True),
+        (AbandonedJobError(), True),
+        (ConnectionResetError("reset"), True),
+        (errors.UnsupportedMediaError("probe: no video"), False),
+        (errors.RejectedURLError("url: private"), False),
+        (errors.ConfigurationError("weights missing"), False),
+        (errors.InternalError("bug"), False),
+        (KeyError("x"), False),
+        (JobTimeoutException("too slow"), False),
+    ],
+)
+def test_only_transient_failures_are_retryable(exc, retryable) -> None:
+    assert jobs.is_retryable(exc) is retryable
+
+
+@pytest.mark.unit
+def test_payload_is_validated() -> None:
+    with pytest.raises(jobs.InvalidPayloadError) as info:
+        jobs.parse_payload({"job_id": "x", "source": {"kind": "ftp"}})
+    assert isinstance(info.value, errors.InputError)
+    ok = jobs.parse_payload(
+        {"job_id": "x", "source": {"kind": "url", "url": "http://93.184.216.34/"}}
+    )
+    assert ok.priority == "default"
+
+
+@pytest.mark.unit
+def test_delete_upload_only_touches_the_uploads_folder(tmp_path, make_settings) -> None:
+    settings = make_settings(data_dir=tmp_path / "data")
+    settings.uploads_dir.mkdir(parents=True)
+    inside = settings.uploads_dir / "a.mp4"
+    outside = tmp_path / "precious.mp4"
+    inside.write_bytes(b"x")
+    outside.write_bytes(b"x")
+    for path in (inside, outside, settings.uploads_dir / ".." / ".." / "precious.mp4"):
+        jobs.delete_upload({"source": {"kind": "upload", "path": str(path)}}, settings)
+    assert not inside.exists()
+    assert outside.exists()
+
+
+def _run(redis, settings, func: str, payload: dict, retries: int) -> Job:
+    jobs.configure(settings)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(func, payload, retry=Retry(max=retries), meta={"retries": retries})
+    worker = SimpleWorker(
+        [queue],
+        connection=redis,
+        serializer=JSONSerializer,
+        exception_handlers=[jobs.handle_job_exception],
+    )
+    worker.work(burst=True)
+    job.refresh()
+    return job
+
+
+@pytest.fixture
+def upload(make_settings, tmp_path) -> tuple[object, Path, dict]:
+    settings = make_settings()
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.uploads_dir / "clip.mp4"
+    path.write_bytes(b"video")
+    payload = {"job_id": "j1", "source": {"kind": "upload", "path": str(path)}}
+    return settings, path, payload
+
+
+@pytest.mark.integration
+def test_input_error_fails_once_without_retry(redis, upload) -> None:
+    settings, path, payload = upload
+    job = _run(redis, settings, "tests.dispatcher.jobfuncs.input_error_job", payload, retries=3)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.meta["attempt"] == 1
+    assert job.retries_left == 0
+    assert job.meta["error"] == {
+        "type": "unsupported-media",
+        "message": "probe: expected a video stream, got none",
+        "stage": "probe",
+    }
+    assert not path.exists()
+
+
+@pytest.mark.integration
+def test_transient_error_is_retried_until_it_passes(redis, upload) -> None:
+    settings, path, payload = upload
+    job = _run(redis, settings, "tests.dispatcher.jobfuncs.flaky_job", payload, retries=3)
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.meta["attempt"] == 2
+    assert "error" not in job.meta
+    assert not path.exists()
+
+
+@pytest.mark.integration
+def test_upload_is_kept_while_a_retry_is_due(redis, upload) -> None:
+    """A transient failure with retries left keeps the file; the last failure deletes it."""
+    settings, path, payload = upload
+    jobs.configure(settings)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(
+        "tests.dispatcher.jobfuncs.always_transient",
+        payload,
+        retry=Retry(max=1, interval=60),
+        meta={"retries": 1},
+    )
+    worker = SimpleWorker(
+        [queue],
+        connection=redis,
+        serializer=JSONSerializer,
+        exception_handlers=[jobs.handle_job_exception],
+    )
+    worker.work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.SCHEDULED
+    assert path.exists()
+    queue.enqueue_job(job)  # what the scheduler does when the backoff is over
+    worker.work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert job.meta["error"]["type"] == "fetch-failed"
+    assert not path.exists()
+
+
+@pytest.mark.integration
+def test_bad_payload_fails_once(redis, make_settings) -> None:
+    job = _run(redis, make_settings(), "dispatcher.jobs.run_job", {"job_id": "x"}, retries=3)
+    assert job.get_status() == JobStatus.FAILED
+    assert job.meta["error"]["type"] == "invalid-payload"
+    assert job.retries_left == 0
+
+
+@pytest.mark.integration
+def test_maintenance_purges_expired_evidence_once_per_interval(redis, make_settings) -> None:
+    import os
+    import time
+
+    from dispatcher.store import LocalStore
+    from dispatcher.worker import purge_evidence
+
+    settings = make_settings(evidence_ttl_s=60, worker_maintenance_interval_s=30)
+    store = LocalStore(settings)
+    old = store.path(store.put("job1", "thumb.jpg", b"old", "image/jpeg"))
+    fresh = store.path(store.put("job2", "thumb.jpg", b"new", "image/jpeg"))
+    past = time.time() - 120
+    os.utime(old, (past, past))
+    purge_evidence(redis, settings)
+    assert not old.exists()
+    assert fresh.exists()
+    # Another worker's pass within the interval does nothing (one purge per interval).
+    os.utime(fresh, (past, past))
+    purge_evidence(redis, settings)
+    assert fresh.exists()
+    assert 0 < redis.ttl("dfd:maintenance:purge") <= 30
