@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(
         default_factory=list, description="Accepted bearer keys; empty means no auth."
     )
-    rate_limit_per_hour: int = Field(200, ge=0, description="Requests per client IP per hour, all endpoints.")
+    rate_limit_per_hour: int = Field(
+        3600, ge=0, description="Requests per client IP per hour, all /api endpoints (status polls count: 1/s on average); 0 = no limit."
+    )
     rate_limit_uploads_per_hour: int = Field(30, ge=0, description="Uploads per client IP per hour.")
     rate_limit_analyze_per_hour: int = Field(60, ge=0, description="URL analyses per client IP per hour.")
     max_concurrent_uploads_per_ip: int = Field(2, ge=1, description="Uploads in flight per client IP.")

@@ -30,7 +30,7 @@ QUEUE_NAMES = ("high", "default", "low")
 _PURGE_LOCK = "dfd:maintenance:purge"
 
 
-def _worker_class() -> type:
+def _worker_class() -> Any:
     from rq import Worker
 
     class DfdWorker(Worker):
