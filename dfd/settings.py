@@ -156,7 +156,10 @@ class Settings(BaseSettings):
         8, ge=0, description="Most one-second 25 fps lip-sync clips taken per video, spread over it."
     )
     audio_hop_s: float = Field(
-        2.0, gt=0, description="Hop between the starts of the ~4 s audio windows scored by the audio model."
+        4.0,
+        gt=0,
+        description="Hop between the starts of the 4.04 s audio windows scored by the audio model "
+        "(4 s tiles the track; smaller hops overlap windows, finer timeline, more inference).",
     )
 
     # --- evidence store ---------------------------------------------------------

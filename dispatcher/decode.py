@@ -24,6 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
 from dfd.settings import Settings
@@ -35,13 +36,15 @@ from dispatcher.sampling import (
     nearest_indices,
     sample_times,
 )
-from export.specs import AUDIO_RATE, LIPSYNC_FRAMES
+from export.specs import AUDIO_RATE, LIPSYNC_FPS, LIPSYNC_FRAMES
 
 log = logging.getLogger(__name__)
 
 # A few undecodable packets are tolerated (ffmpeg's own tools conceal them); more means
 # the file is broken and the verdict would rest on garbage.
 _MAX_BAD_PACKETS = 8
+# Area averaging when frames are scaled down: sharper than bilinear and cheaper here.
+_SCALER = "AREA"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,8 @@ class SampledFrame:
     """One frame sampled for the visual model.
 
     Attributes:
-        index: frame number in the source, in presentation order from 0.
+        index: frame number in the source, from 0: presentation time x the stream's
+            average rate (the count of frames before it in a constant-rate stream).
         time_s: presentation time from the stream's start.
         image: RGB uint8 ``[H, W, 3]`` at the decoded size.
     """
@@ -90,6 +94,7 @@ class DecodedMedia:
         duration_s: video duration (from the last decoded frame when the container
             does not say).
         decoder: ``pyav`` or ``dali``.
+        frames_decoded: how many video frames the decoder produced (skipped ones not).
     """
 
     frames: tuple[SampledFrame, ...]
@@ -101,6 +106,7 @@ class DecodedMedia:
     fps: float | None
     duration_s: float
     decoder: str
+    frames_decoded: int = 0
 
     @property
     def audio_duration_s(self) -> float:
@@ -183,7 +189,7 @@ def _rate(stream: av.video.stream.VideoStream) -> float | None:
 class _ClipCollector:
     """Fills the lip-sync clips from a stream of frames, via one sampler over all clip targets."""
 
-    def __init__(self, starts: list[float], tail_s: float) -> None:
+    def __init__(self, starts: list[float], tail_s: float, size: tuple[int, int]) -> None:
         self.starts = starts
         # All clips' targets flattened in time order; clips may overlap when sample_fps > 1.
         owners = sorted(
@@ -192,8 +198,14 @@ class _ClipCollector:
         )
         self._owners = [(c, j) for _, c, j in owners]
         self.sampler = NearestSampler([t for t, _, _ in owners], tail_s)
-        self._grey: list[list[np.ndarray | None]] = [[None] * LIPSYNC_FRAMES for _ in starts]
+        w, h = size
+        # Filled in place: no copy of the whole clip at the end.
+        self._grey = [np.empty((LIPSYNC_FRAMES, h, w), np.uint8) for _ in starts]
         self._index: list[list[int]] = [[-1] * LIPSYNC_FRAMES for _ in starts]
+
+    def windows(self, margin_s: float) -> list[tuple[float, float]]:
+        """Time ranges the clips need decoded in full."""
+        return [(s - margin_s, s + LIPSYNC_FRAMES / LIPSYNC_FPS + margin_s) for s in self.starts]
 
     def assign(self, targets: list[int], frame_index: int, grey: np.ndarray) -> None:
         for target in targets:
@@ -204,19 +216,34 @@ class _ClipCollector:
     def segments(self) -> tuple[LipsyncSegment, ...]:
         out = []
         for c, start in enumerate(self.starts):
-            frames = self._grey[c]
-            if any(f is None for f in frames):
+            if min(self._index[c]) < 0:
                 continue  # the video ended early; a partial clip would be misread as silence
             out.append(
                 LipsyncSegment(
-                    start_s=start, frame_indices=tuple(self._index[c]), grey=np.stack(frames)
+                    start_s=start, frame_indices=tuple(self._index[c]), grey=self._grey[c]
                 )
             )
         return tuple(out)
 
 
-def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None) -> DecodedMedia:
-    """The CPU decoder: one sequential, threaded pass with PyAV."""
+def _needed(
+    t: float, sample_fps: float, windows: list[tuple[float, float]], margin_s: float
+) -> bool:
+    """Whether a frame at ``t`` may be picked: near a sampling time or inside a clip window."""
+    nearest = round(t * sample_fps) / sample_fps
+    return abs(t - nearest) <= margin_s or any(lo <= t <= hi for lo, hi in windows)
+
+
+def decode_pyav(
+    path: Path, settings: Settings, duration_s: float | None = None, *, skip_unneeded: bool = True
+) -> DecodedMedia:
+    """The CPU decoder: one sequential, threaded pass with PyAV.
+
+    With ``skip_unneeded`` the decoder drops non-reference frames (which no other frame
+    is predicted from) while the stream is far from every sampling time and clip: about
+    half the frames of a typical H.264 stream, never one that could be picked, so the
+    result is the same as a full decode. Frame numbers come from timestamps then.
+    """
     container = _open(path)
     with container:
         if not container.streams.video:
@@ -240,7 +267,11 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
             if astream
             else []
         )
-        clips = _ClipCollector(starts, tail)
+        clips = _ClipCollector(starts, tail, (out_w, out_h))
+        # Three frames either side of a target are always decoded, so "nearest" is exact.
+        margin = 6 * tail
+        windows = clips.windows(margin)
+        skipping = False
         resampler = (
             av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE) if astream else None
         )
@@ -248,8 +279,12 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
         audio_first_s: float | None = None
 
         frames: list[SampledFrame] = []
+        # One scaler per output format, kept across frames (building one costs more than
+        # converting a frame).
+        to_rgb, to_grey = VideoReformatter(), VideoReformatter()
         prev: av.VideoFrame | None = None
         prev_ts = 0.0
+        prev_index = -1
         count = 0
         bad = 0
 
@@ -261,14 +296,24 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
             clip_hits: list[int],
         ) -> None:
             if sample_hits:
-                rgb = frame.to_ndarray(format="rgb24", width=out_w, height=out_h)
+                rgb = to_rgb.reformat(
+                    frame, out_w, out_h, "rgb24", interpolation=_SCALER
+                ).to_ndarray()
                 frames.append(SampledFrame(index=index, time_s=ts, image=rgb))
             if clip_hits:
-                grey = frame.to_ndarray(format="gray", width=out_w, height=out_h)
+                grey = to_grey.reformat(
+                    frame, out_w, out_h, "gray", interpolation=_SCALER
+                ).to_ndarray()
                 clips.assign(clip_hits, index, grey)
 
         streams = [s for s in (vstream, astream) if s is not None]
         for packet in container.demux(*streams):
+            if skip_unneeded and packet.stream is vstream and packet.pts is not None:
+                t = float(packet.pts * packet.time_base) - v_start
+                skip = not _needed(t, settings.sample_fps, windows, margin)
+                if skip != skipping:
+                    cc.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
@@ -293,11 +338,13 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
                     )
                     ts = max(ts, prev_ts)  # broken pts must not run backwards
                     if prev is not None:
-                        take(prev, count - 1, prev_ts, samples.push(ts), clips.sampler.push(ts))
+                        take(prev, prev_index, prev_ts, samples.push(ts), clips.sampler.push(ts))
                     else:
                         samples.push(ts)
                         clips.sampler.push(ts)
-                    prev, prev_ts = frame, ts
+                    # Skipped frames leave gaps in the count; the timestamp knows the number.
+                    index = int(round(ts * fps)) if fps and skip_unneeded else count
+                    prev, prev_ts, prev_index = frame, ts, max(index, prev_index + 1)
                     count += 1
                 elif resampler is not None:
                     if audio_first_s is None and frame.time is not None:
@@ -306,7 +353,7 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
                         audio_parts.append(out.to_ndarray()[0])
         if prev is None:
             raise CorruptMediaError(f"decode: {path.name}: no decodable video frame")
-        take(prev, count - 1, prev_ts, samples.finish(), clips.sampler.finish())
+        take(prev, prev_index, prev_ts, samples.finish(), clips.sampler.finish())
 
         audio = None
         if resampler is not None:
@@ -324,6 +371,7 @@ def decode_pyav(path: Path, settings: Settings, duration_s: float | None = None)
             fps=fps,
             duration_s=duration if duration else prev_ts + 2 * tail,
             decoder="pyav",
+            frames_decoded=count,
         )
 
 
@@ -462,9 +510,14 @@ def decode_dali(
             return img
         return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.BILINEAR))
 
+    def number(i: int) -> int:
+        # the PyAV path's numbering: presentation time x average rate
+        return int(round(times[i] * fps)) if fps else i
+
     picks = nearest_indices(times, sample_times(settings.sample_fps, duration), tail)
     frames = tuple(
-        SampledFrame(index=i, time_s=times[i], image=resized(i)) for i in dict.fromkeys(picks)
+        SampledFrame(index=number(i), time_s=times[i], image=resized(i))
+        for i in dict.fromkeys(picks)
     )
 
     audio = _read_audio(path)
@@ -475,7 +528,11 @@ def decode_dali(
             if len(idx) < LIPSYNC_FRAMES:
                 continue
             grey = np.stack([_luma(resized(i)) for i in idx])
-            segments.append(LipsyncSegment(start_s=start, frame_indices=tuple(idx), grey=grey))
+            segments.append(
+                LipsyncSegment(
+                    start_s=start, frame_indices=tuple(number(i) for i in idx), grey=grey
+                )
+            )
     return DecodedMedia(
         frames=frames,
         audio=audio,
@@ -486,6 +543,7 @@ def decode_dali(
         fps=fps,
         duration_s=duration,
         decoder="dali",
+        frames_decoded=n,
     )
 
 

@@ -155,21 +155,39 @@ class FaceResult:
 # --- detection ---------------------------------------------------------------------------
 
 
-def letterbox(image: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarray, float]:
-    """RGB uint8 ``[H, W, 3]`` -> BGR float32 ``[3, size, size]`` and the scale applied.
+def detector_canvas(width: int, height: int, size: int = DETECTOR_SIZE) -> tuple[int, int, float]:
+    """The detector input for a ``width`` x ``height`` frame: ``(canvas w, canvas h, scale)``.
+
+    The longer side is scaled to ``size``; the shorter one is padded up to the next
+    multiple of 32 (YuNet's stride) instead of to ``size``: a 16:9 frame goes in as
+    640x384 rather than 640x640, 40 % fewer pixels to send and to convolve, the same faces.
+    """
+    scale = size / max(width, height)
+    nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+    return -(-nw // 32) * 32, -(-nh // 32) * 32, scale
+
+
+def letterbox(
+    image: np.ndarray, out: np.ndarray | None = None, size: int = DETECTOR_SIZE
+) -> tuple[np.ndarray, float]:
+    """RGB uint8 ``[H, W, 3]`` -> BGR float32 ``[3, ch, cw]`` (see :func:`detector_canvas`).
 
     The frame is scaled to fit and placed top-left on black, so frame coordinates are
-    detector coordinates divided by the scale (no offset to undo).
+    detector coordinates divided by the scale (no offset to undo). ``out``, when given,
+    is filled in place (one batch array, no copies).
     """
     h, w = image.shape[:2]
-    scale = size / max(h, w)
+    cw, ch, scale = detector_canvas(w, h, size)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     resized = (
         np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
         if (nw, nh) != (w, h)
         else image
     )
-    out = np.zeros((3, size, size), dtype=np.float32)
+    if out is None:
+        out = np.empty((3, ch, cw), dtype=np.float32)
+    out[:, nh:, :] = 0
+    out[:, :nh, nw:] = 0
     out[:, :nh, :nw] = resized[:, :, ::-1].transpose(2, 0, 1)
     return out, scale
 
@@ -216,15 +234,20 @@ def detect(
     out_boxes, out_lm, out_scores = (t.name for t in detector.outputs)
     batch = max(1, detector.max_batch_size)
     found: list[tuple[Face, ...]] = []
+    if not frames:
+        return ()
+    h, w = frames[0].image.shape[:2]
+    cw, ch, _ = detector_canvas(w, h)
+    buffer = np.empty((min(batch, len(frames)), 3, ch, cw), dtype=np.float32)
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]
-        boxed = [letterbox(f.image) for f in chunk]
+        scales = [letterbox(f.image, buffer[j])[1] for j, f in enumerate(chunk)]
         out = client.infer(
             detector.name,
-            {image_in: np.stack([b for b, _ in boxed])},
+            {image_in: buffer[: len(chunk)]},
             [out_boxes, out_lm, out_scores],
         )
-        for j, (frame, (_, scale)) in enumerate(zip(chunk, boxed, strict=True)):
+        for j, (frame, scale) in enumerate(zip(chunk, scales, strict=True)):
             found.append(
                 select_faces(
                     out[out_boxes][j],

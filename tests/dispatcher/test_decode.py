@@ -178,3 +178,22 @@ def test_dali_matches_pyav_on_vp9(media_corpus, settings):
         assert np.abs(a.image.astype(np.int16) - b.image).mean() < 3
     assert [s.frame_indices for s in got.segments] == [s.frame_indices for s in ref.segments]
     assert np.allclose(got.audio, ref.audio)
+
+
+@pytest.mark.integration
+def test_skipping_unneeded_frames_changes_nothing_picked(media_corpus):
+    # Sparse targets (0 s, 2 s and one clip at 0 s) leave 1.2-1.7 s free to skip.
+    settings = Settings(decoder="pyav", sample_fps=0.5, lipsync_max_clips=1)
+    full = decode_pyav(media_corpus["mp4_h264"], settings, skip_unneeded=False)
+    fast = decode_pyav(media_corpus["mp4_h264"], settings, skip_unneeded=True)
+    assert fast.frames_decoded < full.frames_decoded == 75
+    assert (
+        [(f.index, f.time_s) for f in fast.frames]
+        == [(f.index, f.time_s) for f in full.frames]
+        == [(0, 0.0), (50, 2.0)]
+    )
+    for a, b in zip(fast.frames, full.frames, strict=True):
+        assert np.array_equal(a.image, b.image)
+    assert [s.frame_indices for s in fast.segments] == [s.frame_indices for s in full.segments]
+    assert np.array_equal(fast.segments[0].grey, full.segments[0].grey)
+    assert np.array_equal(fast.audio, full.audio)

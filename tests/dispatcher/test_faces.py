@@ -17,6 +17,7 @@ from dispatcher.faces import (
     clip_boxes,
     crop_geometry,
     detect,
+    detector_canvas,
     find_faces,
     letterbox,
     light_asd_box,
@@ -37,14 +38,36 @@ from export.specs import (
 
 @pytest.mark.unit
 def test_letterbox_is_bgr_nchw_top_left():
-    img = np.zeros((288, 360, 3), np.uint8)
+    img = np.zeros((300, 360, 3), np.uint8)
     img[..., 0] = 200  # red
     out, scale = letterbox(img)
-    assert out.shape == (3, DETECTOR_SIZE, DETECTOR_SIZE) and out.dtype == np.float32
+    assert out.shape == (3, 544, DETECTOR_SIZE) and out.dtype == np.float32
     assert scale == pytest.approx(DETECTOR_SIZE / 360)
-    h = round(288 * scale)
+    h = round(300 * scale)
+    assert h < 544
     assert out[2, :h, :].min() == 200 and out[0].max() == 0  # red lands in channel 2 (BGR)
     assert out[:, h:, :].max() == 0  # padding below
+    # filling a reused buffer clears what the previous frame left
+    buf = np.full((3, 544, DETECTOR_SIZE), 7, np.float32)
+    again, _ = letterbox(img, buf)
+    assert again is buf and np.array_equal(buf, out)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("size", "canvas"),
+    [
+        ((1920, 1080), (640, 384)),
+        ((1080, 1920), (384, 640)),
+        ((360, 288), (640, 512)),
+        ((640, 640), (640, 640)),
+    ],
+)
+def test_detector_canvas_pads_the_short_side_to_a_stride_multiple(size, canvas):
+    cw, ch, scale = detector_canvas(*size)
+    assert (cw, ch) == canvas
+    assert cw % 32 == 0 and ch % 32 == 0 and max(cw, ch) == DETECTOR_SIZE
+    assert round(size[0] * scale) <= cw and round(size[1] * scale) <= ch
 
 
 @pytest.mark.unit
