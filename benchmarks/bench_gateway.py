@@ -172,25 +172,35 @@ async def _poll_client(
         writer.close()
 
 
-async def _polls(port: int, job_id: str, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    request = f"GET /api/job/{job_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
-    if warmup_s > 0:
-        warm: list[float] = []
-        until = time.perf_counter() + warmup_s
-        await asyncio.gather(
-            *(_poll_client(port, request, until, warm, []) for _ in range(CONCURRENCY))
-        )
-        return {}
-    latencies: list[float] = []
-    errors: list[int] = []
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(
-            _poll_client(port, request, start + duration_s, latencies, errors)
-            for _ in range(CONCURRENCY)
-        )
-    )
-    elapsed = time.perf_counter() - start
+async def _paced_client(
+    port: int,
+    request: bytes,
+    period_s: float,
+    offset_s: float,
+    until: float,
+    latencies: list[float],
+    errors: list[int],
+) -> None:
+    """One client sending on a fixed schedule; latency counts from the scheduled time, so
+    a slow answer also delays (and charges) the requests queued behind it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    due = time.perf_counter() + offset_s
+    try:
+        while due < until:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            writer.write(request)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - due)
+            if status != 200:
+                errors.append(status)
+            due += period_s
+    finally:
+        writer.close()
+
+
+def _summary(latencies: list[float], errors: list[int], elapsed: float) -> dict[str, Any]:
     ordered = sorted(latencies)
 
     def pct(q: float) -> float:
@@ -210,6 +220,50 @@ async def _polls(port: int, job_id: str, duration_s: float, warmup_s: float) -> 
             "mean": round(statistics.fmean(ordered) * 1000, 2),
         },
     }
+
+
+async def _paced(port: int, job_id: str, rate: float, duration_s: float) -> dict[str, Any]:
+    request = f"GET /api/job/{job_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    period = CONCURRENCY / rate
+    latencies: list[float] = []
+    errors: list[int] = []
+    start = time.perf_counter()
+    until = start + duration_s
+    await asyncio.gather(
+        *(
+            _paced_client(port, request, period, i * period / CONCURRENCY, until, latencies, errors)
+            for i in range(CONCURRENCY)
+        )
+    )
+    result = _summary(latencies, errors, time.perf_counter() - start)
+    result["offered_per_s"] = rate
+    return result
+
+
+def bench_paced(port: int, job_id: str, rate: float, duration_s: float) -> dict[str, Any]:
+    """Latency at a fixed offered load (the target rate) from 64 clients."""
+    return asyncio.run(_paced(port, job_id, rate, duration_s))
+
+
+async def _polls(port: int, job_id: str, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    request = f"GET /api/job/{job_id} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    if warmup_s > 0:
+        warm: list[float] = []
+        until = time.perf_counter() + warmup_s
+        await asyncio.gather(
+            *(_poll_client(port, request, until, warm, []) for _ in range(CONCURRENCY))
+        )
+        return {}
+    latencies: list[float] = []
+    errors: list[int] = []
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _poll_client(port, request, start + duration_s, latencies, errors)
+            for _ in range(CONCURRENCY)
+        )
+    )
+    return _summary(latencies, errors, time.perf_counter() - start)
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -352,6 +406,7 @@ def machine() -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     p, u, m = report["polls"], report["upload"], report["machine"]
     c = p["cpu_ms_per_poll"]
+    q = report["paced"]
     ok = report["meets_targets"]
     return "\n".join(
         [
@@ -366,9 +421,10 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| measure | result | target | met |",
             "|---|---|---|---|",
-            f"| status polls/s, {p['concurrency']} clients | {p['polls_per_s']:.0f} | >= {TARGETS['polls_per_s']} | {ok['polls_per_s']} |",
-            f"| poll latency p99 | {p['latency_ms']['p99']} ms | < {TARGETS['p99_ms']} ms | {ok['p99_ms']} |",
-            f"| poll latency p50 / p90 / max | {p['latency_ms']['p50']} / {p['latency_ms']['p90']} / {p['latency_ms']['max']} ms | | |",
+            f"| status polls/s, {p['concurrency']} clients as fast as they can | {p['polls_per_s']:.0f} | >= {TARGETS['polls_per_s']} | {ok['polls_per_s']} |",
+            f"| latency at max throughput p50 / p90 / p99 / max | {p['latency_ms']['p50']} / {p['latency_ms']['p90']} / {p['latency_ms']['p99']} / {p['latency_ms']['max']} ms | | |",
+            f"| latency at {q['offered_per_s']:.0f} polls/s offered ({q['polls_per_s']:.0f} served): p99 | {q['latency_ms']['p99']} ms | < {TARGETS['p99_ms']} ms | {ok['p99_ms']} |",
+            f"| ... p50 / p90 / max at that rate | {q['latency_ms']['p50']} / {q['latency_ms']['p90']} / {q['latency_ms']['max']} ms | | |",
             f"| non-200 answers | {p['non_200']} of {p['requests']} | 0 | |",
             f"| CPU per poll: gateway / Redis / load generator | {c['gateway']} / {c['redis']} / {c['load_generator']} ms | | |",
             f"| 200 MB upload | {u['throughput_mb_s']} MB/s ({u['seconds']} s, HTTP {u['status']}) | | |",
@@ -412,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway = start_gateway(settings, port, args.workers)
             report["gateway_workers"] = args.workers
             report["polls"] = bench_polls(port, job_id, args.duration, gateway.pid, redis.pid or 0)
+            report["paced"] = bench_paced(port, job_id, TARGETS["polls_per_s"], args.duration)
             report["upload"] = bench_upload(port, gateway.pid, args.upload_bytes)
         finally:
             if gateway is not None:
@@ -422,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = TARGETS
     report["meets_targets"] = {
         "polls_per_s": polls["polls_per_s"] >= TARGETS["polls_per_s"],
-        "p99_ms": polls["latency_ms"]["p99"] < TARGETS["p99_ms"],
+        "p99_ms": report["paced"]["latency_ms"]["p99"] < TARGETS["p99_ms"],
         "upload_rss_growth_mb": upload["upload_rss_growth_mb"] < TARGETS["upload_rss_growth_mb"]
         and upload["status"] == 202,
     }

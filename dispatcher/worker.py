@@ -11,8 +11,9 @@ recovers jobs whose worker died:
   ``worker_maintenance_interval_s``) finds it abandoned and retries or fails it the same
   way. No job stays ``active`` forever while a worker runs.
 
-The same maintenance pass purges expired evidence from the local store, under a Redis
-lock so only one worker of many does it.
+The same maintenance pass, under a Redis lock so only one worker of many does it,
+purges expired evidence from the local store and deletes uploads no job will read
+(half-written by a gateway that died, or left by a job that no longer exists).
 """
 
 from __future__ import annotations
@@ -55,12 +56,51 @@ def _worker_class() -> Any:
     return DfdWorker
 
 
+def sweep_uploads(connection: Any, settings: Settings, now: float | None = None) -> int:
+    """Delete uploads no job will read: half-written ones from a gateway that died
+    mid-upload, and finished ones whose job no longer exists.
+
+    Each upload is named after its job id; a young file is left alone, since the gateway
+    renames it just before it enqueues the job. Returns how many files were removed.
+    """
+    import time
+
+    from rq.job import Job
+
+    folder = settings.uploads_dir
+    if not folder.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    grace_s = 2 * settings.request_timeout_s + 60
+    removed = 0
+    for path in folder.iterdir():
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age < grace_s or not path.is_file():
+            continue
+        stem = path.name.split(".", 1)[0]
+        if path.suffix == ".part" or not connection.exists(Job.key_for(stem)):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def purge_evidence(connection: Any, settings: Settings) -> None:
-    """Delete expired evidence from the local store, at most once per maintenance interval."""
-    if settings.store != "local":
-        return  # S3 expires objects with a bucket lifecycle rule
+    """Delete expired evidence and orphaned uploads, at most once per maintenance interval
+    (one worker of many does it, under a Redis lock)."""
     if not connection.set(_PURGE_LOCK, "1", nx=True, ex=settings.worker_maintenance_interval_s):
         return
+    try:
+        swept = sweep_uploads(connection, settings)
+    except Exception:  # maintenance must never take the worker down
+        log.exception("upload sweep failed")
+    else:
+        if swept:
+            log.info("removed orphaned uploads", extra={"removed": swept})
+    if settings.store != "local":
+        return  # S3 expires objects with a bucket lifecycle rule
     try:
         from dispatcher.store import purge_expired
 

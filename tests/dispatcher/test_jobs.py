@@ -182,3 +182,31 @@ def test_maintenance_purges_expired_evidence_once_per_interval(redis, make_setti
     purge_evidence(redis, settings)
     assert fresh.exists()
     assert 0 < redis.ttl("dfd:maintenance:purge") <= 30
+
+
+@pytest.mark.integration
+def test_maintenance_sweeps_orphaned_uploads(redis, make_settings) -> None:
+    import os
+    import time
+
+    from dfd.schemas import JobPayload, JobSource
+    from dispatcher.worker import sweep_uploads
+    from gateway.queue import JobQueue, new_job_id
+
+    settings = make_settings(request_timeout_s=10)
+    settings.uploads_dir.mkdir(parents=True)
+    live_id = new_job_id()
+    live = settings.uploads_dir / f"{live_id}.mp4"
+    payload = JobPayload(job_id=live_id, source=JobSource(kind="upload", path=str(live)))
+    JobQueue(redis, None, settings).enqueue(payload)  # type: ignore[arg-type]
+    orphan = settings.uploads_dir / f"{new_job_id()}.mp4"  # its job expired
+    partial = settings.uploads_dir / f"{new_job_id()}.part"  # its gateway died mid-upload
+    young = settings.uploads_dir / f"{new_job_id()}.webm"  # about to be enqueued
+    old = time.time() - 3600
+    for path in (live, orphan, partial, young):
+        path.write_bytes(b"x")
+        if path is not young:
+            os.utime(path, (old, old))
+    assert sweep_uploads(redis, settings) == 2
+    assert live.exists() and young.exists()
+    assert not orphan.exists() and not partial.exists()

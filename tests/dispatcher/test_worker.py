@@ -253,3 +253,14 @@ def test_upload_through_the_real_pipeline(
             evidence = client.get(path)
             assert evidence.status_code == 200, path
             assert evidence.headers["content-type"].startswith("image/")
+
+
+def test_job_over_its_timeout_fails_without_retry(gateway, redis, worker_process) -> None:
+    with gateway(**{**FAST, "job_timeout_s": 1, "job_retries": 2}) as client:
+        job_id = enqueue(client.settings, redis, "tests.dispatcher.jobfuncs.slow_job")
+        worker_process(client.settings)
+        view, _ = wait_for(client, job_id, finished)
+    assert view["status"] == "failed"
+    assert view["attempt"] == 1
+    assert view["error"]["type"] == "timeout"
+    assert view["error"]["message"] == "job: expected to finish within 1 s, took longer"

@@ -46,7 +46,7 @@ def test_accepts_supported_containers(gateway, redis, small_videos, ext) -> None
 
 
 def test_upload_of_real_clip_is_enqueued_with_retry_and_timeout(gateway, redis, grid_clip) -> None:
-    with gateway(job_retries=2, retry_backoff_s=3, job_timeout_s=77, priority=None) as client:
+    with gateway(job_retries=2, retry_backoff_s=3, job_timeout_s=77) as client:
         response = client.post(
             "/api/upload?priority=high", files={"file": ("clip.mpg", grid_clip.read_bytes())}
         )
@@ -335,3 +335,26 @@ def test_memory_stays_flat_during_a_200_mb_upload(gateway_server, redis) -> None
             on_disk.update(block)
     assert on_disk.hexdigest() == digest.hexdigest()
     assert redis.llen("rq:queue:default") == 1
+
+
+def test_a_stalled_upload_times_out_with_408(gateway_server, redis, grid_clip) -> None:
+    """A client that stops sending mid-body is cut off after request_timeout_s, file removed."""
+    server = gateway_server(request_timeout_s=1.0)
+    boundary = "stall"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        body_start = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mpg"\r\n\r\n'.encode()
+            + grid_clip.read_bytes()[:32768]
+        )
+        sock.sendall(
+            b"POST /api/upload HTTP/1.1\r\nHost: test\r\n"
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 10000000\r\n\r\n".encode()
+            + body_start
+        )
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert 0.5 < waited < 5
+    assert list(server.settings.uploads_dir.iterdir()) == []
+    assert redis.llen("rq:queue:default") == 0
