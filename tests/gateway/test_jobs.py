@@ -133,3 +133,34 @@ def test_polls_survive_a_flushed_script_cache(gateway, redis) -> None:
         response = client.get(f"/api/job/{job.id}")
         assert response.status_code == 200
         assert "ratelimit-remaining" in response.headers
+
+
+def test_gateway_keeps_answering_across_a_redis_restart(make_settings, tmp_path) -> None:
+    """Redis restarts under a running gateway (AOF on): the job is still there, and the
+    limiter's script (lost with Redis's script cache) is loaded again."""
+    from fastapi.testclient import TestClient
+    from redis import Redis
+
+    from dfd.local_redis import LocalRedis
+    from gateway.app import create_app
+
+    server = LocalRedis(tmp_path / "redis-restart").start()
+    try:
+        settings = make_settings(redis_url=server.url)
+        with TestClient(create_app(settings, Redis.from_url(server.url))) as client:
+            job_id = client.post("/api/analyze", json={"url": "http://93.184.216.34/a.mp4"}).json()[
+                "jobId"
+            ]
+            assert client.get(f"/api/job/{job_id}").status_code == 200
+            server.stop()
+            assert client.get(f"/api/job/{job_id}").status_code == 503
+            server.start()
+            response = client.get(f"/api/job/{job_id}")
+            assert response.status_code == 200, response.text
+            assert response.json()["status"] == "waiting"
+            assert (
+                client.post("/api/analyze", json={"url": "http://93.184.216.34/b.mp4"}).status_code
+                == 202
+            )
+    finally:
+        server.stop()
