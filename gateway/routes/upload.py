@@ -51,9 +51,11 @@ async def upload(
     declared = request.headers.get("content-length", "")
     # A body announcing itself as too large is refused before any of it is read.
     if declared.isdigit() and int(declared) > settings.max_upload_bytes + BODY_OVERHEAD_BYTES:
-        raise TooLargeError(
+        refused = TooLargeError(
             f"upload: expected at most {settings.max_upload_bytes} bytes, got a body of {declared}"
         )
+        refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
+        raise refused
     slot = await state.limiter.acquire_upload_slot(ip)
     job_id = new_job_id()
     try:

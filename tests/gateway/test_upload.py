@@ -143,6 +143,7 @@ def test_announced_oversize_body_is_refused_before_reading(gateway) -> None:
             },
         )
         assert response.status_code == 413
+        assert response.headers["connection"] == "close"
 
 
 def _raw_upload_until_answer(url: str, prefix: bytes, fill: int, limit: int) -> tuple[bytes, int]:
