@@ -10,10 +10,10 @@ and writes one JSON log line per request that failed or changed something.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,7 +102,7 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            with anyio.fail_after(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s):
                 await self.app(scope, receive, send_wrapper)
         except TimeoutError:
             if started:
