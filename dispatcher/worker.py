@@ -160,12 +160,10 @@ def main(
     configure_logging(settings)
     if not settings.redis_url:
         raise ConfigurationError("worker: expected DFD_REDIS_URL, got none; `dfd serve` sets it")
-    try:
-        from dispatcher.cleanup import sweep_orphans
-    except ImportError:
-        pass
-    else:
-        sweep_orphans(settings)
+    from dispatcher.cleanup import sweep_orphans
+
+    # Temp folders of jobs whose worker was killed on this machine.
+    sweep_orphans(settings)
     connection = Redis.from_url(settings.redis_url)
     worker = build_worker(settings, connection, queues, name)
     worker.work(
