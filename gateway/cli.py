@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from typing import Any
 
 
@@ -14,6 +16,9 @@ def _handle(args: argparse.Namespace) -> int:
     from dfd.settings import Settings
 
     settings = Settings()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
+    # the local Redis below is stopped (and its AOF flushed) instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     local = None
     if not settings.redis_url:
         # No Redis configured: run one under data_dir, as `dfd serve` does. The URL goes to
