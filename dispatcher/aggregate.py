@@ -102,9 +102,12 @@ def verdict(
     or every used modality weighted zero, is too little signal: ``inconclusive``.
     """
     names = [m.value for m in MODALITY_ORDER]
-    arrays = {n: (items[n].scores if items.get(n) is not None else None) for n in names}
+    arrays: dict[str, np.ndarray | None] = {}
+    for n in names:
+        mod = items.get(n)
+        arrays[n] = mod.scores if mod is not None else None
     modality_scores, confidence = fuse(arrays, weights)
-    used = {n: bool(arrays[n] is not None and np.size(arrays[n]) > 0) for n in names}
+    used = {n: bool(a is not None and a.size > 0) for n, a in arrays.items()}
     renorm = renormalised_weights(weights, used)
     scores = {
         n: (float(s) if used[n] else None) for n, s in zip(names, modality_scores, strict=True)

@@ -166,7 +166,7 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _stream_start(stream: av.stream.Stream) -> float:
-    if stream.start_time is None:
+    if stream.start_time is None or stream.time_base is None:
         return 0.0
     return float(stream.start_time * stream.time_base)
 
@@ -174,7 +174,7 @@ def _stream_start(stream: av.stream.Stream) -> float:
 def _stream_duration(
     container: av.container.InputContainer, stream: av.stream.Stream
 ) -> float | None:
-    if stream.duration is not None and stream.duration > 0:
+    if stream.duration is not None and stream.duration > 0 and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None and container.duration > 0:
         return container.duration / 1_000_000
@@ -330,7 +330,7 @@ def decode_pyav(
                     ) from exc
                 continue
             for frame in decoded:
-                if packet.stream is vstream:
+                if isinstance(frame, av.VideoFrame):
                     ts = (
                         (float(frame.time) - v_start)
                         if frame.time is not None
@@ -346,7 +346,7 @@ def decode_pyav(
                     index = int(round(ts * fps)) if fps and skip_unneeded else count
                     prev, prev_ts, prev_index = frame, ts, max(index, prev_index + 1)
                     count += 1
-                elif resampler is not None:
+                elif isinstance(frame, av.AudioFrame) and resampler is not None:
                     if audio_first_s is None and frame.time is not None:
                         audio_first_s = float(frame.time) - v_start
                     for out in resampler.resample(frame):
@@ -508,7 +508,7 @@ def decode_dali(
         img = video[i]
         if (img.shape[1], img.shape[0]) == (out_w, out_h):
             return img
-        return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.BILINEAR))
+        return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.Resampling.BILINEAR))
 
     def number(i: int) -> int:
         # the PyAV path's numbering: presentation time x average rate

@@ -111,7 +111,7 @@ def heatmap_overlay(
         values = np.clip(np.asarray(cam, dtype=np.float32) / max(norm, 1e-12), 0.0, 1.0)
         up = np.asarray(
             Image.fromarray(values.astype(np.float32), mode="F").resize(
-                (FACE_SIZE, FACE_SIZE), Image.BILINEAR
+                (FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR
             )
         )
         rgba = np.dstack([colormap(up), (np.clip(up, 0, 1) * HEAT_ALPHA * 255).astype(np.uint8)])
@@ -130,7 +130,11 @@ def heatmap_overlay(
             FACE_SIZE / 2 - d * g.cx - e * g.cy,
         )
         warped = layer.transform(
-            base.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=(0, 0, 0, 0)
+            base.size,
+            Image.Transform.AFFINE,
+            coeffs,
+            resample=Image.Resampling.BILINEAR,
+            fillcolor=(0, 0, 0, 0),
         )
         base = Image.alpha_composite(base, warped)
     return base.convert("RGB")
@@ -163,7 +167,8 @@ def _shrink(image: Image.Image, max_side: int = THUMB_MAX_SIDE) -> Image.Image:
         return image
     scale = max_side / max(image.size)
     return image.resize(
-        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))), Image.BILINEAR
+        (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
+        Image.Resampling.BILINEAR,
     )
 
 

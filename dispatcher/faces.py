@@ -180,7 +180,7 @@ def letterbox(
     cw, ch, scale = detector_canvas(w, h, size)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     resized = (
-        np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+        np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR))
         if (nw, nh) != (w, h)
         else image
     )
@@ -314,7 +314,10 @@ def visual_crop(image: np.ndarray, geometry: CropGeometry, size: int = FACE_SIZE
     c0 = geometry.cx - (a + b) * size / 2
     f0 = geometry.cy - (d + e) * size / 2
     out = Image.fromarray(image).transform(
-        (size, size), Image.AFFINE, (a, b, c0, d, e, f0), resample=Image.BILINEAR
+        (size, size),
+        Image.Transform.AFFINE,
+        (a, b, c0, d, e, f0),
+        resample=Image.Resampling.BILINEAR,
     )
     return np.asarray(out)
 
@@ -341,9 +344,9 @@ def lipsync_crop(grey: np.ndarray, face_box: tuple[float, float, float, float]) 
     img = Image.fromarray(grey)
     out = img.transform(
         (LIPSYNC_SIZE, LIPSYNC_SIZE),
-        Image.EXTENT,
+        Image.Transform.EXTENT,
         (x0, y0, x1, y1),
-        resample=Image.BILINEAR,
+        resample=Image.Resampling.BILINEAR,
         fillcolor=LIGHT_ASD_PAD_GREY,
     )
     return np.asarray(out, dtype=np.float32)
@@ -365,7 +368,11 @@ def clip_boxes(
         return [start_box] * LIPSYNC_FRAMES
     a, b = np.asarray(start_box), np.asarray(end_box)
     # frame j is at j/25 s; the end box is at 1 s (frame 25, one past the clip)
-    return [tuple(float(v) for v in a + (b - a) * j / LIPSYNC_FPS) for j in range(LIPSYNC_FRAMES)]
+    boxes = []
+    for j in range(LIPSYNC_FRAMES):
+        x1, y1, x2, y2 = (float(v) for v in a + (b - a) * j / LIPSYNC_FPS)
+        boxes.append((x1, y1, x2, y2))
+    return boxes
 
 
 def _nearest_frame(frames: Sequence[SampledFrame], t: float) -> int | None:

@@ -187,9 +187,12 @@ def analyze(
                 settings,
             )
 
+    def rounded(x: float | None) -> float | None:
+        return None if x is None else round(x, 4)
+
     modalities = {
         m.value: ModalityResult(
-            score=None if final.scores[m.value] is None else round(final.scores[m.value], 4),
+            score=rounded(final.scores[m.value]),
             weight=round(final.weights[m.value], 4),
             used=final.used[m.value],
         )
