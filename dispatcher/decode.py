@@ -458,13 +458,12 @@ def _dali_frames(path: Path, device: str) -> np.ndarray:
 
     @pipeline_def(batch_size=1, num_threads=2, device_id=0 if device == "mixed" else None)
     def video_pipe():  # type: ignore[no-untyped-def]
-        encoded = fn.external_source(
-            source=lambda: [data], batch=True, cycle=False, dtype=types.UINT8
-        )
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8)
         return fn.decoders.video(encoded, device=device)
 
     pipe = video_pipe()
     pipe.build()
+    pipe.feed_input("encoded", [data])
     (out,) = pipe.run()
     if device == "mixed":
         out = out.as_cpu()

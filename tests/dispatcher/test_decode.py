@@ -197,3 +197,14 @@ def test_skipping_unneeded_frames_changes_nothing_picked(media_corpus):
     assert [s.frame_indices for s in fast.segments] == [s.frame_indices for s in full.segments]
     assert np.array_equal(fast.segments[0].grey, full.segments[0].grey)
     assert np.array_equal(fast.audio, full.audio)
+
+
+@pytest.mark.unit
+@pytest.mark.skipif(decode_mod._dali_available(), reason="DALI is installed here")
+def test_dali_path_without_dali_says_what_is_missing(tmp_path):
+    path = tmp_path / "clip.webm"
+    path.write_bytes(b"\x1a\x45\xdf\xa3")
+    with pytest.raises(ConfigurationError, match="NVIDIA DALI is not installed"):
+        decode_mod.decode_dali(path, Settings(decoder="dali"))
+    with pytest.raises(ConfigurationError, match="DALI"):
+        decode(path, Settings(decoder="dali"))
