@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FAST = {
     "job_monitoring_interval_s": 1,
-    "job_heartbeat_grace_s": 2,
+    # Long enough that a loaded CI machine does not make a live job look abandoned.
+    "job_heartbeat_grace_s": 4,
     "worker_maintenance_interval_s": 1,
     "retry_backoff_s": 0,
 }
