@@ -14,12 +14,15 @@ peer is a trusted proxy and a client-IP header is configured.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from dfd.errors import UpstreamUnavailableError
 from dfd.settings import Settings
 from gateway.errors import RateLimitedError, TooManyUploadsError
 
@@ -167,7 +170,9 @@ class RateLimiter:
         if not policies:
             return None
         keys, args = self._keys_args(ip, policies)
-        return self.decide(await self._hit(keys=keys, args=args), ip, policies)
+        with _redis_errors("rate limit"):
+            reply = await self._hit(keys=keys, args=args)
+        return self.decide(reply, ip, policies)
 
     async def acquire_upload_slot(self, ip: str) -> str:
         """Take one of ``ip``'s concurrent upload slots; returns the key to release.
@@ -176,7 +181,10 @@ class RateLimiter:
             TooManyUploadsError: when all of its slots are taken.
         """
         key = f"{KEY_PREFIX}inflight:{ip}"
-        n = await self._acquire(keys=[key], args=[self.max_uploads_in_flight, self.inflight_ttl_s])
+        with _redis_errors("upload slots"):
+            n = await self._acquire(
+                keys=[key], args=[self.max_uploads_in_flight, self.inflight_ttl_s]
+            )
         if int(n) < 0:
             raise TooManyUploadsError(
                 f"upload: expected at most {self.max_uploads_in_flight} uploads in flight from {ip}, "
@@ -186,7 +194,16 @@ class RateLimiter:
         return key
 
     async def release_upload_slot(self, key: str) -> None:
-        await self._release(keys=[key], args=[])
+        with _redis_errors("upload slots"):
+            await self._release(keys=[key], args=[])
+
+
+@contextmanager
+def _redis_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise UpstreamUnavailableError(f"{what}: expected Redis to answer, got {exc}") from exc
 
 
 def parse_networks(

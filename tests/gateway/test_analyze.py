@@ -121,10 +121,15 @@ def test_redis_down_is_503_and_nothing_is_half_done(make_settings) -> None:
     from gateway.app import create_app
 
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    settings = make_settings(redis_url=dead, rate_limit_per_hour=0, rate_limit_analyze_per_hour=0)
-    with TestClient(
-        create_app(settings, Redis.from_url(dead)), raise_server_exceptions=False
-    ) as client:
-        response = client.post("/api/analyze", json={"url": PUBLIC})
-        assert response.status_code == 503
-        assert response.json()["type"] == "urn:dfd:problem:upstream-unavailable"
+    # Without limits the enqueue is what fails; with them, the limiter fails first.
+    for limit in (0, 100):
+        settings = make_settings(
+            redis_url=dead, rate_limit_per_hour=limit, rate_limit_analyze_per_hour=limit
+        )
+        app = create_app(settings, Redis.from_url(dead))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.post("/api/analyze", json={"url": PUBLIC})
+            assert response.status_code == 503
+            assert response.json()["type"] == "urn:dfd:problem:upstream-unavailable"
+            assert client.get("/api/job/" + "a" * 32).status_code == 503
+            assert client.post("/api/upload", files={"file": ("a.mpg", b"x")}).status_code == 503
