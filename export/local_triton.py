@@ -90,6 +90,18 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM the server when the process that started it dies.
+
+    A test run or benchmark killed without cleanup would otherwise leave servers behind.
+    (Linux's PR_SET_PDEATHSIG follows the starting thread: start from a long-lived one.)
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class LocalTriton:
     """A ``tritonserver`` child process on free loopback ports.
 
@@ -207,6 +219,7 @@ class LocalTriton:
                 stderr=subprocess.STDOUT,
                 env=server_env(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         try:
             self._wait_ready(started)

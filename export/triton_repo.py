@@ -66,11 +66,19 @@ class RepositoryOptions:
             (max_batch_size kept), each request executed alone: the benchmark's baseline.
         intra_op_threads: onnxruntime threads per instance on ``cpu``; None: all cores,
             at most 4.
+        ort_max_batch: ``cpu`` only: the largest batch one onnxruntime call runs; merged
+            batches run in chunks of this size (0: no limit). On the 2-core reference
+            machine onnxruntime's per-item cost grows with the batch (Meso4: 1.5, 1.9,
+            2.3 ms/item at 1, 4, 32; AASIST: 79, 84, 104 ms/item at 1, 4, 8), so merged
+            requests run one by one: batching still saves Triton's per-request scheduling
+            and IPC. Raise it on machines where onnxruntime gains from batches.
+            See python_onnx/model.py.
         engine: ``gpu`` only: ``auto`` builds TensorRT plans when TensorRT is importable.
     """
 
     dynamic_batching: bool = True
     intra_op_threads: int | None = None
+    ort_max_batch: int = 1
     engine: Engine = "auto"
 
 
@@ -132,6 +140,7 @@ def model_config(
         threads = options.intra_op_threads or min(4, os.cpu_count() or 1)
         config.parameters["intra_op_threads"].string_value = str(threads)
         config.parameters["onnx_file"].string_value = "model.onnx"
+        config.parameters["ort_max_batch"].string_value = str(options.ort_max_batch)
     else:
         group.kind = mc.ModelInstanceGroup.KIND_GPU
         if plan:

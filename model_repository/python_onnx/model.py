@@ -16,6 +16,10 @@ serves every role: everything model-specific comes from the model's ``config.pbt
 Config parameters (``parameters { key: ... value { string_value: ... } }``):
     onnx_file: file name in the version folder (default ``model.onnx``).
     intra_op_threads: onnxruntime intra-op threads (default 1).
+    ort_max_batch: the largest batch one onnxruntime call runs (default 0: no limit); a
+        bigger merged batch runs in chunks of this size. On small CPUs per-item cost in
+        onnxruntime grows with the batch (activations outgrow the caches), so merging
+        requests pays for the per-request overhead only if the chunks stay small.
 """
 
 from __future__ import annotations
@@ -119,9 +123,14 @@ class TritonPythonModel:
         # Several models (and instances) share few cores: spinning threads would burn the
         # cores the others need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The dynamic batcher hands over a different batch size almost every time; the
+        # memory pattern onnxruntime plans per input shape then costs more than it saves
+        # (measured on Meso4 with batches of 1..32: 6.3 ms/item with it, 2.8 without).
+        options.enable_mem_pattern = False
         self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         check_tensors(self.name, self.config, self.session)
         self.batched = int(self.config.get("max_batch_size", 0)) > 0
+        self.ort_max_batch = int(_parameter(self.config, "ort_max_batch", "0"))
         self.input_names = [t["name"] for t in self.config["input"]]
         self.output_names = [t["name"] for t in self.config["output"]]
 
@@ -156,13 +165,27 @@ class TritonPythonModel:
             groups.setdefault(key, []).append(i)
         return list(groups.values())
 
+    def _session_run(self, feed: dict) -> list:
+        """One batch through onnxruntime, in chunks of at most ``ort_max_batch``."""
+        size = feed[self.input_names[0]].shape[0] if self.batched else 0
+        step = self.ort_max_batch
+        if not self.batched or step <= 0 or size <= step:
+            return self.session.run(self.output_names, feed)
+        parts = [
+            self.session.run(self.output_names, {n: a[i : i + step] for n, a in feed.items()})
+            for i in range(0, size, step)
+        ]
+        return [
+            np.concatenate([p[k] for p in parts], axis=0) for k in range(len(self.output_names))
+        ]
+
     def _run(self, feeds: list[dict]) -> list[dict]:
         if len(feeds) == 1:
-            result = self.session.run(self.output_names, feeds[0])
+            result = self._session_run(feeds[0])
             return [dict(zip(self.output_names, result, strict=True))]
         sizes = [feed[self.input_names[0]].shape[0] for feed in feeds]
         merged = {n: np.concatenate([feed[n] for feed in feeds], axis=0) for n in self.input_names}
-        result = self.session.run(self.output_names, merged)
+        result = self._session_run(merged)
         bounds = np.cumsum(sizes)[:-1]
         parts = [np.split(r, bounds, axis=0) for r in result]
         return [

@@ -1,0 +1,436 @@
+"""Throughput and latency through Triton, dynamic batching on vs off, in one run.
+
+    .venv/bin/python -m benchmarks.bench_triton            # cpu repository, writes results
+    .venv/bin/python -m benchmarks.bench_triton --torch-cuda   # PyTorch models on CUDA
+
+The Triton mode builds two renderings of the ``cpu`` repository from the same specs and
+ONNX files: the normal one, and one without ``dynamic_batching`` blocks (``max_batch_size``
+kept, each request executed alone). It starts both servers at once and measures
+``visual``, ``audio`` and ``deepfake_ensemble`` at each concurrency, alternating the two
+renderings cell by cell so that background load hits both alike. Each request is one
+unit of work as the dispatcher sends it: one face crop (``visual``), one audio window
+(``audio``), one short video (``deepfake_ensemble``: 4 face crops, 1 audio window, 1
+lip-sync clip). Inputs are real media from ``DFD_MEDIA_DIR`` when present.
+
+A cell runs ``concurrency`` closed-loop clients: one warm-up round, then a measured
+window of ``--duration-s`` (stretched to three rounds for slow models, capped by
+``--max-cell-s``). Each cell is measured twice per rendering in the order A B B A and
+pooled, so load that drifts during the run (a shared machine) hits both alike. Results go to ``benchmarks/results/triton_cpu.{json,md}`` with the
+machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ("visual", "audio", "deepfake_ensemble")
+CONCURRENCY = (1, 8, 32)
+RENDERINGS = ("batching", "no_batching")
+
+
+@dataclass(frozen=True)
+class Cell:
+    rendering: str
+    model: str
+    concurrency: int
+    requests: int
+    window_s: float
+    throughput_rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    executions: int
+    inferences: int
+
+
+# --- inputs -------------------------------------------------------------------------
+
+
+def _payloads(media_dir: Path | None) -> dict[str, dict[str, np.ndarray]]:
+    """One request's inputs per model, real media when ``media_dir`` has it."""
+    from export.specs import (
+        AUDIO_SAMPLES,
+        FACE_SIZE,
+        LIPSYNC_FRAMES,
+        LIPSYNC_SIZE,
+        MFCC_COEFFS,
+        MFCC_PER_FRAME,
+    )
+
+    rng = np.random.default_rng(0)
+    faces = rng.random((4, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32)
+    audio = (rng.random((1, AUDIO_SAMPLES), dtype=np.float32) - 0.5) * 0.2
+    video = rng.random((1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE), dtype=np.float32) * 255
+    mfcc = rng.standard_normal((1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS), dtype=np.float32)
+    if media_dir is not None and media_dir.is_dir():
+        sys.path.insert(0, str(ROOT))
+        from tests.export import model_inputs
+
+        faces = model_inputs.faces(media_dir, 4)
+        audio = model_inputs.waveforms(media_dir, 1)
+        video, mfcc = model_inputs.lipsync_clip(media_dir)
+    return {
+        "visual": {"face": faces[:1]},
+        "audio": {"waveform": audio},
+        "deepfake_ensemble": {
+            "faces": faces,
+            "audio": audio,
+            "lipsync_video": video,
+            "lipsync_mfcc": mfcc,
+            "mask": np.ones(3, np.float32),
+            "weights": np.array([0.3, 0.5, 0.2], np.float32),
+        },
+    }
+
+
+# --- one cell -----------------------------------------------------------------------
+
+
+def _stats(url: str, model: str) -> tuple[int, int]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        entry = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    finally:
+        client.close()
+    return int(entry.get("execution_count", 0)), int(entry.get("inference_count", 0))
+
+
+async def _cell(
+    url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int, args
+) -> tuple[int, float, list[float]]:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    client = InferenceServerClient(url)
+
+    async def one() -> float:
+        started = time.perf_counter()
+        await client.infer(model, inputs, client_timeout=600)
+        return time.perf_counter() - started
+
+    try:
+        warm = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        round_s = time.perf_counter() - warm
+        window = min(max(args.duration_s, 3 * round_s), args.max_cell_s)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        end = start + window
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                latency = await one()
+                if time.perf_counter() <= end:
+                    latencies.append(latency)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(latencies), window, latencies
+    finally:
+        await client.close()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def measure(url: str, rendering: str, model: str, arrays, concurrency: int, args) -> Cell:
+    """One measured window of one cell."""
+    counted = "visual" if model == "deepfake_ensemble" else model
+    executions0, inferences0 = _stats(url, counted)
+    count, window, latencies = asyncio.run(_cell(url, model, arrays, concurrency, args))
+    executions1, inferences1 = _stats(url, counted)
+    return Cell(
+        rendering=rendering,
+        model=model,
+        concurrency=concurrency,
+        requests=count,
+        window_s=round(window, 2),
+        throughput_rps=round(count / window, 2),
+        p50_ms=round(_percentile(latencies, 50), 1),
+        p95_ms=round(_percentile(latencies, 95), 1),
+        p99_ms=round(_percentile(latencies, 99), 1),
+        executions=executions1 - executions0,
+        inferences=inferences1 - inferences0,
+    )
+
+
+def pooled(cells: list[Cell]) -> Cell:
+    """One cell from several windows of the same (rendering, model, concurrency)."""
+    first = cells[0]
+    requests = sum(c.requests for c in cells)
+    window = sum(c.window_s for c in cells)
+
+    def weighted(field: str) -> float:
+        return round(sum(getattr(c, field) * c.requests for c in cells) / max(requests, 1), 1)
+
+    return Cell(
+        rendering=first.rendering,
+        model=first.model,
+        concurrency=first.concurrency,
+        requests=requests,
+        window_s=round(window, 2),
+        throughput_rps=round(requests / window, 2),
+        # Each window's percentile, weighted by its requests; p99 the worse of the windows.
+        p50_ms=weighted("p50_ms"),
+        p95_ms=weighted("p95_ms"),
+        p99_ms=round(max(c.p99_ms for c in cells), 1),
+        executions=sum(c.executions for c in cells),
+        inferences=sum(c.inferences for c in cells),
+    )
+
+
+# --- machine and report -------------------------------------------------------------
+
+
+def machine() -> dict[str, object]:
+    import onnxruntime
+    import psutil
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "triton": "2.51 (nvidia-pytriton " + version("nvidia-pytriton") + ", python backend)",
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "tritonclient": version("tritonclient"),
+    }
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Triton on CPU: dynamic batching on vs off",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; {m['os']}; "
+        f"Python {m['python']}, Triton {m['triton']}, onnxruntime {m['onnxruntime']}. "
+        f"Load average at start {m['load_average_at_start']} (shared machine). "
+        f"Generated by `python -m benchmarks.bench_triton` at {result['when']}.",
+        "",
+        "One request = one face crop (visual), one 4 s audio window (audio), one short video "
+        "(ensemble: 4 face crops, 1 audio window, 1 lip-sync clip). `exec` = executions of the "
+        "model (for the ensemble: of `visual`) during the cell; fewer than requests means batching.",
+        "",
+        "| model | concurrency | batching rps | p50 / p95 / p99 ms | exec | no batching rps | p50 / p95 / p99 ms | exec | speed-up |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|",
+    ]
+    cells = {(c["rendering"], c["model"], c["concurrency"]): c for c in result["cells"]}
+    for model in result["models"]:
+        for conc in result["concurrency"]:
+            on, off = cells.get(("batching", model, conc)), cells.get(("no_batching", model, conc))
+            if not on or not off:
+                continue
+            speed = (
+                on["throughput_rps"] / off["throughput_rps"]
+                if off["throughput_rps"]
+                else float("nan")
+            )
+            lines.append(
+                f"| {model} | {conc} | {on['throughput_rps']:.2f} | {on['p50_ms']:.0f} / {on['p95_ms']:.0f} / "
+                f"{on['p99_ms']:.0f} | {on['executions']} | {off['throughput_rps']:.2f} | {off['p50_ms']:.0f} / "
+                f"{off['p95_ms']:.0f} / {off['p99_ms']:.0f} | {off['executions']} | {speed:.2f}x |"
+            )
+    lines += ["", f"Settings: {json.dumps(result['options'])}", ""]
+    return "\n".join(lines)
+
+
+# --- modes --------------------------------------------------------------------------
+
+
+def run_triton(args) -> int:
+    from dfd.settings import Settings
+    from export.local_triton import LocalTriton
+    from export.triton_repo import RepositoryOptions, build_repository
+
+    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
+    chunk = RepositoryOptions().ort_max_batch if args.ort_max_batch is None else args.ort_max_batch
+    options = RepositoryOptions(intra_op_threads=args.threads, ort_max_batch=chunk)
+    repos = {
+        "batching": build_repository(settings, "cpu", options=options),
+        "no_batching": build_repository(
+            settings,
+            "cpu",
+            options=RepositoryOptions(
+                dynamic_batching=False, intra_op_threads=args.threads, ort_max_batch=chunk
+            ),
+            destination=settings.data_dir / "model_repository" / "cpu-no-batching",
+        ),
+    }
+    media = Path(os.environ.get("DFD_MEDIA_DIR", ROOT.parent / "shared" / "media"))
+    payloads = _payloads(media)
+    result: dict = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "models": list(args.models),
+        "concurrency": list(args.concurrency),
+        "options": {
+            "duration_s": args.duration_s,
+            "max_cell_s": args.max_cell_s,
+            "intra_op_threads": args.threads or min(4, os.cpu_count() or 1),
+            "instances_per_model": 1,
+            "ort_max_batch": chunk,
+        },
+        "cells": [],
+    }
+    started = time.monotonic()
+    with (
+        LocalTriton(settings, repos["batching"]) as on,
+        LocalTriton(settings, repos["no_batching"]) as off,
+    ):
+        servers = {"batching": on, "no_batching": off}
+        result["startup_s"] = {name: round(s.startup_s or 0.0, 2) for name, s in servers.items()}
+        for model in args.models:
+            for conc in args.concurrency:
+                # A B B A: background load that drifts during a pair hits both alike.
+                windows: dict[str, list[Cell]] = {r: [] for r in RENDERINGS}
+                for rendering in (*RENDERINGS, *reversed(RENDERINGS)):
+                    url = servers[rendering].grpc_url
+                    windows[rendering].append(
+                        measure(url, rendering, model, payloads[model], conc, args)
+                    )
+                for rendering in RENDERINGS:
+                    cell = pooled(windows[rendering])
+                    result["cells"].append(asdict(cell))
+                    print(
+                        f"{rendering:12s} {model:18s} c={conc:<3d} {cell.throughput_rps:8.2f} rps  "
+                        f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
+                        f"exec {cell.executions}/{cell.inferences}",
+                        flush=True,
+                    )
+    result["total_s"] = round(time.monotonic() - started, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "triton_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "triton_cpu.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {out / 'triton_cpu.json'} and {out / 'triton_cpu.md'}")
+    return 0
+
+
+def run_torch_cuda(args) -> int:
+    """Times the PyTorch modules on CUDA (for a GPU machine without TensorRT/onnxruntime-gpu)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print(
+            "--torch-cuda: no CUDA device here (torch.cuda.is_available() is False); nothing to time."
+        )
+        return 0
+    from dfd.settings import Settings
+    from export.onnx_export import build_module
+    from export.triton_repo import role_specs
+
+    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
+    device = torch.device("cuda")
+    cells = []
+    for role in ("visual", "audio", "lipsync"):
+        s = role_specs(settings)[role]
+        module = build_module(s.checkpoint, settings).eval().to(device)
+        for dtype in (torch.float32, torch.float16):
+            m = module.to(dtype)
+            for batch in (1, 8, 32):
+                feeds = [torch.rand((batch, *t.dims), device=device, dtype=dtype) for t in s.inputs]
+                with torch.inference_mode():
+                    for _ in range(3):
+                        m(*feeds)
+                    torch.cuda.synchronize()
+                    n, t0 = 0, time.perf_counter()
+                    while time.perf_counter() - t0 < args.duration_s / 4:
+                        m(*feeds)
+                        n += 1
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - t0
+                cells.append(
+                    {
+                        "model": role,
+                        "checkpoint": s.checkpoint,
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "batch": batch,
+                        "ms_per_batch": round(elapsed / n * 1000, 3),
+                        "items_per_s": round(n * batch / elapsed, 1),
+                    }
+                )
+                print(cells[-1], flush=True)
+    result = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cells": cells,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "torch_cuda.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out / 'torch_cuda.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--torch-cuda", action="store_true", help="Time the PyTorch models on CUDA instead."
+    )
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=3.0,
+        help="Measured window (at least); two per rendering and cell.",
+    )
+    parser.add_argument("--max-cell-s", type=float, default=15.0, help="Longest measured window.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="onnxruntime threads per instance."
+    )
+    parser.add_argument(
+        "--ort-max-batch",
+        type=int,
+        default=None,
+        help="Largest onnxruntime call (0: whole batch; default: the rendering's).",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="dfd data folder (default: DFD_DATA_DIR or .dfd)."
+    )
+    parser.add_argument("--out", default=str(RESULTS), help="Folder for the result files.")
+    args = parser.parse_args(argv)
+    # A plain SIGTERM would skip the servers' cleanup; make it unwind like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return run_torch_cuda(args) if args.torch_cuda else run_triton(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
