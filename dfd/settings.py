@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     decode_max_side_px: int = Field(
         1280, ge=256, description="Decoded frames are scaled down so their longer side is at most this (memory, speed)."
     )
+    decode_max_bytes: int = Field(
+        1_500_000_000,
+        gt=0,
+        description="Memory the decoded frames and clips of one video may take; long videos are "
+        "decoded smaller to fit (never below a 256-pixel longer side).",
+    )
     lipsync_max_clips: int = Field(
         8, ge=0, description="Most one-second 25 fps lip-sync clips taken per video, spread over it."
     )

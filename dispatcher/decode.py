@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _MAX_BAD_PACKETS = 8
 # Area averaging when frames are scaled down: sharper than bilinear and cheaper here.
 _SCALER = "AREA"
+_MIN_SIDE = 256  # a memory cap never shrinks frames below this longer side
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,28 @@ class DecodedMedia:
         return 0.0 if self.audio is None else len(self.audio) / AUDIO_RATE
 
 
-def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """Decoded size: the source size scaled down (never up) to fit ``max_side``; even sides."""
+def output_size(
+    width: int, height: int, max_side: int, max_pixels: float | None = None
+) -> tuple[int, int]:
+    """Decoded size: the source scaled down (never up) to fit ``max_side`` and, when given,
+    ``max_pixels`` per frame (but not below a 256-pixel longer side); even sides."""
     scale = min(1.0, max_side / max(width, height))
+    if max_pixels is not None and width * height * scale * scale > max_pixels:
+        scale = max(
+            math.sqrt(max_pixels / (width * height)), min(scale, _MIN_SIDE / max(width, height))
+        )
     w = max(2, int(round(width * scale / 2)) * 2)
     h = max(2, int(round(height * scale / 2)) * 2)
     return w, h
+
+
+def pixel_budget(settings: Settings, duration_s: float | None, clips: int) -> float | None:
+    """Most pixels per frame so that the samples (RGB) and clips (grey) fit ``decode_max_bytes``."""
+    if not duration_s:
+        return None
+    samples = math.ceil(duration_s * settings.sample_fps)
+    bytes_per_pixel = 3 * samples + LIPSYNC_FRAMES * clips
+    return settings.decode_max_bytes / max(1, bytes_per_pixel)
 
 
 def choose_decoder(settings: Settings) -> str:
@@ -254,19 +271,24 @@ def decode_pyav(
         cc = vstream.codec_context
         if not cc.width or not cc.height:
             raise CorruptMediaError(f"decode: {path.name}: video stream states no frame size")
-        out_w, out_h = output_size(cc.width, cc.height, settings.decode_max_side_px)
         fps = _rate(vstream)
         # Past its last frame a video lasts half a frame more, as far as "nearest" goes.
         tail = frame_duration_s(fps) / 2
         v_start = _stream_start(vstream)
         duration = duration_s or _stream_duration(container, vstream)
-
-        samples = NearestSampler(sample_times(settings.sample_fps, duration), tail)
         starts = (
             clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips)
             if astream
             else []
         )
+        out_w, out_h = output_size(
+            cc.width,
+            cc.height,
+            settings.decode_max_side_px,
+            pixel_budget(settings, duration, len(starts)),
+        )
+
+        samples = NearestSampler(sample_times(settings.sample_fps, duration), tail)
         clips = _ClipCollector(starts, tail, (out_w, out_h))
         # Three frames either side of a target are always decoded, so "nearest" is exact.
         margin = 6 * tail
@@ -499,7 +521,10 @@ def decode_dali(
     times = times[:n]
     tail = frame_duration_s(fps) / 2
     duration = duration_s or (times[-1] + 2 * tail)
-    out_w, out_h = output_size(src_w, src_h, settings.decode_max_side_px)
+    n_clips = len(clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips))
+    out_w, out_h = output_size(
+        src_w, src_h, settings.decode_max_side_px, pixel_budget(settings, duration, n_clips)
+    )
 
     def resized(i: int) -> np.ndarray:
         from PIL import Image

@@ -208,3 +208,22 @@ def test_dali_path_without_dali_says_what_is_missing(tmp_path):
         decode_mod.decode_dali(path, Settings(decoder="dali"))
     with pytest.raises(ConfigurationError, match="DALI"):
         decode(path, Settings(decoder="dali"))
+
+
+@pytest.mark.integration
+def test_memory_cap_decodes_long_videos_smaller(media_corpus):
+    # 3 RGB samples + 3 grey clips of 25 frames = 84 bytes per pixel of frame size
+    budget = 84 * 300 * 240
+    media = decode(media_corpus["mp4_h264"], Settings(decoder="pyav", decode_max_bytes=budget))
+    assert (media.width, media.height) == (300, 240)
+    assert media.frames[0].image.shape == (240, 300, 3)
+    assert media.segments[0].grey.shape == (25, 240, 300)
+    total = sum(f.image.nbytes for f in media.frames) + sum(s.grey.nbytes for s in media.segments)
+    assert total <= budget
+
+
+@pytest.mark.unit
+def test_output_size_memory_cap_has_a_floor():
+    assert output_size(1920, 1080, 1280, max_pixels=1280 * 720) == (1280, 720)
+    assert output_size(1920, 1080, 1280, max_pixels=640 * 360) == (640, 360)
+    assert output_size(1920, 1080, 1280, max_pixels=10) == (256, 144)
