@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """What ``GET /api/job/{id}`` reports: ``waiting -> active -> completed | failed``.
 
     A job waiting for a retry is ``waiting`` with its attempt count.
@@ -17,7 +17,7 @@ class JobState(str, Enum):
     FAILED = "failed"
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """The worker stage an active job is in, in pipeline order."""
 
     FETCH = "fetch"
@@ -29,7 +29,7 @@ class Stage(str, Enum):
     STORE = "store"
 
 
-class Label(str, Enum):
+class Label(StrEnum):
     """The verdict. ``inconclusive`` is a band around the threshold, or too little signal."""
 
     MANIPULATED = "manipulated"
@@ -37,7 +37,7 @@ class Label(str, Enum):
     INCONCLUSIVE = "inconclusive"
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     """The three detectors fused by ``deepfake_ensemble``, in the fusion model's order."""
 
     VISUAL = "visual"
