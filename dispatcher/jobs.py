@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,17 +97,31 @@ def worker_context() -> WorkerContext:
 
 
 class Progress:
-    """Writes a job's stage and progress to ``job.meta``; the pipeline calls it."""
+    """Writes a job's stage and progress to ``job.meta``; the pipeline calls it.
 
-    def __init__(self, job: Job | None) -> None:
+    A new stage is written at once; progress within a stage at most every
+    ``min_interval_s``, so a pipeline reporting per frame costs Redis a few writes a second.
+    """
+
+    def __init__(self, job: Job | None, min_interval_s: float = 0.25) -> None:
         self._job = job
+        self._min_interval_s = min_interval_s
+        self._last_write = 0.0
 
     def __call__(self, stage: Stage | str, fraction: float) -> None:
         if self._job is None:
             return
-        self._job.meta["stage"] = Stage(stage).value
+        stage_value = Stage(stage).value
+        now = time.monotonic()
+        if (
+            stage_value == self._job.meta.get("stage")
+            and now - self._last_write < self._min_interval_s
+        ):
+            return
+        self._job.meta["stage"] = stage_value
         self._job.meta["progress"] = round(min(max(float(fraction), 0.0), 1.0), 4)
         self._job.save_meta()
+        self._last_write = now
 
 
 def attempt_of(job: Job) -> int:
