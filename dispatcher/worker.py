@@ -14,6 +14,11 @@ recovers jobs whose worker died:
 The same maintenance pass, under a Redis lock so only one worker of many does it,
 purges expired evidence from the local store and deletes uploads no job will read
 (half-written by a gateway that died, or left by a job that no longer exists).
+
+Jobs are JSON-serialised. A plain ``rq worker`` can run them too, given
+``--serializer rq.serializers.JSONSerializer --exception-handler
+dispatcher.jobs.handle_job_exception --with-scheduler``, but without the heartbeat
+grace, the upload sweep and the evidence purge.
 """
 
 from __future__ import annotations
