@@ -54,6 +54,7 @@ class Cell:
     p99_ms: float
     executions: int
     inferences: int
+    server_cpu_ms_per_request: float
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -111,8 +112,13 @@ def _stats(url: str, model: str) -> tuple[int, int]:
 
 
 async def _cell(
-    url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int, args
-) -> tuple[int, float, list[float]]:
+    url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int, args, cpu_s
+) -> tuple[int, float, list[float], float]:
+    """Closed loop of ``concurrency`` clients: warm-up round, then the measured window.
+
+    Returns requests completed in the window, the window, their latencies, and the
+    server's CPU seconds per request over the window's whole run (tail included).
+    """
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc.aio import InferenceServerClient
 
@@ -134,19 +140,43 @@ async def _cell(
         round_s = time.perf_counter() - warm
         window = min(max(args.duration_s, 3 * round_s), args.max_cell_s)
         latencies: list[float] = []
+        done = 0
+        cpu0 = cpu_s()
         start = time.perf_counter()
         end = start + window
 
         async def worker() -> None:
+            nonlocal done
             while time.perf_counter() < end:
                 latency = await one()
+                done += 1
                 if time.perf_counter() <= end:
                     latencies.append(latency)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return len(latencies), window, latencies
+        cpu_per_request = (cpu_s() - cpu0) / max(done, 1)
+        return len(latencies), window, latencies, cpu_per_request
     finally:
         await client.close()
+
+
+def server_cpu(pid: int):
+    """A function returning the CPU seconds used so far by a server and its python stubs."""
+    import psutil
+
+    root = psutil.Process(pid)
+
+    def total() -> float:
+        used = 0.0
+        for p in (root, *root.children(recursive=True)):
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            used += t.user + t.system
+        return used
+
+    return total
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -155,11 +185,14 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def measure(url: str, rendering: str, model: str, arrays, concurrency: int, args) -> Cell:
-    """One measured window of one cell."""
+def measure(server, rendering: str, model: str, arrays, concurrency: int, args) -> Cell:
+    """One measured window of one cell against ``server`` (a started LocalTriton)."""
+    url = server.grpc_url
     counted = "visual" if model == "deepfake_ensemble" else model
     executions0, inferences0 = _stats(url, counted)
-    count, window, latencies = asyncio.run(_cell(url, model, arrays, concurrency, args))
+    count, window, latencies, cpu = asyncio.run(
+        _cell(url, model, arrays, concurrency, args, server_cpu(server.pid))
+    )
     executions1, inferences1 = _stats(url, counted)
     return Cell(
         rendering=rendering,
@@ -173,6 +206,7 @@ def measure(url: str, rendering: str, model: str, arrays, concurrency: int, args
         p99_ms=round(_percentile(latencies, 99), 1),
         executions=executions1 - executions0,
         inferences=inferences1 - inferences0,
+        server_cpu_ms_per_request=round(cpu * 1000, 2),
     )
 
 
@@ -198,6 +232,7 @@ def pooled(cells: list[Cell]) -> Cell:
         p99_ms=round(max(c.p99_ms for c in cells), 1),
         executions=sum(c.executions for c in cells),
         inferences=sum(c.inferences for c in cells),
+        server_cpu_ms_per_request=weighted("server_cpu_ms_per_request"),
     )
 
 
@@ -244,10 +279,13 @@ def markdown(result: dict) -> str:
         "",
         "One request = one face crop (visual), one 4 s audio window (audio), one short video "
         "(ensemble: 4 face crops, 1 audio window, 1 lip-sync clip). `exec` = executions of the "
-        "model (for the ensemble: of `visual`) during the cell; fewer than requests means batching.",
+        "model (for the ensemble: of `visual`) during the cell; fewer than requests means batching. "
+        "`cpu` = CPU time of the server and its python stubs per request (ms): less sensitive to "
+        "other load on a shared machine than throughput.",
         "",
-        "| model | concurrency | batching rps | p50 / p95 / p99 ms | exec | no batching rps | p50 / p95 / p99 ms | exec | speed-up |",
-        "|---|---:|---:|---|---:|---:|---|---:|---:|",
+        "| model | concurrency | batching rps | p50 / p95 / p99 ms | exec | cpu | no batching rps "
+        "| p50 / p95 / p99 ms | exec | cpu | speed-up |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     cells = {(c["rendering"], c["model"], c["concurrency"]): c for c in result["cells"]}
     for model in result["models"]:
@@ -262,8 +300,9 @@ def markdown(result: dict) -> str:
             )
             lines.append(
                 f"| {model} | {conc} | {on['throughput_rps']:.2f} | {on['p50_ms']:.0f} / {on['p95_ms']:.0f} / "
-                f"{on['p99_ms']:.0f} | {on['executions']} | {off['throughput_rps']:.2f} | {off['p50_ms']:.0f} / "
-                f"{off['p95_ms']:.0f} / {off['p99_ms']:.0f} | {off['executions']} | {speed:.2f}x |"
+                f"{on['p99_ms']:.0f} | {on['executions']} | {on['server_cpu_ms_per_request']:.1f} | "
+                f"{off['throughput_rps']:.2f} | {off['p50_ms']:.0f} / {off['p95_ms']:.0f} / {off['p99_ms']:.0f} | "
+                f"{off['executions']} | {off['server_cpu_ms_per_request']:.1f} | {speed:.2f}x |"
             )
     lines += ["", f"Settings: {json.dumps(result['options'])}", ""]
     return "\n".join(lines)
@@ -319,9 +358,8 @@ def run_triton(args) -> int:
                 # A B B A: background load that drifts during a pair hits both alike.
                 windows: dict[str, list[Cell]] = {r: [] for r in RENDERINGS}
                 for rendering in (*RENDERINGS, *reversed(RENDERINGS)):
-                    url = servers[rendering].grpc_url
                     windows[rendering].append(
-                        measure(url, rendering, model, payloads[model], conc, args)
+                        measure(servers[rendering], rendering, model, payloads[model], conc, args)
                     )
                 for rendering in RENDERINGS:
                     cell = pooled(windows[rendering])
@@ -329,7 +367,8 @@ def run_triton(args) -> int:
                     print(
                         f"{rendering:12s} {model:18s} c={conc:<3d} {cell.throughput_rps:8.2f} rps  "
                         f"p50 {cell.p50_ms:8.1f}  p95 {cell.p95_ms:8.1f}  p99 {cell.p99_ms:8.1f} ms  "
-                        f"exec {cell.executions}/{cell.inferences}",
+                        f"exec {cell.executions}/{cell.inferences}  "
+                        f"server cpu {cell.server_cpu_ms_per_request:.1f} ms/req",
                         flush=True,
                     )
     result["total_s"] = round(time.monotonic() - started, 1)

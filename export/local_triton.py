@@ -145,6 +145,13 @@ class LocalTriton:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
+    def pid(self) -> int:
+        """Process id of the running server (its python stubs are its children)."""
+        if self._process is None:
+            raise UpstreamUnavailableError("local Triton: not started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -1,0 +1,74 @@
+"""``dfd models ...`` and ``dfd triton`` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from dfd.cli import build_parser, main
+
+
+@pytest.mark.unit
+def test_model_commands_are_registered():
+    parser = build_parser()
+    for argv in (
+        ["models", "pull"],
+        ["models", "export"],
+        ["models", "build", "--target", "gpu"],
+        ["triton"],
+    ):
+        args = parser.parse_args(argv)
+        assert callable(args.handler), argv
+    with pytest.raises(SystemExit):
+        parser.parse_args(["models", "build", "--target", "tpu"])
+
+
+@pytest.mark.integration
+def test_models_build_reuses_a_current_repository_and_says_where(triton, monkeypatch, capsys):
+    settings = triton.settings
+    monkeypatch.setenv("DFD_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("DFD_WEIGHTS_DIR", str(settings.weights_dir))
+    stamp = (triton.repository / ".build-stamp.json").stat().st_mtime_ns
+    assert main(["models", "build", "--target", "cpu"]) == 0
+    assert f"cpu model repository: {triton.repository.resolve()}" in capsys.readouterr().out
+    assert (triton.repository / ".build-stamp.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.integration
+def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(triton.repository / "fusion", repo / "fusion")
+    env = dict(os.environ, DFD_DATA_DIR=str(triton.settings.data_dir), DFD_LOG_JSON="false")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dfd.cli", "triton", "--repository", str(repo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops it." in line:
+                break
+        http = next(line.split()[-1] for line in lines if line.strip().startswith("http "))
+        with urllib.request.urlopen(f"{http}/v2/health/ready", timeout=5) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
