@@ -195,3 +195,19 @@ def test_deadline_is_not_retried_and_maps_to_unavailable(triton, media_dir, monk
         client.close()
     assert sleeps == []
     assert triton.client.is_ready("audio")
+
+
+@pytest.mark.integration
+def test_concurrent_detector_requests_of_different_sizes_are_answered_each_right(triton, media_dir):
+    # The host concatenates only requests whose non-batch shapes agree; the others run apart.
+    s = role_specs(triton.settings)["face_detector"]
+    onnx = triton.settings.onnx_dir / f"{s.checkpoint}.onnx"
+    images = [model_inputs.detector_image(media_dir, size) for size in (640, 320, 640, 480, 320)]
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        results = list(
+            pool.map(lambda image: triton.client.infer("face_detector", {"image": image}), images)
+        )
+    for image, got in zip(images, results, strict=True):
+        want = model_inputs.ort_run(onnx, {"image": image})
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-3, err_msg=name)
