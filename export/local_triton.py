@@ -37,6 +37,7 @@ from dfd.settings import Settings
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 4000
+PORT_ATTEMPTS = 3
 
 
 def pytriton_dir() -> Path:
@@ -214,6 +215,17 @@ class LocalTriton:
             raise ConfigurationError(
                 f"local Triton: {self.repository} is not a model repository; run `dfd models build`"
             )
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                self._launch()
+                break
+            except UpstreamUnavailableError as exc:
+                # A free port can be taken by someone else before the server binds it.
+                if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+        return self
+
+    def _launch(self) -> None:
         self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
         log_dir = Path(tempfile.mkdtemp(prefix="dfd-triton-"))
         self._log_path = log_dir / "tritonserver.log"
@@ -234,7 +246,6 @@ class LocalTriton:
             self.stop()
             raise
         self.startup_s = time.monotonic() - started
-        return self
 
     def _wait_ready(self, started: float) -> None:
         url = f"{self.http_url}/v2/health/ready"
