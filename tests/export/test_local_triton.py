@@ -79,3 +79,26 @@ def test_config_that_disagrees_with_the_onnx_fails_naming_model_and_tensor(trito
 def test_folder_that_is_no_repository_is_refused(triton, tmp_path):
     with pytest.raises(ConfigurationError, match="dfd models build"):
         LocalTriton(triton.settings, tmp_path).start()
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried(triton, tmp_path, monkeypatch):
+    import export.local_triton as local_triton
+
+    repo = _small_repository(triton.repository, tmp_path / "repo")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        handed: list[int] = []
+        real = local_triton.free_port
+
+        def free_port(host: str = "127.0.0.1") -> int:
+            port = busy if len(handed) == 1 else real(host)  # the first gRPC port is taken
+            handed.append(port)
+            return port
+
+        monkeypatch.setattr(local_triton, "free_port", free_port)
+        with LocalTriton(triton.settings, repo, ready_timeout_s=60) as server:
+            assert server.grpc_port != busy
+            assert len(handed) == 6  # two launches of three ports each
+            assert _get(f"{server.http_url}/v2/health/ready")[0] == 200
