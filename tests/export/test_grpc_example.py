@@ -1,4 +1,4 @@
-"""The gRPC examples in docs/grpc.md run as written against the real server."""
+"""The README's gRPC examples run as written against the real server."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "grpc.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "### Calling Triton from an internal service (gRPC)"
 
 pytestmark = pytest.mark.integration
 
 
 def _snippets() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    text = DOC.read_text()
+    section = text[text.index(SECTION) :]
+    section = section[: section.index("\n## ")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
 def test_the_doc_has_both_examples():
@@ -28,7 +32,7 @@ def test_the_doc_has_both_examples():
 
 @pytest.mark.parametrize("index", [0, 1], ids=["tritonclient", "dfd-client"])
 def test_snippet_runs_against_triton(triton, index):
-    root = DOC.parents[1]
+    root = DOC.parent
     env = dict(os.environ, TRITON_URL=triton.grpc_url, PYTHONPATH=str(root))
     done = subprocess.run(
         [sys.executable, "-c", _snippets()[index]],
