@@ -10,9 +10,15 @@ from dfd.states import JobState, Label, Stage
 
 
 class ModalityResult(BaseModel):
-    score: float | None = Field(None, ge=0, le=1, description="P(manipulated) from this detector; null if unused.")
-    weight: float = Field(ge=0, description="Fusion weight after renormalisation over used modalities.")
-    used: bool = Field(description="False when the modality had no input (no face, no audio track).")
+    score: float | None = Field(
+        None, ge=0, le=1, description="P(manipulated) from this detector; null if unused."
+    )
+    weight: float = Field(
+        ge=0, description="Fusion weight after renormalisation over used modalities."
+    )
+    used: bool = Field(
+        description="False when the modality had no input (no face, no audio track)."
+    )
 
 
 class TimelinePoint(BaseModel):
@@ -25,19 +31,29 @@ class TimelinePoint(BaseModel):
 
 
 class Evidence(BaseModel):
-    thumbnails: list[str] = Field(default_factory=list, description="Signed URLs of the most suspicious frames.")
-    heatmaps: list[str] = Field(default_factory=list, description="Signed URLs of heatmap overlays on the faces.")
-    timeline: list[TimelinePoint] = Field(default_factory=list, description="One point per sampled second.")
+    thumbnails: list[str] = Field(
+        default_factory=list, description="Signed URLs of the most suspicious frames."
+    )
+    heatmaps: list[str] = Field(
+        default_factory=list, description="Signed URLs of heatmap overlays on the faces."
+    )
+    timeline: list[TimelinePoint] = Field(
+        default_factory=list, description="One point per sampled second."
+    )
     timeline_chart: str | None = Field(None, description="Signed URL of a chart of the timeline.")
     expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
 
 
 class Result(BaseModel):
-    confidence: float = Field(ge=0, le=1, description="Fused probability that the video is manipulated.")
+    confidence: float = Field(
+        ge=0, le=1, description="Fused probability that the video is manipulated."
+    )
     label: Label
     modalities: dict[str, ModalityResult]
     evidence: Evidence
-    models: dict[str, str] = Field(description="Role -> checkpoint@version that produced the scores.")
+    models: dict[str, str] = Field(
+        description="Role -> checkpoint@version that produced the scores."
+    )
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage wall time.")
     media: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="What was analysed: duration, resolution, fps, codecs."

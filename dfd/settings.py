@@ -38,9 +38,14 @@ class Settings(BaseSettings):
     weight_visual: float = Field(0.3, ge=0, description="Fusion weight of the visual score.")
     weight_audio: float = Field(0.5, ge=0, description="Fusion weight of the audio score.")
     weight_lipsync: float = Field(0.2, ge=0, description="Fusion weight of the lipsync score.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Fused confidence above which a video is manipulated.")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Fused confidence above which a video is manipulated."
+    )
     inconclusive_band: float = Field(
-        0.1, ge=0, lt=0.5, description="Half-width of the band around the threshold labelled inconclusive."
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Half-width of the band around the threshold labelled inconclusive.",
     )
 
     # --- Triton -----------------------------------------------------------------
@@ -69,7 +74,9 @@ class Settings(BaseSettings):
         60, ge=1, description="Missed-heartbeat time after which a running job counts as abandoned."
     )
     worker_maintenance_interval_s: int = Field(
-        60, gt=0, description="How often a worker recovers abandoned jobs and purges expired evidence."
+        60,
+        gt=0,
+        description="How often a worker recovers abandoned jobs and purges expired evidence.",
     )
 
     # --- gateway ----------------------------------------------------------------
@@ -78,23 +85,36 @@ class Settings(BaseSettings):
         default_factory=list, description="Accepted bearer keys; empty means no auth."
     )
     rate_limit_per_hour: int = Field(
-        3600, ge=0, description="Requests per client IP per hour, all /api endpoints (status polls count: 1/s on average); 0 = no limit."
+        3600,
+        ge=0,
+        description="Requests per client IP per hour, all /api endpoints (status polls count: 1/s on average); 0 = no limit.",
     )
-    rate_limit_uploads_per_hour: int = Field(30, ge=0, description="Uploads per client IP per hour.")
-    rate_limit_analyze_per_hour: int = Field(60, ge=0, description="URL analyses per client IP per hour.")
-    max_concurrent_uploads_per_ip: int = Field(2, ge=1, description="Uploads in flight per client IP.")
+    rate_limit_uploads_per_hour: int = Field(
+        30, ge=0, description="Uploads per client IP per hour."
+    )
+    rate_limit_analyze_per_hour: int = Field(
+        60, ge=0, description="URL analyses per client IP per hour."
+    )
+    max_concurrent_uploads_per_ip: int = Field(
+        2, ge=1, description="Uploads in flight per client IP."
+    )
     client_ip_header: str | None = Field(
-        None, description="Header holding the client address (e.g. X-Forwarded-For), trusted only from trusted_proxies."
+        None,
+        description="Header holding the client address (e.g. X-Forwarded-For), trusted only from trusted_proxies.",
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="Proxy addresses/CIDRs whose client_ip_header is believed."
+        default_factory=list,
+        description="Proxy addresses/CIDRs whose client_ip_header is believed.",
     )
-    request_timeout_s: float = Field(120.0, gt=0, description="Whole-request timeout at the gateway.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Whole-request timeout at the gateway."
+    )
     check_url_reachable: bool = Field(
         False, description="Before enqueueing a URL, check that it answers (HEAD); off by default."
     )
     public_base_url: str = Field(
-        "http://127.0.0.1:8000", description="Base URL clients use to reach the gateway (local evidence URLs)."
+        "http://127.0.0.1:8000",
+        description="Base URL clients use to reach the gateway (local evidence URLs).",
     )
 
     # --- fetching media ---------------------------------------------------------
@@ -108,24 +128,37 @@ class Settings(BaseSettings):
     )
     fetch_allowed_networks: list[str] = Field(
         default_factory=list,
-        description="CIDRs exempt from the SSRF address check (e.g. [\"127.0.0.1/32\"]). For tests "
+        description='CIDRs exempt from the SSRF address check (e.g. ["127.0.0.1/32"]). For tests '
         "and trusted internal deployments only: anything listed here can be fetched by any user.",
     )
     ytdlp_page_max_bytes: int = Field(
-        20_000_000, gt=0, description="Byte cap of one page or API response yt-dlp reads while extracting."
+        20_000_000,
+        gt=0,
+        description="Byte cap of one page or API response yt-dlp reads while extracting.",
     )
     fetch_ca_file: Path | None = Field(
-        None, description="PEM file of the CAs trusted when fetching over HTTPS, instead of the system's."
+        None,
+        description="PEM file of the CAs trusted when fetching over HTTPS, instead of the system's.",
     )
     url_allowlist: list[str] = Field(
-        default_factory=list, description="If set, only these hosts (and subdomains) may be fetched."
+        default_factory=list,
+        description="If set, only these hosts (and subdomains) may be fetched.",
     )
     url_blocklist: list[str] = Field(
         default_factory=list, description="Hosts (and subdomains) never fetched."
     )
     ytdlp_enabled: bool = Field(True, description="Use yt-dlp for pages that are not direct media.")
     ytdlp_extractors: list[str] = Field(
-        default_factory=lambda: ["youtube", "vimeo", "twitter", "tiktok", "instagram", "facebook", "reddit", "generic"],
+        default_factory=lambda: [
+            "youtube",
+            "vimeo",
+            "twitter",
+            "tiktok",
+            "instagram",
+            "facebook",
+            "reddit",
+            "generic",
+        ],
         description="yt-dlp extractors allowed (lowercase names).",
     )
 
@@ -140,17 +173,23 @@ class Settings(BaseSettings):
     probe_memory_bytes: int = Field(
         2_000_000_000, gt=0, description="Address-space limit of the probing child process."
     )
-    sample_fps: float = Field(1.0, gt=0, description="Frames sampled per second for the visual model.")
+    sample_fps: float = Field(
+        1.0, gt=0, description="Frames sampled per second for the visual model."
+    )
     max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
     face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
     decoder: Literal["auto", "pyav", "dali"] = Field(
         "auto", description="auto: DALI on a GPU when installed, else PyAV."
     )
     max_items_per_request: int = Field(
-        32, gt=0, description="Most face crops / audio windows / clips per ensemble request (long videos are chunked)."
+        32,
+        gt=0,
+        description="Most face crops / audio windows / clips per ensemble request (long videos are chunked).",
     )
     decode_max_side_px: int = Field(
-        1280, ge=256, description="Decoded frames are scaled down so their longer side is at most this (memory, speed)."
+        1280,
+        ge=256,
+        description="Decoded frames are scaled down so their longer side is at most this (memory, speed).",
     )
     decode_max_bytes: int = Field(
         1_500_000_000,
@@ -159,7 +198,9 @@ class Settings(BaseSettings):
         "decoded smaller to fit (never below a 256-pixel longer side).",
     )
     lipsync_max_clips: int = Field(
-        8, ge=0, description="Most one-second 25 fps lip-sync clips taken per video, spread over it."
+        8,
+        ge=0,
+        description="Most one-second 25 fps lip-sync clips taken per video, spread over it.",
     )
     audio_hop_s: float = Field(
         4.0,
@@ -169,7 +210,9 @@ class Settings(BaseSettings):
     )
 
     # --- evidence store ---------------------------------------------------------
-    store: Literal["local", "s3"] = Field("local", description="Evidence store: local folder or S3.")
+    store: Literal["local", "s3"] = Field(
+        "local", description="Evidence store: local folder or S3."
+    )
     evidence_top_k: int = Field(4, ge=1, description="Suspicious frames kept as evidence.")
     evidence_url_ttl_s: int = Field(3600, gt=0, description="Lifetime of a signed evidence URL.")
     evidence_ttl_s: int = Field(86400, gt=0, description="Lifetime of stored evidence objects.")

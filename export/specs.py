@@ -23,7 +23,13 @@ class TensorSpec:
 
     @property
     def numpy_dtype(self) -> str:
-        return {"FP32": "float32", "FP16": "float16", "INT64": "int64", "INT32": "int32", "UINT8": "uint8"}[self.dtype]
+        return {
+            "FP32": "float32",
+            "FP16": "float16",
+            "INT64": "int64",
+            "INT32": "int32",
+            "UINT8": "uint8",
+        }[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,10 @@ SPECS: dict[str, ModelSpec] = {
             TensorSpec("video", "FP32", (LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
             TensorSpec("mfcc", "FP32", (LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
         ),
-        outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("speaking", "FP32", (LIPSYNC_FRAMES,))),
+        outputs=(
+            TensorSpec("score", "FP32", (1,)),
+            TensorSpec("speaking", "FP32", (LIPSYNC_FRAMES,)),
+        ),
         max_batch_size=32,
         batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=5_000),
         weights=("light_asd/pretrain_AVA_CVPR.model",),
@@ -183,7 +192,10 @@ SPECS: dict[str, ModelSpec] = {
             TensorSpec("mask", "FP32", (3,)),
             TensorSpec("weights", "FP32", (3,)),
         ),
-        outputs=(TensorSpec("modality_scores", "FP32", (3,)), TensorSpec("confidence", "FP32", (1,))),
+        outputs=(
+            TensorSpec("modality_scores", "FP32", (3,)),
+            TensorSpec("confidence", "FP32", (1,)),
+        ),
         max_batch_size=0,
         batching=None,
         weights=(),
@@ -221,4 +233,6 @@ def spec(checkpoint: str) -> ModelSpec:
         return SPECS[checkpoint]
     except KeyError:
         known = ", ".join(sorted(SPECS))
-        raise KeyError(f"model registry: no checkpoint named {checkpoint!r}; known: {known}") from None
+        raise KeyError(
+            f"model registry: no checkpoint named {checkpoint!r}; known: {known}"
+        ) from None

@@ -34,6 +34,7 @@ def media_dir() -> Path:
         pytest.fail(f"media folder {path} not found: set DFD_MEDIA_DIR")
     return path
 
+
 # Server and media fixtures live one module each under tests/fixtures/.
 pytest_plugins = [
     "tests.fixtures.redis",
