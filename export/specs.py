@@ -90,7 +90,9 @@ LIPSYNC_FPS = 25
 LIPSYNC_SIZE = 112  # grey face crop side, values 0..255
 MFCC_PER_FRAME = 4  # MFCC at 100 Hz -> 4 per video frame
 MFCC_COEFFS = 13
-DETECTOR_SIZE = 640  # frames are letterboxed to this square for the face detector
+DETECTOR_SIZE = (
+    640  # long side of the detector canvas; the short side is padded to a multiple of 32
+)
 
 _VISUAL_OUT = (
     TensorSpec("score", "FP32", (1,)),
@@ -150,7 +152,7 @@ SPECS: dict[str, ModelSpec] = {
         batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=2_000),
         weights=("yunet/yunet_n_dynamic.onnx",),
         preprocessing="BGR frame, NCHW, float 0..255, height and width multiples of 32 "
-        "(the dispatcher letterboxes to 640x640)",
+        "(the dispatcher scales the long side to 640 and pads the short one to a multiple of 32)",
         output_meaning="per prior: boxes x1,y1,x2,y2 and five landmarks (x,y) in input pixels, "
         "score = sqrt(cls*obj); NMS is the caller's",
     ),
