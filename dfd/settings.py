@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("dfd-evidence", description="Bucket for evidence (created if absent).")
     s3_secure: bool = Field(False, description="Use HTTPS to reach S3.")
     s3_region: str | None = Field(None, description="S3 region, if the server needs one.")
+    s3_public_url: str | None = Field(
+        None,
+        description="Base URL (scheme://host[:port]) clients reach the object store at, when it "
+        "differs from s3_endpoint (e.g. minio:9000 inside compose); presigned URLs use it.",
+    )
 
     # --- observability ----------------------------------------------------------
     log_level: str = Field("INFO", description="Log level.")

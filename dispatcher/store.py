@@ -178,6 +178,8 @@ class S3Store:
         self._settings = settings
         self._bucket = settings.s3_bucket
         self._client = client if client is not None else _minio_client(settings)
+        # Presigning is local computation; a second client signs for the address clients use.
+        self._signer = _public_signer(settings) if settings.s3_public_url else self._client
         self.ensure_bucket()
 
     @property
@@ -228,7 +230,7 @@ class S3Store:
 
     def url(self, key: str) -> str:
         with self._translated(key):
-            return self._client.presigned_get_object(
+            return self._signer.presigned_get_object(
                 self._bucket, key, expires=timedelta(seconds=self._settings.evidence_url_ttl_s)
             )
 
@@ -286,6 +288,30 @@ class S3Store:
             raise StoreUnavailableError(f"store: {where}: {exc.code}: {exc.message}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailableError(f"store: {where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _public_signer(settings: Settings) -> Any:
+    """A client that only presigns, for ``s3_public_url``; it never connects.
+
+    The region is given explicitly: without one, minio asks the server for the bucket's
+    region, and the public address may not be reachable from the worker.
+    """
+    from urllib.parse import urlsplit
+
+    from minio import Minio
+
+    public = urlsplit(settings.s3_public_url or "")
+    if public.scheme not in ("http", "https") or not public.netloc or public.path not in ("", "/"):
+        raise ConfigurationError(
+            f"store: expected DFD_S3_PUBLIC_URL as scheme://host[:port], got {settings.s3_public_url!r}"
+        )
+    return Minio(
+        public.netloc,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=public.scheme == "https",
+        region=settings.s3_region or "us-east-1",
+    )
 
 
 def _minio_client(settings: Settings) -> Any:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from dfd import signing
-from dfd.errors import InternalError
+from dfd.errors import ConfigurationError, InternalError
 from dfd.settings import Settings
 from dispatcher.errors import StoreUnavailableError
 from dispatcher.store import (
@@ -202,6 +202,29 @@ def test_s3_put_get_and_presigned_url(s3_settings):
     # moto does not check signatures, but the URL does reach the object
     response = httpx.get(url, timeout=10)
     assert response.status_code == 200 and response.content == JPEG
+
+
+@pytest.mark.integration
+def test_s3_urls_are_presigned_for_the_public_address(s3_settings):
+    # The public name does not resolve: presigning must not try to reach it.
+    public = s3_settings.model_copy(update={"s3_public_url": "https://evidence.invalid:9443"})
+    store = S3Store(public)
+    key = store.put("job-pub", "thumb.jpg", JPEG, "image/jpeg")
+    url = store.url(key)
+    parts = urllib.parse.urlsplit(url)
+    assert (parts.scheme, parts.netloc) == ("https", "evidence.invalid:9443")
+    assert parts.path == f"/{s3_settings.s3_bucket}/{key}"
+    assert query(url)["X-Amz-Expires"] == str(s3_settings.evidence_url_ttl_s)
+    assert len(query(url)["X-Amz-Signature"]) == 64
+    # The object itself still went to the real endpoint.
+    assert store.get(key) == JPEG
+
+
+@pytest.mark.unit
+def test_s3_public_url_must_be_a_bare_origin(tmp_path):
+    bad = Settings(data_dir=tmp_path, store="s3", s3_public_url="evidence.example.org/path")
+    with pytest.raises(ConfigurationError, match="DFD_S3_PUBLIC_URL"):
+        S3Store(bad, client=object())
 
 
 @pytest.mark.integration
