@@ -21,25 +21,6 @@ from tests.dispatcher.media_server import MediaServer, trickle
 
 pytestmark = pytest.mark.unit
 
-CLIP = "bbaf2n.mpg"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with MediaServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server):
-    server.routes.clear()
-    server.seen.clear()
-
-
-@pytest.fixture(scope="module")
-def clip(media_dir):
-    return (media_dir / "grid" / CLIP).read_bytes()
-
 
 def make_settings(tmp_path, **overrides):
     values = {

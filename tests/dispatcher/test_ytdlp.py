@@ -10,28 +10,8 @@ from dfd.settings import Settings
 from dispatcher.errors import DownloadTooLargeError, ExtractorNotAllowedError, NotMediaError
 from dispatcher.fetch import fetch
 from dispatcher.ytdlp import is_platform_url
-from tests.dispatcher.media_server import MediaServer
 
 pytestmark = pytest.mark.unit
-
-CLIP = "bbaf2n.mpg"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with MediaServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def _fresh_server(server):
-    server.routes.clear()
-    server.seen.clear()
-
-
-@pytest.fixture(scope="module")
-def clip(media_dir):
-    return (media_dir / "grid" / CLIP).read_bytes()
 
 
 def make_settings(tmp_path, **overrides):
