@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.bench_stages import build_clip, machine
+from benchmarks.machine import load_average
 from dfd.demo import JobClient
 from dfd.settings import Settings
 from dfd.stack import Stack
@@ -191,7 +192,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python -m benchmarks.bench_e2e " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "loadavg": load_average(),
         "configs": configs,
         "summary": [summarise(c) for c in configs],
     }

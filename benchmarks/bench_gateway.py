@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.machine import describe, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 64
@@ -410,22 +411,10 @@ def cpu_share(seconds: float = 2.0) -> float:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    return describe(
+        memory_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        load_avg_at_start=load_average(),
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,27 +56,13 @@ def build_clip(media_dir: Path, out: Path, seconds: int = 30) -> Path:
 
 
 def machine() -> dict[str, object]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import av
     import numpy
     import onnxruntime
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pyav": av.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-    }
+    return describe(
+        pyav=av.__version__, onnxruntime=onnxruntime.__version__, numpy=numpy.__version__
+    )
 
 
 def run_once(clip: Path, env: dict[str, str], out_dir: Path, src: Path = ROOT) -> dict:
