@@ -72,16 +72,22 @@ def test_delete_upload_only_touches_the_uploads_folder(tmp_path, make_settings) 
     assert outside.exists()
 
 
-def _run(redis, settings, func: str, payload: dict, retries: int) -> Job:
+def _queue_and_worker(redis, settings) -> tuple[Queue, SimpleWorker]:
+    """The default queue and an in-process worker wired as ``dfd worker`` wires its own."""
     jobs.configure(settings)
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    job = queue.enqueue(func, payload, retry=Retry(max=retries), meta={"retries": retries})
     worker = SimpleWorker(
         [queue],
         connection=redis,
         serializer=JSONSerializer,
         exception_handlers=[jobs.handle_job_exception],
     )
+    return queue, worker
+
+
+def _run(redis, settings, func: str, payload: dict, retries: int) -> Job:
+    queue, worker = _queue_and_worker(redis, settings)
+    job = queue.enqueue(func, payload, retry=Retry(max=retries), meta={"retries": retries})
     worker.work(burst=True)
     job.refresh()
     return job
@@ -126,19 +132,12 @@ def test_transient_error_is_retried_until_it_passes(redis, upload) -> None:
 def test_upload_is_kept_while_a_retry_is_due(redis, upload) -> None:
     """A transient failure with retries left keeps the file; the last failure deletes it."""
     settings, path, payload = upload
-    jobs.configure(settings)
-    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    queue, worker = _queue_and_worker(redis, settings)
     job = queue.enqueue(
         "tests.dispatcher.jobfuncs.always_transient",
         payload,
         retry=Retry(max=1, interval=60),
         meta={"retries": 1},
-    )
-    worker = SimpleWorker(
-        [queue],
-        connection=redis,
-        serializer=JSONSerializer,
-        exception_handlers=[jobs.handle_job_exception],
     )
     worker.work(burst=True)
     job.refresh()
