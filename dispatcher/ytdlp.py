@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ PLATFORM_HOSTS: dict[str, tuple[str, ...]] = {
 
 # One file with video, fetched over plain HTTP(S): no HLS/DASH, nothing to merge.
 _HTTP = "[protocol^=http][protocol!*=dash][vcodec!=?none]"
+_NOT_PASSED_ON = ("accept-encoding", "host", "cookie")  # see _passed_on
 
 
 def is_platform_url(url: str, settings: Settings) -> bool:
@@ -163,12 +164,7 @@ def _chosen_media(info: dict[str, Any], url: str, settings: Settings) -> tuple[s
         raise DownloadTooLargeError(
             f"yt-dlp: the video on {url} is {int(size)} bytes; the limit is {settings.max_download_bytes} bytes"
         )
-    headers = {
-        k: v
-        for k, v in (info.get("http_headers") or {}).items()
-        if k.lower() not in ("cookie", "accept-encoding", "host")
-    }
-    return check_url(str(media_url), settings), headers
+    return check_url(str(media_url), settings), _passed_on(info.get("http_headers") or {})
 
 
 def _allowed_extractors(settings: Settings) -> list[str]:
@@ -177,6 +173,12 @@ def _allowed_extractors(settings: Settings) -> list[str]:
         # The generic extractor finds <video> and <source> tags through this embed-only one.
         names.append("html5")
     return names
+
+
+def _passed_on(headers: Mapping[str, str]) -> dict[str, str]:
+    """yt-dlp's headers less ``Host`` (the guarded client sets the vetted name),
+    ``Accept-Encoding`` (identity, so the cap counts the wire) and ``Cookie``."""
+    return {k: v for k, v in headers.items() if k.lower() not in _NOT_PASSED_ON}
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -233,11 +235,7 @@ class _GuardedRHBase(RequestHandler):
             extensions.pop(name, None)
 
     def _send(self, request: Any) -> Response:
-        headers = {
-            k: v
-            for k, v in self._get_headers(request).items()
-            if k.lower() not in ("accept-encoding", "host", "cookie")
-        }
+        headers = _passed_on(self._get_headers(request))
         data = request.data
         if data is not None and not isinstance(data, bytes):
             data = data.read() if hasattr(data, "read") else b"".join(data)
