@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -22,6 +23,13 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float) -> None:
+    """Poll ``condition`` every 50 ms until it holds or ``timeout_s`` passes (the caller asserts)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_stop_ends_every_child_with_sigterm() -> None:
@@ -65,17 +73,13 @@ def test_grandchildren_are_stopped_with_their_parent(tmp_path: Path) -> None:
     )
     group = ProcessGroup(stop_timeout_s=5)
     group.start("parent", [sys.executable, "-c", parent])
-    deadline = time.monotonic() + 10
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout_s=10)
     grandchild = int(pid_file.read_text())
     assert not gone(grandchild)
 
     group.stop()
 
-    deadline = time.monotonic() + 5
-    while not gone(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: gone(grandchild), timeout_s=5)
     assert gone(grandchild)
 
 
@@ -94,9 +98,7 @@ def test_orphaned_grandchild_is_reaped_when_its_parent_already_exited(tmp_path: 
 
     group.stop()
 
-    deadline = time.monotonic() + 5
-    while not gone(orphan) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: gone(orphan), timeout_s=5)
     assert gone(orphan)
 
 
