@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +268,9 @@ async def _polls(port: int, job_id: str, duration_s: float, warmup_s: float) -> 
     return _summary(latencies, errors, time.perf_counter() - start)
 
 
-def _tree_cpu_s(pid: int) -> float:
+def _tree_total(pid: int, measure: Callable[[Any], float]) -> float:
+    """``measure(process)`` summed over a process and its descendants; a process that
+    exits meanwhile counts nothing."""
     import psutil
 
     total = 0.0
@@ -275,11 +278,18 @@ def _tree_cpu_s(pid: int) -> float:
         parent = psutil.Process(pid)
         for proc in [parent, *parent.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):
-                times = proc.cpu_times()
-                total += times.user + times.system
+                total += measure(proc)
     except psutil.NoSuchProcess:
         pass
     return total
+
+
+def _tree_cpu_s(pid: int) -> float:
+    def cpu_s(proc: Any) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
+    return _tree_total(pid, cpu_s)
 
 
 def bench_polls(
@@ -313,17 +323,7 @@ def bench_polls(
 
 
 def _tree_rss(pid: int) -> int:
-    import psutil
-
-    total = 0
-    try:
-        parent = psutil.Process(pid)
-        for proc in [parent, *parent.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += proc.memory_info().rss
-    except psutil.NoSuchProcess:
-        pass
-    return total
+    return int(_tree_total(pid, lambda proc: proc.memory_info().rss))
 
 
 def bench_upload(port: int, gateway_pid: int, size: int = UPLOAD_BYTES) -> dict[str, Any]:
