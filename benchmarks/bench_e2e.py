@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.bench_stages import build_clip, machine
+from benchmarks.bench_stages import add_clip_arguments, build_clip, machine
 from benchmarks.machine import load_average
 from dfd.demo import JobClient
 from dfd.settings import Settings
@@ -173,12 +173,7 @@ def main() -> int:
     parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument("--videos", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--clip", type=Path, help="use this clip instead of building one")
-    parser.add_argument(
-        "--media-dir",
-        type=Path,
-        default=Path(os.environ.get("DFD_MEDIA_DIR", ROOT.parent / "shared" / "media")),
-    )
+    add_clip_arguments(parser)
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args()
     os.environ.update(BENCH_ENV)

@@ -55,6 +55,16 @@ def build_clip(media_dir: Path, out: Path, seconds: int = 30) -> Path:
     return out
 
 
+def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--clip`` (a ready clip) and ``--media-dir`` (where `build_clip` finds the GRID clip)."""
+    parser.add_argument("--clip", type=Path, help="use this clip instead of building one")
+    parser.add_argument(
+        "--media-dir",
+        type=Path,
+        default=Path(os.environ.get("DFD_MEDIA_DIR", ROOT.parent / "shared" / "media")),
+    )
+
+
 def machine() -> dict[str, object]:
     import av
     import numpy
@@ -131,12 +141,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="measured runs after the warm-up")
-    parser.add_argument("--clip", type=Path, help="use this clip instead of building one")
-    parser.add_argument(
-        "--media-dir",
-        type=Path,
-        default=Path(os.environ.get("DFD_MEDIA_DIR", ROOT.parent / "shared" / "media")),
-    )
+    add_clip_arguments(parser)
     parser.add_argument("--keep-clip", action="store_true")
     parser.add_argument("--tag", default="cpu", help="results file suffix")
     parser.add_argument("--baseline-src", type=Path, help="another source tree to run interleaved")
