@@ -36,17 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import describe, load_average
+from dfd.local_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 64
 UPLOAD_BYTES = 200_000_000
 TARGETS = {"polls_per_s": 2000, "p99_ms": 50, "upload_rss_growth_mb": 50}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _result_document() -> dict[str, Any]:
@@ -493,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             job_id = completed_job(redis.url, settings)
             report["scheduling_jitter"] = scheduling_jitter()
             report["cpu_share_of_one_core"] = cpu_share()
-            port = _free_port()
+            port = free_port()
             gateway = start_gateway(settings, port, args.workers)
             report["gateway_workers"] = args.workers
             report["polls"] = bench_polls(port, job_id, args.duration, gateway.pid, redis.pid or 0)

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
+from dfd.local_redis import free_port
 from dfd.supervisor import Exited, ProcessGroup
 
 if TYPE_CHECKING:
@@ -49,13 +49,6 @@ class Endpoints:
     evidence_dir: Path | None
     redis_local: bool
     triton_local: bool
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def dfd_command(*args: str) -> list[str]:

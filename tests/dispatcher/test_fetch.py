@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from dfd.errors import FetchTransientError, RejectedURLError
+from dfd.local_redis import free_port
 from dfd.settings import Settings
 from dispatcher.errors import (
     DownloadTooLargeError,
@@ -250,9 +251,7 @@ def test_retries_are_bounded_and_end_transient(server, trusted, tmp_path):
 
 
 def test_connection_refused_is_transient(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     s = make_settings(tmp_path, fetch_allowed_networks=["127.0.0.1/32"])
     with pytest.raises(FetchRetriesExhaustedError, match="cannot connect"):
         fetch(f"http://127.0.0.1:{port}/v.mp4", tmp_path / "job", s, sleep=lambda _d: None)

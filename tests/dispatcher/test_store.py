@@ -10,6 +10,7 @@ import pytest
 
 from dfd import signing
 from dfd.errors import ConfigurationError, InternalError
+from dfd.local_redis import free_port
 from dfd.settings import Settings
 from dispatcher.errors import StoreUnavailableError
 from dispatcher.store import (
@@ -244,11 +245,7 @@ def test_s3_delete_job_and_purge(s3_settings):
 
 @pytest.mark.integration
 def test_s3_down_is_a_transient_error(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     s = Settings(
         data_dir=tmp_path,
         store="s3",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dfd.errors import ConfigurationError
+from dfd.local_redis import free_port
 from dfd.settings import Settings
 from export.specs import SPECS
 from export.weights import WeightFile, manifest, pull_all, resolve_weight, sha256_of
@@ -115,9 +115,7 @@ def test_http_error_status_is_a_configuration_error(tmp_path: Path, server: _Ser
 
 
 def test_offline_and_missing_names_file_and_address(tmp_path: Path):
-    with socket.socket() as sock:  # a loopback port with nobody listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port with nobody listening
     url = f"http://127.0.0.1:{port}/{NAME}"
     settings = Settings(data_dir=tmp_path / "data", fetch_connect_timeout_s=2)
     with pytest.raises(ConfigurationError) as err:

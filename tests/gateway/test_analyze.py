@@ -8,6 +8,8 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from dfd.local_redis import free_port
+
 pytestmark = pytest.mark.integration
 
 # A public address literal: passes the SSRF check without DNS; nothing connects to it
@@ -86,9 +88,7 @@ def test_allow_and_block_lists(gateway, redis) -> None:
 
 def test_reachability_check_refuses_a_closed_port(gateway, redis) -> None:
     # Loopback is exempted from the SSRF check here so the reachability check is what refuses.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     with gateway(check_url_reachable=True, fetch_allowed_networks=["127.0.0.0/8"]) as client:
         response = client.post("/api/analyze", json={"url": f"http://127.0.0.1:{port}/a.mp4"})
         assert response.status_code == 422
@@ -117,7 +117,6 @@ def test_redis_down_is_503_and_nothing_is_half_done(make_settings) -> None:
     from fastapi.testclient import TestClient
     from redis import Redis
 
-    from dfd.local_redis import free_port
     from gateway.app import create_app
 
     dead = f"redis://127.0.0.1:{free_port()}/0"
