@@ -6,8 +6,6 @@ own is covered in test_stack.py); Redis, the worker and the gateway are the demo
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import subprocess
@@ -22,6 +20,7 @@ import psutil
 import pytest
 
 from dfd.demo import evidence_lines, is_url, progress_line
+from tests.dispatcher.media_server import serve_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = "grid/bbaf2n.mpg"
@@ -71,15 +70,8 @@ def result_of(output: str) -> dict:
 @pytest.fixture
 def clip_server(media_dir: Path) -> Iterator[str]:
     """The media folder served over HTTP on loopback; yields the clip's URL."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{CLIP}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(media_dir) as base:
+        yield f"{base}/{CLIP}"
 
 
 @pytest.mark.integration

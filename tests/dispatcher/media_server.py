@@ -1,18 +1,23 @@
-"""A loopback HTTP server for the fetch and yt-dlp tests.
+"""Loopback HTTP servers for tests: `MediaServer` for the fetch and yt-dlp tests, and
+`serve_folder` for the tests that only need real files behind a URL (demo, end to end).
 
-Routes map a path to a function returning ``(status, headers, body)``; a body may be
-bytes or an iterator of bytes (streamed without Content-Length). Every request is logged
-with its path and ``Host`` header, so a test can assert what did (or did not) arrive.
+MediaServer's routes map a path to a function returning ``(status, headers, body)``; a
+body may be bytes or an iterator of bytes (streamed without Content-Length). Every request
+is logged with its path and ``Host`` header, so a test can assert what did (or did not)
+arrive.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 Reply = tuple[int, dict[str, str], bytes | Iterable[bytes]]
 Route = Callable[["Seen"], Reply]
@@ -115,3 +120,17 @@ def trickle(chunks: int, size: int, delay_s: float = 0.0) -> Iterable[bytes]:
         if delay_s:
             time.sleep(delay_s)
         yield b"\0" * size
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP on loopback (``http.server``'s file handler); yields the
+    base URL, ``http://127.0.0.1:PORT``."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -7,10 +7,7 @@ against the contract a client relies on.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import math
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from dfd.demo import JobClient
 from dfd.schemas import Result
 from dfd.settings import Settings
 from dfd.stack import Stack
+from tests.dispatcher.media_server import serve_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,14 +51,8 @@ def stack(triton, tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def clip_url(media_dir: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{CLIP}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(media_dir) as base:
+        yield f"{base}/{CLIP}"
 
 
 def run(gateway: str, source: str) -> tuple[dict, list[str]]:
