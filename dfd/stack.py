@@ -242,12 +242,10 @@ class Shutdown(Exception):
 
 
 @contextlib.contextmanager
-def signals_raise_shutdown() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Shutdown` in the block; previous handlers restored after."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Shutdown(signum)
-
+def _stop_signals_handled_by(
+    handler: Callable[[int, FrameType | None], Any] | signal.Handlers,
+) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM in the block; the previous handlers restored after."""
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -257,17 +255,24 @@ def signals_raise_shutdown() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def signals_raise_shutdown() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Shutdown` in the block; previous handlers restored after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Shutdown(signum)
+
+    with _stop_signals_handled_by(handler):
+        yield
+
+
+@contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Ignore SIGINT and SIGTERM while stopping, so a second Ctrl-C cannot orphan children."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stop_signals_handled_by(signal.SIG_IGN):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def describe(endpoints: Endpoints, workers: int) -> list[str]:
