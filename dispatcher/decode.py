@@ -182,6 +182,15 @@ def _open(path: Path) -> av.container.InputContainer:
         raise CorruptMediaError(f"decode: cannot open {path.name}: {exc}") from exc
 
 
+def _video_stream(
+    container: av.container.InputContainer, path: Path
+) -> av.video.stream.VideoStream:
+    """The first video stream; a file without one is refused."""
+    if not container.streams.video:
+        raise UnsupportedMediaError(f"decode: {path.name} has no video stream")
+    return container.streams.video[0]
+
+
 def _stream_start(stream: av.stream.Stream) -> float:
     if stream.start_time is None or stream.time_base is None:
         return 0.0
@@ -263,9 +272,7 @@ def decode_pyav(
     """
     container = _open(path)
     with container:
-        if not container.streams.video:
-            raise UnsupportedMediaError(f"decode: {path.name} has no video stream")
-        vstream = container.streams.video[0]
+        vstream = _video_stream(container, path)
         vstream.thread_type = "AUTO"  # frame + slice threads; ffmpeg picks the count
         astream = container.streams.audio[0] if container.streams.audio else None
         cc = vstream.codec_context
@@ -431,9 +438,7 @@ def _frame_times(path: Path) -> tuple[list[float], float | None, int, int]:
     """Presentation times of every video frame, from demuxing only (no decoding)."""
     container = _open(path)
     with container:
-        if not container.streams.video:
-            raise UnsupportedMediaError(f"decode: {path.name} has no video stream")
-        vstream = container.streams.video[0]
+        vstream = _video_stream(container, path)
         start = _stream_start(vstream)
         pts = [
             float(p.pts * p.time_base) - start
