@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dfd.errors import ConfigurationError
+from dfd.jobid import JOB_ID_PATTERN
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
@@ -29,7 +30,7 @@ SECRET_FILE = "url_signing.key"
 # Keys the local store hands out: "<job id>/<random token>-<name>". Nothing else is ever
 # served, which also keeps "..", absolute paths and hidden files out.
 _KEY = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}/[A-Za-z0-9][A-Za-z0-9_-]{15,}-[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+    rf"^{JOB_ID_PATTERN}/[A-Za-z0-9][A-Za-z0-9_-]{{15,}}-[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
 )
 
 

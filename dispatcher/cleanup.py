@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dfd.errors import InternalError
+from dfd.jobid import is_job_id
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _FOLDER = re.compile(r"^(?P<job>.+)-(?P<pid>\d+)$")
 
 
@@ -41,7 +41,7 @@ def job_workspace(settings: Settings, job_id: str) -> Iterator[Path]:
     Raises:
         InternalError: The job id is not a safe folder name.
     """
-    if not _JOB_ID.fullmatch(job_id) or ".." in job_id:
+    if not is_job_id(job_id):
         raise InternalError(f"cleanup: job id {job_id!r} is not a safe folder name")
     root = settings.tmp_dir
     root.mkdir(parents=True, exist_ok=True)

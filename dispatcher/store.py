@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dfd import signing
 from dfd.errors import ConfigurationError, InternalError
+from dfd.jobid import is_job_id
 from dispatcher.errors import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 LIFECYCLE_RULE_ID = "dfd-evidence-expiry"
 _CREDENTIAL_ERRORS = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 CONTENT_TYPES = {
     "image/jpeg": ".jpg",
@@ -84,7 +84,7 @@ def new_key(job_id: str, name: str, content_type: str) -> str:
         InternalError: The job id is not a safe key prefix, or the type is not one
             evidence may have (no HTML or SVG: the gateway serves these files).
     """
-    if not _JOB_ID.fullmatch(job_id):
+    if not is_job_id(job_id):
         raise InternalError(f"store: job id {job_id!r} is not a safe key prefix")
     mime = content_type.split(";", 1)[0].strip().lower()
     ext = CONTENT_TYPES.get(mime)
@@ -141,7 +141,7 @@ class LocalStore:
         return signing.verify(key, exp, sig, self._secret, self._clock() if now is None else now)
 
     def delete_job(self, job_id: str) -> int:
-        if not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise InternalError(f"store: job id {job_id!r} is not a safe key prefix")
         folder = self._root / job_id
         if not folder.is_dir():
@@ -235,7 +235,7 @@ class S3Store:
             )
 
     def delete_job(self, job_id: str) -> int:
-        if not _JOB_ID.fullmatch(job_id):
+        if not is_job_id(job_id):
             raise InternalError(f"store: job id {job_id!r} is not a safe key prefix")
         with self._translated(f"{job_id}/"):
             names = [

@@ -13,8 +13,6 @@ heavy polling.
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import zlib
 from base64 import b64decode
 from typing import Any
@@ -26,6 +24,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.results import Result as RQResult
 from rq.serializers import JSONSerializer
 
+from dfd.jobid import is_job_id
 from dfd.schemas import JobError, JobPayload, JobView
 from dfd.settings import Settings
 from dfd.states import JobState
@@ -34,16 +33,9 @@ JOB_FUNC = "dispatcher.jobs.run_job"
 QUEUE_NAMES = ("high", "default", "low")
 SERIALIZER = JSONSerializer
 
-# token_urlsafe(24): 32 characters, 192 random bits; rq accepts [A-Za-z0-9_-].
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 _FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-
-
-def new_job_id() -> str:
-    """An unguessable job id: knowing one id tells nothing about another."""
-    return secrets.token_urlsafe(24)
 
 
 def backoff_intervals(settings: Settings) -> list[int]:
@@ -88,7 +80,7 @@ class JobQueue:
 
     def add_view(self, pipe: Any, job_id: str) -> bool:
         """Queue the two reads of a job lookup on ``pipe``; ``False`` for an impossible id."""
-        if not _JOB_ID.match(job_id):
+        if not is_job_id(job_id):
             return False
         pipe.hmget(Job.key_for(job_id), *_FIELDS)
         pipe.xrevrange(RQResult.get_key(job_id), "+", "-", count=1)

@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from dfd.errors import RejectedURLError
+from dfd.jobid import new_job_id
 from dfd.schemas import JobPayload, JobSource
 from dfd.settings import Settings
 from dfd.urlcheck import MAX_URL_LENGTH, check_url, resolve_and_vet
 from gateway.deps import State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
-from gateway.queue import new_job_id
 from gateway.routes.accepted import accepted, enqueue
 from gateway.schemas import AnalyzeRequest, JobAccepted, problem_responses
 

@@ -7,10 +7,10 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from dfd.errors import DfdError, TooLargeError
+from dfd.jobid import new_job_id
 from dfd.schemas import JobPayload, JobSource
 from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
-from gateway.queue import new_job_id
 from gateway.routes.accepted import accepted, enqueue
 from gateway.schemas import JobAccepted, Priority, problem_responses
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload

@@ -188,9 +188,10 @@ def test_maintenance_sweeps_orphaned_uploads(redis, make_settings) -> None:
     import os
     import time
 
+    from dfd.jobid import new_job_id
     from dfd.schemas import JobPayload, JobSource
     from dispatcher.worker import sweep_uploads
-    from gateway.queue import JobQueue, new_job_id
+    from gateway.queue import JobQueue
 
     settings = make_settings(request_timeout_s=10)
     settings.uploads_dir.mkdir(parents=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from dfd.jobid import new_job_id
 from dfd.local_redis import LocalRedis
 from dfd.schemas import JobPayload, JobSource
-from gateway.queue import JobQueue, new_job_id
+from gateway.queue import JobQueue
 from tests.dispatcher.jobfuncs import marker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

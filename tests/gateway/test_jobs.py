@@ -6,9 +6,10 @@ import pytest
 from rq.job import Job, JobStatus
 from rq.results import Result as RQResult
 
+from dfd.jobid import new_job_id
 from dfd.schemas import Evidence, JobPayload, JobSource, JobView, Result
 from dfd.states import Label
-from gateway.queue import JobQueue, new_job_id
+from gateway.queue import JobQueue
 
 pytestmark = pytest.mark.integration
 
