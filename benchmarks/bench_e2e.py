@@ -126,8 +126,9 @@ def markdown(report: dict) -> str:
         "",
         f"Run {report['when']} with `{report['command']}`. Machine: {m['cpu']}, {m['cores']} cores, "
         f"Python {m['python']}, onnxruntime {m['onnxruntime']}, PyAV {m['pyav']}; Triton `cpu` "
-        "repository (python backend hosting onnxruntime). Load average at start: "
-        f"{report['loadavg']}.",
+        "repository (python backend hosting onnxruntime). Load average (1, 5, 15 min) at start "
+        f"{report['loadavg']['start']}, at end {report['loadavg']['end']} (a shared machine: other "
+        "work running beside the benchmark slows it).",
         "",
         "## Latency, one video at a time",
         "",
@@ -177,6 +178,7 @@ def main() -> int:
     parser.add_argument("--tag", default="cpu")
     args = parser.parse_args()
     os.environ.update(BENCH_ENV)
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="dfd-bench-e2e-") as tmp:
         clip = args.clip or build_clip(args.media_dir, Path(tmp) / "grid_30s_1080p.mp4")
         configs = [
@@ -187,7 +189,7 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python -m benchmarks.bench_e2e " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "loadavg": load_average(),
+        "loadavg": {"start": load_before, "end": load_average()},
         "configs": configs,
         "summary": [summarise(c) for c in configs],
     }
