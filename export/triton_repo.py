@@ -68,11 +68,13 @@ class RepositoryOptions:
             at most 4.
         ort_max_batch: ``cpu`` only: the largest batch one onnxruntime call runs; merged
             batches run in chunks of this size (0: no limit). On the 2-core reference
-            machine onnxruntime's per-item cost grows with the batch (Meso4: 1.5, 1.9,
-            2.3 ms/item at 1, 4, 32; AASIST: 79, 84, 104 ms/item at 1, 4, 8), so merged
-            requests run one by one: batching still saves Triton's per-request scheduling
-            and IPC. Raise it on machines where onnxruntime gains from batches.
-            See python_onnx/model.py.
+            machine no batch is cheaper per item than one item: Meso4 costs 1.46, 1.87,
+            2.13, 2.12 ms of CPU per item at batch 1, 4, 16, 32 (one thread; its
+            activations outgrow the caches), AASIST a flat 142-145 ms, and a batch of 32
+            AASIST windows needs several GiB. So merged requests run one by one: batching
+            still saves Triton's per-request scheduling and IPC. Raise it on machines where
+            onnxruntime gains from batches (``python -m benchmarks.bench_ort`` measures it).
+            See python_onnx/model.py and model_repository/README.md.
         engine: ``gpu`` only: ``auto`` builds TensorRT plans when TensorRT is importable.
     """
 
