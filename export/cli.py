@@ -140,18 +140,18 @@ def _triton(args: argparse.Namespace) -> int:
         nonlocal stop
         stop = True
 
+    # A handler rather than KeyboardInterrupt: a Ctrl-C arriving between the "Ctrl-C stops
+    # it" line and the wait loop would otherwise escape as an exit status of 130.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     with LocalTriton(settings, repository) as server:
         print(f"triton ready in {server.startup_s:.1f} s (repository {server.repository})")
         print(f"  grpc     {server.grpc_url}")
         print(f"  http     {server.http_url}")
         print(f"  metrics  {server.metrics_url}")
         print("Ctrl-C stops it.", flush=True)
-        try:
-            while not stop and server.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        while not stop and server.running:
+            time.sleep(0.5)
         if not server.running and not stop:
             print(f"triton exited on its own; log tail:\n{server.log_tail()}", file=sys.stderr)
             return 1
