@@ -14,9 +14,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Read once, before any test runs: the autouse fixture below hides DFD_* from the tests.
+_SHARED_ENV = {name: os.environ.get(name) for name in ("DFD_WEIGHTS_DIR", "DFD_MEDIA_DIR")}
+
+
 def _shared(env: str, sub: str) -> Path:
-    value = os.environ.get(env)
+    value = _SHARED_ENV[env]
     return Path(value) if value else ROOT.parent / "shared" / sub
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no ``DFD_*`` variable of the shell that runs them.
+
+    CI exports ``DFD_WEIGHTS_DIR``; a test that builds ``Settings()`` must get the
+    defaults it was written against (e.g. weights that have to be downloaded), and pass
+    the shared folders explicitly through the fixtures when it wants them.
+    """
+    for name in [n for n in os.environ if n.startswith("DFD_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
