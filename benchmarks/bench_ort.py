@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.machine import cpu_model, load_average
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 # name -> (intra-op threads, optimisation level, memory pattern, spinning)
@@ -164,20 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
     roles = role_specs(settings)
     exported = export_all(settings, checkpoints=[roles[m].checkpoint for m in args.models])
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
     result: dict = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load_average(),
         "rounds": args.rounds,
         "models": {},
     }
