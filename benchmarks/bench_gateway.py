@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import describe, load_average
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 64

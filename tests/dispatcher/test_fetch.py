@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from dfd.errors import FetchTransientError, RejectedURLError
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from dfd.settings import Settings
 from dispatcher.errors import (
     DownloadTooLargeError,

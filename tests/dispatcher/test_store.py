@@ -10,7 +10,7 @@ import pytest
 
 from dfd import signing
 from dfd.errors import ConfigurationError, InternalError
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from dfd.settings import Settings
 from dispatcher.errors import StoreUnavailableError
 from dispatcher.store import (

@@ -12,9 +12,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from dfd.errors import ConfigurationError, InputError, UpstreamUnavailableError
+from dfd.ports import free_port
 from dispatcher import triton_client as tc
 from dispatcher.triton_client import TritonClient
-from export.local_triton import LocalTriton, free_port
+from export.local_triton import LocalTriton
 from export.triton_repo import role_specs
 from tests.export import model_inputs
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dfd.errors import ConfigurationError
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from dfd.settings import Settings
 from export.specs import SPECS
 from export.weights import WeightFile, manifest, pull_all, resolve_weight, sha256_of

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from dfd.settings import Settings
 from tests.fixtures.redis import settings_env
 

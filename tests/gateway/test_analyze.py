@@ -8,7 +8,7 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from dfd.local_redis import free_port
+from dfd.ports import free_port
 from gateway.app import create_app
 
 pytestmark = pytest.mark.integration
