@@ -43,7 +43,9 @@ State = Annotated[GatewayState, Depends(get_state)]
 
 def get_client_ip(request: Request, state: State) -> str:
     header = state.settings.client_ip_header
-    value = request.headers.get(header) if header else None
+    # A proxy may add its own header line rather than extend the client's: read every
+    # line, in order, as one list (RFC 9110 5.3), or the client's first line would win.
+    value = ", ".join(request.headers.getlist(header)) if header else None
     return client_ip(request.client.host if request.client else None, value, state.trusted_proxies)
 
 
