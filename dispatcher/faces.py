@@ -31,6 +31,7 @@ from PIL import Image
 
 from dfd.settings import Settings
 from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from dispatcher.sampling import frame_duration_s
 from export.features import mfcc
 from export.specs import (
     DETECTOR_SIZE,
@@ -375,11 +376,21 @@ def clip_boxes(
     return boxes
 
 
-def _nearest_frame(frames: Sequence[SampledFrame], t: float) -> int | None:
+def _nearest_frame(frames: Sequence[SampledFrame], t: float, tol_s: float) -> int | None:
     if not frames:
         return None
     i = min(range(len(frames)), key=lambda k: abs(frames[k].time_s - t))
-    return i if abs(frames[i].time_s - t) < 0.5 / LIPSYNC_FPS + 1e-6 else None
+    return i if abs(frames[i].time_s - t) < tol_s + 1e-6 else None
+
+
+def _start_frame(frames: Sequence[SampledFrame], seg: LipsyncSegment, tol_s: float) -> int | None:
+    """The sampled frame a clip starts on: the same source frame (the decoder picked both
+    by the nearest-time rule from the same target), else the nearest one in time."""
+    first = seg.frame_indices[0] if seg.frame_indices else None
+    for i, frame in enumerate(frames):
+        if frame.index == first:
+            return i
+    return _nearest_frame(frames, seg.start_s, tol_s)
 
 
 def lipsync_clips(
@@ -389,12 +400,15 @@ def lipsync_clips(
     if audio_mfcc is None:
         return ()
     per_clip = LIPSYNC_FRAMES * MFCC_PER_FRAME
+    # A sampled frame lies up to half a source frame from its target time (more than half
+    # a 25 fps frame when the source is slower than 25 fps).
+    tol_s = max(0.5 / LIPSYNC_FPS, frame_duration_s(media.fps) / 2)
     clips = []
     for seg in media.segments:
-        start = _nearest_frame(media.frames, seg.start_s)
+        start = _start_frame(media.frames, seg, tol_s)
         if start is None or not detections[start]:
             continue
-        nxt = _nearest_frame(media.frames, seg.start_s + LIPSYNC_FRAMES / LIPSYNC_FPS)
+        nxt = _nearest_frame(media.frames, seg.start_s + LIPSYNC_FRAMES / LIPSYNC_FPS, tol_s)
         end_box = detections[nxt][0].box if nxt is not None and detections[nxt] else None
         video = _clip_video(seg, clip_boxes(detections[start][0].box, end_box))
         row = int(round(seg.start_s * LIPSYNC_FPS * MFCC_PER_FRAME))

@@ -295,3 +295,27 @@ def test_crop_geometry_to_frame_identity_without_rotation():
     g = CropGeometry(100.0, 50.0, 64.0, 0.0)
     x, y = g.to_frame(np.array([0.0, FACE_SIZE]), np.array([0.0, FACE_SIZE]))
     assert x.tolist() == pytest.approx([68.0, 132.0]) and y.tolist() == pytest.approx([18.0, 82.0])
+
+
+@pytest.mark.unit
+def test_lipsync_clips_start_on_the_sampled_frame_of_a_slow_source():
+    # 15 fps sampled at 2 fps: the frame nearest 0.5 s is frame 7 at 0.467 s (33 ms off,
+    # more than half a 25 fps frame). The clip starting at 0.5 s begins on that same frame,
+    # so the face found there places it.
+    times = [0.0, 7 / 15, 1.0, 22 / 15, 2.0]
+    frames = tuple(SampledFrame(round(t * 15), t, np.zeros((120, 160, 3), np.uint8)) for t in times)
+    segs = tuple(
+        LipsyncSegment(
+            s,
+            tuple(round(s * 15 + k * 15 / 25) for k in range(25)),
+            np.full((25, 120, 160), 60, np.uint8),
+        )
+        for s in (0.0, 0.5, 1.0)
+    )
+    media = DecodedMedia(
+        frames, np.zeros(40000, np.float32), segs, 160, 120, 1.0, 15.0, 2.5, "pyav"
+    )
+    face = Face((40.0, 20.0, 100.0, 90.0), np.zeros((5, 2), np.float32), 0.9)
+    feats = np.zeros((250, MFCC_COEFFS), np.float32)
+    clips = lipsync_clips(media, [(face,)] * len(frames), feats)
+    assert [c.start_s for c in clips] == [0.0, 0.5, 1.0]
