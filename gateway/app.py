@@ -9,12 +9,14 @@ asynchronous one, opened in the lifespan on the server's event loop, for the hot
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.connection import SSLConnection
 from redis.exceptions import RedisError
 
 from dfd import __version__, signing
@@ -32,13 +34,20 @@ log = logging.getLogger(__name__)
 
 
 def _url_of(client: Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
-    if kw.get("path"):
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    """A URL reaching the same server as ``client``: credentials quoted, TLS kept."""
+    pool = client.connection_pool
+    kw = pool.connection_kwargs
     auth = ""
-    if kw.get("password"):
-        auth = f"{kw.get('username') or ''}:{kw['password']}@"
-    return f"redis://{auth}{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+    if kw.get("username") or kw.get("password"):
+        user = urllib.parse.quote(kw.get("username") or "", safe="")
+        password = urllib.parse.quote(kw.get("password") or "", safe="")
+        auth = f"{user}:{password}@" if kw.get("password") else f"{user}@"
+    if kw.get("path"):
+        return f"unix://{auth}{urllib.parse.quote(kw['path'])}?db={kw.get('db', 0)}"
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    host = kw.get("host", "127.0.0.1")
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{auth}{host}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -59,7 +68,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 "`dfd gateway` and `dfd serve` start a local one"
             )
         redis = Redis.from_url(settings.redis_url)
-    redis_url = _url_of(redis)
+        redis_url = settings.redis_url  # as given: TLS options in its query string stay
+    else:
+        redis_url = _url_of(redis)
     metrics = GatewayMetrics()
 
     @asynccontextmanager

@@ -1,0 +1,43 @@
+"""The app factory: the async Redis client reaches the same server, the same way, as the sync one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.connection import SSLConnection
+
+from dfd.ports import free_port
+from dfd.settings import Settings
+from gateway.app import _url_of, create_app
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:a%2Fb%40c%3Ad@127.0.0.1:6390/2",
+        "redis://us%3Aer:p%23w@127.0.0.1:6390/0",
+        "rediss://:secret@127.0.0.1:6390/1",
+    ],
+)
+def test_async_url_of_a_client_keeps_credentials_and_tls(url: str) -> None:
+    sync = Redis.from_url(url)
+    pool = AsyncRedis.from_url(_url_of(sync)).connection_pool
+    for key in ("host", "port", "db", "username", "password"):
+        assert pool.connection_kwargs.get(key) == sync.connection_pool.connection_kwargs.get(key)
+    assert (pool.connection_class is SSLConnection) == url.startswith("rediss://")
+
+
+@pytest.mark.unit
+def test_app_starts_with_a_password_that_needs_quoting(tmp_path: Path) -> None:
+    """A password with '/' in DFD_REDIS_URL must not stop the gateway from starting."""
+    url = f"rediss://:a%2Fb@127.0.0.1:{free_port()}/0"  # nobody listens: start-up only warns
+    settings = Settings(data_dir=tmp_path, redis_url=url, url_signing_key="k" * 32)
+    with TestClient(create_app(settings)) as client:
+        pool = client.app.state.gateway.aredis.connection_pool  # type: ignore[attr-defined]
+        assert pool.connection_kwargs["password"] == "a/b"
+        assert pool.connection_class is SSLConnection
