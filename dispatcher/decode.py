@@ -215,7 +215,7 @@ def _rate(stream: av.video.stream.VideoStream) -> float | None:
 class _ClipCollector:
     """Fills the lip-sync clips from a stream of frames, via one sampler over all clip targets."""
 
-    def __init__(self, starts: list[float], tail_s: float, size: tuple[int, int]) -> None:
+    def __init__(self, starts: list[float], tail_s: float) -> None:
         self.starts = starts
         # All clips' targets flattened in time order; clips may overlap when sample_fps > 1.
         owners = sorted(
@@ -224,9 +224,9 @@ class _ClipCollector:
         )
         self._owners = [(c, j) for _, c, j in owners]
         self.sampler = NearestSampler([t for t, _, _ in owners], tail_s)
-        w, h = size
-        # Filled in place: no copy of the whole clip at the end.
-        self._grey = [np.empty((LIPSYNC_FRAMES, h, w), np.uint8) for _ in starts]
+        # Filled in place: no copy of the whole clip at the end. Allocated at a clip's
+        # first frame, whose shape (display orientation) is known only then.
+        self._grey: list[np.ndarray | None] = [None] * len(starts)
         self._index: list[list[int]] = [[-1] * LIPSYNC_FRAMES for _ in starts]
 
     def windows(self, margin_s: float) -> list[tuple[float, float]]:
@@ -236,18 +236,20 @@ class _ClipCollector:
     def assign(self, targets: list[int], frame_index: int, grey: np.ndarray) -> None:
         for target in targets:
             c, j = self._owners[target]
-            self._grey[c][j] = grey
+            clip = self._grey[c]
+            if clip is None:
+                clip = self._grey[c] = np.empty((LIPSYNC_FRAMES, *grey.shape), np.uint8)
+            clip[j] = grey
             self._index[c][j] = frame_index
 
     def segments(self) -> tuple[LipsyncSegment, ...]:
         out = []
         for c, start in enumerate(self.starts):
-            if min(self._index[c]) < 0:
+            grey = self._grey[c]
+            if min(self._index[c]) < 0 or grey is None:
                 continue  # the video ended early; a partial clip would be misread as silence
             out.append(
-                LipsyncSegment(
-                    start_s=start, frame_indices=tuple(self._index[c]), grey=self._grey[c]
-                )
+                LipsyncSegment(start_s=start, frame_indices=tuple(self._index[c]), grey=grey)
             )
         return tuple(out)
 
@@ -296,7 +298,7 @@ def decode_pyav(
         )
 
         samples = NearestSampler(sample_times(settings.sample_fps, duration), tail)
-        clips = _ClipCollector(starts, tail, (out_w, out_h))
+        clips = _ClipCollector(starts, tail)
         # Three frames either side of a target are always decoded, so "nearest" is exact.
         margin = 6 * tail
         windows = clips.windows(margin)
@@ -316,6 +318,7 @@ def decode_pyav(
         prev_index = -1
         count = 0
         bad = 0
+        quarter_turns = 0  # the stream's display rotation, counterclockwise
 
         def take(
             frame: av.VideoFrame,
@@ -325,14 +328,16 @@ def decode_pyav(
             clip_hits: list[int],
         ) -> None:
             if sample_hits:
-                rgb = to_rgb.reformat(
-                    frame, out_w, out_h, "rgb24", interpolation=_SCALER
-                ).to_ndarray()
+                rgb = _upright(
+                    to_rgb.reformat(frame, out_w, out_h, "rgb24", interpolation=_SCALER),
+                    quarter_turns,
+                )
                 frames.append(SampledFrame(index=index, time_s=ts, image=rgb))
             if clip_hits:
-                grey = to_grey.reformat(
-                    frame, out_w, out_h, "gray", interpolation=_SCALER
-                ).to_ndarray()
+                grey = _upright(
+                    to_grey.reformat(frame, out_w, out_h, "gray", interpolation=_SCALER),
+                    quarter_turns,
+                )
                 clips.assign(clip_hits, index, grey)
 
         streams = [s for s in (vstream, astream) if s is not None]
@@ -371,6 +376,7 @@ def decode_pyav(
                     else:
                         samples.push(ts)
                         clips.sampler.push(ts)
+                        quarter_turns = _quarter_turns(frame)
                     # Skipped frames leave gaps in the count; the timestamp knows the number.
                     index = int(round(ts * fps)) if fps and skip_unneeded else count
                     prev, prev_ts, prev_index = frame, ts, max(index, prev_index + 1)
@@ -394,14 +400,31 @@ def decode_pyav(
             frames=tuple(frames),
             audio=audio,
             segments=clips.segments(),
-            width=out_w,
-            height=out_h,
+            width=out_h if quarter_turns % 2 else out_w,
+            height=out_w if quarter_turns % 2 else out_h,
             scale=out_w / cc.width,
             fps=fps,
             duration_s=duration if duration else prev_ts + 2 * tail,
             decoder="pyav",
             frames_decoded=count,
         )
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """The frame's display rotation (``DISPLAYMATRIX``) in counterclockwise quarter turns."""
+    try:
+        degrees = frame.rotation or 0
+    except (AttributeError, ValueError):  # no usable display matrix
+        return 0
+    return int(round(degrees / 90)) % 4
+
+
+def _upright(frame: av.VideoFrame, quarter_turns: int) -> np.ndarray:
+    """The converted frame as an array, rotated as players show it (ffmpeg's autorotate)."""
+    image = frame.to_ndarray()
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return image
 
 
 def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:

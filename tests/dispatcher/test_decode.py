@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -227,3 +229,31 @@ def test_output_size_memory_cap_has_a_floor():
     assert output_size(1920, 1080, 1280, max_pixels=1280 * 720) == (1280, 720)
     assert output_size(1920, 1080, 1280, max_pixels=640 * 360) == (640, 360)
     assert output_size(1920, 1080, 1280, max_pixels=10) == (256, 144)
+
+
+@pytest.mark.integration
+def test_rotation_metadata_is_applied_as_players_show_it(media_corpus, settings, tmp_path):
+    # Phones store portrait video as landscape frames plus a display rotation; the faces
+    # stand upright only once the rotation is applied (ffmpeg's autorotate does the same).
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-i", str(media_corpus["mp4_h264"]),
+            "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    upright = decode_pyav(media_corpus["mp4_h264"], settings)
+    media = decode_pyav(rotated, settings)
+    assert (media.width, media.height) == (288, 360)
+    assert len(media.frames) == len(upright.frames)
+    for f, g in zip(media.frames, upright.frames, strict=True):
+        assert f.image.shape == (360, 288, 3) and f.image.flags["C_CONTIGUOUS"]
+        assert np.array_equal(f.image, np.rot90(g.image, 1))
+    assert [s.start_s for s in media.segments] == [s.start_s for s in upright.segments]
+    for s, u in zip(media.segments, upright.segments, strict=True):
+        assert s.grey.shape == (LIPSYNC_FRAMES, 360, 288)
+        assert np.array_equal(s.grey, np.rot90(u.grey, 1, axes=(1, 2)))
