@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
@@ -172,9 +174,14 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
 # --- failure handling (runs in the worker, see dispatcher.worker) --------------------
 
 
+# redis-py's connection errors (a Redis blip while saving progress) do not derive from
+# the builtin ConnectionError.
+_CONNECTION_ERRORS = (ConnectionError, RedisConnectionError, RedisTimeoutError)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Transient failures and lost workers are retried; nothing else is."""
-    return isinstance(exc, errors.TransientError | AbandonedJobError | ConnectionError)
+    return isinstance(exc, (errors.TransientError, AbandonedJobError, *_CONNECTION_ERRORS))
 
 
 def describe(exc: BaseException, job: Job) -> JobError:
@@ -188,7 +195,7 @@ def describe(exc: BaseException, job: Job) -> JobError:
     elif isinstance(exc, JobTimeoutException):
         kind = "timeout"
         message = f"job: expected to finish within {job.timeout} s, took longer"
-    elif isinstance(exc, ConnectionError):
+    elif isinstance(exc, _CONNECTION_ERRORS):
         kind, message = "transient", f"{type(exc).__name__}: {exc}"
     else:
         kind, message = "internal", f"{type(exc).__name__}: {exc}"

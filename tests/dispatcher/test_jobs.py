@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis.exceptions
 from rq import Queue, SimpleWorker
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus, Retry
@@ -35,6 +36,10 @@ def _fresh_job_module(monkeypatch: pytest.MonkeyPatch) -> None:
         (errors.UpstreamUnavailableError("triton: down"), True),
         (AbandonedJobError(), True),
         (ConnectionResetError("reset"), True),
+        # redis-py's connection errors are not the builtin ConnectionError.
+        (redis.exceptions.ConnectionError("Redis: connection reset"), True),
+        (redis.exceptions.TimeoutError("Redis: timeout reading"), True),
+        (redis.exceptions.ResponseError("WRONGTYPE"), False),
         (errors.UnsupportedMediaError("probe: no video"), False),
         (errors.RejectedURLError("url: private"), False),
         (errors.ConfigurationError("weights missing"), False),
