@@ -148,8 +148,15 @@ def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
             extra={"path": request.url.path, "error_type": exc.type, "detail": str(exc)},
         )
     headers = getattr(exc, "headers", None)
-    # 5xx details of configuration/internal errors stay in the logs, not in the response.
-    detail = str(exc) if status < 500 or isinstance(exc, core.TransientError) else "internal error"
+    # 5xx details stay in the logs, not in the response: configuration and internal
+    # errors, and a backing service being down (its message names internal hosts and
+    # ports). A URL that cannot be resolved for now is about the client's own URL.
+    if status < 500 or isinstance(exc, core.FetchTransientError):
+        detail = str(exc)
+    elif isinstance(exc, core.TransientError):
+        detail = "a backing service is unavailable; retry later"
+    else:
+        detail = "internal error"
     return problem_response(status, exc.type, detail, request.url.path, headers)
 
 
