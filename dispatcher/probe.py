@@ -243,7 +243,7 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
         if declared is None and fps and video.frames:
             declared = video.frames / fps
 
-        frames, last_s, decoded = _demux(container, video, limits, name)
+        frames, last_s, decoded, audio_end_s = _demux(container, video, limits, name)
         if frames == 0:
             raise CorruptMediaError(f"probe: {name}: the video stream holds no frames")
         if not decoded:
@@ -256,9 +256,14 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
         if not fps and duration:
             fps = frames / duration
         if duration and last_s and last_s < _TRUNCATED_RATIO * duration - 1.0:
-            raise CorruptMediaError(
-                f"probe: {name}: truncated: frames end at {last_s:.1f} s of the {duration:.1f} s it declares"
-            )
+            stream_declared = bool(video.duration and video.time_base)
+            if stream_declared or audio_end_s < _TRUNCATED_RATIO * duration - 1.0:
+                raise CorruptMediaError(
+                    f"probe: {name}: truncated: frames end at {last_s:.1f} s of the {duration:.1f} s it declares"
+                )
+            # The container's duration covers an audio track that outlasts the video
+            # (Matroska states none per stream): the video lasts until its last frame ends.
+            duration = last_s + (1 / fps if fps else 0.0)
         audio = container.streams.audio[0] if container.streams.audio else None
         actx = audio.codec_context if audio is not None else None
         return {
@@ -286,19 +291,34 @@ def _declared_duration(container: Any, video: Any) -> float | None:
     return None
 
 
-def _demux(container: Any, video: Any, limits: _Limits, name: str) -> tuple[int, float, bool]:
-    """Count video packets up to the limits and decode the first frame."""
+def _demux(
+    container: Any, video: Any, limits: _Limits, name: str
+) -> tuple[int, float, bool, float]:
+    """Count video packets up to the limits and decode the first frame.
+
+    Returns:
+        ``(video packets, last video time from the first, decoded, end of the last
+        audio packet from the first video one)``; the audio's end tells a whole file whose
+        audio outlasts the video from a truncated one.
+    """
     import av
 
     video.codec_context.thread_count = 1  # one frame needs no thread pool
     frames, decoded = 0, False
     first_pts: int | None = None
     last_s = 0.0
+    audio_end: float | None = None  # seconds, the audio stream's own clock
     tb = video.time_base or Fraction(1, 90000)
+    audio = container.streams.audio[0] if container.streams.audio else None
     try:
-        for packet in container.demux(video):
+        for packet in container.demux(*(s for s in (video, audio) if s is not None)):
             if packet.size == 0 and packet.pts is None:
                 continue  # the flush packet
+            if packet.stream is not video:
+                if packet.pts is not None and packet.time_base is not None:
+                    end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    audio_end = end if audio_end is None else max(audio_end, end)
+                continue
             frames += 1
             if frames > limits.max_frames:
                 raise TooLargeError(
@@ -324,7 +344,10 @@ def _demux(container: Any, video: Any, limits: _Limits, name: str) -> tuple[int,
         raise CorruptMediaError(
             f"probe: {name}: the video stream is truncated or unreadable after {frames} frames ({_why(exc)})"
         ) from exc
-    return frames, last_s, decoded
+    audio_end_s = 0.0
+    if audio_end is not None and first_pts is not None:
+        audio_end_s = audio_end - float(first_pts * tb)
+    return frames, last_s, decoded, audio_end_s
 
 
 def _why(exc: Exception) -> str:

@@ -179,3 +179,21 @@ def test_a_probe_without_enough_memory_is_refused_not_crashing_the_worker(corpus
     s = Settings(data_dir=tmp_path, probe_memory_bytes=30_000_000)
     with pytest.raises(CorruptMediaError, match="h264.mp4"):
         probe(corpus / "h264.mp4", s)
+
+
+def test_audio_outlasting_the_video_is_not_truncation(media_dir, settings, tmp_path):
+    # Matroska states no per-stream duration; the container's covers the audio, which here
+    # runs 3 s past the last frame. The file is whole; the video lasts 3 s.
+    grid = media_dir / "grid" / CLIP
+    longer = tmp_path / "audio_longer.mkv"
+    ffmpeg("-i", grid, "-af", "apad=pad_dur=3", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "flac", longer)  # fmt: skip
+    info = timed_probe(longer, settings)
+    assert info.frame_count == 75
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    # Cut in half, the same file is truncated (audio and video end early alike).
+    cut = tmp_path / "audio_longer_cut.mkv"
+    data = longer.read_bytes()
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptMediaError, match="truncated"):
+        timed_probe(cut, settings)
