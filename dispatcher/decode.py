@@ -439,6 +439,9 @@ def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:
         audio = audio[-shift:]
     if audio.size == 0:
         return None
+    # A float track may hold NaN or infinities (PCM float, broken encoders); one NaN would
+    # make the whole track's level NaN, read as silence, and switch audio and lip-sync off.
+    audio = np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(audio, -1.0, 1.0)
 
 

@@ -257,3 +257,27 @@ def test_rotation_metadata_is_applied_as_players_show_it(media_corpus, settings,
     for s, u in zip(media.segments, upright.segments, strict=True):
         assert s.grey.shape == (LIPSYNC_FRAMES, 360, 288)
         assert np.array_equal(s.grey, np.rot90(u.grey, 1, axes=(1, 2)))
+
+
+@pytest.mark.integration
+def test_a_nan_sample_in_a_float_track_does_not_silence_the_audio(media_corpus, settings, tmp_path):
+    # One NaN in a float PCM track made the whole track's level NaN, so it counted as
+    # silence: audio and lip-sync left unused, an easy way to dodge two of three checks.
+    raw = tmp_path / "speech.f32"
+    ff = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    pcm = ["-f", "f32le", "-ac", "1", "-ar", str(AUDIO_RATE)]
+    subprocess.run([*ff, "-i", str(media_corpus["grid_mpg"]), "-vn", *pcm, str(raw)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    samples = np.fromfile(raw, np.float32)
+    samples[1000] = np.nan
+    samples[2000] = np.inf
+    samples.tofile(raw)
+    mov = tmp_path / "nan_audio.mov"
+    subprocess.run(
+        [*ff, "-i", str(media_corpus["grid_mpg"]), *pcm, "-i", str(raw), "-map", "0:v",
+         "-map", "1:a", "-c:v", "libx264", "-c:a", "pcm_f32le", str(mov)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    media = decode_pyav(mov, settings)
+    assert media.audio is not None and np.all(np.isfinite(media.audio))
+    assert decode_mod.audio_energy_db(media.audio) > -50
