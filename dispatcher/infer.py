@@ -35,6 +35,7 @@ from export.specs import (
     LIPSYNC_FPS,
     LIPSYNC_FRAMES,
 )
+from export.specs import spec as model_spec
 
 # Below this level a track is silence (or hum): the audio and lip-sync models would be
 # judging noise, so those modalities are marked unused.
@@ -142,6 +143,16 @@ def build_inputs(media: DecodedMedia, faces: FaceResult, settings: Settings) -> 
     return ModelInputs(face_arr, face_spans, wins, audio_spans, lip_v, lip_a, lip_spans)
 
 
+def max_items(settings: Settings) -> int:
+    """Items per modality in one request: the setting, but never more than a composing
+    model batches (the ensemble hands each modality's items to its model as one batch)."""
+    served = min(
+        model_spec(name).max_batch_size
+        for name in (settings.visual_model, settings.audio_model, settings.lipsync_model)
+    )
+    return max(1, min(settings.max_items_per_request, served))
+
+
 def chunk_requests(
     inputs: ModelInputs, weights: tuple[float, float, float], max_items: int
 ) -> list[dict[str, np.ndarray]]:
@@ -207,7 +218,7 @@ def run_ensemble(
     from ensemble_config.fusion import fuse
 
     weights = settings.fusion_weights()
-    requests = chunk_requests(inputs, weights, settings.max_items_per_request)
+    requests = chunk_requests(inputs, weights, max_items(settings))
     started = time.monotonic()
     parts: dict[str, list[np.ndarray]] = {
         _OUT_VISUAL: [],

@@ -222,3 +222,27 @@ def test_silent_or_missing_audio_disables_audio_and_lipsync():
         assert inputs.mask == (1.0, 0.0, 0.0)
     assert not has_speech_level(None)
     assert has_speech_level(np.full(100, 0.1, np.float32))
+
+
+def test_requests_never_exceed_what_the_served_models_batch():
+    # DFD_MAX_ITEMS_PER_REQUEST above a composing model's max_batch_size (audio, lip-sync:
+    # 32) made every long video fail as if its media were bad (InputError from the client).
+    from dispatcher.triton_client import check_inputs, known_models
+
+    ensemble = known_models()[ENSEMBLE_NAME]
+
+    class Checked(FakeEnsemble):
+        def infer(self, model, inputs, outputs=None):
+            check_inputs(model, ensemble, inputs)
+            return super().infer(model, inputs, outputs)
+
+    client = Checked()
+    out = run_ensemble(make_inputs(40, 40, 40), client, Settings(max_items_per_request=64))
+    assert out.requests == len(client.calls) == 2
+    assert [len(c["audio"]) for c in client.calls] == [32, 8]
+    assert len(out.items["audio"].scores) == 40
+    # exactly the chunk size is one request; one more is two
+    assert len(chunk_requests(make_inputs(32, 32, 32), (0.3, 0.5, 0.2), 32)) == 1
+    reqs = chunk_requests(make_inputs(33, 1, 0), (0.3, 0.5, 0.2), 32)
+    assert [len(r["faces"]) for r in reqs] == [32, 1]
+    assert [r["mask"].tolist() for r in reqs] == [[1, 1, 0], [1, 0, 0]]
