@@ -14,6 +14,7 @@ peer is a trusted proxy and a client-IP header is configured.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,20 +59,28 @@ end
 return {1, best_i, best_limit, best_remaining, best_reset}
 """
 
-# KEYS[1]: in-flight counter; ARGV: max, safety TTL (s). Returns the new count, or -1 if full.
+# KEYS[1]: a sorted set of the client's slots, scored by when each was taken (Redis's
+# clock, so gateways with skewed clocks agree); ARGV: max, slot TTL (s), slot token.
+# Each slot expires on its own: a slot leaked by a gateway that died mid-upload frees
+# itself after the TTL, however often the client asks meanwhile. Returns the number of
+# slots now taken, or -1 if all are.
 _ACQUIRE = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return -1
 end
-return n
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
 """
 
 _RELEASE = """
-local n = redis.call('DECR', KEYS[1])
-if n <= 0 then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n == 0 then redis.call('DEL', KEYS[1]) end
 return n
 """
 
@@ -83,6 +92,14 @@ class Policy:
     scope: str
     limit: int
     window_s: int = 3600
+
+
+@dataclass(frozen=True)
+class UploadSlot:
+    """One upload in flight: the client's slot set and this upload's member of it."""
+
+    key: str
+    token: str
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,7 @@ class RateLimiter:
             "analyze": Policy("analyze", settings.rate_limit_analyze_per_hour),
         }
         self.max_uploads_in_flight = settings.max_concurrent_uploads_per_ip
-        # An in-flight counter outlives a crashed gateway by at most this long.
+        # An upload slot outlives a crashed gateway by at most this long.
         self.inflight_ttl_s = int(settings.request_timeout_s) * 2 + 60
 
     def policies_for(self, endpoint: str | None) -> list[Policy]:
@@ -174,16 +191,17 @@ class RateLimiter:
             reply = await self._hit(keys=keys, args=args)
         return self.decide(reply, ip, policies)
 
-    async def acquire_upload_slot(self, ip: str) -> str:
-        """Take one of ``ip``'s concurrent upload slots; returns the key to release.
+    async def acquire_upload_slot(self, ip: str) -> UploadSlot:
+        """Take one of ``ip``'s concurrent upload slots; returns it, to release.
 
         Raises:
             TooManyUploadsError: when all of its slots are taken.
         """
-        key = f"{KEY_PREFIX}inflight:{ip}"
+        # A new key name: the counter string older gateways kept would be the wrong type.
+        slot = UploadSlot(f"{KEY_PREFIX}uploads:{ip}", secrets.token_hex(8))
         with _redis_errors("upload slots"):
             n = await self._acquire(
-                keys=[key], args=[self.max_uploads_in_flight, self.inflight_ttl_s]
+                keys=[slot.key], args=[self.max_uploads_in_flight, self.inflight_ttl_s, slot.token]
             )
         if int(n) < 0:
             raise TooManyUploadsError(
@@ -191,11 +209,11 @@ class RateLimiter:
                 "got one more",
                 headers={"Retry-After": "5"},
             )
-        return key
+        return slot
 
-    async def release_upload_slot(self, key: str) -> None:
+    async def release_upload_slot(self, slot: UploadSlot) -> None:
         with _redis_errors("upload slots"):
-            await self._release(keys=[key], args=[])
+            await self._release(keys=[slot.key], args=[slot.token])
 
 
 @contextmanager

@@ -144,3 +144,41 @@ def test_forwarded_client_ip_only_from_trusted_proxy(gateway_server) -> None:
     # quota the trusted run above did not touch.
     assert post(untrusted, "198.51.100.3") == 202
     assert post(untrusted, "198.51.100.4") == 429
+
+
+@pytest.mark.integration
+def test_a_leaked_upload_slot_expires_while_the_client_keeps_trying(redis_url, redis) -> None:
+    """A slot left behind by a gateway that died mid-upload frees itself after the
+    in-flight TTL, even while the same client keeps asking (each refusal must not
+    extend it, or the client stays locked out for as long as it retries)."""
+    from gateway.errors import TooManyUploadsError
+
+    async def scenario() -> tuple[bool, bool]:
+        client = AsyncRedis.from_url(redis_url)
+        limiter = RateLimiter(client, Settings(max_concurrent_uploads_per_ip=1))
+        limiter.inflight_ttl_s = 2
+        try:
+            await limiter.acquire_upload_slot("198.51.100.9")  # never released: leaked
+            refused_at_once = False
+            try:
+                await limiter.acquire_upload_slot("198.51.100.9")
+            except TooManyUploadsError:
+                refused_at_once = True
+            # The client retries every 0.5 s; after the TTL it must get a slot.
+            admitted = False
+            for _ in range(10):
+                await asyncio.sleep(0.5)
+                try:
+                    slot = await limiter.acquire_upload_slot("198.51.100.9")
+                except TooManyUploadsError:
+                    continue
+                await limiter.release_upload_slot(slot)
+                admitted = True
+                break
+            return refused_at_once, admitted
+        finally:
+            await client.aclose()
+
+    refused_at_once, admitted = asyncio.run(scenario())
+    assert refused_at_once
+    assert admitted
