@@ -114,12 +114,14 @@ class LocalStore:
     def put(self, job_id: str, name: str, data: bytes, content_type: str) -> str:
         key = new_key(job_id, name, content_type)
         path = signing.evidence_path(self._settings, key)
+        partial = path.with_name(f".{path.name}.part")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.part")
             partial.write_bytes(data)
             os.replace(partial, path)  # readers never see half a file
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)  # a half-written file helps nobody
             raise StoreUnavailableError(
                 f"store: cannot write {key} under {self._root} ({exc})"
             ) from exc

@@ -255,3 +255,14 @@ def test_s3_down_is_a_transient_error(tmp_path):
     )
     with pytest.raises(StoreUnavailableError, match="dfd-evidence"):
         S3Store(s)
+
+
+@pytest.mark.unit
+def test_local_failed_write_leaves_no_partial_file(local, tmp_path, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dispatcher.store.os.replace", full_disk)
+    with pytest.raises(StoreUnavailableError, match="cannot write"):
+        local.put("job1", "a.png", PNG, "image/png")
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and ".part" in p.name] == []
