@@ -47,10 +47,10 @@ def _worker_class() -> Any:
 
         def get_heartbeat_ttl(self, job: Any) -> int:
             # rq adds a fixed 60 s to the monitoring interval; the grace decides how fast a
-            # dead worker's job is recovered, so it is a setting.
-            if job.timeout and job.timeout > 0:
-                remaining = job.timeout - self.current_job_working_time
-                return int(min(remaining, self.job_monitoring_interval)) + self.heartbeat_grace_s
+            # dead worker's job is recovered, so it is a setting. The next heartbeat comes
+            # one monitoring interval later whatever time the job has left (rq kills a
+            # horse stuck past its timeout only at timeout + 60 s), so a shorter TTL near
+            # the timeout would let another worker take the live job for abandoned.
             return self.job_monitoring_interval + self.heartbeat_grace_s
 
         def run_maintenance_tasks(self) -> None:

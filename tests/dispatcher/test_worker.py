@@ -266,3 +266,19 @@ def test_job_over_its_timeout_fails_without_retry(gateway, redis, worker_process
     assert view["attempt"] == 1
     assert view["error"]["type"] == "timeout"
     assert view["error"]["message"] == "job: expected to finish within 1 s, took longer"
+
+
+def test_heartbeat_outlasts_the_gap_to_the_next_one_near_the_timeout(make_settings, redis) -> None:
+    """A job close to (or past) its timeout still heartbeats every monitoring interval
+    until rq kills its horse: each heartbeat must cover the gap to the next one, or
+    another worker finds the running job 'abandoned' and starts it a second time."""
+    from rq.job import Job
+
+    from dispatcher.worker import build_worker
+
+    settings = make_settings(job_monitoring_interval_s=30, job_heartbeat_grace_s=5)
+    worker = build_worker(settings, redis)
+    job = Job.create("tests.dispatcher.jobfuncs.marker", connection=redis, timeout=600)
+    for working_s in (0, 580, 600, 640):  # rq kills a horse stuck past its timeout at +60 s
+        worker.current_job_working_time = working_s
+        assert worker.get_heartbeat_ttl(job) > settings.job_monitoring_interval_s, working_s
