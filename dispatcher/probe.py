@@ -309,7 +309,10 @@ def _demux(
     last_s = 0.0
     audio_end: float | None = None  # seconds, the audio stream's own clock
     tb = video.time_base or Fraction(1, 90000)
-    audio = container.streams.audio[0] if container.streams.audio else None
+    # Only a duration from the container (no per-stream one) can be the audio's; then the
+    # audio's end is worth its packets.
+    stream_declared = bool(video.duration and video.time_base)
+    audio = container.streams.audio[0] if container.streams.audio and not stream_declared else None
     try:
         for packet in container.demux(*(s for s in (video, audio) if s is not None)):
             if packet.size == 0 and packet.pts is None:
