@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,15 +231,35 @@ def handle_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> Non
     signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
     meta = job.get_meta(refresh=True)
     stage = meta.get("stage")
-    error = JobError(
-        type="worker-lost",
-        message="worker died while processing" + (f" (signal {signal_no})" if signal_no else ""),
-        stage=Stage(stage) if stage else None,
-    )
+    if _ran_past_timeout(job):
+        # rq kills a horse that SIGALRM could not stop (stuck in C code) at timeout + 60 s:
+        # that is the job's timeout, which retrying cannot fix.
+        job.retries_left = 0
+        error = JobError(
+            type="timeout",
+            message=f"job: expected to finish within {job.timeout} s, took longer",
+            stage=Stage(stage) if stage else None,
+        )
+    else:
+        error = JobError(
+            type="worker-lost",
+            message="worker died while processing"
+            + (f" (signal {signal_no})" if signal_no else ""),
+            stage=Stage(stage) if stage else None,
+        )
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
     if not job.should_retry:
         delete_upload(_payload_of(job), settings())
+
+
+def _ran_past_timeout(job: Job) -> bool:
+    if not job.timeout or job.timeout <= 0 or job.started_at is None:
+        return False
+    started = job.started_at
+    if started.tzinfo is None:  # rq keeps naive UTC times
+        started = started.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - started).total_seconds() > job.timeout
 
 
 def _payload_of(job: Job) -> dict[str, Any]:

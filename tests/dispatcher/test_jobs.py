@@ -7,6 +7,7 @@ worker processes are in ``test_worker.py``.
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,30 @@ def test_progress_writes_each_stage_and_throttles_within_one(redis) -> None:
     progress("infer", 0.5)  # a new stage is written at once
     meta = Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta
     assert (meta["stage"], meta["progress"]) == ("infer", 0.5)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("running_s", "expected"), [(700.0, "timeout"), (5.0, "worker-lost")])
+def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
+    redis, upload, running_s, expected
+) -> None:
+    """rq kills a horse stuck past its timeout (SIGALRM could not interrupt it) at
+    timeout + 60 s; that is the job's timeout, not a lost worker, and is not retried."""
+    import signal
+    from datetime import datetime, timedelta
+
+    settings, path, payload = upload
+    jobs.configure(settings)
+    queue = Queue("default", connection=redis, serializer=JSONSerializer)
+    job = queue.enqueue(
+        "tests.dispatcher.jobfuncs.marker",
+        payload,
+        retry=Retry(max=3),
+        meta={"retries": 3},
+        job_timeout=600,
+    )
+    job.started_at = datetime.now(UTC) - timedelta(seconds=running_s)
+    jobs.handle_horse_killed(job, 1234, signal.SIGKILL, None)
+    assert job.meta["error"]["type"] == expected
+    assert job.should_retry is (expected == "worker-lost")
+    assert path.exists() is (expected == "worker-lost")
