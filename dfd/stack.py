@@ -56,6 +56,14 @@ def dfd_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dfd.cli", *args]
 
 
+def gateway_url(host: str, port: int) -> str:
+    """The URL a gateway bound to ``host:port`` is reached at from this machine."""
+    public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in public_host:  # an IPv6 literal
+        public_host = f"[{public_host}]"
+    return f"http://{public_host}:{port}"
+
+
 def repository_ready(settings: Settings, target: str) -> bool:
     return (settings.repository_dir(target) / BUILD_STAMP).is_file()
 
@@ -111,8 +119,7 @@ class Stack:
         redis_url, redis_local = self._start_redis(data_dir)
         triton_grpc, triton_http, triton_local = self._start_triton()
 
-        public_host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        gateway_url = f"http://{public_host}:{self.port}"
+        url = gateway_url(self.host, self.port)
         env = dict(os.environ)
         env.update(
             DFD_DATA_DIR=str(data_dir),
@@ -120,7 +127,7 @@ class Stack:
             DFD_TRITON_URL=triton_grpc,
         )
         if "public_base_url" not in self.settings.model_fields_set:
-            env["DFD_PUBLIC_BASE_URL"] = gateway_url
+            env["DFD_PUBLIC_BASE_URL"] = url
 
         out = self.child_output
         self._exit.callback(self._stop_children)
@@ -135,9 +142,9 @@ class Stack:
             stdout=out,
             stderr=out,
         )
-        self._wait_gateway(gateway_url)
+        self._wait_gateway(url)
         self.endpoints = Endpoints(
-            gateway=gateway_url,
+            gateway=url,
             redis=redis_url,
             triton_grpc=triton_grpc,
             triton_http=triton_http,

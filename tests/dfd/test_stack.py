@@ -24,7 +24,7 @@ import pytest
 
 from dfd.ports import free_port
 from dfd.settings import Settings
-from dfd.stack import BUILD_STAMP, Endpoints, describe, repository_ready
+from dfd.stack import BUILD_STAMP, Endpoints, describe, gateway_url, repository_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
@@ -226,3 +226,28 @@ def test_describe_lists_every_endpoint(tmp_path: Path) -> None:
         and "(local)" not in text.split("triton")[1].split("\n")[0]
     )
     assert "workers   3" in text and str(tmp_path) in text
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),
+        ("::", "http://127.0.0.1:8000"),
+        ("::1", "http://[::1]:8000"),  # an IPv6 literal needs brackets in a URL
+        ("localhost", "http://localhost:8000"),
+    ],
+)
+def test_gateway_url_of_the_bound_host(host: str, url: str) -> None:
+    assert gateway_url(host, 8000) == url
+    assert httpx.URL(gateway_url(host, 8000)).port == 8000
+
+
+@pytest.mark.unit
+def test_stack_on_an_ipv6_loopback_picks_a_free_port(tmp_path: Path) -> None:
+    from dfd.stack import Stack
+
+    stack = Stack(Settings(data_dir=tmp_path), host="::1", port=0, log=lambda line: None)
+    assert stack.port > 0
+    assert free_port("::1") > 0
