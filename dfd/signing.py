@@ -9,6 +9,7 @@ mode 0600 under ``data_dir``, so every process sharing the folder agrees on it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -97,15 +98,9 @@ def load_secret(settings: Settings) -> bytes:
     path = settings.data_dir / SECRET_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: of two processes starting together exactly one writes the key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        for _ in range(50):  # the other process may still be writing it
+        if not path.exists():
+            _create_secret(path)
+        for _ in range(50):  # a key file written by an older release may be in progress
             value = path.read_text().strip().encode()
             if value:
                 return value
@@ -115,3 +110,23 @@ def load_secret(settings: Settings) -> bytes:
             f"url signing key {path}: cannot create or read it ({exc})"
         ) from exc
     raise ConfigurationError(f"url signing key {path}: the file is empty")
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new key to a private temporary file, then link it into place.
+
+    The key file appears complete or not at all: a process dying mid-write leaves no
+    empty key behind. Of two processes starting together exactly one link succeeds, and
+    both then read that key.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process linked its key first
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -68,3 +68,32 @@ def test_generated_secret_is_the_same_for_processes_starting_together(tmp_path):
 def test_short_configured_secret_is_refused(tmp_path):
     with pytest.raises(ConfigurationError, match="at least 16"):
         signing.load_secret(Settings(data_dir=tmp_path, url_signing_key="short"))
+
+
+def test_a_failed_key_write_leaves_no_empty_key_file_behind(tmp_path, monkeypatch):
+    """A process that dies or hits a full disk while writing the generated key must not
+    leave an empty key file, which every later start would refuse for good."""
+    s = Settings(data_dir=tmp_path / "data")
+    real_fdopen = signing.os.fdopen
+
+    class FullDisk:
+        def __init__(self, fd: int, *args: object, **kwargs: object) -> None:
+            self._fh = real_fdopen(fd, *args, **kwargs)
+
+        def __enter__(self) -> "FullDisk":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._fh.close()
+
+        def write(self, data: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(signing.os, "fdopen", FullDisk)
+    with pytest.raises(ConfigurationError, match="No space left"):
+        signing.load_secret(s)
+    monkeypatch.setattr(signing.os, "fdopen", real_fdopen)
+    secret = signing.load_secret(s)  # the next start generates the key
+    assert len(secret) == 64
+    assert signing.load_secret(s) == secret
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [signing.SECRET_FILE]
