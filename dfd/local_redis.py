@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -57,6 +58,32 @@ def ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def server_pid(host: str, port: int, timeout_s: float = 0.5) -> int | None:
+    """The process id of the Redis-protocol server answering on host:port, or ``None``.
+
+    Read from ``INFO server``: a PONG alone cannot tell our server from another one that
+    took the port between picking it and binding it.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"INFO server\r\n")
+            buf = b""
+            while len(buf) < 1 << 16:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+                found = _PROCESS_ID.search(buf)
+                if found:
+                    return int(found.group(1))
+    except OSError:
+        return None
+    return None
+
+
+_PROCESS_ID = re.compile(rb"\r\nprocess_id:(\d+)\r\n")
 
 
 class LocalRedis:
@@ -142,14 +169,15 @@ class LocalRedis:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 break
-            if ping(self.host, self.port):
+            if server_pid(self.host, self.port) == self._process.pid:
                 return self
             time.sleep(0.05)
         tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
         self.stop()
         raise UpstreamUnavailableError(
-            f"local redis: expected PONG on {self.host}:{self.port} within "
-            f"{self.start_timeout_s:.0f} s, got no answer; log tail:\n{tail}"
+            f"local redis: expected PONG on {self.host}:{self.port} from the server it "
+            f"started within {self.start_timeout_s:.0f} s, got no answer (or another "
+            f"server's); log tail:\n{tail}"
         )
 
     def stop(self, timeout_s: float = 10.0) -> None:
