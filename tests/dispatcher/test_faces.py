@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -319,3 +320,39 @@ def test_lipsync_clips_start_on_the_sampled_frame_of_a_slow_source():
     feats = np.zeros((250, MFCC_COEFFS), np.float32)
     clips = lipsync_clips(media, [(face,)] * len(frames), feats)
     assert [c.start_s for c in clips] == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.integration
+def test_a_phone_video_stored_sideways_shows_its_face(triton, media_corpus, tmp_path):
+    # Phones store portrait video as sideways frames plus a display rotation; decoded
+    # upright, the speaker's face is found upright on every sampled frame.
+    ff = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    turned, sideways = tmp_path / "turned.mp4", tmp_path / "portrait.mp4"
+    # frames turned a quarter clockwise, then (stream copy) tagged to be shown turned back
+    for args in (
+        [
+            "-i",
+            str(media_corpus["mp4_h264"]),
+            "-vf",
+            "transpose=1",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "copy",
+            str(turned),
+        ],
+        ["-i", str(turned), "-c", "copy", "-metadata:s:v", "rotate=90", str(sideways)],
+    ):
+        subprocess.run([*ff, *args], check=True, capture_output=True, timeout=60)
+    settings = Settings(decoder="pyav")
+    media = decode(sideways, settings)
+    assert (media.width, media.height) == (360, 288)
+    result = find_faces(media, triton.client, settings)
+    assert all(len(d) == 1 for d in result.detections)
+    # Where the upright clip has its face (sideways, YuNet still finds one, at turned
+    # coordinates, and the crops the models read would be turned a quarter).
+    upright = find_faces(decode(media_corpus["mp4_h264"], settings), triton.client, settings)
+    for (face,), (want,) in zip(result.detections, upright.detections, strict=True):
+        assert np.allclose(face.center, want.center, atol=8)
+        assert np.allclose(face.landmarks, want.landmarks, atol=8)
+    assert len(result.clips) == len(media.segments) > 0
