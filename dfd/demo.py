@@ -57,8 +57,18 @@ class JobClient:
             raise InputError(f"demo: expected 202 from the gateway, got {_problem(response)}")
         return str(response.json()["jobId"])
 
-    def view(self, job_id: str) -> dict[str, Any]:
-        response = self.client.get(f"/api/job/{job_id}")
+    def view(self, job_id: str, max_wait_s: float = 3600.0) -> dict[str, Any]:
+        """The job's view; a rate-limited poll waits as ``Retry-After`` says (at most
+        ``max_wait_s`` in all) and asks again."""
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            response = self.client.get(f"/api/job/{job_id}")
+            if response.status_code != 429:
+                break
+            delay = _retry_after_s(response)
+            if time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
         if response.status_code != 200:
             raise UpstreamUnavailableError(
                 f"demo: expected job {job_id} to be known to the gateway, got {_problem(response)}"
@@ -81,7 +91,7 @@ class JobClient:
         deadline = time.monotonic() + timeout_s
         last: tuple[Any, ...] | None = None
         while True:
-            view = self.view(job_id)
+            view = self.view(job_id, max_wait_s=max(deadline - time.monotonic(), 0.0))
             progress = view.get("progress")
             key = (
                 view.get("status"),
@@ -100,6 +110,13 @@ class JobClient:
                     f"got status {view.get('status')} at stage {view.get('stage')}"
                 )
             time.sleep(poll_s)
+
+
+def _retry_after_s(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("retry-after", "1")), 0.0)
+    except ValueError:
+        return 1.0
 
 
 def _problem(response: httpx.Response) -> str:

@@ -167,3 +167,25 @@ def test_evidence_lines_find_the_job_folder(tmp_path: Path) -> None:
     assert lines[0] == f"evidence folder: {job} (2 files)"
     assert lines[1:] == ["evidence URLs:", "  http://a/t", "  http://a/h", "  http://a/c"]
     assert evidence_lines({"evidence": {}}, None, "abc123") == []
+
+
+@pytest.mark.unit
+def test_wait_backs_off_when_polls_are_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo polls twice a second, the default global limit allows one a second on
+    average: a 429 while polling means wait as told, not a failed demo."""
+    from dfd import demo
+
+    answers = iter(
+        [
+            httpx.Response(200, json={"jobId": "j", "status": "active", "stage": "decode"}),
+            httpx.Response(429, headers={"Retry-After": "7"}, json={"title": "Too many"}),
+            httpx.Response(200, json={"jobId": "j", "status": "completed", "result": {}}),
+        ]
+    )
+    slept: list[float] = []
+    monkeypatch.setattr(demo.time, "sleep", slept.append)
+    transport = httpx.MockTransport(lambda request: next(answers))
+    with httpx.Client(base_url="http://gateway.test", transport=transport) as http:
+        view = demo.JobClient(http).wait("j", timeout_s=60, poll_s=0.5)
+    assert view["status"] == "completed"
+    assert 7 in slept
