@@ -46,6 +46,9 @@ _MAX_BAD_PACKETS = 8
 # Area averaging when frames are scaled down: sharper than bilinear and cheaper here.
 _SCALER = "AREA"
 _MIN_SIDE = 256  # a memory cap never shrinks frames below this longer side
+# A jump in the audio timestamps longer than a 25 fps frame is a gap, filled with silence
+# (shorter ones are container rounding).
+_AUDIO_GAP_S = 0.04
 
 
 @dataclass(frozen=True)
@@ -303,11 +306,7 @@ def decode_pyav(
         margin = 6 * tail
         windows = clips.windows(margin)
         skipping = False
-        resampler = (
-            av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE) if astream else None
-        )
-        audio_parts: list[np.ndarray] = []
-        audio_first_s: float | None = None
+        track = _AudioTrack(v_start) if astream else None
 
         frames: list[SampledFrame] = []
         # One scaler per output format, kept across frames (building one costs more than
@@ -381,20 +380,13 @@ def decode_pyav(
                     index = int(round(ts * fps)) if fps and skip_unneeded else count
                     prev, prev_ts, prev_index = frame, ts, max(index, prev_index + 1)
                     count += 1
-                elif isinstance(frame, av.AudioFrame) and resampler is not None:
-                    if audio_first_s is None and frame.time is not None:
-                        audio_first_s = float(frame.time) - v_start
-                    for out in resampler.resample(frame):
-                        audio_parts.append(out.to_ndarray()[0])
+                elif isinstance(frame, av.AudioFrame) and track is not None:
+                    track.add(frame)
         if prev is None:
             raise CorruptMediaError(f"decode: {path.name}: no decodable video frame")
         take(prev, prev_index, prev_ts, samples.finish(), clips.sampler.finish())
 
-        audio = None
-        if resampler is not None:
-            for out in resampler.resample(None):
-                audio_parts.append(out.to_ndarray()[0])
-            audio = _align_audio(audio_parts, audio_first_s or 0.0)
+        audio = track.finish() if track is not None else None
 
         return DecodedMedia(
             frames=tuple(frames),
@@ -425,6 +417,39 @@ def _upright(frame: av.VideoFrame, quarter_turns: int) -> np.ndarray:
     if quarter_turns:
         image = np.ascontiguousarray(np.rot90(image, quarter_turns))
     return image
+
+
+class _AudioTrack:
+    """The audio track resampled to 16 kHz mono, with silence where its timestamps skip.
+
+    Decoded frames are contiguous only while the timestamps say so: a track joined from
+    recordings, or with lost packets, jumps ahead, and joined end to end without the gap
+    everything after it would play early against the video.
+    """
+
+    def __init__(self, v_start: float) -> None:
+        self._resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
+        self._v_start = v_start
+        self._parts: list[np.ndarray] = []
+        self._first_s: float | None = None
+        self._next_s: float | None = None  # where the previous frame ended
+
+    def add(self, frame: av.AudioFrame) -> None:
+        if frame.time is not None:
+            t = float(frame.time) - self._v_start
+            if self._first_s is None:
+                self._first_s = t
+            elif self._next_s is not None and t - self._next_s > _AUDIO_GAP_S:
+                self._parts.append(
+                    np.zeros(int(round((t - self._next_s) * AUDIO_RATE)), np.float32)
+                )
+            if frame.sample_rate and frame.samples:
+                self._next_s = t + frame.samples / frame.sample_rate
+        self._parts.extend(out.to_ndarray()[0] for out in self._resampler.resample(frame))
+
+    def finish(self) -> np.ndarray | None:
+        self._parts.extend(out.to_ndarray()[0] for out in self._resampler.resample(None))
+        return _align_audio(self._parts, self._first_s or 0.0)
 
 
 def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:
@@ -486,15 +511,10 @@ def _read_audio(path: Path) -> np.ndarray | None:
             return None
         astream = container.streams.audio[0]
         v_start = _stream_start(container.streams.video[0]) if container.streams.video else 0.0
-        resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
-        parts: list[np.ndarray] = []
-        first: float | None = None
+        track = _AudioTrack(v_start)
         for frame in container.decode(astream):
-            if first is None and frame.time is not None:
-                first = float(frame.time) - v_start
-            parts.extend(out.to_ndarray()[0] for out in resampler.resample(frame))
-        parts.extend(out.to_ndarray()[0] for out in resampler.resample(None))
-        return _align_audio(parts, first or 0.0)
+            track.add(frame)
+        return track.finish()
 
 
 def _dali_frames(path: Path, device: str) -> np.ndarray:

@@ -281,3 +281,36 @@ def test_a_nan_sample_in_a_float_track_does_not_silence_the_audio(media_corpus, 
     media = decode_pyav(mov, settings)
     assert media.audio is not None and np.all(np.isfinite(media.audio))
     assert decode_mod.audio_energy_db(media.audio) > -50
+
+
+@pytest.mark.integration
+def test_a_gap_in_the_audio_timestamps_stays_a_gap(media_corpus, settings, tmp_path):
+    # Two joined recordings, the first with half a second less audio than video: the
+    # audio's timestamps skip 1.0 -> 1.5 s. Concatenated as decoded, everything after the
+    # gap would play half a second early against the video (lip-sync reads that as a dub).
+    ff = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    src = str(media_corpus["grid_mpg"])
+    enc = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le"]
+    a, b, joined = tmp_path / "a.mkv", tmp_path / "b.mkv", tmp_path / "joined.mkv"
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"file '{a}'\nfile '{b}'\n")
+    for args in (
+        ["-i", src, "-t", "1.5", "-af", "atrim=0:1.0", *enc, str(a)],
+        ["-ss", "1.5", "-i", src, *enc, str(b)],
+        ["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(joined)],
+    ):
+        subprocess.run([*ff, *args], check=True, capture_output=True, timeout=60)
+    media = decode_pyav(joined, settings)
+    whole = decode_pyav(media_corpus["grid_mpg"], settings)
+    assert media.audio is not None and whole.audio is not None
+    assert media.audio_duration_s == pytest.approx(3.0, abs=0.1)
+    gap = media.audio[int(1.05 * AUDIO_RATE) : int(1.45 * AUDIO_RATE)]
+    assert not gap.any()
+    # after the gap, the track lines up with the original again (loudness per 20 ms;
+    # half a second early it anti-correlates)
+
+    def loudness(audio: np.ndarray) -> np.ndarray:
+        part = audio[int(1.6 * AUDIO_RATE) : int(2.8 * AUDIO_RATE)]
+        return np.sqrt(np.square(part.reshape(-1, AUDIO_RATE // 50)).mean(axis=1))
+
+    assert np.corrcoef(loudness(media.audio), loudness(whole.audio))[0, 1] > 0.8
