@@ -24,6 +24,7 @@ from dfd.errors import ConfigurationError
 from dfd.logs import configure_logging
 from dfd.settings import Settings
 from gateway import errors
+from gateway.bodylimit import BodyLimitMiddleware
 from gateway.deps import GatewayState
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     errors.install(app)
     for module in (upload, analyze, jobs, health, evidence):
         app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
     return app
 

@@ -172,7 +172,9 @@ def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette's own refusals (no such route, wrong method) in the same format.
     assert isinstance(exc, StarletteHTTPException)
-    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
+        exc.status_code, "http-error"
+    )
     return problem_response(exc.status_code, slug, str(exc.detail), request.url.path, exc.headers)
 
 

@@ -132,3 +132,26 @@ def test_redis_down_is_503_and_nothing_is_half_done(make_settings) -> None:
             assert response.json()["type"] == "urn:dfd:problem:upstream-unavailable"
             assert client.get("/api/job/" + "a" * 32).status_code == 503
             assert client.post("/api/upload", files={"file": ("a.mpg", b"x")}).status_code == 503
+
+
+def test_oversized_body_is_413(gateway, redis) -> None:
+    """The body is a few hundred bytes of JSON: a multi-megabyte one, declared or
+    streamed, is refused with 413 rather than buffered whole and parsed (that it stops
+    reading early is in test_bodylimit.py: the test client sends the whole body first)."""
+    huge = b'{"url": "' + PUBLIC.encode() + b"?" + b"a" * 8_000_000 + b'"}'
+
+    def chunks():
+        for i in range(0, len(huge), 65536):
+            yield huge[i : i + 65536]
+
+    with gateway() as client:
+        for content in (huge, chunks()):
+            response = client.post(
+                "/api/analyze", content=content, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 413, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["type"] == "urn:dfd:problem:too-large"
+        # A normal body still goes through.
+        assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 202
+    assert _queued(redis) == 1
