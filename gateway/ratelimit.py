@@ -1,7 +1,7 @@
 """Per-IP rate limits and the concurrent-upload cap, kept in Redis.
 
 Limits are fixed windows that start at a client's first request: one counter per
-(policy, client IP) with the window as its TTL. One Lua script checks every policy that
+(policy, client: an IPv4 address or an IPv6 /64) with the window as its TTL. One Lua script checks every policy that
 applies to a request and, only if none is used up, increments them all, so a burst of
 concurrent requests is admitted exactly up to the limit, and a refused request costs no
 quota. The counters live in Redis, so they survive a gateway restart and are shared by
@@ -149,7 +149,8 @@ class RateLimiter:
     def _keys_args(self, ip: str, policies: Sequence[Policy]) -> tuple[list[str], list[int]]:
         # All policies of one request share the window length; per-policy windows would
         # need one script call per window.
-        keys = [f"{KEY_PREFIX}{p.scope}:{ip}" for p in policies]
+        client = limit_key(ip)
+        keys = [f"{KEY_PREFIX}{p.scope}:{client}" for p in policies]
         return keys, [policies[0].window_s, *(p.limit for p in policies)]
 
     def add_hit(self, pipe: Any, ip: str, policies: Sequence[Policy]) -> None:
@@ -198,7 +199,7 @@ class RateLimiter:
             TooManyUploadsError: when all of its slots are taken.
         """
         # A new key name: the counter string older gateways kept would be the wrong type.
-        slot = UploadSlot(f"{KEY_PREFIX}uploads:{ip}", secrets.token_hex(8))
+        slot = UploadSlot(f"{KEY_PREFIX}uploads:{limit_key(ip)}", secrets.token_hex(8))
         with _redis_errors("upload slots"):
             n = await self._acquire(
                 keys=[slot.key], args=[self.max_uploads_in_flight, self.inflight_ttl_s, slot.token]
@@ -222,6 +223,25 @@ def _redis_errors(what: str) -> Iterator[None]:
         yield
     except RedisError as exc:
         raise UpstreamUnavailableError(f"{what}: expected Redis to answer, got {exc}") from exc
+
+
+def limit_key(ip: str) -> str:
+    """Who a limit counts: an IPv4 address, or the /64 an IPv6 address is in.
+
+    One IPv6 subscriber is handed a whole /64, so counting addresses apart would give
+    one client 2**64 quotas. An IPv4 client seen through a dual-stack socket
+    (``::ffff:a.b.c.d``) is counted as its IPv4 address, not lumped into one /64 with
+    every other IPv4 client.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def parse_networks(

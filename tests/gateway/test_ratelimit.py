@@ -182,3 +182,35 @@ def test_a_leaked_upload_slot_expires_while_the_client_keeps_trying(redis_url, r
     refused_at_once, admitted = asyncio.run(scenario())
     assert refused_at_once
     assert admitted
+
+
+@pytest.mark.integration
+def test_ipv6_clients_are_limited_per_64_prefix(redis_url, redis) -> None:
+    """One IPv6 subscriber holds a whole /64: counting each address apart would give a
+    single client 2**64 quotas. IPv4 clients seen through a dual-stack socket
+    (::ffff:a.b.c.d) are still counted one address each."""
+
+    async def outcomes() -> list[bool]:
+        client = AsyncRedis.from_url(redis_url)
+        limiter = RateLimiter(client, Settings())
+        policies = [Policy("analyze", 1)]
+        results = []
+        try:
+            for ip in (
+                "2001:db8:0:7::1",
+                "2001:db8:0:7:ffff::2",  # same /64: refused
+                "2001:db8:0:8::1",  # another /64
+                "::ffff:198.51.100.1",
+                "::ffff:198.51.100.2",  # another IPv4 client
+                "198.51.100.1",  # the same IPv4 client as ::ffff:198.51.100.1
+            ):
+                try:
+                    await limiter.hit(ip, policies)
+                    results.append(True)
+                except RateLimitedError:
+                    results.append(False)
+        finally:
+            await client.aclose()
+        return results
+
+    assert asyncio.run(outcomes()) == [True, False, True, True, True, False]
