@@ -413,7 +413,7 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 
 def _upright(frame: av.VideoFrame, quarter_turns: int) -> np.ndarray:
     """The converted frame as an array, rotated as players show it (ffmpeg's autorotate)."""
-    image = frame.to_ndarray()
+    image: np.ndarray = frame.to_ndarray()
     if quarter_turns:
         image = np.ascontiguousarray(np.rot90(image, quarter_turns))
     return image
