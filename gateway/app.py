@@ -12,6 +12,7 @@ import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from redis import Redis
@@ -51,6 +52,14 @@ def _url_of(client: Redis) -> str:
     return f"{scheme}://{auth}{host}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
+def _timeouts(settings: Settings) -> dict[str, Any]:
+    """Bounded Redis calls: a server that accepts but never answers must not stall requests."""
+    return {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+    }
+
+
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
     """Build the gateway.
 
@@ -68,7 +77,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
                 "gateway: expected DFD_REDIS_URL (or a Redis client), got neither; "
                 "`dfd gateway` and `dfd serve` start a local one"
             )
-        redis = Redis.from_url(settings.redis_url)
+        redis = Redis.from_url(settings.redis_url, **_timeouts(settings))
         redis_url = settings.redis_url  # as given: TLS options in its query string stay
     else:
         redis_url = _url_of(redis)
@@ -77,7 +86,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-        aredis = AsyncRedis.from_url(redis_url)
+        aredis = AsyncRedis.from_url(redis_url, **_timeouts(settings))
         app.state.gateway = GatewayState(
             settings=settings,
             redis=redis,

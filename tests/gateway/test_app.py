@@ -41,3 +41,46 @@ def test_app_starts_with_a_password_that_needs_quoting(tmp_path: Path) -> None:
         pool = client.app.state.gateway.aredis.connection_pool  # type: ignore[attr-defined]
         assert pool.connection_kwargs["password"] == "a/b"
         assert pool.connection_class is SSLConnection
+
+
+@pytest.mark.unit
+def test_a_redis_that_never_answers_gets_503_within_the_timeout(tmp_path: Path) -> None:
+    """A server that accepts connections and stays silent: polls fail fast, not after 120 s."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    settings = Settings(
+        data_dir=tmp_path, redis_url=url, url_signing_key="k" * 32, redis_timeout_s=0.5
+    )
+    try:
+        with TestClient(create_app(settings)) as client:
+            started = time.monotonic()
+            response = client.get("/api/job/0123456789abcdef0123456789abcdef")
+            elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert elapsed < 5
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
