@@ -27,7 +27,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
-from dfd.ports import free_port
+from dfd.ports import free_port, port_is_free
 from dfd.supervisor import Exited, ProcessGroup
 
 if TYPE_CHECKING:
@@ -114,6 +114,12 @@ class Stack:
             raise
 
     def _start(self) -> Endpoints:
+        # Otherwise another server already on the port answers /healthz and passes for ours.
+        if not port_is_free(self.host, self.port):
+            raise ConfigurationError(
+                f"dfd serve: expected port {self.port} on {self.host} to be free for the "
+                "gateway, got it in use (choose another with --port)"
+            )
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         redis_url, redis_local = self._start_redis(data_dir)

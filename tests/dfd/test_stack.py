@@ -251,3 +251,22 @@ def test_stack_on_an_ipv6_loopback_picks_a_free_port(tmp_path: Path) -> None:
     stack = Stack(Settings(data_dir=tmp_path), host="::1", port=0, log=lambda line: None)
     assert stack.port > 0
     assert free_port("::1") > 0
+
+
+@pytest.mark.unit
+def test_a_gateway_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """Another server on the port would answer /healthz and pass for our gateway."""
+    import socket
+
+    from dfd.errors import ConfigurationError
+    from dfd.stack import Stack
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        stack = Stack(Settings(data_dir=tmp_path), port=port, log=lambda line: None)
+        with pytest.raises(ConfigurationError, match=f"port {port} .* in use"):
+            stack.start()
+    assert stack.group.names == []
+    assert not (tmp_path / "redis").exists()
