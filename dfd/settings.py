@@ -240,6 +240,11 @@ class Settings(BaseSettings):
     # --- observability ----------------------------------------------------------
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(True, description="Structured JSON logs.")
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint (http://collector:4318/v1/traces); unset: "
+        "no traces are recorded or exported.",
+    )
 
     # --- derived paths ------------------------------------------------------------
     @property
