@@ -24,6 +24,7 @@ from dfd import __version__, signing
 from dfd.errors import ConfigurationError
 from dfd.logs import configure_logging
 from dfd.settings import Settings
+from dfd.tracing import setup_tracing
 from gateway import errors
 from gateway.bodylimit import BodyLimitMiddleware
 from gateway.deps import GatewayState
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         ConfigurationError: no Redis given and ``settings.redis_url`` unset.
     """
     settings = settings or Settings()
+    setup_tracing(settings, "dfd-gateway")
     if redis is None:
         if not settings.redis_url:
             raise ConfigurationError(

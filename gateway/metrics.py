@@ -4,8 +4,9 @@ Each app gets its own registry (tests build many apps in one process). With seve
 uvicorn workers each process reports its own series; scrape them per pod, or aggregate
 in Prometheus.
 
-The middleware also enforces the whole-request timeout (``settings.request_timeout_s``)
-and writes one JSON log line per request that failed or changed something.
+The middleware also enforces the whole-request timeout (``settings.request_timeout_s``),
+writes one JSON log line per request that failed or changed something, and opens the
+request's trace span (``dfd.tracing``; a no-op unless tracing is set up).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import asyncio
 import logging
 import time
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dfd.tracing import context_from, tracer
 from gateway.errors import problem_response
 
 log = logging.getLogger("gateway.access")
@@ -78,6 +81,34 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
+def _request_span(scope: Scope) -> trace.Span:
+    """A server span for the request, continuing the caller's trace if it sent a traceparent."""
+    headers = {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if key in (b"traceparent", b"tracestate")
+    }
+    return tracer().start_span(
+        f"{scope.get('method', '')} {scope.get('path', '')}",
+        context=context_from(headers) if headers else None,
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "http.request.method": scope.get("method", ""),
+            "url.path": scope.get("path", ""),
+        },
+    )
+
+
+def _end_span(span: trace.Span, method: str, template: str, status: int) -> None:
+    # Named after the route template, like the metrics (known only once routing ran).
+    span.update_name(f"{method} {template}")
+    span.set_attribute("http.route", template)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(trace.StatusCode.ERROR)
+    span.end()
+
+
 class MetricsMiddleware:
     """Pure ASGI (no BaseHTTPMiddleware overhead): metrics, timeout, access log."""
 
@@ -101,9 +132,11 @@ class MetricsMiddleware:
                 started = True
             await send(message)
 
+        span = _request_span(scope)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                await self.app(scope, receive, send_wrapper)
+            with trace.use_span(span, end_on_exit=False):
+                async with asyncio.timeout(self.timeout_s):
+                    await self.app(scope, receive, send_wrapper)
         except TimeoutError:
             if started:
                 raise
@@ -123,6 +156,7 @@ class MetricsMiddleware:
             method = scope.get("method", "")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
+            _end_span(span, method, template, status)
             if status >= 400 or method not in ("GET", "HEAD"):
                 client = scope.get("client") or ("", 0)
                 log.info(

@@ -28,6 +28,7 @@ from dfd.jobid import is_job_id
 from dfd.schemas import JobError, JobPayload, JobView
 from dfd.settings import Settings
 from dfd.states import JobState
+from dfd.tracing import current_traceparent
 
 JOB_FUNC = "dispatcher.jobs.run_job"
 QUEUE_NAMES = ("high", "default", "low")
@@ -66,6 +67,10 @@ class JobQueue:
     def enqueue(self, payload: JobPayload, func: str = JOB_FUNC) -> Job:
         """Put ``payload`` on its priority's queue, with retries, timeout and TTLs from settings."""
         s = self._settings
+        meta: dict[str, Any] = {"retries": s.job_retries, "kind": payload.source.kind}
+        traceparent = current_traceparent()
+        if traceparent is not None:  # the worker's job span continues the request's trace
+            meta["traceparent"] = traceparent
         return self._queues[payload.priority].enqueue(
             func,
             payload.model_dump(mode="json"),
@@ -75,7 +80,7 @@ class JobQueue:
             result_ttl=s.result_ttl_s,
             failure_ttl=s.failure_ttl_s,
             description=f"{payload.source.kind} job {payload.job_id}",
-            meta={"retries": s.job_retries, "kind": payload.source.kind},
+            meta=meta,
         )
 
     def add_view(self, pipe: Any, job_id: str) -> bool:
