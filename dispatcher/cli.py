@@ -138,10 +138,12 @@ def _summary(result: Result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """The handler of ``dfd analyze``."""
+    from dfd.tracing import job_span, setup_tracing
     from dispatcher.pipeline import analyze
     from dispatcher.triton_client import TritonClient
 
     settings = _settings(args)
+    setup_tracing(settings, "dfd-analyze")
     source: str | Path = args.source if "://" in args.source else Path(args.source)
     if isinstance(source, Path) and not source.is_file():
         raise ConfigurationError(f"dfd analyze: {source} is not a file")
@@ -168,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
         with TritonClient(
             url, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries
         ) as client:
-            result = analyze(source, settings, client, store, progress, job_id=job_id)
+            kind = "url" if isinstance(source, str) else "file"
+            with job_span(job_id, kind):
+                result = analyze(source, settings, client, store, progress, job_id=job_id)
     finally:
         if server is not None:
             server.stop()

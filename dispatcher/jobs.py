@@ -39,6 +39,7 @@ from dfd import errors
 from dfd.schemas import JobError, JobPayload
 from dfd.settings import Settings
 from dfd.states import Stage
+from dfd.tracing import job_span
 
 log = logging.getLogger(__name__)
 
@@ -152,22 +153,26 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     """
     job = get_current_job()
     request = parse_payload(payload)
+    attempt = 1
     if job is not None:
-        job.meta.update({"attempt": attempt_of(job), "progress": 0.0})
+        attempt = attempt_of(job)
+        job.meta.update({"attempt": attempt, "progress": 0.0})
         job.meta.pop("error", None)
         job.meta.pop("stage", None)
         job.save_meta()
     context = worker_context()
     from dispatcher.pipeline import analyze
 
-    result = analyze(
-        request.source,
-        context.settings,
-        context.triton,
-        context.store,
-        Progress(job),
-        job_id=request.job_id,
-    )
+    traceparent = job.meta.get("traceparent") if job is not None else None
+    with job_span(request.job_id, request.source.kind, attempt, traceparent):
+        result = analyze(
+            request.source,
+            context.settings,
+            context.triton,
+            context.store,
+            Progress(job),
+            job_id=request.job_id,
+        )
     delete_upload(payload, context.settings)
     return result.model_dump(mode="json")
 

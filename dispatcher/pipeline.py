@@ -23,6 +23,7 @@ from dfd.errors import DfdError, InternalError
 from dfd.schemas import JobSource, ModalityResult, Result
 from dfd.settings import Settings
 from dfd.states import MODALITY_ORDER, Stage
+from dfd.tracing import tracer
 from export.specs import SPECS, spec
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,21 @@ class _Stages:
     def run(self, stage: Stage) -> Iterator[None]:
         self.report(stage, 0.0)
         started = time.perf_counter()
-        try:
-            yield
-        except DfdError as exc:
-            if getattr(exc, "stage", None) is None:
-                exc.stage = stage  # type: ignore[attr-defined]
-            raise
-        except Exception as exc:
-            err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
-            err.stage = stage  # type: ignore[attr-defined]
-            raise err from exc
-        finally:
-            self.timings_ms[_TIMING_KEYS[stage]] = round((time.perf_counter() - started) * 1000, 1)
+        # One child span of the current (job) span per stage; it records the stage's error.
+        with tracer().start_as_current_span(f"dfd.stage.{stage.value}"):
+            try:
+                yield
+            except DfdError as exc:
+                if getattr(exc, "stage", None) is None:
+                    exc.stage = stage  # type: ignore[attr-defined]
+                raise
+            except Exception as exc:
+                err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
+                err.stage = stage  # type: ignore[attr-defined]
+                raise err from exc
+            finally:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self.timings_ms[_TIMING_KEYS[stage]] = round(elapsed_ms, 1)
         self.report(stage, 1.0)
 
 

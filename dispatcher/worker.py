@@ -161,8 +161,10 @@ def main(
 
     from dfd.errors import ConfigurationError
     from dfd.logs import configure_logging
+    from dfd.tracing import setup_tracing
 
     configure_logging(settings)
+    setup_tracing(settings, "dfd-worker")
     if not settings.redis_url:
         raise ConfigurationError("worker: expected DFD_REDIS_URL, got none; `dfd serve` sets it")
     from dispatcher.cleanup import sweep_orphans
