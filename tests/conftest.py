@@ -57,5 +57,6 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.s3",
     "tests.fixtures.media",
+    "tests.fixtures.tracing",
     "tests.fixtures.models",
 ]

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from dfd import tracing
 from dfd.settings import Settings
+from tests.fixtures.tracing import Collector
 
 pytestmark = pytest.mark.unit
 
@@ -27,89 +21,6 @@ def _no_provider_left() -> Iterator[None]:
     installed = tracing.use_provider(previous)
     if installed is not None:
         installed.shutdown()
-
-
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use_provider(provider)
-    return exporter
-
-
-class Collector(ThreadingHTTPServer):
-    """A loopback OTLP/HTTP receiver: keeps each request's path, content type and body."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, str, bytes]] = []
-        self.got = threading.Event()
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                collector.received.append((self.path, self.headers["Content-Type"], body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                collector.got.set()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @classmethod
-    @contextmanager
-    def running(cls) -> Iterator[Collector]:
-        """A collector serving on a free loopback port until the block ends."""
-        server = cls()
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1/traces"
-
-    def spans(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(name, attributes)`` of every span received, decoded from the OTLP protobuf."""
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        found = []
-        for _, _, body in self.received:
-            request = ExportTraceServiceRequest.FromString(body)
-            for resource in request.resource_spans:
-                for scope in resource.scope_spans:
-                    for span in scope.spans:
-                        attributes = {a.key: _value(a.value) for a in span.attributes}
-                        found.append((span.name, attributes))
-        return found
-
-    def service_names(self) -> set[str]:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        names = set()
-        for _, _, body in self.received:
-            for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
-                for a in resource.resource.attributes:
-                    if a.key == "service.name":
-                        names.add(a.value.string_value)
-        return names
-
-
-def _value(value: Any) -> Any:
-    return getattr(value, value.WhichOneof("value"))
 
 
 @pytest.fixture

@@ -4,36 +4,25 @@ under it, and one span per pipeline stage under that (real Redis, real Triton, G
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from dfd import tracing
 from dispatcher import jobs
-from tests.dfd.test_tracing import Collector
+from tests.fixtures.tracing import Collector
 
 pytestmark = pytest.mark.integration
 
 STAGES = ["probe", "decode", "faces", "infer", "evidence"]  # an upload has no fetch
 
 
-@pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+@pytest.fixture(autouse=True)
+def _fresh_worker_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process worker builds its settings and clients anew under the test's tracer."""
     monkeypatch.setattr(jobs, "_settings", None)
     monkeypatch.setattr(jobs, "_context", None)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    previous = tracing.use_provider(provider)
-    yield exporter
-    tracing.use_provider(previous)
-    provider.shutdown()
 
 
 def test_request_job_and_stage_spans_form_one_trace(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -15,17 +11,6 @@ from rq.serializers import JSONSerializer
 from dfd import tracing
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    previous = tracing.use_provider(provider)
-    yield exporter
-    tracing.use_provider(previous)
-    provider.shutdown()
 
 
 def _request_span(spans: InMemorySpanExporter, name: str):
