@@ -56,6 +56,7 @@ class Cell:
     executions: int
     inferences: int
     server_cpu_ms_per_request: float
+    client_cpu_ms_per_request: float
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def _stats(url: str, model: str) -> tuple[int, int]:
 
 async def _cell(
     url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int, args, cpu_s
-) -> tuple[int, float, list[float], float]:
+) -> tuple[int, float, list[float], float, float]:
     """Closed loop of ``concurrency`` clients: warm-up round, then the measured window.
 
     No client starts a request after the window closes; the requests in flight then are
@@ -124,7 +125,8 @@ async def _cell(
     whole batch of audio windows, several seconds of work, per window.)
 
     Returns requests completed, the time from the window's start until the last of them
-    finished, their latencies, and the server's CPU seconds per request over that time.
+    finished, their latencies, and the server's and this client's (every thread of this
+    process: gRPC, serialisation) CPU seconds per request over that time.
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc.aio import InferenceServerClient
@@ -148,7 +150,7 @@ async def _cell(
         window = min(max(args.duration_s, 3 * round_s), args.max_cell_s)
         latencies: list[float] = []
         done = 0
-        cpu0 = cpu_s()
+        cpu0, client0 = cpu_s(), time.process_time()
         start = time.perf_counter()
         end = start + window
 
@@ -161,7 +163,8 @@ async def _cell(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
         cpu_per_request = (cpu_s() - cpu0) / max(done, 1)
-        return done, elapsed, latencies, cpu_per_request
+        client_per_request = (time.process_time() - client0) / max(done, 1)
+        return done, elapsed, latencies, cpu_per_request, client_per_request
     finally:
         await client.close()
 
@@ -196,7 +199,7 @@ def measure(server, rendering: str, model: str, arrays, concurrency: int, args) 
     url = server.grpc_url
     counted = "visual" if model == "deepfake_ensemble" else model
     executions0, inferences0 = _stats(url, counted)
-    count, window, latencies, cpu = asyncio.run(
+    count, window, latencies, cpu, client_cpu = asyncio.run(
         _cell(url, model, arrays, concurrency, args, server_cpu(server.pid))
     )
     executions1, inferences1 = _stats(url, counted)
@@ -213,6 +216,7 @@ def measure(server, rendering: str, model: str, arrays, concurrency: int, args) 
         executions=executions1 - executions0,
         inferences=inferences1 - inferences0,
         server_cpu_ms_per_request=round(cpu * 1000, 2),
+        client_cpu_ms_per_request=round(client_cpu * 1000, 2),
     )
 
 
@@ -239,7 +243,92 @@ def pooled(cells: list[Cell]) -> Cell:
         executions=sum(c.executions for c in cells),
         inferences=sum(c.inferences for c in cells),
         server_cpu_ms_per_request=weighted("server_cpu_ms_per_request"),
+        client_cpu_ms_per_request=weighted("client_cpu_ms_per_request"),
     )
+
+
+# --- the ceiling --------------------------------------------------------------------
+
+
+def _item_cpu_ms(
+    path: Path,
+    item: dict[str, np.ndarray],
+    batches: tuple[int, ...] = (1, 4),
+    runs: int = 5,
+    min_s: float = 1.0,
+) -> float:
+    """Least onnxruntime CPU ms per item of one ONNX file, run as the ``cpu`` host runs it.
+
+    One thread, no spinning, no memory pattern; per item the cheaper of the ``batches``
+    (on the reference machine no batch is cheaper per item than one item, see
+    ``bench_ort``; measuring both keeps the floor honest on other machines); the minimum
+    CPU time over at least ``runs`` runs and ``min_s`` seconds per batch size (the first
+    runs of a fresh session cost twice the settled figure: too few runs would put the
+    floor, and so the ceiling, in the wrong place).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_mem_pattern = False
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    best = float("inf")
+    for batch in batches:
+        feed = {name: np.repeat(array, batch, axis=0) for name, array in item.items()}
+        session.run(None, feed)  # warm-up
+        done, until = 0, time.perf_counter() + min_s
+        while done < runs or time.perf_counter() < until:
+            started = time.process_time()
+            session.run(None, feed)
+            best = min(best, (time.process_time() - started) * 1000 / batch)
+            done += 1
+    return best
+
+
+def compute_floors(
+    repository: Path, payloads: dict[str, dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """The least CPU ms one request's model arithmetic costs, per benchmarked model.
+
+    Whatever batching saves, a request still costs at least this: the onnxruntime
+    compute of its items. The ensemble's floor is that of its 4 crops, 1 audio window
+    and 1 lip-sync clip (the fusion step costs microseconds and is left out).
+    """
+    ensemble = payloads["deepfake_ensemble"]
+    onnx = {m: repository / m / "1" / "model.onnx" for m in ("visual", "audio", "lipsync")}
+    crop = _item_cpu_ms(onnx["visual"], {"face": ensemble["faces"][:1]})
+    window = _item_cpu_ms(onnx["audio"], {"waveform": ensemble["audio"][:1]})
+    clip = _item_cpu_ms(
+        onnx["lipsync"],
+        {"video": ensemble["lipsync_video"][:1], "mfcc": ensemble["lipsync_mfcc"][:1]},
+    )
+    return {
+        "visual": round(crop * len(payloads["visual"]["face"]), 2),
+        "audio": round(window * len(payloads["audio"]["waveform"]), 2),
+        "deepfake_ensemble": round(
+            crop * len(ensemble["faces"]) + window * len(ensemble["audio"]) + clip, 2
+        ),
+    }
+
+
+def ceiling(floor_ms: float, on: dict, off: dict, cores: int) -> dict[str, float]:
+    """The most throughput batching could give, from one cell's measurements.
+
+    ``here``: on these cores, with the benchmark's client on them too, a request costs
+    at least its compute floor plus the client's CPU per request, so batching can reach
+    at most ``cores / (floor + client)`` requests per second, divided by what no
+    batching measured. ``server alone``: were the client elsewhere and the unbatched
+    server CPU-bound, batching could cut the server's CPU per request from what it
+    measured unbatched to the floor, no lower.
+    """
+    rps = cores / ((floor_ms + on["client_cpu_ms_per_request"]) / 1000)
+    return {
+        "rps": round(rps, 2),
+        "speed_up_here": round(rps / off["throughput_rps"], 2) if off["throughput_rps"] else 0.0,
+        "speed_up_server_alone": round(off["server_cpu_ms_per_request"] / floor_ms, 2),
+    }
 
 
 # --- machine and report -------------------------------------------------------------
@@ -300,6 +389,38 @@ def markdown(result: dict) -> str:
                 f"{off['throughput_rps']:.2f} | {off['p50_ms']:.0f} / {off['p95_ms']:.0f} / {off['p99_ms']:.0f} | "
                 f"{off['executions']} | {off['server_cpu_ms_per_request']:.1f} | {speed:.2f}x |"
             )
+    floors = result.get("floor_ms_per_request")
+    if floors:
+        cores = result["options"]["cores"]
+        lines += [
+            "",
+            f"**Ceiling at concurrency {max(result['concurrency'])}: the most batching could "
+            "give here.** `floor` = least onnxruntime CPU "
+            "per request (one thread, per item the cheaper of batch 1 and 4, measured in this "
+            "run); `client` = this benchmark's CPU per request (it shares the cores); "
+            f"ceiling rps = {cores} cores / (floor + client): batching cannot remove the "
+            "arithmetic or the client. `server alone` = unbatched server CPU per request / "
+            "floor: the most batching could give with the client on another machine.",
+            "",
+            "| model | concurrency | floor ms | client ms | no batching server ms | ceiling rps "
+            "| ceiling speed-up here | server alone | measured |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        # The target is about the busiest cell; at low concurrency the server idles.
+        conc = max(result["concurrency"])
+        for model in result["models"]:
+            on = cells.get(("batching", model, conc))
+            off = cells.get(("no_batching", model, conc))
+            if not on or not off or model not in floors:
+                continue
+            c = ceiling(floors[model], on, off, cores)
+            measured = on["throughput_rps"] / off["throughput_rps"] if off["throughput_rps"] else 0
+            lines.append(
+                f"| {model} | {conc} | {floors[model]:.2f} | "
+                f"{on['client_cpu_ms_per_request']:.1f} | {off['server_cpu_ms_per_request']:.1f} | "
+                f"{c['rps']:.1f} | {c['speed_up_here']:.2f}x | {c['speed_up_server_alone']:.2f}x | "
+                f"{measured:.2f}x |"
+            )
     lines += ["", f"Settings: {json.dumps(result['options'])}", ""]
     return "\n".join(lines)
 
@@ -339,9 +460,13 @@ def run_triton(args) -> int:
             "intra_op_threads": args.threads or min(4, os.cpu_count() or 1),
             "instances_per_model": 1,
             "ort_max_batch": chunk,
+            "cores": len(os.sched_getaffinity(0)),
         },
         "cells": [],
     }
+    print("timing the compute floor per request (onnxruntime, one thread) ...", flush=True)
+    result["floor_ms_per_request"] = compute_floors(repos["batching"], payloads)
+    print(f"floor ms per request: {result['floor_ms_per_request']}", flush=True)
     started = time.monotonic()
     with (
         LocalTriton(settings, repos["batching"]) as on,

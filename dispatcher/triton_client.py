@@ -11,7 +11,7 @@ What it adds to ``tritonclient.grpc``:
   model, the tensor, what was expected and what came;
 - one deadline per request (``timeout_s``);
 - retries with exponential backoff, only when Triton is UNAVAILABLE (down, not ready,
-  or its queue is full); when they run out, ``UpstreamUnavailableError``;
+  restarting, overloaded); when they run out, ``UpstreamUnavailableError``;
 - every other gRPC status translated once into the ``dfd.errors`` tree.
 """
 

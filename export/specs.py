@@ -38,7 +38,6 @@ class Batching:
 
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_us: int
-    max_queue_size: int = 256
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@
       .build-stamp.json               hash of everything the build read
 
 Every ``config.pbtxt`` is derived from ``export.specs``: tensor names, dims, dtypes,
-``max_batch_size``, dynamic batching (preferred sizes, queue delay, bounded queue),
+``max_batch_size``, dynamic batching (preferred sizes, bounded queue delay),
 instance groups, version policy and warm-up. The two renderings differ only in how a
 model is executed:
 
@@ -131,9 +131,12 @@ def model_config(
         batching = config.dynamic_batching
         batching.preferred_batch_size.extend(s.batching.preferred_batch_sizes)
         batching.max_queue_delay_microseconds = s.batching.max_queue_delay_us
-        # A bounded queue: past it Triton rejects at once (UNAVAILABLE) instead of letting
-        # latency grow without limit; the client retries with backoff.
-        batching.default_queue_policy.max_queue_size = s.batching.max_queue_size
+        # No default_queue_policy: in Triton 2.51 any queue policy (max_queue_size, or a
+        # timeout) makes the dynamic batcher miss the wake-up for the last requests of a
+        # burst, which then sit in the queue for its 500 ms idle wait (measured: 8 of 12
+        # bursts of 32 crops stalled 0.5 s with one, 0 of 12 without; reproduce with
+        # `python -m benchmarks.probe_queue_policy`). Load is bounded upstream instead: a
+        # worker sends one request at a time, and every client call carries a deadline.
     group = config.instance_group.add()
     group.count = s.instance_count
     if target == "cpu":
