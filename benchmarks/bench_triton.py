@@ -56,6 +56,7 @@ class Cell:
     executions: int
     inferences: int
     server_cpu_ms_per_request: float
+    triton_cpu_ms_per_request: float
     client_cpu_ms_per_request: float
 
 
@@ -115,7 +116,7 @@ def _stats(url: str, model: str) -> tuple[int, int]:
 
 async def _cell(
     url: str, model: str, arrays: dict[str, np.ndarray], concurrency: int, args, cpu_s
-) -> tuple[int, float, list[float], float, float]:
+) -> tuple[int, float, list[float], float, float, float]:
     """Closed loop of ``concurrency`` clients: warm-up round, then the measured window.
 
     No client starts a request after the window closes; the requests in flight then are
@@ -125,8 +126,10 @@ async def _cell(
     whole batch of audio windows, several seconds of work, per window.)
 
     Returns requests completed, the time from the window's start until the last of them
-    finished, their latencies, and the server's and this client's (every thread of this
-    process: gRPC, serialisation) CPU seconds per request over that time.
+    finished, their latencies, and CPU seconds per request over that time: the server's
+    (with its python stubs), the ``tritonserver`` process's alone (gRPC, scheduling,
+    copies into the stubs' shared memory: paid per request, batched or not) and this
+    client's (every thread of this process: gRPC, serialisation).
     """
     import tritonclient.grpc as grpcclient
     from tritonclient.grpc.aio import InferenceServerClient
@@ -150,7 +153,7 @@ async def _cell(
         window = min(max(args.duration_s, 3 * round_s), args.max_cell_s)
         latencies: list[float] = []
         done = 0
-        cpu0, client0 = cpu_s(), time.process_time()
+        (server0, triton0), client0 = cpu_s(), time.process_time()
         start = time.perf_counter()
         end = start + window
 
@@ -162,30 +165,40 @@ async def _cell(
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-        cpu_per_request = (cpu_s() - cpu0) / max(done, 1)
-        client_per_request = (time.process_time() - client0) / max(done, 1)
-        return done, elapsed, latencies, cpu_per_request, client_per_request
+        (server1, triton1), client1 = cpu_s(), time.process_time()
+        n = max(done, 1)
+        return (
+            done,
+            elapsed,
+            latencies,
+            (server1 - server0) / n,
+            (triton1 - triton0) / n,
+            (client1 - client0) / n,
+        )
     finally:
         await client.close()
 
 
 def server_cpu(pid: int):
-    """A function returning the CPU seconds used so far by a server and its python stubs."""
+    """A function returning the CPU seconds used so far by a server with its python stubs,
+    and by the server process alone."""
     import psutil
 
     root = psutil.Process(pid)
 
-    def total() -> float:
-        used = 0.0
+    def used() -> tuple[float, float]:
+        total = own = 0.0
         for p in (root, *root.children(recursive=True)):
             try:
                 t = p.cpu_times()
             except psutil.Error:
                 continue
-            used += t.user + t.system
-        return used
+            total += t.user + t.system
+            if p.pid == root.pid:
+                own = t.user + t.system
+        return total, own
 
-    return total
+    return used
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -199,7 +212,7 @@ def measure(server, rendering: str, model: str, arrays, concurrency: int, args) 
     url = server.grpc_url
     counted = "visual" if model == "deepfake_ensemble" else model
     executions0, inferences0 = _stats(url, counted)
-    count, window, latencies, cpu, client_cpu = asyncio.run(
+    count, window, latencies, cpu, triton_cpu, client_cpu = asyncio.run(
         _cell(url, model, arrays, concurrency, args, server_cpu(server.pid))
     )
     executions1, inferences1 = _stats(url, counted)
@@ -216,6 +229,7 @@ def measure(server, rendering: str, model: str, arrays, concurrency: int, args) 
         executions=executions1 - executions0,
         inferences=inferences1 - inferences0,
         server_cpu_ms_per_request=round(cpu * 1000, 2),
+        triton_cpu_ms_per_request=round(triton_cpu * 1000, 2),
         client_cpu_ms_per_request=round(client_cpu * 1000, 2),
     )
 
@@ -227,7 +241,7 @@ def pooled(cells: list[Cell]) -> Cell:
     window = sum(c.window_s for c in cells)
 
     def weighted(field: str) -> float:
-        return round(sum(getattr(c, field) * c.requests for c in cells) / max(requests, 1), 1)
+        return round(sum(getattr(c, field) * c.requests for c in cells) / max(requests, 1), 2)
 
     return Cell(
         rendering=first.rendering,
@@ -243,6 +257,7 @@ def pooled(cells: list[Cell]) -> Cell:
         executions=sum(c.executions for c in cells),
         inferences=sum(c.inferences for c in cells),
         server_cpu_ms_per_request=weighted("server_cpu_ms_per_request"),
+        triton_cpu_ms_per_request=weighted("triton_cpu_ms_per_request"),
         client_cpu_ms_per_request=weighted("client_cpu_ms_per_request"),
     )
 
@@ -316,18 +331,24 @@ def compute_floors(
 def ceiling(floor_ms: float, on: dict, off: dict, cores: int) -> dict[str, float]:
     """The most throughput batching could give, from one cell's measurements.
 
-    ``here``: on these cores, with the benchmark's client on them too, a request costs
-    at least its compute floor plus the client's CPU per request, so batching can reach
-    at most ``cores / (floor + client)`` requests per second, divided by what no
-    batching measured. ``server alone``: were the client elsewhere and the unbatched
-    server CPU-bound, batching could cut the server's CPU per request from what it
-    measured unbatched to the floor, no lower.
+    A request costs, batched or not, at least: its compute floor; the ``tritonserver``
+    process's own CPU per request (receiving and decoding it over gRPC, scheduling,
+    copying it into a stub's shared memory, answering: per request, not per execution;
+    the smaller of the two renderings' figures is taken); and, here, the benchmark
+    client's CPU per request, on the same cores.
+
+    ``here``: batching can reach at most ``cores / (floor + tritonserver + client)``
+    requests per second, divided by what no batching measured. ``server alone``: with
+    the client on another machine and the unbatched server CPU-bound, batching could cut
+    the server's CPU per request from what it measured unbatched to ``floor +
+    tritonserver``, no lower.
     """
-    rps = cores / ((floor_ms + on["client_cpu_ms_per_request"]) / 1000)
+    fixed = floor_ms + min(on["triton_cpu_ms_per_request"], off["triton_cpu_ms_per_request"])
+    rps = cores / ((fixed + on["client_cpu_ms_per_request"]) / 1000)
     return {
         "rps": round(rps, 2),
         "speed_up_here": round(rps / off["throughput_rps"], 2) if off["throughput_rps"] else 0.0,
-        "speed_up_server_alone": round(off["server_cpu_ms_per_request"] / floor_ms, 2),
+        "speed_up_server_alone": round(off["server_cpu_ms_per_request"] / fixed, 2),
     }
 
 
@@ -395,16 +416,18 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             f"**Ceiling at concurrency {max(result['concurrency'])}: the most batching could "
-            "give here.** `floor` = least onnxruntime CPU "
-            "per request (one thread, per item the cheaper of batch 1 and 4, measured in this "
-            "run); `client` = this benchmark's CPU per request (it shares the cores); "
-            f"ceiling rps = {cores} cores / (floor + client): batching cannot remove the "
-            "arithmetic or the client. `server alone` = unbatched server CPU per request / "
-            "floor: the most batching could give with the client on another machine.",
+            "give here.** What a request costs batched or not: `floor` = least onnxruntime "
+            "CPU for its items (one thread, per item the cheaper of batch 1 and 4, measured "
+            "in this run); `triton` = the tritonserver process's own CPU per request (gRPC, "
+            "scheduling, copies into the stubs' shared memory; the lower of the two "
+            "renderings); `client` = this benchmark's CPU per request (it shares the cores). "
+            f"Ceiling rps = {cores} cores / (floor + triton + client). `server alone` = "
+            "unbatched server CPU per request / (floor + triton): the most batching could "
+            "give with the client on another machine.",
             "",
-            "| model | concurrency | floor ms | client ms | no batching server ms | ceiling rps "
-            "| ceiling speed-up here | server alone | measured |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | concurrency | floor ms | triton ms | client ms | no batching server ms "
+            "| ceiling rps | ceiling speed-up here | server alone | measured |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         # The target is about the busiest cell; at low concurrency the server idles.
         conc = max(result["concurrency"])
@@ -417,7 +440,8 @@ def markdown(result: dict) -> str:
             measured = on["throughput_rps"] / off["throughput_rps"] if off["throughput_rps"] else 0
             lines.append(
                 f"| {model} | {conc} | {floors[model]:.2f} | "
-                f"{on['client_cpu_ms_per_request']:.1f} | {off['server_cpu_ms_per_request']:.1f} | "
+                f"{min(on['triton_cpu_ms_per_request'], off['triton_cpu_ms_per_request']):.2f} | "
+                f"{on['client_cpu_ms_per_request']:.2f} | {off['server_cpu_ms_per_request']:.1f} | "
                 f"{c['rps']:.1f} | {c['speed_up_here']:.2f}x | {c['speed_up_server_alone']:.2f}x | "
                 f"{measured:.2f}x |"
             )

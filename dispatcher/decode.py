@@ -99,6 +99,8 @@ class DecodedMedia:
             does not say).
         decoder: ``pyav`` or ``dali``.
         frames_decoded: how many video frames the decoder produced (skipped ones not).
+        quarter_turns: the display rotation applied to the coded frames, counterclockwise
+            quarter turns (odd: the picture shows portrait what is stored landscape).
     """
 
     frames: tuple[SampledFrame, ...]
@@ -111,6 +113,7 @@ class DecodedMedia:
     duration_s: float
     decoder: str
     frames_decoded: int = 0
+    quarter_turns: int = 0
 
     @property
     def audio_duration_s(self) -> float:
@@ -399,6 +402,7 @@ def decode_pyav(
             duration_s=duration if duration else prev_ts + 2 * tail,
             decoder="pyav",
             frames_decoded=count,
+            quarter_turns=quarter_turns,
         )
 
 

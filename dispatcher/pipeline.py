@@ -213,8 +213,10 @@ def analyze(
             "container": info.container,
             "video_codec": info.video_codec,
             "audio_codec": info.audio_codec,
-            "width": info.width,
-            "height": info.height,
+            # As players show it: a phone's portrait video is stored as landscape frames
+            # plus a display rotation, which decoding applied.
+            "width": info.height if media.quarter_turns % 2 else info.width,
+            "height": info.width if media.quarter_turns % 2 else info.height,
             "fps": round(info.fps, 3) if info.fps else None,
             "duration_s": round(info.duration_s, 3),
             "decoder": media.decoder,

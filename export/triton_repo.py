@@ -31,7 +31,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -64,8 +64,9 @@ class RepositoryOptions:
     Attributes:
         dynamic_batching: False renders the same models without a dynamic_batching block
             (max_batch_size kept), each request executed alone: the benchmark's baseline.
-        intra_op_threads: onnxruntime threads per instance on ``cpu``; None: all cores,
-            at most 4.
+        intra_op_threads: threads per instance on ``cpu`` (a single item's operators are
+            split over them, a batch's items are split over them); None:
+            ``DFD_TRITON_CPU_THREADS``, else all cores, at most 4.
         ort_max_batch: ``cpu`` only: the largest batch one onnxruntime call runs; merged
             batches run in chunks of this size (0: no limit). On the 2-core reference
             machine no batch is cheaper per item than one item: Meso4 costs 1.46, 1.87,
@@ -283,6 +284,8 @@ def build_repository(
     from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
 
     options = options or RepositoryOptions()
+    if options.intra_op_threads is None and settings.triton_cpu_threads is not None:
+        options = replace(options, intra_op_threads=settings.triton_cpu_threads)
     if target not in ("cpu", "gpu"):
         raise ConfigurationError(f"model repository: target must be cpu or gpu, got {target!r}")
     roles = role_specs(settings, checkpoints)

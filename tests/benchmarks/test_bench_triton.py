@@ -13,7 +13,7 @@ from benchmarks.probe_queue_policy import VARIANTS
 pytestmark = pytest.mark.unit
 
 
-def _cell(rendering: str, rps: float, server: float, client: float) -> dict:
+def _cell(rendering: str, rps: float, server: float, client: float, triton: float = 0.25) -> dict:
     return {
         "rendering": rendering,
         "model": "visual",
@@ -27,19 +27,20 @@ def _cell(rendering: str, rps: float, server: float, client: float) -> dict:
         "executions": 10 if rendering == "batching" else 100,
         "inferences": 100,
         "server_cpu_ms_per_request": server,
+        "triton_cpu_ms_per_request": triton,
         "client_cpu_ms_per_request": client,
     }
 
 
-def test_ceiling_is_cores_over_floor_plus_client():
-    on = _cell("batching", 500.0, 2.4, 0.5)
-    off = _cell("no_batching", 600.0, 2.0, 0.5)
-    c = ceiling(1.5, on, off, cores=2)
-    # 2 cores / (1.5 + 0.5) ms = 1000 rps; 1000 / 600 measured unbatched.
+def test_ceiling_counts_what_every_request_costs_batched_or_not():
+    on = _cell("batching", 500.0, 2.4, 0.5, triton=0.3)
+    off = _cell("no_batching", 400.0, 2.25, 0.5, triton=0.25)
+    c = ceiling(1.25, on, off, cores=2)
+    # 2 cores / (1.25 floor + 0.25 tritonserver (the lower) + 0.5 client) ms = 1000 rps.
     assert c["rps"] == pytest.approx(1000.0)
-    assert c["speed_up_here"] == pytest.approx(1.67)
-    # The server alone: 2.0 ms unbatched could fall to the 1.5 ms floor, no lower.
-    assert c["speed_up_server_alone"] == pytest.approx(1.33)
+    assert c["speed_up_here"] == pytest.approx(2.5)
+    # The server alone: 2.25 ms unbatched could fall to 1.25 + 0.25 ms, no lower.
+    assert c["speed_up_server_alone"] == pytest.approx(1.5)
 
 
 def test_report_quotes_the_ceiling_beside_the_measured_speed_up():
@@ -65,7 +66,8 @@ def test_report_quotes_the_ceiling_beside_the_measured_speed_up():
         ],
     }
     text = markdown(result)
-    assert "| visual | 32 | 1.50 | 0.5 | 2.0 | 1000.0 | 1.67x | 1.33x | 0.83x |" in text
+    # 2 cores / (1.5 + 0.25 + 0.5) ms = 888.9 rps
+    assert "| visual | 32 | 1.50 | 0.25 | 0.50 | 2.0 | 888.9 | 1.48x | 1.14x | 0.83x |" in text
 
 
 def test_floor_takes_the_cheaper_batch_per_item(tmp_path: Path):

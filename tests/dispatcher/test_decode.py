@@ -249,6 +249,7 @@ def test_rotation_metadata_is_applied_as_players_show_it(media_corpus, settings,
     upright = decode_pyav(media_corpus["mp4_h264"], settings)
     media = decode_pyav(rotated, settings)
     assert (media.width, media.height) == (288, 360)
+    assert (media.quarter_turns, upright.quarter_turns) == (1, 0)
     assert len(media.frames) == len(upright.frames)
     for f, g in zip(media.frames, upright.frames, strict=True):
         assert f.image.shape == (360, 288, 3) and f.image.flags["C_CONTIGUOUS"]

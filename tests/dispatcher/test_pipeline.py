@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -99,6 +100,29 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         fractions = [f for s, f in seen if s is stage]
         assert fractions[0] == 0.0 and fractions == sorted(fractions)
     assert _leftovers(settings) == []
+
+
+def test_media_size_is_reported_as_players_show_it(media_corpus, settings, store, triton, tmp_path):
+    # A phone's portrait video: landscape frames plus a display rotation. The result's
+    # width and height describe the picture people see, as the evidence does.
+    sideways = tmp_path / "sideways.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-i", str(media_corpus["mp4_h264"]),
+            "-c", "copy", "-metadata:s:v", "rotate=90", str(sideways),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    upright, _ = _run(media_corpus["mp4_h264"], settings, triton, store, job_id="job-upright")
+    turned, _ = _run(sideways, settings, triton, store, job_id="job-sideways")
+    assert upright.media["width"] > upright.media["height"]
+    assert (turned.media["width"], turned.media["height"]) == (
+        upright.media["height"],
+        upright.media["width"],
+    )
 
 
 def test_dubbed_audio_is_caught_and_the_original_passes(media_corpus, settings, store, triton):

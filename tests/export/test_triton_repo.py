@@ -153,6 +153,25 @@ def test_unchanged_build_is_skipped_and_changes_rebuild(triton, tmp_path):
     assert not list(tmp_path.glob("repo.*")), "staging or old folders left behind"
 
 
+@pytest.mark.integration
+def test_cpu_threads_come_from_the_setting_unless_the_options_say(triton, tmp_path):
+    settings = triton.settings.model_copy(update={"triton_cpu_threads": 1})
+
+    def threads(repo) -> set[str]:
+        return {
+            parse((repo / role / "config.pbtxt").read_text())
+            .parameters["intra_op_threads"]
+            .string_value
+            for role in ROLES
+        }
+
+    assert threads(build_repository(settings, "cpu", destination=tmp_path / "a")) == {"1"}
+    options = RepositoryOptions(intra_op_threads=3)
+    assert threads(
+        build_repository(settings, "cpu", options=options, destination=tmp_path / "b")
+    ) == {"3"}
+
+
 @pytest.mark.unit
 def test_unknown_target_is_refused(tmp_path):
     from dfd.errors import ConfigurationError
