@@ -38,6 +38,7 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+import model_repository.python_onnx as python_onnx
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from export.specs import ModelSpec, spec
@@ -48,7 +49,9 @@ Target = Literal["cpu", "gpu"]
 Engine = Literal["auto", "onnxruntime", "tensorrt_plan"]
 
 ROLES = ("face_detector", "visual", "audio", "lipsync", "fusion")
-HOST_FILE = Path(__file__).resolve().parents[1] / "model_repository" / "python_onnx" / "model.py"
+# The cpu host, found through its package so that a non-editable install finds it too
+# (importing the package does not import model.py, which needs Triton's python backend).
+HOST_FILE = Path(python_onnx.__file__).resolve().parent / "model.py"
 STAMP_FILE = ".build-stamp.json"
 # Roles that get a TensorRT plan when TensorRT is installed; the face detector (free
 # height and width) and the tiny fusion graph stay on onnxruntime with the TRT provider.

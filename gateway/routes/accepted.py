@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
@@ -15,11 +18,22 @@ from gateway.deps import GatewayState
 async def enqueue(state: GatewayState, payload: JobPayload) -> None:
     """Enqueue ``payload`` (rq's client is synchronous: run it off the event loop).
 
+    Once started, the enqueue is seen through even if the request is cancelled meanwhile
+    (the request timeout, a disconnect): rq's call runs in a thread that cancellation
+    cannot stop, so the job lands in Redis anyway, and answering 408 then would leave a
+    queued job whose id the client never learns (and, for an upload, whose file the
+    route deletes). The wait is bounded by ``DFD_REDIS_TIMEOUT_S``; the request then
+    answers as if it had not been cancelled.
+
     Raises:
         UpstreamUnavailableError: Redis did not take the job.
     """
+    work = asyncio.ensure_future(run_in_threadpool(state.queue.enqueue, payload))
     try:
-        await run_in_threadpool(state.queue.enqueue, payload)
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(work)
+        work.result()
     except RedisError as exc:
         raise UpstreamUnavailableError(
             f"queue: expected Redis to accept job {payload.job_id}, got {exc}"

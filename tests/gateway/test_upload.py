@@ -359,3 +359,33 @@ def test_a_stalled_upload_times_out_with_408(gateway_server, redis, grid_clip) -
     assert 0.5 < waited < 5
     assert list(server.settings.uploads_dir.iterdir()) == []
     assert redis.llen("rq:queue:default") == 0
+
+
+@pytest.mark.parametrize("route", ["upload", "analyze"])
+def test_a_timeout_during_the_enqueue_still_answers_with_the_queued_job(
+    gateway, redis, grid_clip, monkeypatch, route
+) -> None:
+    """The request timeout firing while rq's call is in Redis must not cost the upload.
+
+    rq's enqueue runs in a thread that cancellation cannot stop: the job got queued
+    anyway, while the request answered 408 (the client never learned the job id) and
+    the upload route deleted the file the queued job points to.
+    """
+    with gateway(request_timeout_s=0.5) as client:
+        queue = client.app.state.gateway.queue
+        real = queue.enqueue
+
+        def slow_enqueue(payload, *args, **kwargs):
+            time.sleep(1.0)  # past the request timeout
+            return real(payload, *args, **kwargs)
+
+        monkeypatch.setattr(queue, "enqueue", slow_enqueue)
+        if route == "upload":
+            response = client.post("/api/upload", files={"file": ("a.mpg", grid_clip.read_bytes())})
+        else:
+            response = client.post("/api/analyze", json={"url": "https://93.184.215.14/v.mp4"})
+        assert response.status_code == 202, response.text
+        job = Job.fetch(response.json()["jobId"], connection=redis, serializer=JSONSerializer)
+        if route == "upload":
+            assert Path(job.args[0]["source"]["path"]).read_bytes() == grid_clip.read_bytes()
+        assert _queued(redis) == 1
