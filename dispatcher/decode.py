@@ -508,6 +508,23 @@ def _frame_times(path: Path) -> tuple[list[float], float | None, int, int]:
         )
 
 
+def _display_quarter_turns(path: Path) -> int:
+    """The video's display rotation, read from its first decodable frame (PyAV, on the CPU).
+
+    DALI's decoder returns the coded frames as stored; a phone's portrait video would
+    come out sideways without this.
+    """
+    container = _open(path)
+    with container:
+        vstream = _video_stream(container, path)
+        try:
+            for frame in container.decode(vstream):
+                return _quarter_turns(frame)
+        except av.error.FFmpegError:
+            return 0
+    return 0
+
+
 def _read_audio(path: Path) -> np.ndarray | None:
     container = _open(path)
     with container:
@@ -577,14 +594,19 @@ def decode_dali(
     tail = frame_duration_s(fps) / 2
     duration = duration_s or (times[-1] + 2 * tail)
     n_clips = len(clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips))
-    out_w, out_h = output_size(
+    coded_w, coded_h = output_size(
         src_w, src_h, settings.decode_max_side_px, pixel_budget(settings, duration, n_clips)
     )
+    # Upright as players show it, like the PyAV path (ffmpeg's autorotate).
+    quarter_turns = _display_quarter_turns(path)
+    out_w, out_h = (coded_h, coded_w) if quarter_turns % 2 else (coded_w, coded_h)
 
     def resized(i: int) -> np.ndarray:
         from PIL import Image
 
         img = video[i]
+        if quarter_turns:
+            img = np.ascontiguousarray(np.rot90(img, quarter_turns))
         if (img.shape[1], img.shape[0]) == (out_w, out_h):
             return img
         return np.asarray(Image.fromarray(img).resize((out_w, out_h), Image.Resampling.BILINEAR))
@@ -618,11 +640,12 @@ def decode_dali(
         segments=tuple(segments),
         width=out_w,
         height=out_h,
-        scale=out_w / src_w,
+        scale=coded_w / src_w,
         fps=fps,
         duration_s=duration,
         decoder="dali",
         frames_decoded=n,
+        quarter_turns=quarter_turns,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
+import av
 import numpy as np
 import pytest
 
@@ -258,6 +259,41 @@ def test_rotation_metadata_is_applied_as_players_show_it(media_corpus, settings,
     for s, u in zip(media.segments, upright.segments, strict=True):
         assert s.grey.shape == (LIPSYNC_FRAMES, 360, 288)
         assert np.array_equal(s.grey, np.rot90(u.grey, 1, axes=(1, 2)))
+
+
+@pytest.mark.integration
+def test_dali_path_applies_the_rotation_too(media_corpus, settings, tmp_path, monkeypatch):
+    # DALI returns the frames as stored; without the rotation a phone's portrait video
+    # came out sideways on GPU machines only. DALI is stood in for by PyAV frames as
+    # stored (to_ndarray applies no rotation), so the path runs without a GPU.
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-i", str(media_corpus["mp4_h264"]),
+            "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+
+    def stored_frames(path, device):
+        with av.open(str(path)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
+    monkeypatch.setattr(decode_mod, "_dali_frames", stored_frames)
+    assert stored_frames(rotated, "cpu").shape[1:] == (288, 360, 3)  # stored sideways
+    ref = decode_pyav(rotated, settings)
+    got = decode_mod.decode_dali(rotated, settings, device="cpu")
+    assert (got.width, got.height, got.quarter_turns) == (ref.width, ref.height, 1)
+    assert [f.index for f in got.frames] == [f.index for f in ref.frames]
+    for a, b in zip(got.frames, ref.frames, strict=True):
+        assert a.image.shape == b.image.shape == (360, 288, 3)
+        assert np.abs(a.image.astype(np.int16) - b.image).mean() < 3
+    for s, r in zip(got.segments, ref.segments, strict=True):
+        assert s.grey.shape == r.grey.shape == (LIPSYNC_FRAMES, 360, 288)
 
 
 @pytest.mark.integration
