@@ -13,6 +13,7 @@ from dfd.settings import Settings
 from dispatcher import decode as decode_mod
 from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
 from export.specs import AUDIO_RATE, LIPSYNC_FRAMES
+from tests.fixtures.media import with_display_rotation
 
 VIDEOS = [
     "grid_mpg",
@@ -236,17 +237,7 @@ def test_output_size_memory_cap_has_a_floor():
 def test_rotation_metadata_is_applied_as_players_show_it(media_corpus, settings, tmp_path):
     # Phones store portrait video as landscape frames plus a display rotation; the faces
     # stand upright only once the rotation is applied (ffmpeg's autorotate does the same).
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-i", str(media_corpus["mp4_h264"]),
-            "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    rotated = with_display_rotation(media_corpus["mp4_h264"], tmp_path / "rotated.mp4")
     upright = decode_pyav(media_corpus["mp4_h264"], settings)
     media = decode_pyav(rotated, settings)
     assert (media.width, media.height) == (288, 360)
@@ -266,17 +257,7 @@ def test_dali_path_applies_the_rotation_too(media_corpus, settings, tmp_path, mo
     # DALI returns the frames as stored; without the rotation a phone's portrait video
     # came out sideways on GPU machines only. DALI is stood in for by PyAV frames as
     # stored (to_ndarray applies no rotation), so the path runs without a GPU.
-    rotated = tmp_path / "rotated.mp4"
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-i", str(media_corpus["mp4_h264"]),
-            "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    rotated = with_display_rotation(media_corpus["mp4_h264"], tmp_path / "rotated.mp4")
 
     def stored_frames(path, device):
         with av.open(str(path)) as container:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -15,6 +14,7 @@ from dfd.states import Label, Stage
 from dispatcher.pipeline import analyze
 from dispatcher.store import LocalStore
 from tests.dispatcher.media_server import MediaServer
+from tests.fixtures.media import with_display_rotation
 
 pytestmark = pytest.mark.integration
 
@@ -105,17 +105,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
 def test_media_size_is_reported_as_players_show_it(media_corpus, settings, store, triton, tmp_path):
     # A phone's portrait video: landscape frames plus a display rotation. The result's
     # width and height describe the picture people see, as the evidence does.
-    sideways = tmp_path / "sideways.mp4"
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-i", str(media_corpus["mp4_h264"]),
-            "-c", "copy", "-metadata:s:v", "rotate=90", str(sideways),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
+    sideways = with_display_rotation(media_corpus["mp4_h264"], tmp_path / "sideways.mp4")
     upright, _ = _run(media_corpus["mp4_h264"], settings, triton, store, job_id="job-upright")
     turned, _ = _run(sideways, settings, triton, store, job_id="job-sideways")
     assert upright.media["width"] > upright.media["height"]
