@@ -527,37 +527,78 @@ def run_triton(args) -> int:
 
 
 def run_torch_cuda(args) -> int:
-    """Times the PyTorch modules on CUDA (for a GPU machine without TensorRT/onnxruntime-gpu)."""
+    """Times the PyTorch modules on CUDA (for a GPU machine without TensorRT/onnxruntime-gpu).
+
+    For each role's module, fp32 and fp16, batches 1, 8 and 32: milliseconds per batch
+    and items per second; and how far the CUDA outputs are from the same module's on the
+    CPU in fp32 for the same inputs (max abs, per output), so a GPU figure comes with
+    evidence that the GPU computes the same thing. ``scripts/gpu-checks.sh`` runs this
+    on a lent GPU machine.
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    if args.torch_device == "cuda" and not torch.cuda.is_available():
         print(
-            "--torch-cuda: no CUDA device here (torch.cuda.is_available() is False); nothing to time."
+            "--torch-cuda: no CUDA device here (torch.cuda.is_available() is False); nothing "
+            "to time (--torch-device cpu runs the same steps on the CPU, as a dry run)."
         )
         return 0
+    cuda = args.torch_device == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    # No tritonclient on this path (export.triton_repo needs it): the GPU image lacks it.
     from dfd.settings import Settings
     from export.onnx_export import build_module
-    from export.triton_repo import role_specs
+    from export.specs import spec
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
-    device = torch.device("cuda")
-    cells = []
+    checkpoints = {
+        "visual": settings.visual_model,
+        "audio": settings.audio_model,
+        "lipsync": settings.lipsync_model,
+    }
+    device = torch.device(args.torch_device)
+    dtypes = (torch.float32, torch.float16) if cuda else (torch.float32,)
+    cells, agreement = [], []
     for role in ("visual", "audio", "lipsync"):
-        s = role_specs(settings)[role]
-        module = build_module(s.checkpoint, settings).eval().to(device)
-        for dtype in (torch.float32, torch.float16):
+        s = spec(checkpoints[role])
+        module = build_module(s.checkpoint, settings).eval()
+        generator = torch.Generator().manual_seed(0)
+        probe = [torch.rand((8, *t.dims), generator=generator) for t in s.inputs]
+        if role == "lipsync":  # grey pixels 0..255 and MFCC-like values
+            probe = [probe[0] * 255, (probe[1] - 0.5) * 20]
+        with torch.inference_mode():
+            reference = _as_tuple(module(*probe))
+        module = module.to(device)
+        for dtype in dtypes:
             m = module.to(dtype)
+            with torch.inference_mode():
+                got = _as_tuple(m(*(x.to(device, dtype) for x in probe)))
+            agreement.append(
+                {
+                    "model": role,
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "max_abs_vs_cpu_fp32": [
+                        round(float((g.float().cpu() - r).abs().max()), 6)
+                        for g, r in zip(got, reference, strict=True)
+                    ],
+                }
+            )
+            print(agreement[-1], flush=True)
             for batch in (1, 8, 32):
                 feeds = [torch.rand((batch, *t.dims), device=device, dtype=dtype) for t in s.inputs]
                 with torch.inference_mode():
                     for _ in range(3):
                         m(*feeds)
-                    torch.cuda.synchronize()
+                    sync()
                     n, t0 = 0, time.perf_counter()
                     while time.perf_counter() - t0 < args.duration_s / 4:
                         m(*feeds)
                         n += 1
-                    torch.cuda.synchronize()
+                    sync()
                 elapsed = time.perf_counter() - t0
                 cells.append(
                     {
@@ -572,21 +613,34 @@ def run_torch_cuda(args) -> int:
                 print(cells[-1], flush=True)
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)",
         "torch": torch.__version__,
+        "agreement": agreement,
         "cells": cells,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "torch_cuda.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out / 'torch_cuda.json'}")
+    name = "torch_cuda.json" if cuda else "torch_cpu_dry_run.json"
+    (out / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out / name}")
     return 0
+
+
+def _as_tuple(output) -> tuple:
+    """A module's output(s) as a tuple of tensors."""
+    return tuple(output) if isinstance(output, (tuple, list)) else (output,)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--torch-cuda", action="store_true", help="Time the PyTorch models on CUDA instead."
+    )
+    parser.add_argument(
+        "--torch-device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="--torch-cuda's device; cpu: the same steps on the CPU (a dry run, fp32 only).",
     )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
