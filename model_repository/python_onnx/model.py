@@ -14,9 +14,10 @@ serves every role: everything model-specific comes from the model's ``config.pbt
 - A batch of two or more items is split over the instance's threads by item, each part
   on a one-thread session, instead of splitting each item's operators over the threads:
   no thread waits for another inside an operator, so an item costs less CPU (on the
-  2-core reference machine 1.31 instead of 1.72 ms per Meso4 crop, 131-142 instead of
-  154 ms per AASIST window; ``python -m benchmarks.bench_ort``). A single item still
-  gets all the threads on its operators, for latency.
+  2-core reference machine 1.31-1.45 instead of 1.72 ms per Meso4 crop, 131-142 instead
+  of 154 ms per AASIST window: the one-thread floor of ``benchmarks.bench_triton``
+  against the two-thread figures of ``benchmarks.bench_ort``). A single item still gets
+  all the threads on its operators, for latency.
 
 Config parameters (``parameters { key: ... value { string_value: ... } }``):
     onnx_file: file name in the version folder (default ``model.onnx``).
