@@ -11,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+# The longest an S3 (SigV4) presigned URL may live.
+S3_MAX_PRESIGN_S = 7 * 86400
 
 
 class Settings(BaseSettings):
@@ -229,7 +233,9 @@ class Settings(BaseSettings):
         "local", description="Evidence store: local folder or S3."
     )
     evidence_top_k: int = Field(4, ge=1, description="Suspicious frames kept as evidence.")
-    evidence_url_ttl_s: int = Field(3600, gt=0, description="Lifetime of a signed evidence URL.")
+    evidence_url_ttl_s: int = Field(
+        3600, gt=0, description="Lifetime of a signed evidence URL (S3: at most 604800, 7 days)."
+    )
     evidence_ttl_s: int = Field(86400, gt=0, description="Lifetime of stored evidence objects.")
     url_signing_key: SecretStr | None = Field(
         None, description="HMAC key for local evidence URLs; unset: generated once under data_dir."
@@ -256,6 +262,17 @@ class Settings(BaseSettings):
     )
 
     # --- derived paths ------------------------------------------------------------
+    @model_validator(mode="after")
+    def _s3_presigns_at_most_a_week(self) -> Settings:
+        # S3 (SigV4) presigned URLs live at most 7 days; a longer TTL failed every job's
+        # evidence stage, after all its inference, with the S3 client's ValueError.
+        if self.store == "s3" and self.evidence_url_ttl_s > S3_MAX_PRESIGN_S:
+            raise ValueError(
+                f"evidence_url_ttl_s: S3 presigned URLs live at most {S3_MAX_PRESIGN_S} s "
+                f"(7 days), got {self.evidence_url_ttl_s}"
+            )
+        return self
+
     @property
     def weights_cache_dir(self) -> Path:
         return self.data_dir / "weights"

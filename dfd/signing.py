@@ -34,6 +34,9 @@ _KEY = re.compile(
     rf"^{JOB_ID_PATTERN}/[A-Za-z0-9][A-Za-z0-9_-]{{15,}}-[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
 )
 
+# What `sign` returns: a SHA-256 HMAC in lowercase hex.
+_SIG = re.compile(r"[0-9a-f]{64}")
+
 
 def sign(key: str, exp: int, secret: bytes) -> str:
     """The signature of one key valid until ``exp`` (Unix seconds), hex."""
@@ -55,7 +58,9 @@ def verify(key: str, exp: int | str, sig: str, secret: bytes, now: float | None 
         exp_int = int(exp)
     except (TypeError, ValueError):
         return False
-    if not isinstance(sig, str) or not is_valid_key(key):
+    # A signature is 64 hex digits; anything else (non-ASCII included, which
+    # hmac.compare_digest refuses with a TypeError) is simply not one.
+    if not isinstance(sig, str) or not _SIG.fullmatch(sig) or not is_valid_key(key):
         return False
     if exp_int < (time.time() if now is None else now):
         return False

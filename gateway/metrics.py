@@ -24,6 +24,7 @@ from dfd.tracing import context_from, tracer
 from gateway.errors import problem_response
 
 log = logging.getLogger("gateway.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 __all__ = ["CONTENT_TYPE_LATEST", "GatewayMetrics", "MetricsMiddleware"]
 
@@ -153,7 +154,9 @@ class MetricsMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            # A fixed set of label values: a client choosing methods must not add series.
             method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
             _end_span(span, method, template, status)

@@ -258,7 +258,10 @@ def _in(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6N
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
-    return any(ip in net for net in networks)
+    # An IPv4 proxy seen through a dual-stack socket (``--host ::``) is ``::ffff:a.b.c.d``:
+    # it is the same proxy as ``a.b.c.d`` in DFD_TRUSTED_PROXIES.
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return any(ip in net or (mapped is not None and mapped in net) for net in networks)
 
 
 def client_ip(

@@ -22,6 +22,14 @@ def test_bad_values_are_refused(monkeypatch):
         Settings()
 
 
+def test_s3_evidence_urls_cannot_outlive_what_s3_presigns():
+    week = 7 * 86400
+    assert Settings(store="s3", evidence_url_ttl_s=week).evidence_url_ttl_s == week
+    assert Settings(store="local", evidence_url_ttl_s=week + 1).evidence_url_ttl_s == week + 1
+    with pytest.raises(ValidationError, match="evidence_url_ttl_s: S3 presigned URLs live at most"):
+        Settings(store="s3", evidence_url_ttl_s=week + 1)
+
+
 def test_derived_paths_follow_data_dir(tmp_path):
     s = Settings(data_dir=tmp_path)
     assert s.repository_dir("gpu") == tmp_path / "model_repository" / "gpu"

@@ -44,6 +44,13 @@ def test_sign_and_verify():
     assert not signing.verify(KEY, 2000, sig, SECRET + b"x", now=0)
 
 
+@pytest.mark.parametrize("bad", ["é" * 64, "\x00" * 64, "a" * 63, "a" * 65, "", "g" * 64])
+def test_a_signature_that_is_not_64_hex_digits_is_refused_not_an_error(bad):
+    # hmac.compare_digest raises TypeError on non-ASCII text: the evidence route
+    # answered 500 (with a logged traceback) to anyone sending sig=é.
+    assert not signing.verify(KEY, 2000, bad, SECRET, now=0)
+
+
 def test_signed_url_shape():
     url = signing.signed_url("http://127.0.0.1:8000/", KEY, 2000, SECRET)
     parts = urllib.parse.urlsplit(url)

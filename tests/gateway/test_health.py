@@ -60,6 +60,16 @@ def test_metrics_count_requests_jobs_and_rejections(gateway) -> None:
     assert 'dfd_http_request_duration_seconds_count{method="POST",route="/api/analyze"} 2.0' in text
 
 
+def test_made_up_methods_share_one_metrics_label(gateway) -> None:
+    # Each method a client invents would otherwise add a counter and ~20 histogram series.
+    with gateway() as client:
+        for method in ("PROPFIND", "MKCOL", "X-SPRAY-1", "X-SPRAY-2"):
+            client.request(method, "/api/job/" + "z" * 32)
+        text = client.get("/metrics").text
+    assert "PROPFIND" not in text and "X-SPRAY" not in text
+    assert 'dfd_http_requests_total{method="other",route="/api/job/{job_id}",status="405"} 4.0' in text
+
+
 def test_bearer_keys(gateway) -> None:
     with gateway(api_keys=["s3cret-key-one", "s3cret-key-two"]) as client:
         response = client.post("/api/analyze", json={"url": PUBLIC})
