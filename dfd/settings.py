@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 # The longest an S3 (SigV4) presigned URL may live.
 S3_MAX_PRESIGN_S = 7 * 86400
 
