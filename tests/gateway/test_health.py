@@ -67,7 +67,9 @@ def test_made_up_methods_share_one_metrics_label(gateway) -> None:
             client.request(method, "/api/job/" + "z" * 32)
         text = client.get("/metrics").text
     assert "PROPFIND" not in text and "X-SPRAY" not in text
-    assert 'dfd_http_requests_total{method="other",route="/api/job/{job_id}",status="405"} 4.0' in text
+    assert (
+        'dfd_http_requests_total{method="other",route="/api/job/{job_id}",status="405"} 4.0' in text
+    )
 
 
 def test_bearer_keys(gateway) -> None:
