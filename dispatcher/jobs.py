@@ -190,22 +190,57 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (errors.TransientError, AbandonedJobError, *_CONNECTION_ERRORS))
 
 
+# Failures whose message a client may read: about its own media or its own URL.
+_CLIENT_FACING = (errors.InputError, errors.FetchTransientError)
+# What a client reads for every other failure: the service's own trouble, whose text
+# names internal hosts, paths and exception details. The worker's log has the text.
+_SERVICE_MESSAGES = {
+    "transient": "a service the job needs was unavailable",
+    "upstream-unavailable": "a service the job needs was unavailable",
+    "configuration": "the service is misconfigured",
+}
+_SERVICE_MESSAGE = "internal error"
+
+
 def describe(exc: BaseException, job: Job) -> JobError:
-    """The failure as clients see it: a stable type, a message, the stage it happened in."""
+    """The failure as clients see it: a stable type, a message, the stage it happened in.
+
+    Messages about the client's input or URL, a timeout or a lost worker are given as
+    they are; for the service's own failures (a bug, a misconfiguration, a backing
+    service down) the client reads only what kind of failure it was and where: the
+    details stay in the worker's log (`detail`).
+    """
     # The pipeline names the stage a DfdError came from; else the last one reported.
     stage = getattr(exc, "stage", None) or job.meta.get("stage")
     if isinstance(exc, errors.DfdError):
-        kind, message = exc.type, str(exc)
+        kind = exc.type
     elif isinstance(exc, AbandonedJobError):
-        kind, message = "worker-lost", "worker died while processing (no heartbeat)"
+        kind = "worker-lost"
     elif isinstance(exc, JobTimeoutException):
         kind = "timeout"
-        message = f"job: expected to finish within {job.timeout} s, took longer"
     elif isinstance(exc, _CONNECTION_ERRORS):
-        kind, message = "transient", f"{type(exc).__name__}: {exc}"
+        kind = "transient"
     else:
-        kind, message = "internal", f"{type(exc).__name__}: {exc}"
+        kind = "internal"
+    if isinstance(exc, _CLIENT_FACING):
+        message = str(exc)
+    elif kind == "worker-lost":
+        message = "worker died while processing (no heartbeat)"
+    elif kind == "timeout":
+        message = f"job: expected to finish within {job.timeout} s, took longer"
+    else:
+        where = f"{stage}: " if stage else "job: "
+        message = (
+            where
+            + _SERVICE_MESSAGES.get(kind, _SERVICE_MESSAGE)
+            + (f" (the worker's log has the details under job id {job.id})")
+        )
     return JobError(type=kind, message=message, stage=Stage(stage) if stage else None)
+
+
+def detail(exc: BaseException) -> str:
+    """The failure in full, for the worker's log."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def handle_job_exception(
@@ -224,7 +259,13 @@ def handle_job_exception(
     final = not job.should_retry
     log.warning(
         "job failed",
-        extra={"job_id": job.id, "error_type": error.type, "detail": error.message, "final": final},
+        extra={
+            "job_id": job.id,
+            "error_type": error.type,
+            "stage": error.stage.value if error.stage else None,
+            "detail": detail(exc_value),
+            "final": final,
+        },
     )
     if final:
         delete_upload(_payload_of(job), settings())

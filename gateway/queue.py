@@ -164,12 +164,16 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
 
 
 def job_error(meta: dict[str, Any], exc_string: str) -> JobError:
-    """The failure as the worker recorded it, else the last line of rq's traceback."""
+    """The failure as the worker recorded it, else a generic one (the traceback is not shown)."""
     recorded = meta.get("error")
     if isinstance(recorded, dict) and recorded.get("message"):
         return JobError.model_validate(recorded)
-    lines = [line for line in exc_string.strip().splitlines() if line.strip()]
-    message = lines[-1] if lines else "job failed without a message"
+    # No error recorded by dfd's handler: rq's traceback is all there is, and it is the
+    # operator's to read (it names files and internal details), not the client's.
     if "AbandonedJobError" in exc_string or "terminated unexpectedly" in exc_string:
-        return JobError(type="worker-lost", message=f"worker died while processing ({message})")
-    return JobError(type="internal", message=message)
+        return JobError(type="worker-lost", message="worker died while processing")
+    return JobError(
+        type="internal",
+        message="job: internal error (the worker's log and rq's failed-job registry "
+        "have the details)",
+    )

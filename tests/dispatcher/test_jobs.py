@@ -20,6 +20,7 @@ from rq.timeouts import JobTimeoutException
 
 from dfd import errors
 from dispatcher import jobs
+from dispatcher.errors import StoreUnavailableError
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,43 @@ def _fresh_job_module(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_only_transient_failures_are_retryable(exc, retryable) -> None:
     assert jobs.is_retryable(exc) is retryable
+
+
+class _Job:
+    """What `jobs.describe` reads of an rq job."""
+
+    id = "job-describe"
+    timeout = 30
+    meta = {"stage": "evidence"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("exc", "kind", "shown"),
+    [
+        # the client's own media and URL: the message as it is
+        (errors.UnsupportedMediaError("probe: expected a video stream, got none"), "unsupported-media", True),
+        (errors.FetchTransientError("fetch: https://example.org/v.mp4 answered 503"), "fetch-failed", True),
+        # the service's own trouble: kind and stage only
+        (redis.exceptions.ConnectionError("Error 111 connecting to redis.internal.corp:6379"), "transient", False),
+        (FileNotFoundError("/srv/dfd/data/tmp/j/frames/0001.png"), "internal", False),
+        (StoreUnavailableError("store: cannot write under /data/evidence"), "upstream-unavailable", False),
+        (errors.UpstreamUnavailableError("triton: triton.internal:8001 unavailable"), "upstream-unavailable", False),
+        (errors.ConfigurationError("weights: /opt/dfd/weights/x.h5 missing"), "configuration", False),
+    ],
+)  # fmt: skip
+def test_clients_read_their_own_failures_and_only_the_kind_of_the_service_s(
+    exc, kind, shown
+) -> None:
+    error = jobs.describe(exc, _Job())
+    assert error.type == kind
+    assert error.stage is not None and error.stage.value == "evidence"
+    if shown:
+        assert error.message == str(exc)
+    else:
+        assert str(exc) not in error.message
+        assert error.message.startswith("evidence: ") and _Job.id in error.message
+        assert str(exc) in jobs.detail(exc)
 
 
 @pytest.mark.unit

@@ -125,6 +125,22 @@ def test_failed_without_a_record_falls_back_to_rq(gateway, redis) -> None:
     assert view["error"]["message"].startswith("worker died while processing")
 
 
+def test_an_unrecorded_failure_shows_no_traceback_text(gateway, redis) -> None:
+    # rq's traceback names files, hosts and exception texts: the operator's, not the client's.
+    with gateway() as client:
+        job = _enqueue(client, redis)
+        job.set_status(JobStatus.FAILED)
+        RQResult.create_failure(
+            job,
+            ttl=60,
+            exc_string='Traceback ...\nFileNotFoundError: "/srv/dfd/data/tmp/x/frames/0001.png"',
+        )
+        view = _get(client, job.id)
+    assert view["error"]["type"] == "internal"
+    assert "/srv/dfd" not in view["error"]["message"]
+    assert "FileNotFoundError" not in view["error"]["message"]
+
+
 def test_polls_survive_a_flushed_script_cache(gateway, redis) -> None:
     """After a Redis restart the limiter's script is gone (NOSCRIPT); the poll reloads it."""
     with gateway() as client:
