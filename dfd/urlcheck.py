@@ -14,6 +14,7 @@ address they carry as well.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import string
 import urllib.parse
@@ -24,6 +25,8 @@ from dfd.errors import ConfigurationError, FetchTransientError, RejectedURLError
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]
@@ -255,11 +258,14 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-def vet_address(address: IPAddress, settings: Settings, *, host: str | None = None) -> None:
+def vet_address(
+    address: IPAddress, settings: Settings, *, host: str | None = None, resolved: bool = False
+) -> None:
     """Refuse an address dfd must never connect to.
 
     ``settings.fetch_allowed_networks`` exempts trusted networks (tests, internal
-    deployments); nothing else is exempt.
+    deployments); nothing else is exempt. ``resolved``: the address came from resolving
+    ``host``; the refusal then names neither the address nor why (the log does).
 
     Raises:
         RejectedURLError: The address is loopback, private, link-local, metadata, ...
@@ -267,6 +273,14 @@ def vet_address(address: IPAddress, settings: Settings, *, host: str | None = No
     reason = forbidden_reason(address)
     if reason is None or _exempt(address, settings):
         return
+    if resolved:
+        # The address came from DNS: naming it (or why it is refused) would let a caller
+        # map the gateway's internal network one name at a time. The log keeps it.
+        log.info("url refused", extra={"host": host, "address": str(address), "reason": reason})
+        raise RejectedURLError(
+            f"url: host {host!r} resolves to an address dfd does not fetch from; "
+            "expected a public address"
+        )
     named = f"host {host!r} ({address})" if host and host != str(address) else f"address {address}"
     raise RejectedURLError(f"url: {named} is {reason}; expected a public address")
 
@@ -350,7 +364,7 @@ def resolve_and_vet(
     for info in infos:
         raw = str(info[4][0]).split("%", 1)[0]
         address = ipaddress.ip_address(raw)
-        vet_address(address, settings, host=host)
+        vet_address(address, settings, host=host, resolved=True)
         if address not in addresses:
             addresses.append(address)
     if not addresses:

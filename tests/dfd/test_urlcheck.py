@@ -204,12 +204,15 @@ def _resolver(*answers):
 
 
 def test_resolve_refuses_a_name_if_any_answer_is_forbidden(settings):
-    with pytest.raises(RejectedURLError, match="rebind.example.*10.0.0.7.*private"):
+    with pytest.raises(RejectedURLError, match="rebind.example. resolves to an address") as info:
         resolve_and_vet(
             "rebind.example", 80, settings, resolver=_resolver("93.184.216.34", "10.0.0.7")
         )
-    with pytest.raises(RejectedURLError, match="embedded"):
+    # Where a name points inside the network is not the caller's to learn.
+    assert "10.0.0.7" not in str(info.value) and "private" not in str(info.value)
+    with pytest.raises(RejectedURLError, match="v6.example. resolves to an address") as info:
         resolve_and_vet("v6.example", 80, settings, resolver=_resolver("::ffff:127.0.0.1"))
+    assert "127.0.0.1" not in str(info.value)
 
 
 def test_resolve_returns_vetted_public_addresses(settings):
