@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The longest an S3 (SigV4) presigned URL may live.
 S3_MAX_PRESIGN_S = 7 * 86400
+# The shortest bearer key accepted (url_signing_key asks as much).
+MIN_API_KEY_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -100,7 +102,8 @@ class Settings(BaseSettings):
     # --- gateway ----------------------------------------------------------------
     max_upload_bytes: int = Field(200_000_000, gt=0, description="Upload size cap.")
     api_keys: list[SecretStr] = Field(
-        default_factory=list, description="Accepted bearer keys; empty means no auth."
+        default_factory=list,
+        description="Accepted bearer keys, each at least 16 characters; empty means no auth.",
     )
     rate_limit_per_hour: int = Field(
         3600,
@@ -261,6 +264,18 @@ class Settings(BaseSettings):
     )
 
     # --- derived paths ------------------------------------------------------------
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_hard_to_guess(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        short = sum(len(k.get_secret_value()) < MIN_API_KEY_LENGTH for k in keys)
+        if short:
+            raise ValueError(
+                f"api_keys: expected keys of at least {MIN_API_KEY_LENGTH} characters, got "
+                f"{short} shorter (`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+                "makes one)"
+            )
+        return keys
+
     @model_validator(mode="after")
     def _s3_presigns_at_most_a_week(self) -> Settings:
         # S3 (SigV4) presigned URLs live at most 7 days; a longer TTL failed every job's

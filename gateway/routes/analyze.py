@@ -75,7 +75,8 @@ async def check_reachable(host: str, port: int, settings: Settings) -> None:
     response_model=JobAccepted,
     summary="Analyze a video at a public URL",
     responses=problem_responses(400, 401, 408, 422, 429, 503),
-    dependencies=[Depends(require_api_key), Depends(rate_limited("analyze"))],
+    # The limit first: a wrong key costs quota too, so keys cannot be guessed without limit.
+    dependencies=[Depends(rate_limited("analyze")), Depends(require_api_key)],
 )
 async def analyze(body: AnalyzeRequest, request: Request, state: State) -> JSONResponse:
     settings = state.settings

@@ -48,7 +48,6 @@ async def get_job(job_id: str, request: Request) -> Response:
     # Auth and the client address are resolved by hand rather than as dependencies:
     # clients poll this route, and each dependency costs more than the work it does.
     state: GatewayState = request.app.state.gateway
-    require_api_key(request, state)
     ip = get_client_ip(request, state)
     try:
         try:
@@ -60,6 +59,9 @@ async def get_job(job_id: str, request: Request) -> Response:
         raise UpstreamUnavailableError(
             f"queue: expected Redis to answer for job {job_id}, got {exc}"
         ) from exc
+    # After the limit was counted: a wrong key costs quota too, so keys cannot be
+    # guessed at polling speed without limit.
+    require_api_key(request, state)
     body = view_json(job_id, *replies) if replies is not None else None
     if body is None:
         raise NotFoundError(f"job: expected a known job id, got {job_id!r} (unknown or expired)")

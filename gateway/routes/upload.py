@@ -42,7 +42,8 @@ _MULTIPART_BODY = {
     "container type (by magic bytes) are checked while it arrives. Poll `Location`.",
     responses=problem_responses(400, 401, 408, 413, 415, 429, 503),
     openapi_extra=_MULTIPART_BODY,
-    dependencies=[Depends(require_api_key), Depends(rate_limited("upload"))],
+    # The limit first: a wrong key costs quota too, so keys cannot be guessed without limit.
+    dependencies=[Depends(rate_limited("upload")), Depends(require_api_key)],
 )
 async def upload(
     request: Request, state: State, ip: ClientIP, priority: Priority = "default"

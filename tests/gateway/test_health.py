@@ -73,7 +73,7 @@ def test_made_up_methods_share_one_metrics_label(gateway) -> None:
 
 
 def test_bearer_keys(gateway) -> None:
-    with gateway(api_keys=["s3cret-key-one", "s3cret-key-two"]) as client:
+    with gateway(api_keys=["s3cret-key-one-16+", "s3cret-key-two-16+"]) as client:
         response = client.post("/api/analyze", json={"url": PUBLIC})
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -81,9 +81,29 @@ def test_bearer_keys(gateway) -> None:
         bad = {"Authorization": "Bearer nope"}
         assert client.post("/api/analyze", json={"url": PUBLIC}, headers=bad).status_code == 401
         assert client.get("/api/job/" + "q" * 32, headers=bad).status_code == 401
-        good = {"Authorization": "Bearer s3cret-key-two"}
+        good = {"Authorization": "Bearer s3cret-key-two-16+"}
         assert client.post("/api/analyze", json={"url": PUBLIC}, headers=good).status_code == 202
         assert client.get("/healthz").status_code == 200
+
+
+def test_wrong_keys_cost_quota_so_keys_cannot_be_guessed_without_limit(gateway) -> None:
+    with gateway(api_keys=["the-one-right-key-0123"], rate_limit_per_hour=3) as client:
+        bad = {"Authorization": "Bearer guess"}
+        answers = [
+            client.post("/api/analyze", json={"url": PUBLIC}, headers=bad).status_code
+            for _ in range(3)
+        ]
+        answers += [client.get("/api/job/" + "q" * 32, headers=bad).status_code for _ in range(2)]
+    assert answers == [401, 401, 401, 429, 429]
+
+
+def test_short_api_keys_are_refused_at_start_up() -> None:
+    from pydantic import ValidationError
+
+    from dfd.settings import Settings
+
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(api_keys=["short-key"])
 
 
 def test_unknown_route_is_a_problem(gateway) -> None:
