@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dfd-installed
-TARGET ?= cpu
+# The repository `make models` builds: the one `dfd demo` and `dfd serve` will serve.
+TARGET ?= $(or $(DFD_TRITON_TARGET),cpu)
 VIDEO ?=
 PYTEST_ARGS ?=
 

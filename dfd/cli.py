@@ -46,6 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DfdError as exc:
         print(f"dfd: {exc.type}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if not exc.filename:
+            raise
+        # A file or folder dfd cannot use: usually a DFD_DATA_DIR that is a file,
+        # read-only or on a full disk. One line naming the path, not a traceback.
+        print(
+            f"dfd: configuration: cannot use {exc.filename}: {exc.strerror or exc}; check "
+            "that DFD_DATA_DIR (default .dfd) is a writable folder with free space",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

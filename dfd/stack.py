@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from dfd.settings import Settings
 
 # Written last by a repository build (export/triton_repo.py): its presence marks a built rendering.
-BUILD_STAMP = ".build-stamp.json"
 GATEWAY_READY_TIMEOUT_S = 60.0
 
 
@@ -65,7 +64,14 @@ def gateway_url(host: str, port: int) -> str:
 
 
 def repository_ready(settings: Settings, target: str) -> bool:
-    return (settings.repository_dir(target) / BUILD_STAMP).is_file()
+    """Whether the built repository serves the models (and threads) the settings ask for.
+
+    Only a stamp used to be checked: after DFD_VISUAL_MODEL changed, Triton kept serving
+    the old model while results named the new one.
+    """
+    from export.triton_repo import repository_current
+
+    return repository_current(settings, target)  # type: ignore[arg-type]
 
 
 class Stack:
@@ -189,7 +195,10 @@ class Stack:
         return triton.grpc_url, triton.http_url, True
 
     def _build_repository(self, target: str) -> None:
-        self.log(f"building the {target} model repository (weights, ONNX export); first run only")
+        self.log(
+            f"building the {target} model repository (weights, ONNX export): first run, "
+            "or the models changed"
+        )
         import subprocess
 
         env = dict(os.environ, DFD_DATA_DIR=str(self.settings.data_dir.resolve()))

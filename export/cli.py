@@ -64,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="gpu only: auto builds TensorRT plans when TensorRT is installed.",
     )
+    build.add_argument(
+        "--force", action="store_true", help="Rebuild even when the repository is current."
+    )
     build.set_defaults(handler=_build)
 
     triton = subparsers.add_parser(
@@ -121,7 +124,11 @@ def _build(args: argparse.Namespace) -> int:
     target = args.target or settings.triton_target
     pull_all(settings, _checkpoints(settings, args))
     folder = build_repository(
-        settings, target, args.checkpoints, options=RepositoryOptions(engine=args.engine)
+        settings,
+        target,
+        args.checkpoints,
+        options=RepositoryOptions(engine=args.engine),
+        force=args.force,
     )
     print(f"{target} model repository: {folder.resolve()}")
     return 0
@@ -140,11 +147,17 @@ def _triton(args: argparse.Namespace) -> int:
         nonlocal stop
         stop = True
 
-    # A handler rather than KeyboardInterrupt: a Ctrl-C arriving between the "Ctrl-C stops
-    # it" line and the wait loop would otherwise escape as an exit status of 130.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # Until the server is ready a Ctrl-C interrupts the start (LocalTriton stops what it
+    # started); once it is, a handler rather than KeyboardInterrupt: a Ctrl-C arriving
+    # between the "Ctrl-C stops it" line and the wait loop would otherwise escape as an
+    # exit status of 130.
+    def interrupt_start(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # a SIGTERM while starting: unwind like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupt_start)
     with LocalTriton(settings, repository) as server:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         print(f"triton ready in {server.startup_s:.1f} s (repository {server.repository})")
         print(f"  grpc     {server.grpc_url}")
         print(f"  http     {server.http_url}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dfd.errors import ConfigurationError
 from dfd.states import Modality
 
 
@@ -234,6 +235,6 @@ def spec(checkpoint: str) -> ModelSpec:
         return SPECS[checkpoint]
     except KeyError:
         known = ", ".join(sorted(SPECS))
-        raise KeyError(
+        raise ConfigurationError(
             f"model registry: no checkpoint named {checkpoint!r}; known: {known}"
         ) from None

@@ -25,12 +25,14 @@ folder is skipped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -271,6 +273,7 @@ def build_repository(
     *,
     options: RepositoryOptions | None = None,
     destination: Path | None = None,
+    force: bool = False,
 ) -> Path:
     """Writes the Triton repository for ``target`` and returns its folder.
 
@@ -280,6 +283,7 @@ def build_repository(
         checkpoints: checkpoints overriding the settings' choice for their roles.
         options: rendering options (dynamic batching off for the benchmark baseline).
         destination: folder to write instead of ``settings.repository_dir(target)``.
+        force: rebuild even when the folder is current.
 
     Returns:
         The repository folder, ready for ``tritonserver --model-repository``.
@@ -311,17 +315,57 @@ def build_repository(
     )
 
     folder = Path(destination or settings.repository_dir(target))
-    stamp_path = folder / STAMP_FILE
-    if stamp_path.is_file() and json.loads(stamp_path.read_text()).get("digest") == stamp:
-        log.info("model repository %s is current; not rebuilt", folder)
-        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per repository (`dfd serve` and `make models` may overlap):
+    # the second waits, then finds the first's tree current.
+    with _build_lock(folder):
+        _remove_leftovers(folder)
+        if force:
+            log.info("model repository %s: rebuilding as asked (--force)", folder)
+        elif _intact(folder, stamp):
+            log.info("model repository %s is current; not rebuilt", folder)
+            return folder
+        staging = folder.with_name(f"{folder.name}.staging-{os.getpid()}")
+        try:
+            _write_tree(staging, texts, ensemble.name, roles, onnx, plans, target)
+            (staging / STAMP_FILE).write_text(
+                json.dumps(
+                    {
+                        "digest": stamp,
+                        "target": target,
+                        "plans": plans,
+                        "models": {r: s.tag for r, s in roles.items()},
+                        "intra_op_threads": _threads(options) if target == "cpu" else None,
+                        # Sizes of what was written: a damaged tree is not "current".
+                        "files": {
+                            str(p.relative_to(staging)): p.stat().st_size
+                            for p in sorted(staging.rglob("*"))
+                            if p.is_file()
+                        },
+                    },
+                    indent=2,
+                )
+            )
+            # Swap in the new tree whole, so a reader never sees half a repository.
+            old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+            if folder.exists():
+                folder.rename(old)
+            staging.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log.info("model repository %s written (%s)", folder, target)
+    return folder
 
-    staging = folder.with_name(f"{folder.name}.staging-{os.getpid()}")
+
+def _write_tree(staging, texts, ensemble_name, roles, onnx, plans, target) -> None:  # noqa: ANN001
+    """The repository's folders and files under ``staging``."""
     shutil.rmtree(staging, ignore_errors=True)
     for name, text in texts.items():
         (staging / name).mkdir(parents=True)
         (staging / name / "config.pbtxt").write_text(text)
-    (staging / ensemble.name / "1").mkdir()
+    (staging / ensemble_name / "1").mkdir()
     for role, s in roles.items():
         version = staging / role / str(s.version)
         version.mkdir()
@@ -331,23 +375,72 @@ def build_repository(
         shutil.copyfile(onnx[role], version / "model.onnx")
         if target == "cpu":
             shutil.copyfile(HOST_FILE, version / "model.py")
-    (staging / STAMP_FILE).write_text(
-        json.dumps(
-            {
-                "digest": stamp,
-                "target": target,
-                "plans": plans,
-                "models": {r: s.tag for r, s in roles.items()},
-            },
-            indent=2,
-        )
-    )
-    # Swap in the new tree whole, so a reader never sees half a repository.
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        folder.rename(old)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    log.info("model repository %s written (%s)", folder, target)
-    return folder
+
+
+def _threads(options: RepositoryOptions) -> int:
+    return options.intra_op_threads or min(4, os.cpu_count() or 1)
+
+
+def _read_stamp(folder: Path) -> dict | None:
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def _intact(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` was built from these inputs and still holds what was written."""
+    stamp = _read_stamp(folder)
+    # A stamp without its file list was written by an older dfd: build once more.
+    if stamp is None or stamp.get("digest") != digest or not stamp.get("files"):
+        return False
+    for name, size in stamp["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            log.warning("model repository %s: %s is missing or changed; rebuilding", folder, name)
+            return False
+    return True
+
+
+def repository_current(settings: Settings, target: Target) -> bool:
+    """A quick check that the built repository serves what ``settings`` ask for.
+
+    No export and no rendering (``build_repository`` does the full check, and is a
+    no-op when nothing changed): the stamp's models and threads against the settings,
+    and the files it lists. ``dfd serve`` and ``dfd demo`` rebuild when this is False.
+    """
+    folder = settings.repository_dir(target)
+    stamp = _read_stamp(folder)
+    if stamp is None or stamp.get("target") != target:
+        return False
+    wanted = {role: s.tag for role, s in role_specs(settings).items()}
+    if stamp.get("models") != wanted:
+        return False
+    if target == "cpu" and stamp.get("intra_op_threads") != _threads(
+        RepositoryOptions(intra_op_threads=settings.triton_cpu_threads)
+    ):
+        return False
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size
+        for name, size in (stamp.get("files") or {}).items()
+    ) and bool(stamp.get("files"))
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    lock_path = folder.with_name(f".{folder.name}.build.lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Staging and old trees an interrupted build left (the lock says none is running)."""
+    for leftover in folder.parent.glob(f"{folder.name}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.parent.glob(f"{folder.name}.old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)

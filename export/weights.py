@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 _CHUNK_BYTES = 1 << 16
@@ -87,12 +90,35 @@ def resolve_weight(
     if settings.weights_dir is not None:
         candidate = Path(settings.weights_dir) / relpath
         if candidate.is_file():
+            got = _sha256_once(candidate)
+            if got != entry.sha256:
+                raise ConfigurationError(
+                    f"weights: {candidate} has SHA-256 {got}, expected {entry.sha256} "
+                    f"({relpath} from {entry.url}); refusing to use it: a truncated or "
+                    "different file would be exported and served under this checkpoint's name"
+                )
             return candidate
     cached = settings.weights_cache_dir / relpath
     if cached.is_file():
-        return cached
+        if _sha256_once(cached) == entry.sha256:
+            return cached
+        # A damaged cache entry (a disk error, an edit): fetch it again.
+        log.warning("weights: %s does not match its SHA-256; downloading it again", cached)
+        cached.unlink()
     _download(entry, cached, settings)
     return cached
+
+
+# (path, size, mtime) -> SHA-256: a file is hashed once per process unless it changes.
+_hashed: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256_once(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashed:
+        _hashed[key] = sha256_of(path)
+    return _hashed[key]
 
 
 def pull_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> dict[str, Path]:

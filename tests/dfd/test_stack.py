@@ -24,7 +24,8 @@ import pytest
 
 from dfd.ports import free_port
 from dfd.settings import Settings
-from dfd.stack import BUILD_STAMP, Endpoints, describe, gateway_url, repository_ready
+from dfd.stack import Endpoints, describe, gateway_url, repository_ready
+from export.triton_repo import STAMP_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120.0
@@ -198,13 +199,15 @@ def test_serve_starts_a_local_triton_on_the_built_repository(serve, triton, tmp_
 
 
 @pytest.mark.unit
-def test_repository_ready_needs_the_build_stamp(tmp_path: Path) -> None:
+def test_repository_ready_needs_a_stamp_naming_the_models(tmp_path: Path) -> None:
+    # The full check (models, threads, files) is tested on a real build in
+    # tests/export/test_triton_repo.py; a stamp alone is not enough any more.
     settings = Settings(data_dir=tmp_path)
     folder = settings.repository_dir("cpu")
     folder.mkdir(parents=True)
     assert not repository_ready(settings, "cpu")
-    (folder / BUILD_STAMP).write_text(json.dumps({"digest": "x"}))
-    assert repository_ready(settings, "cpu")
+    (folder / STAMP_FILE).write_text(json.dumps({"digest": "x", "target": "cpu"}))
+    assert not repository_ready(settings, "cpu")
     assert not repository_ready(settings, "gpu")
 
 

@@ -72,3 +72,46 @@ def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_dfd_triton_stops_when_interrupted_while_starting(triton, tmp_path, signum):
+    # The handlers used to be installed before the start: the signal only set a flag,
+    # and the start ran on to "ready" (up to 120 s on a slow repository).
+    import psutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(triton.repository, repo)  # five models: several seconds to load
+    env = dict(os.environ, DFD_DATA_DIR=str(triton.settings.data_dir), DFD_LOG_JSON="false")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dfd.cli", "triton", "--repository", str(repo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            str(repo) in " ".join(p.info["cmdline"] or [])
+            for p in psutil.process_iter(["cmdline"])
+            if p.pid != process.pid
+        ):
+            time.sleep(0.05)  # until the server binary runs
+        process.send_signal(signum)
+        started = time.monotonic()
+        output, _ = process.communicate(timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "triton ready" not in output
+    assert process.returncode != 0
+    left = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if str(repo) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert left == []

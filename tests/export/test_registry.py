@@ -1,5 +1,6 @@
 import pytest
 
+from dfd.errors import ConfigurationError
 from dfd.states import MODALITY_ORDER
 from export.specs import ENSEMBLE_INPUTS, SPECS, spec
 
@@ -7,7 +8,8 @@ pytestmark = pytest.mark.unit
 
 
 def test_unknown_checkpoint_names_the_known_ones():
-    with pytest.raises(KeyError, match="meso4_df"):
+    # A configuration error (a clear one-line message from the CLI), not a KeyError traceback.
+    with pytest.raises(ConfigurationError, match="no checkpoint named 'nope'; known: .*meso4_df"):
         spec("nope")
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from export import triton_repo
 from export.specs import ENSEMBLE_NAME, ModelSpec
 from export.triton_repo import (
     HOST_FILE,
@@ -19,6 +22,7 @@ from export.triton_repo import (
     build_repository,
     model_config,
     parse,
+    repository_current,
     role_specs,
 )
 
@@ -170,6 +174,79 @@ def test_cpu_threads_come_from_the_setting_unless_the_options_say(triton, tmp_pa
     assert threads(
         build_repository(settings, "cpu", options=options, destination=tmp_path / "b")
     ) == {"3"}
+
+
+def _own_copy(triton, tmp_path, **update):
+    """Settings on ``tmp_path`` holding a copy of the session's ONNX files and repository."""
+    settings = triton.settings.model_copy(update={"data_dir": tmp_path / "data", **update})
+    shutil.copytree(triton.settings.onnx_dir, settings.onnx_dir)
+    shutil.copytree(triton.settings.repository_dir("cpu"), settings.repository_dir("cpu"))
+    return settings
+
+
+@pytest.mark.integration
+def test_repository_current_follows_the_settings_and_the_files(triton, tmp_path):
+    settings = _own_copy(triton, tmp_path)
+    assert repository_current(settings, "cpu")
+    assert not repository_current(settings, "gpu")
+    # dfd serve kept serving meso4_df while results named the model the settings asked for
+    changed = settings.model_copy(update={"visual_model": "mesoinception_df"})
+    assert not repository_current(changed, "cpu")
+    threads = settings.model_copy(update={"triton_cpu_threads": 3})
+    assert not repository_current(threads, "cpu")
+    onnx = settings.repository_dir("cpu") / "visual" / "1" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    assert not repository_current(settings, "cpu")
+
+
+@pytest.mark.integration
+def test_a_damaged_tree_is_rebuilt_and_force_rebuilds(triton, tmp_path):
+    settings = _own_copy(triton, tmp_path)
+    repo = build_repository(settings, "cpu")
+    onnx = repo / "visual" / "1" / "model.onnx"
+    good = onnx.read_bytes()
+    onnx.write_bytes(good[:1000])  # truncated: Triton would fail to load it
+    assert build_repository(settings, "cpu") == repo
+    assert onnx.read_bytes() == good
+    before = (repo / STAMP_FILE).stat().st_mtime_ns
+    build_repository(settings, "cpu", force=True)
+    assert (repo / STAMP_FILE).stat().st_mtime_ns != before
+
+
+@pytest.mark.integration
+def test_an_interrupted_build_leaves_nothing_and_old_leftovers_are_swept(
+    triton, tmp_path, monkeypatch
+):
+    settings = _own_copy(triton, tmp_path)
+    parent = settings.repository_dir("cpu").parent
+    (parent / "cpu.staging-999999").mkdir()  # a build killed earlier
+    (parent / "cpu.old-999999").mkdir()
+    copies = []
+
+    def interrupted(src, dst, *args, **kwargs):
+        copies.append(dst)
+        if len(copies) == 3:
+            raise KeyboardInterrupt
+        return real_copy(src, dst, *args, **kwargs)
+
+    real_copy = shutil.copyfile
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_repository(settings, "cpu", force=True)
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", real_copy)
+    assert sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) == ["cpu"]
+    assert repository_current(settings, "cpu")
+
+
+@pytest.mark.integration
+def test_concurrent_builds_take_turns(triton, tmp_path):
+    settings = _own_copy(triton, tmp_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda _: build_repository(settings, "cpu", force=True), range(2)))
+    assert done == [settings.repository_dir("cpu")] * 2
+    parent = settings.repository_dir("cpu").parent
+    assert sorted(p.name for p in parent.iterdir() if not p.name.startswith(".")) == ["cpu"]
+    assert repository_current(settings, "cpu")
 
 
 @pytest.mark.unit

@@ -107,6 +107,34 @@ def test_checksum_mismatch_names_both_hashes_and_leaves_no_file(tmp_path: Path, 
     assert not folder.exists() or list(folder.iterdir()) == []
 
 
+def test_a_damaged_file_in_the_weights_dir_is_refused_naming_both_hashes(
+    tmp_path: Path, weights_dir: Path
+):
+    # A truncated or different file used to be exported and served under the
+    # checkpoint's name (a F2F file saved as Meso4_DF.h5 was served as meso4_df).
+    folder = tmp_path / "weights"
+    (folder / "aasist").mkdir(parents=True)
+    (folder / NAME).write_bytes((weights_dir / NAME).read_bytes()[:-10])
+    settings = Settings(data_dir=tmp_path / "data", weights_dir=folder)
+    files = _files_at("http://127.0.0.1:9/never")
+    with pytest.raises(ConfigurationError, match="refusing to use it") as err:
+        resolve_weight(NAME, settings, files=files)
+    assert str(folder / NAME) in str(err.value)
+    assert manifest()[NAME].sha256 in str(err.value)
+    assert sha256_of(folder / NAME) in str(err.value)
+
+
+def test_a_damaged_cache_entry_is_downloaded_again(tmp_path: Path, server: _Server, weights_dir):
+    settings = Settings(data_dir=tmp_path / "data")
+    files = _files_at(f"{server.base}/{NAME}")
+    cached = settings.weights_cache_dir / NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the file")
+    assert resolve_weight(NAME, settings, files=files) == cached
+    assert cached.read_bytes() == (weights_dir / NAME).read_bytes()
+    assert server.hits == 1
+
+
 def test_http_error_status_is_a_configuration_error(tmp_path: Path, server: _Server):
     settings = Settings(data_dir=tmp_path / "data")
     files = _files_at(f"{server.base}/aasist/absent.conf")
