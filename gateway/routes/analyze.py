@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from dfd.errors import RejectedURLError
+from dfd.errors import FetchTransientError, RejectedURLError
 from dfd.jobid import new_job_id
 from dfd.schemas import JobPayload, JobSource
 from dfd.settings import Settings
@@ -69,6 +69,31 @@ async def check_reachable(host: str, port: int, settings: Settings) -> None:
     writer.close()
 
 
+# getaddrinfo blocks, sometimes for seconds (a slow authoritative server, on purpose or
+# not): names resolve on threads of their own, under a deadline, so such names cannot
+# hold the threads uploads and enqueues run on; past the deadline the request gets 503.
+_DNS_THREADS = 8
+_dns_pool = ThreadPoolExecutor(_DNS_THREADS, thread_name_prefix="dfd-dns")
+
+
+async def resolve(host: str, port: int, settings: Settings) -> list:
+    """``resolve_and_vet`` off the event loop, within ``fetch_connect_timeout_s``.
+
+    Raises:
+        RejectedURLError: as ``resolve_and_vet``.
+        FetchTransientError: the name did not resolve in time (worth retrying later).
+    """
+    work = asyncio.get_running_loop().run_in_executor(
+        _dns_pool, resolve_and_vet, host, port, settings
+    )
+    try:
+        return await asyncio.wait_for(work, settings.fetch_connect_timeout_s)
+    except TimeoutError as exc:
+        raise FetchTransientError(
+            f"url: resolving {host!r} took longer than {settings.fetch_connect_timeout_s:g} s"
+        ) from exc
+
+
 @router.post(
     "/api/analyze",
     status_code=202,
@@ -84,8 +109,7 @@ async def analyze(body: AnalyzeRequest, request: Request, state: State) -> JSONR
     url = check_url(body.url, settings)
     parts = urllib.parse.urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    # getaddrinfo blocks: resolve off the event loop.
-    addresses = await run_in_threadpool(resolve_and_vet, parts.hostname or "", port, settings)
+    addresses = await resolve(parts.hostname or "", port, settings)
     if settings.check_url_reachable:
         await check_reachable(str(addresses[0]), port, settings)
     job_id = new_job_id()

@@ -155,3 +155,38 @@ def test_oversized_body_is_413(gateway, redis) -> None:
         # A normal body still goes through.
         assert client.post("/api/analyze", json={"url": PUBLIC}).status_code == 202
     assert _queued(redis) == 1
+
+
+def test_a_name_slow_to_resolve_answers_503_in_time_and_spares_the_uploads(
+    gateway, redis, monkeypatch, grid_clip
+) -> None:
+    # Resolution ran on the gateway's shared thread pool without a deadline: names on a
+    # slow DNS server held the threads uploads and enqueues need, for as long as it took.
+    import threading
+    import time
+
+    from gateway.routes import analyze as analyze_route
+
+    release = threading.Event()
+
+    def slow(host, port, settings):
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(analyze_route, "resolve_and_vet", slow)
+    try:
+        with gateway(fetch_connect_timeout_s=0.3) as client:
+            started = time.monotonic()
+            response = client.post("/api/analyze", json={"url": "http://slow.example/v.mp4"})
+            assert time.monotonic() - started < 3
+            assert response.status_code == 503, response.text
+            assert response.json()["type"] == "urn:dfd:problem:fetch-failed"
+            assert "took longer than 0.3 s" in response.json()["detail"]
+            # every resolver thread stuck: uploads still go through
+            for _ in range(analyze_route._DNS_THREADS):
+                client.post("/api/analyze", json={"url": "http://slow.example/v.mp4"})
+            upload = client.post("/api/upload", files={"file": ("a.mpg", grid_clip.read_bytes())})
+            assert upload.status_code == 202, upload.text
+    finally:
+        release.set()
+    assert _queued(redis) == 1
