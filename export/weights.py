@@ -14,11 +14,13 @@ Imports no ML library (``httpx`` only when downloading).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -142,11 +144,25 @@ def pull_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> di
     return paths
 
 
+# A download killed outright (SIGKILL, power) leaves its .part file; one older than this
+# is nobody's any more (a live download in another process is younger).
+_STALE_PART_S = 3600
+
+
+def _sweep_parts(dest: Path) -> None:
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if now - part.stat().st_mtime > _STALE_PART_S:
+                part.unlink()
+
+
 def _download(entry: WeightFile, dest: Path, settings: Settings) -> None:
     """Stream ``entry.url`` into ``dest`` through a checked temporary file."""
     import httpx
 
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_parts(dest)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     digest = hashlib.sha256()

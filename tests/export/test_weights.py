@@ -135,6 +135,24 @@ def test_a_damaged_cache_entry_is_downloaded_again(tmp_path: Path, server: _Serv
     assert server.hits == 1
 
 
+def test_a_download_sweeps_part_files_killed_downloads_left(tmp_path: Path, server: _Server):
+    import os
+    import time
+
+    settings = Settings(data_dir=tmp_path / "data")
+    folder = settings.weights_cache_dir / "aasist"
+    folder.mkdir(parents=True)
+    stale = folder / ".AASIST-L.conf.killed.part"
+    live = folder / ".AASIST-L.conf.another-process.part"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    resolve_weight(NAME, settings, files=_files_at(f"{server.base}/{NAME}"))
+    assert not stale.exists()
+    assert live.exists()  # maybe another process's download in progress
+
+
 def test_http_error_status_is_a_configuration_error(tmp_path: Path, server: _Server):
     settings = Settings(data_dir=tmp_path / "data")
     files = _files_at(f"{server.base}/aasist/absent.conf")
