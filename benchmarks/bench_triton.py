@@ -281,14 +281,10 @@ def _item_cpu_ms(
     runs of a fresh session cost twice the settled figure: too few runs would put the
     floor, and so the ceiling, in the wrong place).
     """
-    import onnxruntime as ort
+    from benchmarks.bench_ort import SETTINGS
+    from benchmarks.bench_ort import session as ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.enable_mem_pattern = False
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, SETTINGS["1 thread"])
     best = float("inf")
     for batch in batches:
         feed = {name: np.repeat(array, batch, axis=0) for name, array in item.items()}
@@ -343,9 +339,11 @@ def ceiling(floor_ms: float, on: dict, off: dict, cores: int) -> dict[str, float
     the server's CPU per request from what it measured unbatched to ``floor +
     tritonserver``, no lower.
     """
-    fixed = floor_ms + min(on["triton_cpu_ms_per_request"], off["triton_cpu_ms_per_request"])
+    triton_ms = min(on["triton_cpu_ms_per_request"], off["triton_cpu_ms_per_request"])
+    fixed = floor_ms + triton_ms
     rps = cores / ((fixed + on["client_cpu_ms_per_request"]) / 1000)
     return {
+        "triton_ms": triton_ms,
         "rps": round(rps, 2),
         "speed_up_here": round(rps / off["throughput_rps"], 2) if off["throughput_rps"] else 0.0,
         "speed_up_server_alone": round(off["server_cpu_ms_per_request"] / fixed, 2),
@@ -440,7 +438,7 @@ def markdown(result: dict) -> str:
             measured = on["throughput_rps"] / off["throughput_rps"] if off["throughput_rps"] else 0
             lines.append(
                 f"| {model} | {conc} | {floors[model]:.2f} | "
-                f"{min(on['triton_cpu_ms_per_request'], off['triton_cpu_ms_per_request']):.2f} | "
+                f"{c['triton_ms']:.2f} | "
                 f"{on['client_cpu_ms_per_request']:.2f} | {off['server_cpu_ms_per_request']:.1f} | "
                 f"{c['rps']:.1f} | {c['speed_up_here']:.2f}x | {c['speed_up_server_alone']:.2f}x | "
                 f"{measured:.2f}x |"

@@ -229,11 +229,9 @@ def describe(exc: BaseException, job: Job) -> JobError:
     elif kind == "timeout":
         message = f"job: expected to finish within {job.timeout} s, took longer"
     else:
-        where = f"{stage}: " if stage else "job: "
+        what = _SERVICE_MESSAGES.get(kind, _SERVICE_MESSAGE)
         message = (
-            where
-            + _SERVICE_MESSAGES.get(kind, _SERVICE_MESSAGE)
-            + (f" (the worker's log has the details under job id {job.id})")
+            f"{stage or 'job'}: {what} (the worker's log has the details under job id {job.id})"
         )
     return JobError(type=kind, message=message, stage=Stage(stage) if stage else None)
 

@@ -148,8 +148,7 @@ def model_config(
     if target == "cpu":
         config.backend = "python"
         group.kind = mc.ModelInstanceGroup.KIND_CPU
-        threads = options.intra_op_threads or min(4, os.cpu_count() or 1)
-        config.parameters["intra_op_threads"].string_value = str(threads)
+        config.parameters["intra_op_threads"].string_value = str(_threads(options))
         config.parameters["onnx_file"].string_value = "model.onnx"
         config.parameters["ort_max_batch"].string_value = str(options.ort_max_batch)
     else:
@@ -290,9 +289,7 @@ def build_repository(
     """
     from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
 
-    options = options or RepositoryOptions()
-    if options.intra_op_threads is None and settings.triton_cpu_threads is not None:
-        options = replace(options, intra_op_threads=settings.triton_cpu_threads)
+    options = _with_settings(options or RepositoryOptions(), settings)
     if target not in ("cpu", "gpu"):
         raise ConfigurationError(f"model repository: target must be cpu or gpu, got {target!r}")
     roles = role_specs(settings, checkpoints)
@@ -381,6 +378,13 @@ def _threads(options: RepositoryOptions) -> int:
     return options.intra_op_threads or min(4, os.cpu_count() or 1)
 
 
+def _with_settings(options: RepositoryOptions, settings: Settings) -> RepositoryOptions:
+    """``options`` with what they leave open taken from the settings (DFD_TRITON_CPU_THREADS)."""
+    if options.intra_op_threads is None and settings.triton_cpu_threads is not None:
+        return replace(options, intra_op_threads=settings.triton_cpu_threads)
+    return options
+
+
 def _read_stamp(folder: Path) -> dict | None:
     try:
         stamp = json.loads((folder / STAMP_FILE).read_text())
@@ -392,13 +396,21 @@ def _read_stamp(folder: Path) -> dict | None:
 def _intact(folder: Path, digest: str) -> bool:
     """Whether ``folder`` was built from these inputs and still holds what was written."""
     stamp = _read_stamp(folder)
-    # A stamp without its file list was written by an older dfd: build once more.
-    if stamp is None or stamp.get("digest") != digest or not stamp.get("files"):
+    return stamp is not None and stamp.get("digest") == digest and _files_hold(folder, stamp)
+
+
+def _files_hold(folder: Path, stamp: dict) -> bool:
+    """Whether every file the stamp lists is there with its size.
+
+    A stamp without its file list was written by an older dfd: it does not hold.
+    """
+    files = stamp.get("files")
+    if not files:
         return False
-    for name, size in stamp["files"].items():
+    for name, size in files.items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != size:
-            log.warning("model repository %s: %s is missing or changed; rebuilding", folder, name)
+            log.warning("model repository %s: %s is missing or changed", folder, name)
             return False
     return True
 
@@ -418,13 +430,10 @@ def repository_current(settings: Settings, target: Target) -> bool:
     if stamp.get("models") != wanted:
         return False
     if target == "cpu" and stamp.get("intra_op_threads") != _threads(
-        RepositoryOptions(intra_op_threads=settings.triton_cpu_threads)
+        _with_settings(RepositoryOptions(), settings)
     ):
         return False
-    return all(
-        (folder / name).is_file() and (folder / name).stat().st_size == size
-        for name, size in (stamp.get("files") or {}).items()
-    ) and bool(stamp.get("files"))
+    return _files_hold(folder, stamp)
 
 
 @contextlib.contextmanager

@@ -41,18 +41,34 @@ def test_models_build_reuses_a_current_repository_and_says_where(triton, monkeyp
     assert (triton.repository / ".build-stamp.json").stat().st_mtime_ns == stamp
 
 
-@pytest.mark.integration
-def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(triton.repository / "fusion", repo / "fusion")
+def _dfd_triton(triton, repo) -> subprocess.Popen:
+    """``dfd triton --repository repo`` as a child, its output in one text pipe."""
     env = dict(os.environ, DFD_DATA_DIR=str(triton.settings.data_dir), DFD_LOG_JSON="false")
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "dfd.cli", "triton", "--repository", str(repo)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+
+
+def _servers_of(repo, but: int) -> list[int]:
+    """Pids of the processes (other than ``but``) whose command line names ``repo``."""
+    import psutil
+
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid != but and str(repo) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+@pytest.mark.integration
+def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(triton.repository / "fusion", repo / "fusion")
+    process = _dfd_triton(triton, repo)
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -79,25 +95,12 @@ def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
 def test_dfd_triton_stops_when_interrupted_while_starting(triton, tmp_path, signum):
     # The handlers used to be installed before the start: the signal only set a flag,
     # and the start ran on to "ready" (up to 120 s on a slow repository).
-    import psutil
-
     repo = tmp_path / "repo"
     shutil.copytree(triton.repository, repo)  # five models: several seconds to load
-    env = dict(os.environ, DFD_DATA_DIR=str(triton.settings.data_dir), DFD_LOG_JSON="false")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dfd.cli", "triton", "--repository", str(repo)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    process = _dfd_triton(triton, repo)
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(
-            str(repo) in " ".join(p.info["cmdline"] or [])
-            for p in psutil.process_iter(["cmdline"])
-            if p.pid != process.pid
-        ):
+        while time.monotonic() < deadline and not _servers_of(repo, but=process.pid):
             time.sleep(0.05)  # until the server binary runs
         process.send_signal(signum)
         started = time.monotonic()
@@ -109,9 +112,4 @@ def test_dfd_triton_stops_when_interrupted_while_starting(triton, tmp_path, sign
             process.wait()
     assert "triton ready" not in output
     assert process.returncode != 0
-    left = [
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if str(repo) in " ".join(p.info["cmdline"] or [])
-    ]
-    assert left == []
+    assert _servers_of(repo, but=process.pid) == []

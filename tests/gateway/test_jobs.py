@@ -111,31 +111,28 @@ def test_failed_reports_the_recorded_error(gateway, redis) -> None:
     }
 
 
-def test_failed_without_a_record_falls_back_to_rq(gateway, redis) -> None:
+def _failed_without_a_record(gateway, redis, exc_string: str) -> dict:
+    """The view of a job rq failed with ``exc_string`` and no error recorded by dfd."""
     with gateway() as client:
         job = _enqueue(client, redis)
         job.set_status(JobStatus.FAILED)
-        RQResult.create_failure(
-            job,
-            ttl=60,
-            exc_string="Traceback ...\nrq.exceptions.AbandonedJobError: gone",
-        )
-        view = _get(client, job.id)
+        RQResult.create_failure(job, ttl=60, exc_string=exc_string)
+        return _get(client, job.id)
+
+
+def test_failed_without_a_record_falls_back_to_rq(gateway, redis) -> None:
+    view = _failed_without_a_record(
+        gateway, redis, "Traceback ...\nrq.exceptions.AbandonedJobError: gone"
+    )
     assert view["error"]["type"] == "worker-lost"
     assert view["error"]["message"].startswith("worker died while processing")
 
 
 def test_an_unrecorded_failure_shows_no_traceback_text(gateway, redis) -> None:
     # rq's traceback names files, hosts and exception texts: the operator's, not the client's.
-    with gateway() as client:
-        job = _enqueue(client, redis)
-        job.set_status(JobStatus.FAILED)
-        RQResult.create_failure(
-            job,
-            ttl=60,
-            exc_string='Traceback ...\nFileNotFoundError: "/srv/dfd/data/tmp/x/frames/0001.png"',
-        )
-        view = _get(client, job.id)
+    view = _failed_without_a_record(
+        gateway, redis, 'Traceback ...\nFileNotFoundError: "/srv/dfd/data/tmp/x/frames/0001.png"'
+    )
     assert view["error"]["type"] == "internal"
     assert "/srv/dfd" not in view["error"]["message"]
     assert "FileNotFoundError" not in view["error"]["message"]
