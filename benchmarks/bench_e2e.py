@@ -32,9 +32,9 @@ import httpx
 
 from benchmarks.bench_stages import add_clip_arguments, build_clip, machine
 from benchmarks.machine import load_average
-from dfd.demo import JobClient
+from cli.demo import JobClient
 from dfd.settings import Settings
-from dfd.stack import Stack
+from cli.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

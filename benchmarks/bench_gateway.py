@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by Redis and the gateway
 
     sys.path.insert(0, str(ROOT))
-    from dfd.local_redis import LocalRedis
+    from cli.local_redis import LocalRedis
     from dfd.settings import Settings
 
     report: dict[str, Any] = {

@@ -78,7 +78,7 @@ def machine() -> dict[str, object]:
 def run_once(clip: Path, env: dict[str, str], out_dir: Path, src: Path = ROOT) -> dict:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "dfd.cli", "analyze", str(clip), "--json", "--out", str(out_dir)],
+        [sys.executable, "-m", "cli.main", "analyze", str(clip), "--json", "--out", str(out_dir)],
         capture_output=True,
         text=True,
         env=dict(env, PYTHONPATH=str(src)),
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from dfd.settings import Settings
-    from export.local_triton import LocalTriton
+    from cli.local_triton import LocalTriton
     from export.triton_repo import build_repository
 
     tmp = Path(tempfile.mkdtemp(prefix="dfd-bench-stages-"))

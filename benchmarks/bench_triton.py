@@ -65,7 +65,7 @@ class Cell:
 
 def _payloads(media_dir: Path | None) -> dict[str, dict[str, np.ndarray]]:
     """One request's inputs per model, real media when ``media_dir`` has it."""
-    from export.specs import (
+    from dfd.specs import (
         AUDIO_SAMPLES,
         FACE_SIZE,
         LIPSYNC_FRAMES,
@@ -452,7 +452,7 @@ def markdown(result: dict) -> str:
 
 def run_triton(args) -> int:
     from dfd.settings import Settings
-    from export.local_triton import LocalTriton
+    from cli.local_triton import LocalTriton
     from export.triton_repo import RepositoryOptions, build_repository
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
@@ -550,7 +550,7 @@ def run_torch_cuda(args) -> int:
     # No tritonclient on this path (export.triton_repo needs it): the GPU image lacks it.
     from dfd.settings import Settings
     from export.onnx_export import build_module
-    from export.specs import spec
+    from dfd.specs import spec
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
     checkpoints = {

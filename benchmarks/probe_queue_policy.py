@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench_triton import _payloads
     from dfd.settings import Settings
-    from export.local_triton import LocalTriton
+    from cli.local_triton import LocalTriton
     from export.triton_repo import build_repository
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dfd.states import JobState, Label, Stage
+from dfd.states import JobState, Label, Priority, Stage
 
 
 class ModalityResult(BaseModel):
@@ -76,7 +76,7 @@ class JobPayload(BaseModel):
 
     job_id: str
     source: JobSource
-    priority: Literal["high", "default", "low"] = "default"
+    priority: Priority = Priority.DEFAULT
 
 
 class JobError(BaseModel):

@@ -17,6 +17,18 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
+class Priority(StrEnum):
+    """A job's queue. Workers take ``high`` before ``default`` before ``low``."""
+
+    HIGH = "high"
+    DEFAULT = "default"
+    LOW = "low"
+
+
+QUEUE_NAMES: tuple[str, ...] = tuple(p.value for p in Priority)
+"""The rq queue names, in the order workers serve them."""
+
+
 class Stage(StrEnum):
     """The worker stage an active job is in, in pipeline order."""
 

@@ -28,6 +28,7 @@ from av.video.reformatter import VideoReformatter
 
 from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
 from dfd.settings import Settings
+from dfd.specs import AUDIO_RATE, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dispatcher.sampling import (
     NearestSampler,
     clip_starts,
@@ -36,7 +37,6 @@ from dispatcher.sampling import (
     nearest_indices,
     sample_times,
 )
-from export.specs import AUDIO_RATE, LIPSYNC_FPS, LIPSYNC_FRAMES
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dfd.schemas import Evidence, TimelinePoint
 from dfd.settings import Settings
+from dfd.specs import FACE_SIZE
 from dispatcher.aggregate import SecondScore, suspicious_order
 from dispatcher.decode import DecodedMedia
 from dispatcher.faces import FaceCrop, FaceResult
-from export.specs import FACE_SIZE
 
 THUMB_MAX_SIDE = 640
 JPEG_QUALITY = 85

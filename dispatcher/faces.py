@@ -2,7 +2,7 @@
 
 - Detection: frames letterboxed to ``DETECTOR_SIZE`` (BGR, float 0..255, NCHW) and sent to
   Triton's ``face_detector`` in batches of at most its ``max_batch_size``; score threshold,
-  NMS and the per-frame cap on the caller's side (:mod:`export.yunet_post`), boxes mapped
+  NMS and the per-frame cap on the caller's side (:mod:`dfd.yunet_post`), boxes mapped
   back to frame pixels.
 - Visual crops: the square MesoNet's authors cut (centred on the nose, sized from the eye
   and mouth distances, the face turned upright; one affine warp in Pillow), 256x256 RGB
@@ -29,11 +29,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from dfd.features import mfcc
 from dfd.settings import Settings
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
-from dispatcher.sampling import frame_duration_s
-from export.features import mfcc
-from export.specs import (
+from dfd.specs import (
     DETECTOR_SIZE,
     FACE_SIZE,
     LIPSYNC_FPS,
@@ -41,8 +39,10 @@ from export.specs import (
     LIPSYNC_SIZE,
     MFCC_PER_FRAME,
 )
-from export.specs import spec as model_spec
-from export.yunet_post import select
+from dfd.specs import spec as model_spec
+from dfd.yunet_post import select
+from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from dispatcher.sampling import frame_duration_s
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
 # MesoNet's own face extraction (its pipeline.py): side = K * l_factor * max(eye distance,

@@ -20,13 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dfd.errors import UpstreamUnavailableError
+from dfd.features import audio_windows
 from dfd.settings import Settings
-from dfd.states import MODALITY_ORDER
-from dispatcher.aggregate import ScoredItems
-from dispatcher.decode import DecodedMedia, audio_energy_db
-from dispatcher.faces import FaceResult, InferClient
-from export.features import audio_windows
-from export.specs import (
+from dfd.specs import (
     AUDIO_RATE,
     AUDIO_SAMPLES,
     ENSEMBLE_INPUTS,
@@ -35,7 +31,11 @@ from export.specs import (
     LIPSYNC_FPS,
     LIPSYNC_FRAMES,
 )
-from export.specs import spec as model_spec
+from dfd.specs import spec as model_spec
+from dfd.states import MODALITY_ORDER
+from dispatcher.aggregate import ScoredItems
+from dispatcher.decode import DecodedMedia, audio_energy_db
+from dispatcher.faces import FaceResult, InferClient
 
 # Below this level a track is silence (or hum): the audio and lip-sync models would be
 # judging noise, so those modalities are marked unused.
@@ -100,7 +100,7 @@ def _empty(name: str) -> np.ndarray:
 
 
 def window_spans(n_samples: int, hop_s: float, count: int) -> tuple[tuple[float, float], ...]:
-    """Time spans of the windows :func:`export.features.audio_windows` cuts."""
+    """Time spans of the windows :func:`dfd.features.audio_windows` cuts."""
     if n_samples <= AUDIO_SAMPLES:
         return ((0.0, n_samples / AUDIO_RATE),)
     hop = max(1, int(round(hop_s * AUDIO_RATE)))

@@ -22,9 +22,9 @@ from typing import Any
 from dfd.errors import DfdError, InternalError
 from dfd.schemas import JobSource, ModalityResult, Result
 from dfd.settings import Settings
+from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from export.specs import SPECS, spec
 
 log = logging.getLogger(__name__)
 

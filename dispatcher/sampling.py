@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
-from export.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
+from dfd.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
 
 # Timestamps are rounded by containers (90 kHz, 1 ms); a target this close to the midpoint
 # between two frames goes to the earlier one.

@@ -5,7 +5,7 @@
 
 What it adds to ``tritonclient.grpc``:
 
-- inputs to a known model (a role in ``export.specs`` or ``deepfake_ensemble``) are
+- inputs to a known model (a role in ``dfd.specs`` or ``deepfake_ensemble``) are
   checked against the spec before anything is sent: names, dtypes, shapes, an empty
   batch and a batch over ``max_batch_size`` each fail with an ``InputError`` naming the
   model, the tensor, what was expected and what came;
@@ -33,7 +33,7 @@ from dfd.errors import (
     InternalError,
     UpstreamUnavailableError,
 )
-from export.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, SPECS, TensorSpec
+from dfd.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, SPECS, TensorSpec
 
 # Ensemble inputs whose leading item axis becomes a composing model's batch axis, so the
 # composing model's max_batch_size bounds it (see ensemble_config.ensemble).

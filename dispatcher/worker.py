@@ -23,16 +23,15 @@ grace, the upload sweep and the evidence purge.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from dfd.settings import Settings
+from dfd.states import QUEUE_NAMES
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAMES = ("high", "default", "low")
 _PURGE_LOCK = "dfd:maintenance:purge"
 
 
@@ -180,24 +179,3 @@ def main(
         logging_level=settings.log_level.upper(),
     )
     return 0
-
-
-def _handle(args: argparse.Namespace) -> int:
-    settings = Settings()
-    queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    return main(settings, burst=args.burst, queues=queues, name=args.name, max_jobs=args.max_jobs)
-
-
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "worker",
-        help="run one job worker (start several for more throughput)",
-        description="Run one RQ worker on the dfd queues. Settings come from DFD_* variables.",
-    )
-    parser.add_argument("--burst", action="store_true", help="quit when the queues are empty")
-    parser.add_argument(
-        "--queues", default=",".join(QUEUE_NAMES), help="comma-separated queues, in priority order"
-    )
-    parser.add_argument("--name", default=None, help="worker name (default: rq's)")
-    parser.add_argument("--max-jobs", type=int, default=None, help="quit after this many jobs")
-    parser.set_defaults(handler=_handle)

@@ -4,7 +4,7 @@ yt-dlp only extracts (``download=False``): which video a page holds and its dire
 Every request it makes while extracting goes through a request handler of ours
 (``GuardedRH``) that sends it with the same guarded client as a direct fetch: each hop
 vetted, connected to the vetted address, the answer capped. The chosen media URL is then
-downloaded by ``dispatcher.fetch.download``, with the SSRF guard, byte cap and retries.
+downloaded by ``dispatcher.guarded_http.download``, with the SSRF guard, byte cap and retries.
 So yt-dlp never opens a socket itself, runs no post-processor, merges nothing (the
 format chosen is one file with video) and is limited to the allowed extractors.
 """
@@ -29,7 +29,7 @@ from yt_dlp.networking.exceptions import HTTPError, RequestError, TransportError
 from dfd.errors import DfdError
 from dfd.urlcheck import Resolver, check_url
 from dispatcher.errors import DownloadTooLargeError, ExtractorNotAllowedError, NotMediaError
-from dispatcher.fetch import Fetched, GuardedClient, download
+from dispatcher.guarded_http import Fetched, GuardedClient, download
 
 if TYPE_CHECKING:
     from dfd.settings import Settings

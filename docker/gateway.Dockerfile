@@ -28,6 +28,7 @@ WORKDIR /opt/dfd
 # imports happen only inside the handlers), but only the gateway's dependencies installed.
 COPY pyproject.toml README.md ./
 COPY dfd ./dfd
+COPY cli ./cli
 COPY gateway ./gateway
 COPY dispatcher ./dispatcher
 COPY export ./export

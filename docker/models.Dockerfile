@@ -26,6 +26,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /opt/dfd
 COPY pyproject.toml README.md ./
 COPY dfd ./dfd
+COPY cli ./cli
 COPY gateway ./gateway
 COPY dispatcher ./dispatcher
 COPY export ./export

@@ -24,6 +24,7 @@ RUN pip install \
 WORKDIR /opt/dfd
 COPY pyproject.toml README.md ./
 COPY dfd ./dfd
+COPY cli ./cli
 COPY gateway ./gateway
 COPY dispatcher ./dispatcher
 COPY export ./export

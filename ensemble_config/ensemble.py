@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from tritonclient.grpc import model_config_pb2 as mc
 
 from dfd.errors import ConfigurationError
-from export.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, ModelSpec, TensorSpec
+from dfd.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, ModelSpec, TensorSpec
 
 # In every step: key = the composing model's tensor, value = the ensemble's tensor.
 # (Triton's input_map/output_map use that orientation; getting it backwards is the

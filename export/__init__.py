@@ -1,4 +1,4 @@
 """Model side of dfd: specs, weights, PyTorch implementations, ONNX export, Triton repository.
 
-``export.specs`` and ``export.weights`` import no ML library; everything else may.
+``dfd.specs`` and ``export.weights`` import no ML library; everything else may.
 """

@@ -27,7 +27,7 @@ import numpy as np
 
 from dfd.errors import ConfigurationError, InternalError
 from dfd.settings import Settings
-from export.specs import SPECS, ModelSpec, spec
+from dfd.specs import SPECS, ModelSpec, spec
 from export.weights import manifest, resolve_weight
 
 log = logging.getLogger(__name__)

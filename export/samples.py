@@ -15,8 +15,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from export import features
-from export.specs import (
+from dfd import features
+from dfd.specs import (
     AUDIO_RATE,
     DETECTOR_SIZE,
     FACE_SIZE,

@@ -133,7 +133,7 @@ def pull_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> di
     Returns:
         Relative manifest name -> local path.
     """
-    from export.specs import SPECS, spec
+    from dfd.specs import SPECS, spec
 
     names = list(SPECS) if checkpoints is None else list(checkpoints)
     paths: dict[str, Path] = {}

@@ -27,11 +27,10 @@ from rq.serializers import JSONSerializer
 from dfd.jobid import is_job_id
 from dfd.schemas import JobError, JobPayload, JobView
 from dfd.settings import Settings
-from dfd.states import JobState
+from dfd.states import QUEUE_NAMES, JobState
 from dfd.tracing import current_traceparent
 
 JOB_FUNC = "dispatcher.jobs.run_job"
-QUEUE_NAMES = ("high", "default", "low")
 SERIALIZER = JSONSerializer
 
 

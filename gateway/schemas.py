@@ -6,9 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dfd.states import JobState
-
-Priority = Literal["high", "default", "low"]
+from dfd.states import JobState, Priority
 
 
 class Problem(BaseModel):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dfd.settings import Settings
-from export.specs import spec
+from dfd.specs import spec
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from benchmarks.report import README, blocks, render
-from dfd.cli import build_parser
+from cli.main import build_parser
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ We append ONNX nodes that decode them, per prior at grid cell (r, c) of stride s
 
 so the served model maps ``image`` (N, 3, H, W) BGR 0..255 (H, W multiples of 32) to
 ``boxes`` (N, A, 4), ``landmarks`` (N, A, 10) and ``scores`` (N, A), A = sum of A_s.
-NMS stays with the caller (``export.yunet_post``). :func:`decode_reference` is the same
+NMS stays with the caller (``dfd.yunet_post``). :func:`decode_reference` is the same
 decoding in numpy, used to check the graph.
 """
 

@@ -92,7 +92,7 @@ def test_probe_adds_a_valid_queue_policy(name: str):
     from tritonclient.grpc import model_config_pb2 as mc
 
     from dfd.settings import Settings
-    from export.specs import spec
+    from dfd.specs import spec
     from export.triton_repo import RepositoryOptions, model_config
 
     s = spec(Settings().visual_model)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dfd.cli import build_parser
+from cli.main import build_parser
 from dfd.settings import Settings
 
 pytestmark = pytest.mark.unit

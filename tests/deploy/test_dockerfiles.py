@@ -28,7 +28,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dfd.cli import build_parser
+from cli.main import build_parser
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ DOCKERFILES = {
 }
 # Services whose image installs an explicit package list, and the modules they start from.
 SERVICES = {
-    "gateway": ["gateway.app", "gateway.cli"],
+    "gateway": ["gateway.app", "cli.gateway"],
     "worker": ["dispatcher.worker", "dispatcher.jobs"],
 }
 
@@ -148,7 +148,7 @@ def test_dockerignore_keeps_out_environments_weights_and_generated_repositories(
         ".env",
     ):
         assert _ignored(path), path
-    for path in ("dfd/cli.py", "export/manifest.json", "model_repository/python_onnx/model.py"):
+    for path in ("cli/main.py", "export/manifest.json", "model_repository/python_onnx/model.py"):
         assert not _ignored(path), path
 
 
@@ -321,7 +321,7 @@ class Hide(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Hide())
 for module in json.loads(sys.argv[2]):
     importlib.import_module(module)
-from dfd.cli import build_parser
+from cli.main import build_parser
 parser = build_parser()
 print(json.dumps(sorted(parser._subparsers._group_actions[0].choices)))
 """

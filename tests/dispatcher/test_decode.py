@@ -12,7 +12,7 @@ from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaEr
 from dfd.settings import Settings
 from dispatcher import decode as decode_mod
 from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
-from export.specs import AUDIO_RATE, LIPSYNC_FRAMES
+from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
 from tests.fixtures.media import with_display_rotation
 
 VIDEOS = [

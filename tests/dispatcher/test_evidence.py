@@ -21,7 +21,7 @@ from dispatcher.evidence import (
     timeline_points,
 )
 from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult
-from export.specs import FACE_SIZE, HEATMAP_SIZE
+from dfd.specs import FACE_SIZE, HEATMAP_SIZE
 
 pytestmark = pytest.mark.unit
 

@@ -27,7 +27,7 @@ from dispatcher.faces import (
     select_faces,
     visual_crop,
 )
-from export.specs import (
+from dfd.specs import (
     DETECTOR_SIZE,
     FACE_SIZE,
     LIPSYNC_FRAMES,

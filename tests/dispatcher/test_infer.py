@@ -18,7 +18,7 @@ from dispatcher.infer import (
     window_spans,
 )
 from ensemble_config.fusion import fuse
-from export.specs import (
+from dfd.specs import (
     AUDIO_RATE,
     AUDIO_SAMPLES,
     ENSEMBLE_INPUTS,
@@ -168,7 +168,7 @@ def test_deadline_bounds_all_chunks():
 
 
 def test_window_spans_match_audio_windows():
-    from export.features import audio_windows
+    from dfd.features import audio_windows
 
     for seconds in (1.0, AUDIO_SAMPLES / AUDIO_RATE, 5.0, 9.3, 30.0):
         wave = np.zeros(int(seconds * AUDIO_RATE), np.float32)

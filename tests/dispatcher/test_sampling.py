@@ -14,7 +14,7 @@ from dispatcher.sampling import (
     nearest_indices,
     sample_times,
 )
-from export.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
+from dfd.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from dfd.errors import ConfigurationError, InputError, UpstreamUnavailableError
 from dfd.ports import free_port
 from dispatcher import triton_client as tc
 from dispatcher.triton_client import TritonClient
-from export.local_triton import LocalTriton
+from cli.local_triton import LocalTriton
 from export.triton_repo import role_specs
 from tests.export import model_inputs
 

@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from dfd.jobid import new_job_id
-from dfd.local_redis import LocalRedis
+from cli.local_redis import LocalRedis
 from dfd.schemas import JobPayload, JobSource
 from gateway.queue import JobQueue
 from tests.dispatcher.jobfuncs import marker

@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from dfd.demo import JobClient
+from cli.demo import JobClient
 from dfd.schemas import Result
 from dfd.settings import Settings
-from dfd.stack import Stack
+from cli.stack import Stack
 from tests.dispatcher.media_server import serve_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from export.specs import (
+from dfd.specs import (
     AUDIO_RATE,
     AUDIO_SAMPLES,
     FACE_SIZE,
@@ -54,7 +54,7 @@ def decode_audio(path: Path) -> np.ndarray:
 
 def waveforms(media_dir: Path, n: int) -> np.ndarray:
     """``n`` ASVspoof 2019 LA windows (bonafide and spoof, cycled), (n, 64600)."""
-    from export.features import pad_repeat
+    from dfd.features import pad_repeat
 
     paths = sorted((media_dir / "asvspoof2019_la").glob("*/*.flac"))
     return np.stack(
@@ -66,7 +66,7 @@ def lipsync_clip(media_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """One second of a GRID talking face: grey (1, 25, 112, 112) 0..255 and MFCC (1, 100, 13)."""
     import av
 
-    from export.features import mfcc
+    from dfd.features import mfcc
 
     path = media_dir / "grid" / "id2_vcd_swwp2s.mpg"
     frames = []

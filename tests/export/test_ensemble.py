@@ -16,7 +16,7 @@ import pytest
 
 from dfd.errors import ConfigurationError, InputError
 from ensemble_config.ensemble import ENSEMBLE_HEADER, WIRING, check_wiring, ensemble_config
-from export.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, TensorSpec
+from dfd.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, TensorSpec
 from export.triton_repo import parse, role_specs
 from tests.export import model_inputs
 

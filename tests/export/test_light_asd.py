@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from export import features
+from dfd import features
 from export.models import light_asd
 from export.onnx_export import verify
 from export.samples import lipsync_clips

@@ -11,7 +11,7 @@ import pytest
 from dfd.errors import InternalError
 from dfd.settings import Settings
 from export.onnx_export import OPSET, check_against_spec, export_all, onnx_signature, run_onnx
-from export.specs import SPECS, TensorSpec, spec
+from dfd.specs import SPECS, TensorSpec, spec
 
 pytestmark = pytest.mark.unit
 

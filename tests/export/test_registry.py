@@ -2,7 +2,7 @@ import pytest
 
 from dfd.errors import ConfigurationError
 from dfd.states import MODALITY_ORDER
-from export.specs import ENSEMBLE_INPUTS, SPECS, spec
+from dfd.specs import ENSEMBLE_INPUTS, SPECS, spec
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from export import triton_repo
-from export.specs import ENSEMBLE_NAME, ModelSpec
+from dfd.specs import ENSEMBLE_NAME, ModelSpec
 from export.triton_repo import (
     HOST_FILE,
     ROLES,

@@ -13,7 +13,7 @@ import pytest
 from dfd.errors import ConfigurationError
 from dfd.ports import free_port
 from dfd.settings import Settings
-from export.specs import SPECS
+from dfd.specs import SPECS
 from export.weights import WeightFile, manifest, pull_all, resolve_weight, sha256_of
 
 pytestmark = pytest.mark.unit

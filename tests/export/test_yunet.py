@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from export.onnx_export import verify
-from export.yunet_post import nms, select
+from dfd.yunet_post import nms, select
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ FORBIDDEN = ("torch", "av", "numpy", "onnx", "onnxruntime", "tritonclient", "PIL
 def test_gateway_app_pulls_in_no_media_or_ml_library() -> None:
     code = (
         "import sys, json\n"
-        "import gateway.app, gateway.cli\n"
+        "import gateway.app, cli.gateway\n"
         "from dfd.settings import Settings\n"
         "gateway.app.create_app(Settings(redis_url='redis://127.0.0.1:1/0', data_dir='/tmp/dfd-import-test'))\n"
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))\n"

@@ -155,7 +155,7 @@ def test_gateway_keeps_answering_across_a_redis_restart(make_settings, tmp_path)
     from fastapi.testclient import TestClient
     from redis import Redis
 
-    from dfd.local_redis import LocalRedis
+    from cli.local_redis import LocalRedis
     from gateway.app import create_app
 
     server = LocalRedis(tmp_path / "redis-restart").start()

@@ -12,7 +12,7 @@ from typing import Any
 def _handle(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from dfd.local_redis import LocalRedis
+    from cli.local_redis import LocalRedis
     from dfd.settings import Settings
 
     settings = Settings()

@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from export.specs import AUDIO_RATE, AUDIO_SAMPLES, MFCC_COEFFS
+from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, MFCC_COEFFS
 
 # Light-ASD read 16-bit WAV files as integers; float audio in [-1, 1] is scaled back.
 INT16_SCALE = 32768.0

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from dfd.cli import main
+from cli.main import main
 from dfd.schemas import Result
-from dispatcher.cli import ProgressPrinter, parse_weights
+from cli.analyze import ProgressPrinter, parse_weights
 
 
 @pytest.mark.unit

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.features import audio_windows, mfcc, pad_repeat
+from dfd.features import audio_windows, mfcc, pad_repeat
 from export.samples import read_audio
-from export.specs import AUDIO_SAMPLES
+from dfd.specs import AUDIO_SAMPLES
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dfd.errors import UpstreamUnavailableError
-from dfd.local_redis import LocalRedis
+from cli.local_redis import LocalRedis
 
 
 @pytest.mark.integration

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from dfd.cli import build_parser, main
+from cli.main import build_parser, main
 
 
 @pytest.mark.unit
@@ -45,7 +45,7 @@ def _dfd_triton(triton, repo) -> subprocess.Popen:
     """``dfd triton --repository repo`` as a child, its output in one text pipe."""
     env = dict(os.environ, DFD_DATA_DIR=str(triton.settings.data_dir), DFD_LOG_JSON="false")
     return subprocess.Popen(
-        [sys.executable, "-m", "dfd.cli", "triton", "--repository", str(repo)],
+        [sys.executable, "-m", "cli.main", "triton", "--repository", str(repo)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,35 +1,21 @@
-"""The ``dfd`` command.
-
-Each package registers its own subcommands (``export.cli``, ``dispatcher.cli``,
-``gateway.cli``) through a light ``register(subparsers)`` function; the heavy imports
-happen inside the handlers, so ``dfd --help`` stays fast.
-"""
+"""The ``dfd`` command: one subcommand per module of this package, registered in help order."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from cli import analyze, demo, gateway, models, stack, worker
 from dfd import __version__
 from dfd.errors import DfdError
-
-# Modules that contribute subcommands, in help order.
-_COMMAND_MODULES = ("dispatcher.cli", "dispatcher.worker", "gateway.cli", "dfd.stack", "export.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfd", description="Deepfake detection service.")
     parser.add_argument("--version", action="version", version=f"dfd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in (analyze, worker, gateway, stack, demo, models):
         module.register(sub)
     return parser
 

@@ -24,7 +24,7 @@ import pytest
 
 from dfd.ports import free_port
 from dfd.settings import Settings
-from dfd.stack import Endpoints, describe, gateway_url, repository_ready
+from cli.stack import Endpoints, describe, gateway_url, repository_ready
 from export.triton_repo import STAMP_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         output = tmp_path / f"serve-{len(started)}.log"
         with output.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "dfd.cli", "serve", "--port", "0", *args],
+                [sys.executable, "-m", "cli.main", "serve", "--port", "0", *args],
                 cwd=ROOT,
                 env=_env(tmp_path / "data", **env),
                 stdout=out,
@@ -108,9 +108,9 @@ def _names(processes: list[psutil.Process]) -> list[str]:
             out.append("redis")
         elif "tritonserver" in cmd:
             out.append("triton")
-        elif "dfd.cli worker" in cmd:
+        elif "cli.main worker" in cmd:
             out.append("worker")
-        elif "dfd.cli gateway" in cmd:
+        elif "cli.main gateway" in cmd:
             out.append("gateway")
     return out
 
@@ -249,7 +249,7 @@ def test_gateway_url_of_the_bound_host(host: str, url: str) -> None:
 
 @pytest.mark.unit
 def test_stack_on_an_ipv6_loopback_picks_a_free_port(tmp_path: Path) -> None:
-    from dfd.stack import Stack
+    from cli.stack import Stack
 
     stack = Stack(Settings(data_dir=tmp_path), host="::1", port=0, log=lambda line: None)
     assert stack.port > 0
@@ -262,7 +262,7 @@ def test_a_gateway_port_in_use_is_refused_before_anything_starts(tmp_path: Path)
     import socket
 
     from dfd.errors import ConfigurationError
-    from dfd.stack import Stack
+    from cli.stack import Stack
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

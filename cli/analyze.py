@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     server = None
     url = settings.triton_url
     if url is None:
-        from export.local_triton import LocalTriton
+        from cli.local_triton import LocalTriton
         from export.triton_repo import build_repository
 
         print("dfd analyze: starting a local Triton (cpu repository)...", file=sys.stderr)

@@ -1,6 +1,6 @@
 """``dfd demo VIDEO``: one video through the full local stack, as ``make demo`` runs it.
 
-Starts the embedded stack (:class:`dfd.stack.Stack` with one worker and the gateway on a
+Starts the embedded stack (:class:`cli.stack.Stack` with one worker and the gateway on a
 free port), submits the video over HTTP like any client (``POST /api/upload`` for a file,
 ``POST /api/analyze`` for a URL), prints a line each time the job moves, then the result
 JSON and where the evidence is, and stops what it started. The children's logs go to a
@@ -11,6 +11,7 @@ Stdlib and httpx only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -21,7 +22,9 @@ from typing import IO, Any
 
 import httpx
 
+from cli.stack import Shutdown, Stack, describe, signals_raise_shutdown
 from dfd.errors import DfdError, InputError, UpstreamUnavailableError
+from dfd.settings import Settings
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 TERMINAL = ("completed", "failed")
@@ -175,8 +178,6 @@ def run_demo(
     source: str, *, keep: bool = False, timeout_s: float | None = None, out: IO[str] = sys.stdout
 ) -> int:
     """Analyse ``source`` through a fresh local stack; 0 when the job completed, 1 otherwise."""
-    from dfd.settings import Settings
-    from dfd.stack import Shutdown, Stack, describe, signals_raise_shutdown
 
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -248,3 +249,26 @@ def _report(
     for line in evidence_lines(result, evidence_dir, job_id):
         say(line)
     return 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    return run_demo(args.video, keep=args.keep, timeout_s=args.timeout_s)
+
+
+def register(subparsers: Any) -> None:
+    d = subparsers.add_parser(
+        "demo",
+        help="analyze one video through the full local stack",
+        description="Start the embedded stack, submit VIDEO (a file path or an http(s) URL), "
+        "print progress, the result JSON and where the evidence is, then stop.",
+    )
+    d.add_argument("video", help="path of a video file, or an http(s) URL")
+    d.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the stack running after the result (evidence URLs stay live)",
+    )
+    d.add_argument(
+        "--timeout-s", type=float, default=None, help="give up waiting for the job after this long"
+    )
+    d.set_defaults(handler=_handle)

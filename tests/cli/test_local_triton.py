@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
-from export.local_triton import LocalTriton
+from cli.local_triton import LocalTriton
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_folder_that_is_no_repository_is_refused(triton, tmp_path):
 
 
 def test_a_port_taken_before_the_server_binds_it_is_retried(triton, tmp_path, monkeypatch):
-    import export.local_triton as local_triton
+    import cli.local_triton as local_triton
 
     repo = _small_repository(triton.repository, tmp_path / "repo")
     with socket.socket() as taken:

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dfd.supervisor import Exited, ProcessGroup
+from cli.supervisor import Exited, ProcessGroup
 
 pytestmark = pytest.mark.unit
 

@@ -90,7 +90,7 @@ def _settings():
 
 
 def _checkpoints(settings, args: argparse.Namespace) -> list[str]:
-    from export.specs import SPECS
+    from dfd.specs import SPECS
     from export.triton_repo import role_specs
 
     if getattr(args, "all", False):
@@ -137,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
 def _triton(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from export.local_triton import LocalTriton
+    from cli.local_triton import LocalTriton
 
     settings = _settings()
     repository = Path(args.repository) if args.repository else None

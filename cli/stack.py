@@ -26,9 +26,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
+from cli.supervisor import Exited, ProcessGroup
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
-from dfd.supervisor import Exited, ProcessGroup
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
@@ -52,7 +52,7 @@ class Endpoints:
 
 def dfd_command(*args: str) -> list[str]:
     """``dfd ARGS`` run by this interpreter, so children use the same environment."""
-    return [sys.executable, "-m", "dfd.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def gateway_url(host: str, port: int) -> str:
@@ -169,7 +169,7 @@ class Stack:
     def _start_redis(self, data_dir: Path) -> tuple[str, bool]:
         if self.settings.redis_url:
             return self.settings.redis_url, False
-        from dfd.local_redis import LocalRedis
+        from cli.local_redis import LocalRedis
 
         self.log(f"starting redis (data in {data_dir / 'redis'})")
         redis = LocalRedis(data_dir / "redis")
@@ -184,7 +184,7 @@ class Stack:
         if not repository_ready(self.settings, target):
             self._build_repository(target)
         # Light import: the server binary runs as a child of LocalTriton.
-        from export.local_triton import LocalTriton
+        from cli.local_triton import LocalTriton
 
         self.log(
             f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})"
@@ -339,12 +339,6 @@ def serve(args: argparse.Namespace) -> int:
     return status
 
 
-def demo(args: argparse.Namespace) -> int:
-    from dfd.demo import run_demo
-
-    return run_demo(args.video, keep=args.keep, timeout_s=args.timeout_s)
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -363,20 +357,3 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default %(default)s)")
     p.set_defaults(handler=serve)
-
-    d = subparsers.add_parser(
-        "demo",
-        help="analyze one video through the full local stack",
-        description="Start the embedded stack, submit VIDEO (a file path or an http(s) URL), "
-        "print progress, the result JSON and where the evidence is, then stop.",
-    )
-    d.add_argument("video", help="path of a video file, or an http(s) URL")
-    d.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the stack running after the result (evidence URLs stay live)",
-    )
-    d.add_argument(
-        "--timeout-s", type=float, default=None, help="give up waiting for the job after this long"
-    )
-    d.set_defaults(handler=demo)

@@ -23,7 +23,7 @@ def test_gateway_command_starts_and_stops_its_own_redis(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DFD_")}
     env.update({"DFD_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
     process = subprocess.Popen(
-        [sys.executable, "-m", "dfd.cli", "gateway", "--port", str(port)], cwd=ROOT, env=env
+        [sys.executable, "-m", "cli.main", "gateway", "--port", str(port)], cwd=ROOT, env=env
     )
     try:
         deadline = time.monotonic() + 30

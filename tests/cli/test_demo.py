@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from dfd.demo import evidence_lines, is_url, progress_line
+from cli.demo import evidence_lines, is_url, progress_line
 from tests.dispatcher.media_server import serve_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def run_demo(source: str, data_dir: Path, triton_url: str, **env: str) -> tuple[
         DFD_DATA_DIR=str(data_dir), DFD_TRITON_URL=triton_url, DFD_LOG_JSON="false", **env
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "dfd.cli", "demo", source],
+        [sys.executable, "-m", "cli.main", "demo", source],
         cwd=ROOT,
         env=environ,
         stdout=subprocess.PIPE,
