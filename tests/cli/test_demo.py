@@ -173,7 +173,7 @@ def test_evidence_lines_find_the_job_folder(tmp_path: Path) -> None:
 def test_wait_backs_off_when_polls_are_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo polls twice a second, the default global limit allows one a second on
     average: a 429 while polling means wait as told, not a failed demo."""
-    from dfd import demo
+    from cli import demo
 
     answers = iter(
         [

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
-PROJECT = {"dfd", "gateway", "dispatcher", "export", "ensemble_config", "benchmarks"}
+PROJECT = {"dfd", "cli", "gateway", "dispatcher", "export", "ensemble_config", "benchmarks"}
 # Heavy imports that sit inside functions the serving path never calls, by module.
 OFF_PATH = {
     (
