@@ -20,7 +20,7 @@ RUN apt-get update \
 RUN pip install \
       "pydantic>=2.6" "pydantic-settings>=2.2" \
       "fastapi>=0.110" "uvicorn[standard]>=0.27" "python-multipart>=0.0.9" "python-magic>=0.4.27" \
-      "redis>=5" "hiredis>=2" "rq>=1.16,<3" "prometheus-client>=0.20" \
+      "redis>=5" "hiredis>=2" "rq>=1.16,<3" "prometheus-client>=0.20" "httpx>=0.27" \
       "opentelemetry-api>=1.25" "opentelemetry-sdk>=1.25" "opentelemetry-exporter-otlp-proto-http>=1.25"
 
 WORKDIR /opt/dfd
