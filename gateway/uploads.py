@@ -32,6 +32,7 @@ BODY_OVERHEAD_BYTES = 1 << 20
 # Disk writes are batched and done off the event loop.
 WRITE_BUFFER_BYTES = 1 << 20
 
+
 @dataclass(frozen=True)
 class SavedUpload:
     path: Path
