@@ -1,4 +1,5 @@
-"""Stage 7, store: where evidence images live and how people reach them.
+"""The evidence store (the ``store`` stage): where evidence images live and how people
+reach them.
 
 Two implementations of one small interface (`EvidenceStore`):
 
