@@ -16,9 +16,20 @@ class ModalityResult(BaseModel):
     weight: float = Field(
         ge=0, description="Fusion weight after renormalisation over used modalities."
     )
-    used: bool = Field(
-        description="False when the modality had no input (no face, no audio track)."
+    used: bool = Field(description="False when the modality had no input (no face, no speech).")
+    reason: str | None = Field(
+        None, description="Why the modality was not used (no-face, no-speech, no-audio, no-video)."
     )
+
+
+class Reason(BaseModel):
+    """One reason for the label, with a stable code."""
+
+    code: str = Field(
+        description="no-face, no-speech, no-audio, no-video, too-short, weak-detectors-only, "
+        "detectors-disagree, near-threshold, score-above-threshold, score-below-threshold"
+    )
+    message: str = Field(description="The reason in words a non-expert can read.")
 
 
 class TimelinePoint(BaseModel):
@@ -49,6 +60,7 @@ class Result(BaseModel):
         ge=0, le=1, description="Fused probability that the video is manipulated."
     )
     label: Label
+    reasons: list[Reason] = Field(default_factory=list, description="Why the label is what it is.")
     modalities: dict[str, ModalityResult]
     evidence: Evidence
     models: dict[str, str] = Field(

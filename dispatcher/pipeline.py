@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from dfd.errors import DfdError, InternalError
-from dfd.schemas import JobSource, ModalityResult, Result
+from dfd.schemas import JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from dispatcher.aggregate import timeline, verdict
+from dispatcher.aggregate import MediaFacts, timeline, verdict
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
@@ -177,7 +177,16 @@ def analyze(
                 progress=stages.reporter(Stage.INFER),
             )
             weights = settings.fusion_weights()
-            final = verdict(out.items, weights, settings.threshold, settings.inconclusive_band)
+            facts = MediaFacts(
+                has_video=bool(media.frames),
+                faces=len(faces.crops),
+                has_audio=media.audio is not None and media.audio.size > 0,
+                speech_s=speech.seconds,
+                duration_s=info.duration_s,
+            )
+            final = verdict(
+                out.items, weights, settings.threshold, settings.inconclusive_band, facts
+            )
             points = timeline(
                 [(f.index, f.time_s) for f in media.frames],
                 out.items,
@@ -205,12 +214,14 @@ def analyze(
             score=rounded(final.scores[m.value]),
             weight=round(final.weights[m.value], 4),
             used=final.used[m.value],
+            reason=final.unused_reason.get(m.value),
         )
         for m in MODALITY_ORDER
     }
     return Result(
         confidence=round(final.confidence, 4),
         label=final.label,
+        reasons=[Reason(code=code, message=message) for code, message in final.reasons],
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings),

@@ -71,6 +71,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         "download",
         "probe",
         "decode",
+        "speech",
         "faces",
         "inference",
         "evidence",
@@ -95,7 +96,14 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         assert store.path(key).stat().st_size > 500
     # progress: every stage reported from 0 to 1, in order
     stages = list(dict.fromkeys(s for s, f in seen if f == 1.0))
-    assert stages == [Stage.PROBE, Stage.DECODE, Stage.FACES, Stage.INFER, Stage.EVIDENCE]
+    assert stages == [
+        Stage.PROBE,
+        Stage.DECODE,
+        Stage.SPEECH,
+        Stage.FACES,
+        Stage.INFER,
+        Stage.EVIDENCE,
+    ]
     for stage in stages:
         fractions = [f for s, f in seen if s is stage]
         assert fractions[0] == 0.0 and fractions == sorted(fractions)
@@ -153,10 +161,10 @@ def test_unexpected_failure_names_its_stage(media_corpus, settings, store, trito
         client = Broken()
 
     with pytest.raises(
-        InternalError, match="faces: unexpected RuntimeError: socket exploded"
+        InternalError, match="speech: unexpected RuntimeError: socket exploded"
     ) as info:
         _run(media_corpus["mp4_h264"], settings, Wrapper, store)
-    assert info.value.stage is Stage.FACES
+    assert info.value.stage is Stage.SPEECH  # the first stage that calls Triton
     assert _leftovers(settings) == []
 
 
