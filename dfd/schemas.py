@@ -52,6 +52,9 @@ class Evidence(BaseModel):
         default_factory=list, description="One point per sampled second."
     )
     timeline_chart: str | None = Field(None, description="Signed URL of a chart of the timeline.")
+    spectrogram: str | None = Field(
+        None, description="Signed URL of the audio's spectrogram with the scored windows marked."
+    )
     expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
 
 

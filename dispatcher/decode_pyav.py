@@ -325,3 +325,38 @@ def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:
     # make the whole track's level NaN, read as silence, and switch audio and lip-sync off.
     audio = np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(audio, -1.0, 1.0)
+
+
+def read_audio(path: Path) -> np.ndarray | None:
+    """The first audio track as 16 kHz mono, sample 0 at the video's time 0 (or the
+    audio's own start in an audio file); ``None`` without a track."""
+    container = open_container(path)
+    with container:
+        if not container.streams.audio:
+            return None
+        astream = container.streams.audio[0]
+        v_start = stream_start(container.streams.video[0]) if container.streams.video else 0.0
+        track = AudioTrack(v_start)
+        for frame in container.decode(astream):
+            track.add(frame)
+        return track.finish()
+
+
+def decode_audio_file(
+    path: Path, settings: Settings, duration_s: float | None = None
+) -> DecodedMedia:
+    """An audio file (no video stream): its track only, no frames and no clips."""
+    audio = read_audio(path)
+    if audio is None or audio.size == 0:
+        raise CorruptMediaError(f"decode: {path.name}: no audio could be decoded")
+    return DecodedMedia(
+        frames=(),
+        audio=audio,
+        segments=(),
+        width=0,
+        height=0,
+        scale=1.0,
+        fps=None,
+        duration_s=duration_s or audio.size / AUDIO_RATE,
+        decoder="pyav",
+    )

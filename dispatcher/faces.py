@@ -145,6 +145,10 @@ class FaceResult:
         return any(self.detections)
 
 
+NO_FACES = FaceResult((), (), ())
+"""What an audio file (no picture) has of faces."""
+
+
 # --- detection ---------------------------------------------------------------------------
 
 

@@ -123,7 +123,8 @@ def build_inputs(
         face_spans = tuple((s, s + interval) for s in t)
     else:
         face_arr, face_spans = _empty(FACES), ()
-    wins, audio_spans = _empty(AUDIO), ()
+    wins = _empty(AUDIO)
+    audio_spans: tuple[tuple[float, float], ...] = ()
     if speech.found and media.audio is not None:
         every = audio_windows(media.audio, settings.audio_hop_s).astype(np.float32, copy=False)
         spans = window_spans(media.audio.size, settings.audio_hop_s, len(every))

@@ -12,6 +12,7 @@ naming the stage. The job's temp folder is removed whatever happens.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,9 +30,10 @@ from dispatcher.aggregate import MediaFacts, timeline, verdict
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
-from dispatcher.faces import find_faces
+from dispatcher.faces import NO_FACES, find_faces
 from dispatcher.fetch import fetch
 from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.media import DecodedMedia
 from dispatcher.probe import probe
 from dispatcher.speech import find_speech
 
@@ -117,6 +119,15 @@ def _source(source: JobSource | str | Path) -> tuple[str | None, Path | None]:
     return None, Path(text)
 
 
+def timeline_times(media: DecodedMedia, sample_fps: float) -> list[tuple[int, float]]:
+    """``(frame, time_s)`` of each timeline point: the sampled frames of a video; for an
+    audio file one point per sampling interval, numbered from 0."""
+    if media.frames:
+        return [(f.index, f.time_s) for f in media.frames]
+    count = max(1, math.ceil(media.duration_s * sample_fps))
+    return [(k, k / sample_fps) for k in range(count)]
+
+
 def analyze(
     source: JobSource | str | Path,
     settings: Settings,
@@ -155,16 +166,20 @@ def analyze(
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
         with stages.run(Stage.DECODE):
-            media = decode(path, settings, info.duration_s)
+            media = decode(path, settings, info.duration_s, audio_only=not info.has_video)
         with stages.run(Stage.SPEECH):
             speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):
-            faces = find_faces(
-                media,
-                triton,
-                settings,
-                speech=speech.found,
-                progress=stages.reporter(Stage.FACES),
+            faces = (
+                find_faces(
+                    media,
+                    triton,
+                    settings,
+                    speech=speech.found,
+                    progress=stages.reporter(Stage.FACES),
+                )
+                if media.frames
+                else NO_FACES  # an audio file
             )
         with stages.run(Stage.INFER):
             inputs = build_inputs(media, faces, speech, settings)
@@ -188,7 +203,7 @@ def analyze(
                 out.items, weights, settings.threshold, settings.inconclusive_band, facts
             )
             points = timeline(
-                [(f.index, f.time_s) for f in media.frames],
+                timeline_times(media, settings.sample_fps),
                 out.items,
                 weights,
                 1.0 / settings.sample_fps,
@@ -204,6 +219,7 @@ def analyze(
                 points,
                 store,
                 settings,
+                audio_windows=out.items["audio"],
             )
 
     def rounded(x: float | None) -> float | None:
@@ -227,6 +243,7 @@ def analyze(
         models=models_used(settings),
         timings_ms=stages.timings_ms,
         media={
+            "kind": "video" if info.has_video else "audio",
             "container": info.container,
             "video_codec": info.video_codec,
             "audio_codec": info.audio_codec,

@@ -127,7 +127,12 @@ def test_sample_rate_setting(media_corpus):
 
 
 @pytest.mark.integration
-def test_audio_only_is_refused(media_corpus, settings):
+def test_an_audio_file_decodes_to_its_track_alone(media_corpus, settings):
+    media = decode(media_corpus["audio_only"], settings, audio_only=True)
+    assert media.frames == () and media.segments == ()
+    assert media.audio is not None and media.audio.dtype == np.float32
+    assert media.audio.size / AUDIO_RATE == pytest.approx(3.0, abs=0.1)
+    # without saying so it is decoded as a video, and that needs a video stream
     with pytest.raises(UnsupportedMediaError, match="no video stream"):
         decode(media_corpus["audio_only"], settings)
 

@@ -135,10 +135,18 @@ def test_dubbed_audio_is_caught_and_the_original_passes(media_corpus, settings, 
     assert all(p.audio is not None and p.audio > 0.9 for p in dubbed.evidence.timeline)
 
 
-def test_audio_only_is_refused_at_probe(media_corpus, settings, store, triton):
-    with pytest.raises(UnsupportedMediaError, match="no video stream") as info:
-        _run(media_corpus["audio_only"], settings, triton, store)
-    assert info.value.stage is Stage.PROBE
+def test_an_audio_file_is_analysed_by_the_audio_detectors(media_corpus, settings, store, triton):
+    result, seen = _run(media_corpus["audio_only"], settings, triton, store)
+    assert result.media["kind"] == "audio"
+    assert {m: r.used for m, r in result.modalities.items()} == {
+        "visual": False,
+        "audio": True,
+        "lipsync": False,
+    }
+    assert result.modalities["visual"].reason == "no-video"
+    assert result.evidence.thumbnails == [] and result.evidence.spectrogram
+    assert result.evidence.timeline and all(p.audio is not None for p in result.evidence.timeline)
+    assert Stage.FACES in {s for s, _ in seen}
     assert _leftovers(settings) == []
 
 
