@@ -20,7 +20,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gateway.deps import State
@@ -97,8 +97,30 @@ def _docs_headers(response: HTMLResponse) -> HTMLResponse:
     return response
 
 
+# ReDoc's bundle shows a logo from its vendor's CDN in the sidebar footer, with no option
+# to turn it off: served with our own icon in its place, nothing is fetched from outside.
+REDOC_BUNDLE = "redoc.standalone.js"
+REDOC_REMOTE_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+@cache
+def _redoc_bundle() -> bytes:
+    text = (Path(_docs_assets()) / REDOC_BUNDLE).read_text(encoding="utf-8")
+    return text.replace(REDOC_REMOTE_LOGO, f"{STATIC_URL}/favicon.svg").encode()
+
+
 def install(app: FastAPI) -> None:
     """Mount the static folders and add the pages and the offline ``/docs`` and ``/redoc``."""
+
+    # Before the mount below, so this one file is served patched.
+    @app.get(f"{DOCS_ASSETS_URL}/{REDOC_BUNDLE}", include_in_schema=False)
+    def redoc_bundle() -> Response:
+        return Response(
+            _redoc_bundle(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
     app.mount(STATIC_URL + "/docs", StaticFiles(directory=_docs_assets()), name="docs-assets")
     app.mount(STATIC_URL, StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router)
@@ -131,7 +153,7 @@ def install(app: FastAPI) -> None:
             get_redoc_html(
                 openapi_url=openapi_url,
                 title=f"{title}: API (ReDoc)",
-                redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+                redoc_js_url=f"{DOCS_ASSETS_URL}/{REDOC_BUNDLE}",
                 redoc_favicon_url=f"{DOCS_ASSETS_URL}/favicon.png",
                 with_google_fonts=False,
             )

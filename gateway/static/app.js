@@ -272,7 +272,7 @@
     heats.forEach(function (u) { var f = frameOf(u); if (f !== null) heatByFrame[f] = u; });
     return h("section", {"aria-labelledby": "frames-title"},
       h("h2", {id: "frames-title"}, "The most suspicious frames"),
-      h("p", {class: "hint"}, "Left: the frame, each face boxed with its score. Right: where the face detector looked hardest when it scored the face. Warm colours mark the areas that weighed most; they show attention, not proof of an edit."),
+      h("p", {class: "hint"}, "Left: the frame, each face boxed with its score. Right: where the faces detector looked hardest when it scored each face. Warm colours mark the areas that weighed most; they show attention, not proof of an edit."),
       h("div", {class: "scale", "aria-hidden": "true"}, h("span", {}, "less weight"), h("span", {class: "scale-bar"}), h("span", {}, "more weight")),
       h("ol", {class: "frames"}, thumbs.map(function (u, i) {
         var frame = frameOf(u);

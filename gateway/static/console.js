@@ -74,7 +74,8 @@
       }
       var status = j.status + (j.rqStatus === "canceled" ? " (cancelled)" : j.stage && j.status === "active" ? " (" + j.stage + ")" : "");
       return h("tr", {"data-job": j.jobId, "data-status": j.status},
-        h("th", {scope: "row"}, h("a", {href: "/r/" + encodeURIComponent(j.jobId)}, j.jobId.slice(0, 10) + "…")),
+        h("th", {scope: "row"}, h("a", {href: "/r/" + encodeURIComponent(j.jobId), title: j.jobId,
+          "aria-label": "Result of job " + j.jobId}, j.jobId.slice(0, 10) + "…")),
         cell(status), cell(j.priority),
         cell(j.label ? j.label + " " + dfd.pct(j.confidence) : ""),
         cell(dfd.when(j.createdAt)), cell(dfd.seconds(j.durationS)),

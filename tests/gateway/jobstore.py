@@ -69,7 +69,7 @@ def _chart() -> bytes:
 
 
 def _put(settings: Settings, job_id: str, name: str, data: bytes, base_url: str) -> str:
-    key = f"{job_id}/{secrets.token_urlsafe(12).replace('_', 'a')}-{name}"
+    key = f"{job_id}/{secrets.token_hex(10)}-{name}"
     path = signing.evidence_path(settings, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
