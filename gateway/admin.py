@@ -7,7 +7,8 @@ failed (or cancelled) job, cancel a waiting one.
 
 Synchronous (rq's API is): the routes run these in FastAPI's thread pool. Every read is
 bounded (``scan_limit`` jobs per registry at most), so a large backlog costs a bounded
-number of round trips.
+number of round trips. Reads never run rq's registry cleanup: moving abandoned jobs on
+is the workers' maintenance, done with dfd's exception handlers.
 """
 
 from __future__ import annotations
@@ -108,13 +109,16 @@ class Console:
         )
 
     def _queue(self, queue: Queue) -> AdminQueue:
+        def count(registry: BaseRegistry) -> int:
+            return registry.get_job_count(cleanup=False)
+
         return AdminQueue(
             name=queue.name,
             waiting=queue.count,
-            scheduled=ScheduledJobRegistry(queue=queue).count,
-            active=StartedJobRegistry(queue=queue).count,
-            failed=FailedJobRegistry(queue=queue).count,
-            completed=FinishedJobRegistry(queue=queue).count,
+            scheduled=count(ScheduledJobRegistry(queue=queue)),
+            active=count(StartedJobRegistry(queue=queue)),
+            failed=count(FailedJobRegistry(queue=queue)),
+            completed=count(FinishedJobRegistry(queue=queue)),
         )
 
     def _workers(self) -> list[AdminWorker]:
@@ -240,7 +244,9 @@ class Console:
 
     def _jobs_of(self, registry: BaseRegistry) -> list[Job]:
         # Registries are sorted by expiry (or start) time: the last ones are the newest.
-        ids = registry.get_job_ids(0, self._scan_limit - 1, desc=True)
+        # cleanup=False: expiring abandoned jobs is the workers' maintenance, which runs
+        # dfd's exception handlers (retry or record the error); a read must not do it.
+        ids = registry.get_job_ids(0, self._scan_limit - 1, desc=True, cleanup=False)
         return self._jobs_of_ids(ids)
 
     def _jobs_of_ids(self, ids: list[str]) -> list[Job]:
@@ -271,6 +277,11 @@ class Console:
             raise ConflictError(
                 f"retry: expected a failed or cancelled job, got one that is "
                 f"{client_state(status).value} ({status.value if status else 'unknown'})"
+            )
+        upload = self._upload_of(job)
+        if upload is not None and not upload.is_file():
+            raise ConflictError(
+                f"retry: job {job_id}'s upload was deleted when it failed; upload the file again"
             )
         job.meta.pop("error", None)
         job.meta.pop("stage", None)
@@ -309,14 +320,18 @@ class Console:
         self._delete_upload(job)
         return self._row(self._known(job_id))
 
-    def _delete_upload(self, job: Job) -> None:
-        """The cancelled job's uploaded file, if it is one the gateway stored."""
+    def _upload_of(self, job: Job) -> Path | None:
+        """The job's uploaded file, if it names one in the gateway's uploads folder."""
         args: list[Any] = list(job.args or [])
         source = args[0].get("source", {}) if args and isinstance(args[0], dict) else {}
         path = source.get("path") if isinstance(source, dict) else None
         if not path:
-            return
+            return None
         file = Path(path)
-        if file.resolve().parent == self._uploads_dir.resolve():
+        return file if file.resolve().parent == self._uploads_dir.resolve() else None
+
+    def _delete_upload(self, job: Job) -> None:
+        file = self._upload_of(job)
+        if file is not None:
             with contextlib.suppress(FileNotFoundError):
                 file.unlink()

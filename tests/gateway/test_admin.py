@@ -193,3 +193,21 @@ def test_cancel_deletes_the_jobs_upload(gateway, redis, small_videos) -> None:
         assert len(uploads) == 1
         assert client.post(f"/api/admin/job/{job_id}/cancel", headers=AUTH).status_code == 200
         assert list(Path(client.settings.uploads_dir).iterdir()) == []
+
+
+def test_retry_refuses_an_upload_whose_file_is_gone(gateway, redis, small_videos) -> None:
+    with gateway(admin_keys=[ADMIN]) as client:
+        data = small_videos["mp4"].read_bytes()
+        job_id = client.post("/api/upload", files={"file": ("clip.mp4", data, "video/mp4")}).json()[
+            "jobId"
+        ]
+        job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+        jobstore.fail(job)
+        for upload in Path(client.settings.uploads_dir).iterdir():
+            upload.unlink()  # what the worker does when a job fails for good
+        response = client.post(f"/api/admin/job/{job_id}/retry", headers=AUTH)
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"retry: job {job_id}'s upload was deleted when it failed; upload the file again"
+    )
+    assert Job.fetch(job_id, connection=redis, serializer=SERIALIZER).get_status() == "failed"
