@@ -33,6 +33,7 @@ from rq.registry import (
     ScheduledJobRegistry,
     StartedJobRegistry,
 )
+from rq.results import Result as RQResult
 
 from dfd.jobid import is_job_id
 from dfd.states import QUEUE_NAMES, JobState
@@ -91,7 +92,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 class Console:
     """The console's reads and actions over one Redis (rq's JSON serializer, dfd's queues)."""
 
-    def __init__(self, redis: Redis, uploads_dir: Path, scan_limit: int = 500) -> None:
+    def __init__(self, redis: Redis, uploads_dir: Path, scan_limit: int = 200) -> None:
         self._redis = redis
         self._uploads_dir = uploads_dir
         self._scan_limit = scan_limit
@@ -198,9 +199,10 @@ class Console:
             for source in sources:
                 for job in source:
                     found.setdefault(job.id, job)
+        verdicts = self._verdicts(list(found.values()))
         rows = []
         for job in found.values():
-            row = self._row(job)
+            row = self._row(job, verdicts.get(job.id))
             if state is not None and row.status != state:
                 continue
             if label is not None and row.label != label:
@@ -212,7 +214,27 @@ class Console:
         rows.sort(key=lambda pair: pair[0], reverse=True)
         return AdminJobs(jobs=[row for _, row in rows[:limit]], total=len(rows))
 
-    def _row(self, job: Job) -> AdminJob:
+    def _verdicts(self, jobs: list[Job]) -> dict[str, dict[str, Any]]:
+        """The result documents of the finished ones among ``jobs``, in one round trip."""
+        finished = [j for j in jobs if j.get_status(refresh=False) == JobStatus.FINISHED]
+        if not finished:
+            return {}
+        with self._redis.pipeline(transaction=False) as pipe:
+            for job in finished:
+                pipe.xrevrange(RQResult.get_key(job.id), "+", "-", count=1)
+            replies = pipe.execute()
+        verdicts = {}
+        for job, latest in zip(finished, replies, strict=True):
+            if not latest:
+                continue
+            result_id, entry = latest[0]
+            rid = result_id.decode() if isinstance(result_id, bytes) else str(result_id)
+            value = RQResult.restore(job.id, rid, entry, self._redis, SERIALIZER).return_value
+            if isinstance(value, dict):
+                verdicts[job.id] = value
+        return verdicts
+
+    def _row(self, job: Job, result: dict[str, Any] | None = None) -> AdminJob:
         status = job.get_status(refresh=False)
         meta = job.meta or {}
         row = AdminJob(
@@ -228,8 +250,9 @@ class Console:
             durationS=_seconds(job.started_at, job.ended_at),
         )
         if status == JobStatus.FINISHED:
-            result = job.return_value()
-            if isinstance(result, dict):
+            if result is None:
+                result = self._verdicts([job]).get(job.id)
+            if result is not None:
                 row.label = result.get("label")
                 row.confidence = result.get("confidence")
         elif status in _FAILED:
