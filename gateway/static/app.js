@@ -179,10 +179,13 @@
     return match ? parseInt(match[1], 10) : null;
   }
 
+  var linkLife = "";
+
   function img(src, alt, cls) {
     var el = h("img", {src: src, alt: alt, class: cls || "", loading: "eager", decoding: "async"});
     el.addEventListener("error", function () {
-      el.replaceWith(h("p", {class: "img-missing"}, alt + ": the image could not be loaded (its link expires; reload the page for fresh links)."));
+      el.replaceWith(h("p", {class: "img-missing"}, alt + ": the image could not be loaded. Evidence links are signed and expire" +
+        linkLife + "; after that the verdict stays but the pictures are gone."));
     });
     return el;
   }
@@ -256,7 +259,8 @@
     }});
     var section = h("section", {"aria-labelledby": "timeline-title"},
       h("h2", {id: "timeline-title"}, "Second by second"),
-      h("p", {class: "hint"}, "Each point is one second of the video. Hover, tap, or focus the chart and use the arrow keys to see that second. The grey band is where a score counts as inconclusive; the dashed line is the threshold."),
+      h("p", {class: "hint"}, "Each point is one second of the video. The grey band is where a score counts as inconclusive; the dashed line is the threshold."),
+      h("p", {class: "hint screen-only"}, "Hover or tap the chart, or focus it and use the arrow keys, to see one second."),
       h("div", {class: "chart-wrap"}, chart.element), chart.legend, readout);
     var worst = 0;
     points.forEach(function (p, i) { if ((p.score || 0) > (points[worst].score || 0)) worst = i; });
@@ -283,8 +287,7 @@
           heat ? h("figure", {}, img(heat, "Heatmap of frame " + (frame === null ? i + 1 : frame), "evidence"),
             h("figcaption", {}, "Heatmap")) : h("p", {class: "hint"}, "No face in this frame, so no heatmap."));
       })),
-      ev.timeline_chart ? h("figure", {class: "print-only"}, img(ev.timeline_chart, "Timeline chart", "evidence chart-img"),
-        h("figcaption", {}, "Timeline: overall and per-detector scores per second")) : null);
+      null);
   }
 
   function factsSection(title, id, value) {
@@ -310,9 +313,12 @@
         return h("tr", {}, h("th", {scope: "row"}, k), h("td", {}, fmt ? fmt(obj[k]) : String(obj[k])));
       })));
     }
+    var chart = r.evidence && r.evidence.timeline_chart;
     return h("details", {class: "technical"},
       h("summary", {}, "Technical details"),
       h("p", {}, "Job " + view.jobId + ", created " + dfd.when(view.createdAt) + ", finished " + dfd.when(view.updatedAt) + "."),
+      chart ? h("figure", {}, img(chart, "Timeline chart", "evidence chart-img"),
+        h("figcaption", {}, "The timeline as the worker drew it (overall and per-detector scores per second)")) : null,
       table("The video", r.media),
       table("Models (role: checkpoint@version)", r.models),
       table("Time per stage", r.timings_ms, function (ms) { return dfd.seconds(ms / 1000); }));
@@ -340,6 +346,8 @@
 
   function renderResult(view) {
     var r = view.result;
+    var life = r.evidence && r.evidence.expires_in_s;
+    linkLife = life ? " " + dfd.seconds(life) + " after the analysis" : "";
     document.title = "dfd: " + ((VERDICTS[r.label] || [r.label])[0]) + " (" + dfd.pct(r.confidence) + ")";
     showResult([
       h("p", {class: "print-only report-head"}, "dfd report for job " + view.jobId + ", " + dfd.when(view.updatedAt) + " — " + window.location.origin + "/r/" + view.jobId),
