@@ -161,7 +161,7 @@ class Console:
                     completed += not is_failure
                     minute = int((ended - since).total_seconds() // 60)
                     per_minute[min(minute, len(per_minute) - 1)] += 1
-                    start = job.enqueued_at or job.created_at
+                    start = job.created_at or job.enqueued_at  # submission, not the last retry
                     latency = _seconds(start.replace(tzinfo=UTC) if start else None, ended)
                     if not is_failure and latency is not None:
                         latencies.append(latency)

@@ -79,7 +79,7 @@
   function follow(jobId) {
     if (following) following.stop();
     var stopped = false, timer = null, source = null;
-    following = {stop: function () { stopped = true; clearTimeout(timer); if (source) source.close(); }};
+    following = {jobId: jobId, stop: function () { stopped = true; clearTimeout(timer); if (source) source.close(); }};
     $("submit").hidden = true;
     $("result").hidden = true;
     $("progress").hidden = false;
@@ -133,6 +133,12 @@
     }
     $("progress-text").textContent = text;
     var list = $("stages");
+    var back = $("progress-link");
+    if (back && following && following.jobId) {
+      back.textContent = "";
+      dfd.append(back, ["You can leave this page: ", h("a", {href: "/r/" + encodeURIComponent(following.jobId)},
+        window.location.origin + "/r/" + following.jobId), " shows the result when it is ready."]);
+    }
     list.textContent = "";
     STAGES.forEach(function (s, i) {
       var state = view.status !== "active" || index < 0 ? "todo" : i < index ? "done" : i === index ? "current" : "todo";
@@ -222,10 +228,31 @@
     });
   }
 
+  /* What the detectors had to work with, in words, from the result's media summary. */
+  function examined(media) {
+    var m = media || {}, lines = [];
+    var count = function (n, one, many) { return n + " " + (n === 1 ? one : many); };
+    if (typeof m.duration_s === "number") {
+      lines.push("A video of " + dfd.seconds(m.duration_s) + (m.width && m.height ? ", " + m.width + "×" + m.height + " pixels" : "") + ".");
+    }
+    if (typeof m.frames_sampled === "number") lines.push(count(m.frames_sampled, "frame", "frames") + " examined, one for each second.");
+    if (typeof m.faces === "number") {
+      lines.push(m.faces ? count(m.faces, "face", "faces") + " found and scored in those frames." : "No face was found, so nothing was checked for face manipulation.");
+    }
+    if (typeof m.audio_windows === "number") {
+      lines.push(m.audio_windows ? count(m.audio_windows, "stretch", "stretches") + " of about 4 s of sound listened to." : "No sound was examined (no audio track, or too short).");
+    }
+    if (typeof m.lipsync_clips === "number") {
+      lines.push(m.lipsync_clips ? count(m.lipsync_clips, "one-second clip", "one-second clips") + " of face and sound compared." : "Lips and speech were not compared (no face with sound).");
+    }
+    return lines.length ? h("ul", {class: "examined", "aria-label": "What was examined"}, lines.map(function (l) { return h("li", {}, l); })) : null;
+  }
+
   function detectorsSection(result) {
     var rows = detectorRows(result);
     return h("section", {"aria-labelledby": "detectors-title"},
       h("h2", {id: "detectors-title"}, "What each detector found"),
+      examined(result.media),
       h("p", {class: "hint"}, "Each score is that detector's own estimate that the video was manipulated (0% = no sign, 100% = certain). The overall verdict combines the detectors that could run, by their weight."),
       h("ul", {class: "detectors"}, rows.map(function (row) {
         var about = MODALITIES[row[1]] || MODALITIES[row[0]] || [row[0], ""];
@@ -306,11 +333,18 @@
 
   function detailsSection(view) {
     var r = view.result;
+    var names = {
+      download: "getting the video", probe: "checking the file", decode: "reading frames and sound",
+      faces: "finding faces", inference: "running the detectors", evidence: "drawing the evidence",
+      duration_s: "length (s)", fps: "frames per second", frames_sampled: "frames examined",
+      audio_windows: "sound windows", lipsync_clips: "lip-sync clips", requests: "Triton requests"
+    };
     function table(caption, obj, fmt) {
       var keys = Object.keys(obj || {});
       if (!keys.length) return null;
       return h("table", {}, h("caption", {}, caption), h("tbody", {}, keys.map(function (k) {
-        return h("tr", {}, h("th", {scope: "row"}, k), h("td", {}, fmt ? fmt(obj[k]) : String(obj[k])));
+        var value = obj[k] === null || obj[k] === undefined ? "n/a" : fmt ? fmt(obj[k]) : String(obj[k]);
+        return h("tr", {}, h("th", {scope: "row"}, names[k] ? names[k] + " (" + k + ")" : k), h("td", {}, value));
       })));
     }
     var chart = r.evidence && r.evidence.timeline_chart;

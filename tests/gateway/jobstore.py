@@ -122,6 +122,11 @@ def result_with_evidence(settings: Settings, job_id: str, base_url: str) -> dict
             "height": 288,
             "fps": 25.0,
             "video_codec": "mpeg1video",
+            "audio_codec": None,
+            "frames_sampled": 6,
+            "faces": 4,
+            "audio_windows": 0,
+            "lipsync_clips": 0,
         },
     ).model_dump(mode="json")
 

@@ -64,6 +64,7 @@ def test_result_view_timeline_share_json_and_print(server, redis, open_page, tmp
     # Each detector says whether it ran; the unused ones say why not.
     assert page.inner_text("[data-detector=visual] .detector-score") == "91%"
     assert "Not used" in page.inner_text("[data-detector=audio]")
+    assert "6 frames examined, one for each second." in page.inner_text(".examined")
     page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
     loaded = images_loaded(page)
     assert len(loaded) == 1 + 2 + 2 + 1  # readout frame, 2 frames, 2 heatmaps, chart (details)
@@ -126,6 +127,7 @@ def test_submit_a_url_and_follow_its_progress(server, redis, open_page) -> None:
     page.wait_for_url("**/r/*")
     page.get_by_text("Waiting for a free worker").wait_for()
     job_id = page.url.rsplit("/", 1)[1]
+    assert f"{server.url}/r/{job_id} shows the result" in page.inner_text("#progress-link")
     job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
     assert job.args[0]["source"]["url"] == "http://93.184.216.34/clip.mp4"
     jobstore.start(job, "faces", 0.5)
