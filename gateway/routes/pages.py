@@ -4,7 +4,8 @@ Everything is served from this package (``gateway/static``) or from a wheel
 (``fastapi_offline`` ships Swagger UI and ReDoc), so the pages work on a machine with no
 internet. The HTML is static apart from a few ``data-*`` attributes filled in here:
 the decision threshold and inconclusive band the verdict is drawn against, whether the
-API wants a bearer key, and whether server-sent progress exists (else the page polls).
+API wants a bearer key, whether server-sent progress exists (else the page polls), and
+the worker's stages in order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from dfd.states import Stage
 from gateway.deps import State
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -59,6 +61,7 @@ def _page(name: str, request: Request, state: State) -> HTMLResponse:
         "band": f"{settings.inconclusive_band:g}",
         "auth": "1" if state.api_keys else "0",
         "events": "1" if EVENTS_ROUTE in routes else "0",
+        "stages": ",".join(stage.value for stage in Stage),
     }
     body = _template(name)
     for key, value in values.items():

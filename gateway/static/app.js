@@ -7,15 +7,20 @@
   var THRESHOLD = parseFloat(cfg.threshold) || 0.5;
   var BAND = parseFloat(cfg.band) || 0;
   var POLL_MS = 700;
-  var STAGES = [
-    ["fetch", "Getting the video"],
-    ["probe", "Checking the file"],
-    ["decode", "Reading frames and sound"],
-    ["faces", "Finding faces"],
-    ["infer", "Running the detectors"],
-    ["evidence", "Drawing the evidence"],
-    ["store", "Saving the result"]
-  ];
+  var STAGE_WORDS = {
+    fetch: "Getting the video",
+    probe: "Checking the file",
+    decode: "Reading frames and sound",
+    speech: "Finding speech",
+    faces: "Finding faces",
+    infer: "Running the detectors",
+    evidence: "Drawing the evidence",
+    store: "Saving the result"
+  };
+  /* The worker's stages in pipeline order, as the gateway names them (dfd.states.Stage). */
+  var STAGES = (cfg.stages || Object.keys(STAGE_WORDS).join(",")).split(",").map(function (name) {
+    return [name, STAGE_WORDS[name] || name];
+  });
   var VERDICTS = {
     manipulated: ["Likely manipulated", "The detectors found signs of manipulation."],
     authentic: ["No sign of manipulation found", "The detectors found nothing they recognise as manipulation. That is not proof the video is genuine."],

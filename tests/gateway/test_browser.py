@@ -16,6 +16,7 @@ import pytest
 from rq.job import Job
 
 from dfd.settings import Settings
+from dfd.states import Stage
 from gateway.queue import SERIALIZER
 from tests.fixtures.browser import DESKTOP, PHONE, UNLABELLED_CONTROLS, fits_width, shot
 from tests.gateway import jobstore
@@ -131,7 +132,9 @@ def test_submit_a_url_and_follow_its_progress(server, redis, open_page) -> None:
     job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
     assert job.args[0]["source"]["url"] == "http://93.184.216.34/clip.mp4"
     jobstore.start(job, "faces", 0.5)
-    page.get_by_text("Finding faces (50% overall)").wait_for()
+    stages = [stage.value for stage in Stage]
+    overall = int((stages.index("faces") + 0.5) / len(stages) * 100 + 0.5)
+    page.get_by_text(f"Finding faces ({overall}% overall)").wait_for()
     assert page.locator("[data-stage=decode]").get_attribute("class") == "stage stage-done"
     assert page.locator("[aria-current=step]").get_attribute("data-stage") == "faces"
     shot(page, "progress-1280")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from dfd.states import Stage
 from gateway.routes.pages import STATIC_DIR
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,8 @@ def test_pages_are_html_with_a_strict_policy(gateway, path: str) -> None:
         assert (
             'data-threshold="0.6" data-band="0.05" data-auth="0" data-events="0"' in response.text
         )
+        stages = ",".join(stage.value for stage in Stage)
+        assert f'data-stages="{stages}"' in response.text
 
 
 def test_the_page_asks_for_a_key_when_the_api_wants_one(gateway) -> None:
