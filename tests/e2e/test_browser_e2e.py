@@ -20,6 +20,7 @@ from tests.fixtures.browser import shot
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
 
 CLIP = "grid/bbaf2n.mpg"
+ADMIN = "admin-key-of-the-e2e-console"
 VERDICTS = re.compile("Likely manipulated|No sign of manipulation found|Inconclusive")
 WATCH_PROGRESS = """() => {
   window.seen = [];
@@ -38,6 +39,7 @@ def stack(triton, browser, tmp_path_factory) -> Iterator[str]:
     mp.setenv("DFD_TRITON_URL", triton.grpc_url)
     mp.setenv("DFD_FETCH_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
     mp.setenv("DFD_LOG_JSON", "false")
+    mp.setenv("DFD_ADMIN_KEYS", f'["{ADMIN}"]')
     mp.delenv("DFD_REDIS_URL", raising=False)
     log = (data_dir / "stack.log").open("wb")
     try:
@@ -83,3 +85,18 @@ def test_analyse_a_url_through_the_page(stack, open_page, media_dir: Path) -> No
         page.get_by_label("Address of a video or a video page").fill(f"{base}/{CLIP}")
         page.get_by_role("button", name="Check this address").click()
         follow_to_verdict(page, "e2e-url-result")
+
+
+def test_the_console_shows_the_real_worker_and_the_jobs_it_did(stack, open_page) -> None:
+    """After the two analyses above: one worker, idle, and both jobs completed."""
+    page = open_page(stack, "/console")
+    page.get_by_label("Admin key (DFD_ADMIN_KEYS)").fill(ADMIN)
+    page.keyboard.press("Enter")
+    page.locator("#workers tbody tr[data-worker]").wait_for()
+    assert page.locator("#workers tbody tr[data-worker]").count() == 1
+    assert page.inner_text("#workers tbody tr[data-worker] td:nth-of-type(1)") == "idle"
+    assert page.inner_text("[data-queue=default] td:nth-of-type(5)") == "2"  # completed
+    assert "2 completed, 0 failed in the last hour" in page.inner_text("#hour-summary")
+    rows = page.locator("#jobs tbody tr[data-status=completed]")
+    assert rows.count() == 2
+    shot(page, "e2e-console")
