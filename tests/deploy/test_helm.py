@@ -381,3 +381,17 @@ def test_every_value_a_template_reads_exists() -> None:
                 node = node[part]
                 walked.append(part)
     assert missing == []
+
+
+def test_console_keys_come_from_an_existing_secret_and_are_off_by_default(
+    docs: list[dict[str, Any]],
+) -> None:
+    assert "DFD_ADMIN_KEYS" not in env_of(
+        container(find(docs, "Deployment", "rel-dfd-gateway"), "gateway")
+    )
+    values = merged(REQUIRED, {"config": {"existingAdminKeysSecret": "console-keys"}})
+    env = env_of(container(find(render(values), "Deployment", "rel-dfd-gateway"), "gateway"))
+    assert env["DFD_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "console-keys",
+        "key": "admin-keys",
+    }

@@ -88,6 +88,13 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ .Values.config.existingApiKeysSecret }}
       key: {{ .Values.config.apiKeysSecretKey }}
 {{- end }}
+{{- if .Values.config.existingAdminKeysSecret }}
+- name: DFD_ADMIN_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.config.existingAdminKeysSecret }}
+      key: {{ .Values.config.adminKeysSecretKey }}
+{{- end }}
 {{- if .Values.redis.enabled }}
 {{- $host := include "dfd.componentName" (dict "root" . "component" "redis") }}
 {{- if .Values.redis.auth.existingSecret }}
