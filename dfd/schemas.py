@@ -41,7 +41,23 @@ class TimelinePoint(BaseModel):
     lipsync: float | None = Field(None, ge=0, le=1)
 
 
+class FaceTrack(BaseModel):
+    """One face followed across the sampled frames."""
+
+    track: int = Field(description="Track number, from 0.")
+    frames: int = Field(description="Sampled frames the face was seen in.")
+    first_s: float
+    last_s: float
+    score: float | None = Field(None, description="Mean visual P(manipulated) over its crops.")
+
+
 class Evidence(BaseModel):
+    face_track: int | None = Field(
+        None,
+        description="The face track the thumbnails, heatmaps and the timeline's visual line "
+        "show: the most suspicious one, whose score the verdict used.",
+    )
+    tracks: list[FaceTrack] = Field(default_factory=list, description="Every face track found.")
     thumbnails: list[str] = Field(
         default_factory=list, description="Signed URLs of the most suspicious frames."
     )

@@ -197,7 +197,12 @@ class Settings(BaseSettings):
     sample_fps: float = Field(
         1.0, gt=0, description="Frames sampled per second for the visual model."
     )
-    max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
+    max_faces_per_frame: int = Field(
+        4,
+        ge=1,
+        description="Most confident faces kept per frame; each is tracked across the sampled "
+        "frames and scored per track.",
+    )
     face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
     decoder: Literal["auto", "pyav", "dali"] = Field(
         "auto", description="auto: DALI on a GPU when installed, else PyAV."

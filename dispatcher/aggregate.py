@@ -25,16 +25,67 @@ class ScoredItems:
     Attributes:
         scores: P(manipulated) per item, shape ``[K]``.
         spans: ``(start_s, end_s)`` per item, same order.
+        tracks: for face crops, the face track of each item (None: one source).
     """
 
     scores: np.ndarray
     spans: tuple[tuple[float, float], ...]
+    tracks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.spans) != np.size(self.scores):
             raise ValueError(
                 f"scored items: {np.size(self.scores)} scores but {len(self.spans)} spans"
             )
+        if self.tracks is not None and len(self.tracks) != len(self.spans):
+            raise ValueError(
+                f"scored items: {len(self.spans)} items but {len(self.tracks)} track ids"
+            )
+
+    def track_scores(self) -> dict[int, tuple[float, int]]:
+        """Per track, ``(mean score, crops)``."""
+        flat = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        tracks = self.tracks if self.tracks is not None else (0,) * len(flat)
+        out: dict[int, tuple[float, int]] = {}
+        for track in dict.fromkeys(tracks):
+            picked = flat[[i for i, t in enumerate(tracks) if t == track]]
+            out[track] = (float(picked.mean()), int(picked.size))
+        return out
+
+    def most_suspicious_track(self) -> int | None:
+        """The track with the highest mean score among those seen in at least
+        :data:`MIN_TRACK_CROPS` frames (all tracks when none is that long)."""
+        per = self.track_scores()
+        if not per:
+            return None
+        long = {t: v for t, v in per.items() if v[1] >= MIN_TRACK_CROPS} or per
+        return max(long, key=lambda t: (long[t][0], long[t][1]))
+
+    def of_track(self, track: int) -> ScoredItems:
+        """Only the items of one track."""
+        if self.tracks is None:
+            return self
+        keep = [i for i, t in enumerate(self.tracks) if t == track]
+        return ScoredItems(
+            np.asarray(self.scores).reshape(-1)[keep],
+            tuple(self.spans[i] for i in keep),
+            tuple(self.tracks[i] for i in keep),
+        )
+
+
+# A face seen in fewer sampled frames may be a false detection: it decides the visual score
+# only when no face was seen longer.
+MIN_TRACK_CROPS = 2
+
+
+def by_track(items: Mapping[str, ScoredItems | None]) -> dict[str, ScoredItems | None]:
+    """``items`` with the visual items narrowed to the most suspicious face track: a video's
+    visual evidence is its most suspicious face, not an average over every face in it."""
+    visual = items.get("visual")
+    if visual is None or visual.tracks is None:
+        return dict(items)
+    track = visual.most_suspicious_track()
+    return {**items, "visual": visual.of_track(track) if track is not None else visual}
 
 
 @dataclass(frozen=True)
@@ -149,6 +200,8 @@ def verdict(
 ) -> Verdict:
     """Fuse all items of the media into the verdict, and say why.
 
+    The visual score is that of the most suspicious face track (:func:`by_track`).
+
     A modality with no items is unused (with the reason); its weight goes to the others.
     The label:
 
@@ -160,6 +213,7 @@ def verdict(
       shorter than :data:`MIN_DURATION_S`.
     """
     names = [m.value for m in MODALITY_ORDER]
+    items = by_track(items)
     arrays: dict[str, np.ndarray | None] = {}
     for n in names:
         mod = items.get(n)
@@ -262,6 +316,7 @@ def timeline(
         None there; a point with no item at all has score None.
     """
     names = [m.value for m in MODALITY_ORDER]
+    items = by_track(items)  # the visual line follows the most suspicious face
     points: list[SecondScore] = []
     for frame, t in frames:
         lo, hi = t, t + interval_s

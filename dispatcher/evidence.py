@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dfd.schemas import Evidence, TimelinePoint
+from dfd.schemas import Evidence, FaceTrack, TimelinePoint
 from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, FACE_SIZE
 from dispatcher.aggregate import ScoredItems, SecondScore, suspicious_order
@@ -298,6 +298,46 @@ def spectrogram_chart(
 # --- the stage ---------------------------------------------------------------------------
 
 
+def _shown_track(faces: FaceResult, visual_scores: np.ndarray | None) -> int | None:
+    if not faces.crops:
+        return None
+    if visual_scores is None:
+        return faces.crops[0].track
+    items = ScoredItems(
+        np.asarray(visual_scores, np.float32).reshape(-1),
+        tuple((0.0, 0.0) for _ in faces.crops),
+        tuple(c.track for c in faces.crops),
+    )
+    return items.most_suspicious_track()
+
+
+def face_tracks(
+    media: DecodedMedia, faces: FaceResult, visual_scores: np.ndarray | None
+) -> list[FaceTrack]:
+    """Every face track: where it was seen and its mean visual score."""
+    out: dict[int, list[int]] = {}
+    for i, crop in enumerate(faces.crops):
+        out.setdefault(crop.track, []).append(i)
+    tracks = []
+    for track, idx in out.items():
+        times = [media.frames[faces.crops[i].frame_pos].time_s for i in idx]
+        score = (
+            round(float(np.mean([visual_scores[i] for i in idx])), 4)
+            if visual_scores is not None
+            else None
+        )
+        tracks.append(
+            FaceTrack(
+                track=track,
+                frames=len(idx),
+                first_s=round(min(times), 3),
+                last_s=round(max(times), 3),
+                score=score,
+            )
+        )
+    return tracks
+
+
 def build_evidence(
     job_id: str,
     media: DecodedMedia,
@@ -324,9 +364,13 @@ def build_evidence(
             there are any).
     """
     timeline = timeline_points(points)
+    tracks = face_tracks(media, faces, visual_scores)
+    # The frames shown are those of the most suspicious face (the one the verdict used).
+    shown = _shown_track(faces, visual_scores)
     by_frame: dict[int, list[int]] = {}
     for i, crop in enumerate(faces.crops):
-        by_frame.setdefault(crop.frame_pos, []).append(i)
+        if shown is None or crop.track == shown:
+            by_frame.setdefault(crop.frame_pos, []).append(i)
 
     thumbs: list[str] = []
     heats: list[str] = []
@@ -360,6 +404,8 @@ def build_evidence(
         png = spectrogram_chart(media.audio, audio_windows, settings.threshold)
         spectro_url = store.url(store.put(job_id, "spectrogram.png", png, "image/png"))
     return Evidence(
+        face_track=shown,
+        tracks=tracks,
         thumbnails=thumbs,
         heatmaps=heats,
         timeline=timeline,

@@ -54,6 +54,7 @@ class VideoItems:
 
     faces: np.ndarray  # [Nv, 3, FACE_SIZE, FACE_SIZE]
     face_spans: tuple[tuple[float, float], ...]
+    face_tracks: tuple[int, ...]
     audio: np.ndarray  # [Na, AUDIO_SAMPLES]
     audio_spans: tuple[tuple[float, float], ...]
     lipsync_video: np.ndarray  # [Nl, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE]
@@ -121,8 +122,9 @@ def build_inputs(
         face_arr = np.stack([c.pixels for c in faces.crops]).astype(np.float32, copy=False)
         t = [media.frames[c.frame_pos].time_s for c in faces.crops]
         face_spans = tuple((s, s + interval) for s in t)
+        face_tracks = tuple(c.track for c in faces.crops)
     else:
-        face_arr, face_spans = _empty(FACES), ()
+        face_arr, face_spans, face_tracks = _empty(FACES), (), ()
     wins = _empty(AUDIO)
     audio_spans: tuple[tuple[float, float], ...] = ()
     if speech.found and media.audio is not None:
@@ -141,7 +143,7 @@ def build_inputs(
         lip_spans = tuple((c.start_s, c.start_s + clip_s) for c in clips)
     else:
         lip_v, lip_a, lip_spans = _empty(LIPSYNC_VIDEO), _empty(LIPSYNC_MFCC), ()
-    return VideoItems(face_arr, face_spans, wins, audio_spans, lip_v, lip_a, lip_spans)
+    return VideoItems(face_arr, face_spans, face_tracks, wins, audio_spans, lip_v, lip_a, lip_spans)
 
 
 def max_items(settings: Settings) -> int:
@@ -244,7 +246,9 @@ def run_ensemble(
         if progress is not None:
             progress((i + 1) / len(requests))
 
-    def scored(key: str, spans: tuple[tuple[float, float], ...]) -> ScoredItems | None:
+    def scored(
+        key: str, spans: tuple[tuple[float, float], ...], tracks: tuple[int, ...] | None = None
+    ) -> ScoredItems | None:
         if not parts[key]:
             return None
         scores = np.concatenate(parts[key]).astype(np.float32)
@@ -252,10 +256,10 @@ def run_ensemble(
             raise ValueError(
                 f"inference: {ENSEMBLE_NAME} returned {len(scores)} {key} for {len(spans)} items"
             )
-        return ScoredItems(scores=scores, spans=spans)
+        return ScoredItems(scores=scores, spans=spans, tracks=tracks)
 
     items = {
-        "visual": scored(VISUAL_SCORES, inputs.face_spans),
+        "visual": scored(VISUAL_SCORES, inputs.face_spans, inputs.face_tracks),
         "audio": scored(AUDIO_SCORES, inputs.audio_spans),
         "lipsync": scored(LIPSYNC_SCORES, inputs.lipsync_spans),
     }

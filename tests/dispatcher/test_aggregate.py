@@ -232,3 +232,16 @@ def test_suspicious_order_prefers_visual_then_fused():
         SecondScore(75, 3.0, 0.4, {"visual": 0.9, "audio": 0.1, "lipsync": None}),
     ]
     assert suspicious_order(pts) == [1, 3, 0, 2]
+
+
+def test_the_visual_score_is_the_most_suspicious_face_track():
+    # two faces over four seconds: track 0 real, track 1 swapped; a one-frame false
+    # detection (track 2) scores higher still but is too short to decide
+    spans = [(t, t + 1) for t in (0, 0, 1, 1, 2, 2, 3, 3, 2)]
+    scores = [0.1, 0.9, 0.1, 0.8, 0.2, 0.9, 0.1, 0.7, 0.99]
+    visual = ScoredItems(np.asarray(scores, np.float32), tuple(spans), (0, 1, 0, 1, 0, 1, 0, 1, 2))
+    assert visual.most_suspicious_track() == 1
+    v = verdict({"visual": visual, "audio": None, "lipsync": None}, W, 0.5, 0.1, FACTS)
+    assert v.scores["visual"] == pytest.approx((0.9 + 0.8 + 0.9 + 0.7) / 4)
+    points = timeline([(i * 25, float(i)) for i in range(4)], {"visual": visual}, W, 1.0)
+    assert [p.modalities["visual"] for p in points] == pytest.approx([0.9, 0.8, 0.9, 0.7])

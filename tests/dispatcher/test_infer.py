@@ -83,6 +83,7 @@ def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> VideoItems:
     return VideoItems(
         faces=rng.random((nv, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32),
         face_spans=tuple((float(i), i + 1.0) for i in range(nv)),
+        face_tracks=tuple(i % 2 for i in range(nv)),
         audio=(rng.standard_normal((na, AUDIO_SAMPLES)) * rng.random((na, 1)) * 0.3).astype(
             np.float32
         ),
