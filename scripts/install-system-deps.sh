@@ -2,11 +2,13 @@
 # Installs the few system programs dfd needs that PyPI does not ship:
 #   ffmpeg    (tests and benchmarks build their media with it)
 #   espeak-ng (tests make synthetic speech to dub clips with)
+#   promtool  (Debian's prometheus package: the alert rules' unit tests)
 # Uses apt-get as root or through sudo; elsewhere it says what is missing and carries on.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""
@@ -19,4 +21,4 @@ if command -v apt-get >/dev/null 2>&1; then
     exit 0
   fi
 fi
-echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng on macOS)" >&2
+echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng prometheus on macOS)" >&2
