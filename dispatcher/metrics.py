@@ -59,7 +59,7 @@ def registry_key(registry: str, queue: str) -> str:
     """The Redis key of one of rq's registries of ``queue`` (rq:wip:<queue> for started...)."""
     from rq import registry as rq_registry
 
-    classes = {
+    classes: dict[str, type[rq_registry.BaseRegistry]] = {
         "started": rq_registry.StartedJobRegistry,
         "scheduled": rq_registry.ScheduledJobRegistry,
         "deferred": rq_registry.DeferredJobRegistry,
