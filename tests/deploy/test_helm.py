@@ -661,11 +661,17 @@ def test_ingress_lets_uploads_of_the_configured_size_through() -> None:
     on = {"gateway": {"ingress": {"enabled": True}}}
     ingress = find(render(merged(REQUIRED, on)), "Ingress", "rel-dfd-gateway")
     # 200000000 bytes is 190.7 MiB; room for the multipart framing on top.
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "192m"
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "192m"
+    )
     own = merged(
         REQUIRED,
         on,
-        {"gateway": {"ingress": {"annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1g"}}}},
+        {
+            "gateway": {
+                "ingress": {"annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1g"}}
+            }
+        },
     )
     ingress = find(render(own), "Ingress", "rel-dfd-gateway")
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "1g"
