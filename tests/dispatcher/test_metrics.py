@@ -200,3 +200,22 @@ def test_triton_readiness_is_reported(redis) -> None:
     down = scrape(exporter_registry(JobSystemCollector(redis, triton_ready=lambda: False)))
     assert value(up, "dfd_triton_ready") == 1 and value(down, "dfd_triton_ready") == 0
     assert not redis.exists(ATTEMPT_FAILURES_KEY)
+
+
+def test_each_registry_entry_is_read_once_through_ties_and_new_scores(redis) -> None:
+    collector = JobSystemCollector(redis)
+    key = "rq:finished:default"
+    redis.zadd(key, {"old-a": 100, "old-b": 100})
+    assert collector._new_ids(key) == []  # the first read only sets the watermark
+    redis.zadd(key, {"tie": 100, "later": 105})
+    assert sorted(collector._new_ids(key)) == ["later", "tie"]
+    assert collector._new_ids(key) == []
+    redis.zadd(key, {"same-as-later": 105, "last": 110})
+    assert sorted(collector._new_ids(key)) == ["last", "same-as-later"]
+    # Expired entries removed by rq's cleanup change nothing.
+    redis.zremrangebyscore(key, 0, 105)
+    assert collector._new_ids(key) == []
+    empty = JobSystemCollector(redis)
+    assert empty._new_ids("rq:failed:low") == []
+    redis.zadd("rq:failed:low", {"first": 1})
+    assert empty._new_ids("rq:failed:low") == ["first"]
