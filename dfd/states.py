@@ -35,6 +35,7 @@ class Stage(StrEnum):
     FETCH = "fetch"
     PROBE = "probe"
     DECODE = "decode"
+    SPEECH = "speech"
     FACES = "faces"
     INFER = "infer"
     EVIDENCE = "evidence"

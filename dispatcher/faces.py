@@ -22,9 +22,8 @@ Light-ASD itself interpolates between detections and median-filters boxes over 1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -41,8 +40,9 @@ from dfd.specs import (
 )
 from dfd.specs import spec as model_spec
 from dfd.yunet_post import select
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 from dispatcher.sampling import frame_duration_s
+from dispatcher.triton_client import InferClient
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
 # MesoNet's own face extraction (its pipeline.py): side = K * l_factor * max(eye distance,
@@ -53,14 +53,6 @@ BOX_MARGIN = 0.3  # fallback when the landmarks are unusable: (1 + margin) x the
 LIGHT_ASD_CROP_SCALE = 0.40  # Light-ASD's --cropScale
 LIGHT_ASD_PAD_GREY = 110  # Light-ASD pads frames with this value
 TRACK_MIN_IOU = 0.3  # below this the next second's face is someone else (or a cut)
-
-
-class InferClient(Protocol):
-    """What faces and infer need from :class:`dispatcher.triton_client.TritonClient`."""
-
-    def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def worker_context() -> WorkerContext:
             raise errors.ConfigurationError(
                 "worker: expected DFD_TRITON_URL (Triton's gRPC host:port), got none; `dfd serve` sets it"
             )
-        from dispatcher.store import open_store
+        from dispatcher.store import make_store
         from dispatcher.triton_client import TritonClient
 
         _context = WorkerContext(
@@ -95,7 +95,7 @@ def worker_context() -> WorkerContext:
             triton=TritonClient(
                 s.triton_url, timeout_s=s.triton_timeout_s, retries=s.triton_retries
             ),
-            store=open_store(s),
+            store=make_store(s),
         )
         _context_pid = os.getpid()
     return _context

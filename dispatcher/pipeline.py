@@ -1,6 +1,6 @@
 """One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
 
-    workspace -> fetch (URL) -> probe -> decode -> faces -> infer -> evidence -> Result
+    workspace -> fetch (URL) -> probe -> decode -> speech -> faces -> infer -> evidence -> Result
 
 The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
 the evidence store are passed in. Each stage is timed; a failure names its stage. Input
@@ -25,6 +25,15 @@ from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
+from dispatcher.aggregate import timeline, verdict
+from dispatcher.cleanup import job_workspace
+from dispatcher.decode import decode
+from dispatcher.evidence import build_evidence
+from dispatcher.faces import find_faces
+from dispatcher.fetch import fetch
+from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.probe import probe
+from dispatcher.speech import find_speech
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,7 @@ _TIMING_KEYS = {
     Stage.FETCH: "download",
     Stage.PROBE: "probe",
     Stage.DECODE: "decode",
+    Stage.SPEECH: "speech",
     Stage.FACES: "faces",
     Stage.INFER: "inference",
     Stage.EVIDENCE: "evidence",
@@ -131,15 +141,6 @@ def analyze(
         ConfigurationError: the service is set up wrongly.
         InternalError: a bug, with the stage it happened in.
     """
-    from dispatcher.aggregate import timeline, verdict
-    from dispatcher.cleanup import job_workspace
-    from dispatcher.decode import decode
-    from dispatcher.evidence import build_evidence
-    from dispatcher.faces import find_faces
-    from dispatcher.fetch import fetch
-    from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
-    from dispatcher.probe import probe
-
     job_id = job_id or uuid.uuid4().hex
     started = time.monotonic()
     stages = _Stages(progress)
@@ -155,13 +156,18 @@ def analyze(
             info = probe(path, settings)
         with stages.run(Stage.DECODE):
             media = decode(path, settings, info.duration_s)
+        with stages.run(Stage.SPEECH):
+            speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):
-            speech = has_speech_level(media.audio)
             faces = find_faces(
-                media, triton, settings, speech=speech, progress=stages.reporter(Stage.FACES)
+                media,
+                triton,
+                settings,
+                speech=speech.found,
+                progress=stages.reporter(Stage.FACES),
             )
         with stages.run(Stage.INFER):
-            inputs = build_inputs(media, faces, settings)
+            inputs = build_inputs(media, faces, speech, settings)
             remaining = settings.job_timeout_s - (time.monotonic() - started)
             out = run_ensemble(
                 inputs,
@@ -223,6 +229,7 @@ def analyze(
             "frames_sampled": len(media.frames),
             "faces": len(faces.crops),
             "audio_windows": len(inputs.audio),
+            "speech_s": round(speech.seconds, 2),
             "lipsync_clips": len(inputs.lipsync_video),
             "requests": out.requests,
         },

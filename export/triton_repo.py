@@ -100,6 +100,7 @@ def role_specs(
         "audio": spec(settings.audio_model),
         "lipsync": spec(settings.lipsync_model),
         "fusion": spec("fusion"),
+        "vad": spec("silero_vad"),
     }
     for checkpoint in checkpoints or ():
         s = spec(checkpoint)
