@@ -342,18 +342,37 @@ class JobSystemCollector(Collector):
         return new
 
     def _read_ended_jobs(self) -> None:
-        from rq.job import Job
-        from rq.serializers import JSONSerializer
-
         for name in self.queues:
             for outcome, registry in (("completed", "finished"), ("failed", "failed")):
                 ids = self._new_ids(registry_key(registry, name))
                 if not ids:
                     continue
-                jobs = Job.fetch_many(ids, connection=self.connection, serializer=JSONSerializer)
-                for job in jobs:
-                    if job is not None:
-                        self._observe(job, outcome)
+                for job in self._fetch(ids):
+                    self._observe(job, outcome)
+
+    def _fetch(self, ids: list[str]) -> list[Any]:
+        """The jobs of ``ids`` that still exist and decode; one by one if a batch fails."""
+        from rq.job import Job
+        from rq.serializers import JSONSerializer
+
+        def fetch(batch: list[str]) -> list[Any]:
+            found = Job.fetch_many(batch, connection=self.connection, serializer=JSONSerializer)
+            return [job for job in found if job is not None]
+
+        try:
+            return fetch(ids)
+        except RedisError:
+            raise
+        except Exception:  # a job another program wrote (not dfd's JSON): skip only it
+            jobs = []
+            for job_id in ids:
+                try:
+                    jobs.extend(fetch([job_id]))
+                except RedisError:
+                    raise
+                except Exception:
+                    log.warning("skipped an undecodable job", extra={"job_id": job_id})
+            return jobs
 
     def _observe(self, job: Any, outcome: str) -> None:
         meta = job.meta or {}
