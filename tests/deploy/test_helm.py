@@ -99,8 +99,19 @@ def docs() -> list[dict[str, Any]]:
     return render(REQUIRED)
 
 
-def test_lint_is_clean() -> None:
-    report = helm.lint(CHART, REQUIRED, strict=True)
+EVERYTHING_ON = {
+    "gateway": {"ingress": {"enabled": True}},
+    "worker": {"autoscaling": {"keda": {"enabled": True}}},
+    "triton": {
+        "autoscaling": {"enabled": True, "prometheusServerAddress": "http://prom:9090"},
+        "modelRepository": {"persistence": {"enabled": False}},
+    },
+}
+
+
+@pytest.mark.parametrize("extra", [{}, EVERYTHING_ON], ids=["defaults", "everything-on"])
+def test_lint_is_clean(extra: dict[str, Any]) -> None:
+    report = helm.lint(CHART, merged(REQUIRED, extra), strict=True)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == []
 
