@@ -40,6 +40,7 @@ from dfd.schemas import JobError, JobPayload
 from dfd.settings import Settings
 from dfd.states import Stage
 from dfd.tracing import job_span
+from dispatcher.metrics import record_attempt_failure
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ def handle_job_exception(
     error = describe(exc_value, job)
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
+    record_attempt_failure(job.connection, error)
     final = not job.should_retry
     log.warning(
         "job failed",
@@ -293,6 +295,7 @@ def handle_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> Non
         )
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
+    record_attempt_failure(job.connection, error)
     if not job.should_retry:
         delete_upload(_payload_of(job), settings())
 
