@@ -21,6 +21,7 @@ from dispatcher.sampling import (
     clip_starts,
     clip_times,
     frame_duration_s,
+    nearest_indices,
     sample_times,
 )
 
@@ -359,4 +360,45 @@ def decode_audio_file(
         fps=None,
         duration_s=duration_s or audio.size / AUDIO_RATE,
         decoder="pyav",
+    )
+
+
+def decode_animation(
+    path: Path, settings: Settings, duration_s: float | None = None
+) -> DecodedMedia:
+    """An animated WebP with Pillow (FFmpeg decodes none): the frames nearest each sampling
+    time, no audio. Frame numbers count the animation's frames."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        count = int(getattr(image, "n_frames", 1))
+        starts, t = [], 0.0
+        for index in range(count):
+            image.seek(index)
+            image.load()  # Pillow reads a frame's duration when it loads the frame
+            starts.append(t)
+            t += float(image.info.get("duration") or 100) / 1000
+        duration = duration_s or t
+        width, height = image.size
+        out_w, out_h = output_size(width, height, settings.decode_max_side_px)
+        tail = (t / count) / 2 if count else 0.0
+        picks = nearest_indices(starts, sample_times(settings.sample_fps, duration), tail)
+        frames = []
+        for index in dict.fromkeys(picks):
+            image.seek(index)
+            rgb = image.convert("RGB")
+            if rgb.size != (out_w, out_h):
+                rgb = rgb.resize((out_w, out_h), Image.Resampling.BILINEAR)
+            frames.append(SampledFrame(index=index, time_s=starts[index], image=np.asarray(rgb)))
+    return DecodedMedia(
+        frames=tuple(frames),
+        audio=None,
+        segments=(),
+        width=out_w,
+        height=out_h,
+        scale=out_w / width,
+        fps=count / t if t else None,
+        duration_s=duration,
+        decoder="pillow",
+        frames_decoded=count,
     )

@@ -166,7 +166,13 @@ def analyze(
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
         with stages.run(Stage.DECODE):
-            media = decode(path, settings, info.duration_s, audio_only=not info.has_video)
+            media = decode(
+                path,
+                settings,
+                info.duration_s,
+                audio_only=not info.has_video,
+                animation=info.kind == "webp",
+            )
         with stages.run(Stage.SPEECH):
             speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):

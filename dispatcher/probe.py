@@ -214,6 +214,9 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
     import av  # only the child imports it
 
     name = path.name
+    with path.open("rb") as fh:
+        if sniff(fh.read(HEAD_BYTES)).kind == "webp":
+            return _probe_animation(path, limits)
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -292,6 +295,50 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
             else None,
             "audio_channels": int(actx.channels) if actx is not None and actx.channels else None,
         }
+
+
+def _probe_animation(path: Path, limits: _Limits) -> dict[str, Any]:
+    """An animated WebP, read with Pillow (FFmpeg decodes no animated WebP)."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = path.name
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width > limits.max_width or height > limits.max_height:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_width}x{limits.max_height} "
+                    f"pixels, got {width}x{height}"
+                )
+            count = int(getattr(image, "n_frames", 1))
+            if count > limits.max_frames:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_frames} frames, it holds {count}"
+                )
+            duration = 0.0
+            for index in range(count):
+                image.seek(index)
+                image.load()  # Pillow reads a frame's duration when it loads the frame
+                duration += float(image.info.get("duration") or 100) / 1000
+            image.seek(0)
+            image.load()
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as exc:
+        raise CorruptMediaError(f"probe: {name}: the animation cannot be read ({exc})") from exc
+    if duration > limits.max_duration_s:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {duration:.1f} s"
+        )
+    return {
+        "container": "webp",
+        "video_codec": "webp",
+        "audio_codec": None,
+        "width": width,
+        "height": height,
+        "fps": round(count / duration, 6) if duration else 0.0,
+        "duration_s": round(duration, 6),
+        "frame_count": count,
+        "has_audio": False,
+    }
 
 
 def _probe_audio(container: Any, limits: _Limits, name: str) -> dict[str, Any]:
