@@ -213,6 +213,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"{out}: version {version}, {doc['fusion']['n']} items, {args.folds}-fold held-out:")
     for name, fig in [*cv["detectors"].items(), ("fused", cv["fused"])]:
         print(f"  {name:<8} n {fig['n']:<4} AUC {fig['auc']}  EER {fig['eer']}  ECE {fig['ece']}")
+    for name, reason in doc["uncalibrated"].items():
+        print(f"  {name:<8} not calibrated: {reason}")
     return 0
 
 

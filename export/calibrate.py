@@ -208,14 +208,24 @@ def _detector_data(items: Sequence[ScoredItem], detector: str) -> tuple[list[flo
 
 def fit(items: Sequence[ScoredItem], detectors: Sequence[str]) -> dict[str, Any]:
     """Calibrations and fusion fitted on ``items``: the ``detectors``/``fusion`` parts of the
-    calibration file."""
-    specs = {}
+    calibration file. A detector whose targets are all of one class (nothing it looks at was
+    manipulated, or nothing was real) cannot be calibrated: it is listed under
+    ``uncalibrated`` with the reason and left out of the fusion."""
+    specs: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     for name in detectors:
         raw, y = _detector_data(items, name)
         try:
             specs[name] = fit_detector(raw, y)
         except CalibrationDataError as exc:
-            raise CalibrationDataError(f"{name}: {exc}") from None
+            skipped[name] = str(exc)
+    if not specs:
+        raise CalibrationDataError(
+            "calibration: no detector could be calibrated ("
+            + "; ".join(f"{n}: {r}" for n, r in skipped.items())
+            + ")"
+        )
+    fused = [n for n in detectors if n in specs]
     cal = parse(
         {
             "format": FORMAT,
@@ -224,14 +234,17 @@ def fit(items: Sequence[ScoredItem], detectors: Sequence[str]) -> dict[str, Any]
             "fusion": {"weights": {}, "bias": 0.0},
         }
     )
-    x, y = fusion_features(cal, items, detectors)
+    x, y = fusion_features(cal, items, fused)
+    if len(set(y.tolist())) < 2:
+        raise CalibrationDataError("calibration: the fusion needs both fakes and reals")
     w, b = logistic(x, y.astype(np.float64), l2=FUSION_L2)
     return {
         "detectors": specs,
+        "uncalibrated": skipped,
         "fusion": {
             "method": "logistic regression on calibrated log-odds; a missing detector adds 0",
             "l2": FUSION_L2,
-            "weights": {n: round(float(v), 6) for n, v in zip(detectors, w, strict=True)},
+            "weights": {n: round(float(v), 6) for n, v in zip(fused, w, strict=True)},
             "bias": round(b, 6),
             "n": len(y),
             "n_manipulated": int(y.sum()),
@@ -312,18 +325,20 @@ def cross_validate(
                 continue
             raw = {d: it.scores.get(d) for d in detectors}
             fused[i] = cal.fused_raw(raw)
-            for d in detectors:
+            for d in cal.detectors:
                 s = raw[d]
                 if s is not None:
                     per_det[d].append((s, cal.calibrated(d, s), it.target(d)))
     y = [int(it.fake) for it in usable]
     out: dict[str, Any] = {"folds": k, "seed": seed, "detectors": {}}
     for d, rows in per_det.items():
+        if not rows:
+            continue
         raw_s = [r[0] for r in rows]
         cal_s = [r[1] for r in rows]
         yd = [r[2] for r in rows]
         fig = _figures(cal_s, yd)
-        fig["ece_raw"] = round(metrics.ece(raw_s, yd) or 0.0, 4) if rows else None
+        fig["ece_raw"] = round(metrics.ece(raw_s, yd) or 0.0, 4)
         fig["target"] = f"{d} manipulated"
         out["detectors"][d] = fig
     out["fused"] = _figures(fused, y) | verdict_counts(fused, y, threshold, band)
