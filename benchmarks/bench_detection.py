@@ -227,6 +227,25 @@ def build_report(records: Sequence[dict]) -> dict[str, Any]:
     return groups
 
 
+BLIND_AUC = 0.6
+
+
+def blind_kinds(kinds: dict[str, Any]) -> dict[str, str]:
+    """The kinds the served models do not separate from real: kind -> why."""
+    out = {}
+    for kind, g in kinds.items():
+        if kind == "all":
+            continue
+        auc = g[FUSED]["auc"]
+        if g["not_accepted"] == g["n"]:
+            out[kind] = "no file accepted"
+        elif auc is None:
+            out[kind] = "no real counterpart scored" if g["n_real"] == 0 else "too few scored"
+        elif auc <= BLIND_AUC:
+            out[kind] = f"fused AUC {auc:.2f}"
+    return out
+
+
 def _f(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "n/a"
@@ -241,7 +260,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"{doc['n_items']} labelled items from `{doc['folder']}/labels.csv`, each through the "
         f"whole pipeline (`dispatcher.pipeline.analyze`, real Triton, {doc['triton_target']} "
-        f"repository). Command: `{doc['command']}`. Machine: {m['cpu']}, {m['cores']} cores "
+        f"repository). Command: `{doc['command']}`"
+        + (
+            f" (tables recomputed from its scores by `{doc['report_command']}`)"
+            if doc["report_command"] != doc["command"]
+            else ""
+        )
+        + f". Machine: {m['cpu']}, {m['cores']} cores "
         f"(load {m.get('load_average')}); models: "
         + ", ".join(f"{k} `{v}`" for k, v in sorted(doc["models"].items()))
         + f". Raw scores: `{doc['scores_file']}`; scores read from the result's "
@@ -267,6 +292,15 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_f(g['abstain_rate'], True)} | {_f(fu['auc'])} | {_f(fu['eer'])} "
             f"| {_f(fu['tpr_at_5fpr'])} | {_f(fu['ece'])} |"
         )
+    blind = blind_kinds(doc["kinds"])
+    if blind:
+        lines += [
+            "",
+            "Blind spots (no fused AUC above "
+            f"{BLIND_AUC:.2f} on the accepted items, or nothing accepted): "
+            + "; ".join(f"{k} ({why})" for k, why in blind.items())
+            + ".",
+        ]
     lines += [
         "",
         "## Per detector and kind",
@@ -391,7 +425,9 @@ def report_document(scores_doc: dict[str, Any], command: str, scores_file: str) 
     sources = sorted({r["scores_from"] for r in records if r.get("scores_from")})
     return {
         "folder": scores_doc["folder"],
-        "command": command,
+        # The command that ran the pipeline; a --report-only rerun is named beside it.
+        "command": scores_doc.get("command", command),
+        "report_command": command,
         "scores_file": scores_file,
         "scores_from": "/".join(sources) or "n/a",
         "machine": scores_doc["machine"],

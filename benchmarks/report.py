@@ -36,8 +36,20 @@ def benchmark_block(results: Path = RESULTS) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def scorecard_block(results: Path = RESULTS, name: str = "detection.md") -> str:
+    """The detection scorecard's tables (not its per-item list), headings down two levels."""
+    text = (results / name).read_text()
+    text = text.split("\n## Items", 1)[0].strip()
+    text = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text, flags=re.M)
+    return f"{text}\n\n(`benchmarks/results/{name}`; every item: the same file)\n"
+
+
 def blocks() -> dict[str, str]:
-    return {"settings-table": settings_table(), "benchmarks": benchmark_block()}
+    return {
+        "settings-table": settings_table(),
+        "benchmarks": benchmark_block(),
+        "scorecard": scorecard_block(),
+    }
 
 
 def render(readme: str, generated: dict[str, str]) -> str:
