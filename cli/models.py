@@ -212,7 +212,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     cv = doc["cross_validation"]
     print(f"{out}: version {version}, {doc['fusion']['n']} items, {args.folds}-fold held-out:")
     for name, fig in [*cv["detectors"].items(), ("fused", cv["fused"])]:
-        print(f"  {name:<8} n {fig['n']:<4} AUC {fig['auc']}  EER {fig['eer']}  ECE {fig['ece']}")
+        raw = f"  (raw: AUC {fig['auc_raw']}, ECE {fig['ece_raw']})" if "auc_raw" in fig else ""
+        print(
+            f"  {name:<8} n {fig['n']:<4} AUC {fig['auc']}  EER {fig['eer']}  ECE {fig['ece']}"
+            + raw
+        )
     for name, reason in doc["uncalibrated"].items():
         print(f"  {name:<8} not calibrated: {reason}")
     return 0

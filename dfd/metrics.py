@@ -8,15 +8,13 @@ higher score means "more likely manipulated". A metric that needs both classes r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
 
-def _arrays(scores: Sequence[float], labels: Sequence[int]) -> tuple[FloatArray, FloatArray]:
+def _arrays(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if s.shape != y.shape or s.ndim != 1:
@@ -30,7 +28,7 @@ def _both_classes(y: FloatArray) -> bool:
     return bool(0 < y.sum() < len(y))
 
 
-def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+def auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:
     """Area under the ROC curve: P(score of a fake > score of a real), ties counted half."""
     s, y = _arrays(scores, labels)
     if not _both_classes(y):
@@ -41,7 +39,7 @@ def auc(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def roc(scores: Sequence[float], labels: Sequence[int]) -> tuple[FloatArray, FloatArray]:
+def roc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """``(fpr, tpr)`` at every distinct threshold, from (0, 0) to (1, 1).
 
     The item is called manipulated when its score is >= the threshold.
@@ -56,7 +54,7 @@ def roc(scores: Sequence[float], labels: Sequence[int]) -> tuple[FloatArray, Flo
     return fpr, tpr
 
 
-def eer(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+def eer(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:
     """Equal error rate: where the false-positive and false-negative rates cross.
 
     Linear interpolation between the two ROC points that bracket the crossing.
@@ -76,9 +74,7 @@ def eer(scores: Sequence[float], labels: Sequence[int]) -> float | None:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
-def tpr_at_fpr(
-    scores: Sequence[float], labels: Sequence[int], max_fpr: float = 0.05
-) -> float | None:
+def tpr_at_fpr(scores: npt.ArrayLike, labels: npt.ArrayLike, max_fpr: float = 0.05) -> float | None:
     """The highest true-positive rate of a threshold whose false-positive rate is <= ``max_fpr``."""
     s, y = _arrays(scores, labels)
     if not _both_classes(y):
@@ -87,7 +83,7 @@ def tpr_at_fpr(
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
-def ece(probabilities: Sequence[float], labels: Sequence[int], bins: int = 10) -> float | None:
+def ece(probabilities: npt.ArrayLike, labels: npt.ArrayLike, bins: int = 10) -> float | None:
     """Expected calibration error: the mean |observed rate - mean probability| over equal-width
     bins of the probability, weighted by how many items fall in each bin."""
     p, y = _arrays(probabilities, labels)

@@ -5,13 +5,14 @@ written by ``benchmarks.bench_detection``): per item its label, its kind and eac
 detector's raw score (``None`` where the detector had no input), or a refusal.
 
 - Per detector, a calibration from raw score to P(manipulated): Platt scaling on the raw
-  log-odds (with Platt's smoothed targets, so a separable set gives finite parameters), or
+  log-odds (with Platt's smoothed targets, so a separable set gives finite parameters; the
+  slope kept >= 0, as isotonic is non-decreasing), or
   isotonic regression (pool-adjacent-violators) when each class has at least
   ``ISOTONIC_MIN_PER_CLASS`` items. A detector is fitted against whether what it looks at was
   manipulated (``KIND_TARGETS``): the voice of a VASA-1 clip is real, so the audio detector
   must learn to call it real, while the item is a fake.
 - Fusion: an L2-regularised logistic regression of the item's label on the calibrated
-  log-odds, a missing detector contributing 0 (see ``dfd.calibration``).
+  log-odds with weights >= 0, a missing detector contributing 0 (see ``dfd.calibration``).
 - Cross-validated figures: stratified k-fold, everything (calibrations and fusion) refitted
   on the training folds and scored on the held-out fold; AUC, EER, TPR at 5 % FPR and ECE of
   the pooled held-out predictions, and the verdict counts at the given threshold and band.
@@ -152,12 +153,34 @@ def logistic(
 
 
 def fit_platt(raw: Sequence[float], y: Sequence[int]) -> dict[str, Any]:
-    """Platt scaling on the raw log-odds with Platt's (1999) smoothed targets."""
+    """Platt scaling on the raw log-odds with Platt's (1999) smoothed targets.
+
+    The slope is kept >= 0: every detector's score is built to rise with manipulation, so
+    a negative fit says the data cannot tell (a few items), not that the detector should
+    be read upside down; the calibration is then the constant smoothed base rate.
+    """
     yy = np.asarray(y, dtype=np.float64)
     n_pos, n_neg = yy.sum(), len(yy) - yy.sum()
     t = np.where(yy == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     w, b = logistic(_logit(np.asarray(raw, dtype=np.float64))[:, None], t, l2=1e-6)
-    return {"method": "platt", "a": round(float(w[0]), 6), "b": round(b, 6)}
+    a = float(w[0])
+    if a < 0:
+        a, b = 0.0, float(_logit(np.array(t.mean())))
+    return {"method": "platt", "a": round(a, 6), "b": round(b, 6)}
+
+
+def fit_fusion(x: FloatArray, labels: FloatArray) -> tuple[FloatArray, float]:
+    """Logistic regression with weights >= 0 (a detector's calibrated evidence of manipulation
+    never counts against it): a detector fitted below zero is dropped and the rest refitted."""
+    active = list(range(x.shape[1]))
+    while True:
+        w_active, b = logistic(x[:, active], labels, l2=FUSION_L2)
+        if (w_active >= 0).all():
+            break
+        active.pop(int(np.argmin(w_active)))
+    w = np.zeros(x.shape[1])
+    w[active] = w_active
+    return w, b
 
 
 def fit_isotonic(raw: Sequence[float], y: Sequence[int]) -> dict[str, Any]:
@@ -234,21 +257,22 @@ def fit(items: Sequence[ScoredItem], detectors: Sequence[str]) -> dict[str, Any]
             "fusion": {"weights": {}, "bias": 0.0},
         }
     )
-    x, y = fusion_features(cal, items, fused)
-    if len(set(y.tolist())) < 2:
+    x, labels = fusion_features(cal, items, fused)
+    if len(set(labels.tolist())) < 2:
         raise CalibrationDataError("calibration: the fusion needs both fakes and reals")
-    w, b = logistic(x, y.astype(np.float64), l2=FUSION_L2)
+    w, b = fit_fusion(x, labels.astype(np.float64))
     return {
         "detectors": specs,
         "uncalibrated": skipped,
         "fusion": {
-            "method": "logistic regression on calibrated log-odds; a missing detector adds 0",
+            "method": "logistic regression on calibrated log-odds, weights >= 0; "
+            "a missing detector adds 0",
             "l2": FUSION_L2,
             "weights": {n: round(float(v), 6) for n, v in zip(fused, w, strict=True)},
             "bias": round(b, 6),
-            "n": len(y),
-            "n_manipulated": int(y.sum()),
-            "n_real": int(len(y) - y.sum()),
+            "n": len(labels),
+            "n_manipulated": int(labels.sum()),
+            "n_real": int(len(labels) - labels.sum()),
         },
     }
 
@@ -338,6 +362,9 @@ def cross_validate(
         cal_s = [r[1] for r in rows]
         yd = [r[2] for r in rows]
         fig = _figures(cal_s, yd)
+        # The raw score's own figures on the same items and targets (nothing fitted): a
+        # monotone calibration cannot rank better; pooled over folds it can rank worse.
+        fig["auc_raw"] = None if (a := metrics.auc(raw_s, yd)) is None else round(a, 4)
         fig["ece_raw"] = round(metrics.ece(raw_s, yd) or 0.0, 4)
         fig["target"] = f"{d} manipulated"
         out["detectors"][d] = fig

@@ -31,6 +31,24 @@ def test_platt_is_finite_on_separable_data_and_increasing() -> None:
     assert 0.1 < c(0.1) < c(0.5) < c(0.9) < 0.9
 
 
+def test_platt_never_reads_a_detector_upside_down() -> None:
+    spec = cal.fit_platt([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [0, 0, 0, 1, 1, 1])
+    assert spec["a"] == 0.0
+    c = calibration.Platt(spec["a"], spec["b"])
+    assert c(0.1) == pytest.approx(0.5) and c(0.9) == pytest.approx(0.5)  # the base rate
+
+
+def test_fusion_weights_are_never_negative() -> None:
+    rng = np.random.default_rng(4)
+    good = rng.normal(size=200)
+    y = (good + 0.3 * rng.normal(size=200) > 0).astype(np.float64)
+    against = -good + 0.1 * rng.normal(size=200)  # anti-correlated with the label
+    w, _ = cal.fit_fusion(np.stack([good, against], axis=1), y)
+    assert w[0] > 0 and w[1] == 0.0
+    w_free, _ = cal.logistic(np.stack([good, against], axis=1), y, l2=cal.FUSION_L2)
+    assert w_free.min() < 0  # what the constraint prevents
+
+
 def test_isotonic_pools_adjacent_violators() -> None:
     spec = cal.fit_isotonic([0.1, 0.2, 0.3, 0.4], [0, 1, 0, 1])
     # (1, 0) at .2/.3 violate the order: pooled to .5 over [.2, .3].
