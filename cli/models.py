@@ -171,7 +171,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     from dfd.calibration import DEFAULT_PATH
     from dfd.errors import ConfigurationError
-    from export.calibrate import CalibrationDataError, calibrate, write
+    from export.calibrate import FIT_REVISION, CalibrationDataError, calibrate, write
 
     settings = _settings()
     files = args.scores or [ROOT / p for p in DEFAULT_SCORES]
@@ -187,7 +187,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     digest = hashlib.sha256()
     for p in files:
         digest.update(Path(p).read_bytes())
-    digest.update(f"{args.folds}/{args.seed}".encode())
+    digest.update(f"{args.folds}/{args.seed}/{FIT_REVISION}".encode())
     version = args.version or f"1+{digest.hexdigest()[:10]}"
     command = "dfd models calibrate " + " ".join(
         ([*(str(p) for p in args.scores)] if args.scores else [])

@@ -8,10 +8,13 @@ one read. Per detector, a calibration is either
   number in [0, 1], so its log-odds is the feature), or
 - ``isotonic``: a non-decreasing step function, linear between its knots ``x -> y``.
 
-The fused probability is a logistic regression over the calibrated log-odds,
-``sigmoid(bias + sum_d w_d * logit(p_d))``, summed over the detectors that looked: a
-detector that is missing (no face, no speech, switched off) adds nothing, the same as a
-calibrated 0.5. Detectors without a fusion weight are evidence only and are ignored there.
+The fused probability is a logistic regression over each detector's evidence, its
+calibrated log-odds less the log-odds of its ``prior`` (the share of manipulated items in
+the data it was fitted on): ``sigmoid(bias + sum_d w_d * (logit(p_d) - logit(prior_d)))``,
+summed over the detectors that looked. A detector that is missing (no face, no speech,
+switched off) adds nothing, the same as one that scored exactly its prior; with nothing
+looked at, the fused probability is ``sigmoid(bias)``. Detectors without a fusion weight
+are evidence only and are ignored there.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Calibration:
 
     version: str
     calibrators: Mapping[str, Calibrator]
+    priors: Mapping[str, float]
     weights: Mapping[str, float]
     bias: float
     document: Mapping[str, Any]  # the whole file, for reports (data, command, CV figures)
@@ -107,13 +111,17 @@ class Calibration:
             raise ValueError(f"calibration: raw score of {detector} must be in [0, 1], got {raw}")
         return self.calibrators[detector](raw)
 
+    def evidence(self, detector: str, calibrated: float) -> float:
+        """The log-odds ``calibrated`` adds over the detector's prior (0: no evidence)."""
+        return logit(calibrated) - logit(self.priors.get(detector, 0.5))
+
     def fused(self, calibrated_scores: Mapping[str, float | None]) -> float:
         """The fused probability over the detectors that looked (``None`` = missing)."""
         z = self.bias
         for name, p in calibrated_scores.items():
             if p is None or name not in self.weights:
                 continue
-            z += self.weights[name] * logit(p)
+            z += self.weights[name] * self.evidence(name, p)
         return sigmoid(z)
 
     def fused_raw(self, raw_scores: Mapping[str, float | None]) -> float:
@@ -146,6 +154,7 @@ def parse(doc: Mapping[str, Any], where: str = "calibration") -> Calibration:
         if doc.get("format") != FORMAT:
             raise ValueError(f"expected format {FORMAT}, got {doc.get('format')!r}")
         calibrators = {n: _calibrator(n, s) for n, s in doc["detectors"].items()}
+        priors = {n: clip(float(s.get("prior", 0.5))) for n, s in doc["detectors"].items()}
         fusion = doc["fusion"]
         weights = {n: float(w) for n, w in fusion["weights"].items()}
         unknown = set(weights) - set(calibrators)
@@ -154,6 +163,7 @@ def parse(doc: Mapping[str, Any], where: str = "calibration") -> Calibration:
         return Calibration(
             version=str(doc["version"]),
             calibrators=calibrators,
+            priors=priors,
             weights=weights,
             bias=float(fusion["bias"]),
             document=doc,

@@ -11,8 +11,9 @@ detector's raw score (``None`` where the detector had no input), or a refusal.
   ``ISOTONIC_MIN_PER_CLASS`` items. A detector is fitted against whether what it looks at was
   manipulated (``KIND_TARGETS``): the voice of a VASA-1 clip is real, so the audio detector
   must learn to call it real, while the item is a fake.
-- Fusion: an L2-regularised logistic regression of the item's label on the calibrated
-  log-odds with weights >= 0, a missing detector contributing 0 (see ``dfd.calibration``).
+- Fusion: an L2-regularised logistic regression of the item's label on each detector's
+  evidence (calibrated log-odds less its prior's) with weights >= 0, a missing detector
+  contributing 0 (see ``dfd.calibration``).
 - Cross-validated figures: stratified k-fold, everything (calibrations and fusion) refitted
   on the training folds and scored on the held-out fold; AUC, EER, TPR at 5 % FPR and ECE of
   the pooled held-out predictions, and the verdict counts at the given threshold and band.
@@ -40,6 +41,8 @@ from dfd.calibration import EPS, FORMAT, Calibration, parse
 
 FloatArray = npt.NDArray[np.float64]
 
+FIT_REVISION = 1
+"""Bumped when the fitting changes, so the derived version changes with it."""
 ISOTONIC_MIN_PER_CLASS = 100
 """Below this many items of either class, Platt (2 parameters) rather than isotonic."""
 FUSION_L2 = 1.0
@@ -77,6 +80,7 @@ class ScoredItem:
     kind: str
     accepted: bool
     scores: Mapping[str, float | None]
+    confidence: float | None = None  # the verdict's confidence when it was scored
 
     def target(self, detector: str) -> int:
         """1 when what ``detector`` looks at was manipulated in this item."""
@@ -111,6 +115,7 @@ def read_scores(path: Path) -> ScoresFile:
                     str(n): (None if s is None else float(s))
                     for n, s in (r.get("scores") or {}).items()
                 },
+                confidence=None if r.get("confidence") is None else float(r["confidence"]),
             )
             for r in doc["items"]
         )
@@ -216,7 +221,9 @@ def fit_detector(raw: Sequence[float], y: Sequence[int]) -> dict[str, Any]:
         spec = fit_isotonic(raw, y)
     else:
         spec = fit_platt(raw, y)
-    return spec | {"n": len(y), "n_manipulated": n_pos, "n_real": n_neg}
+    # The smoothed share of manipulated items: the fusion's "no evidence" point.
+    prior = round((n_pos + 1) / (len(y) + 2), 6)
+    return spec | {"prior": prior, "n": len(y), "n_manipulated": n_pos, "n_real": n_neg}
 
 
 def _detector_data(items: Sequence[ScoredItem], detector: str) -> tuple[list[float], list[int]]:
@@ -265,8 +272,8 @@ def fit(items: Sequence[ScoredItem], detectors: Sequence[str]) -> dict[str, Any]
         "detectors": specs,
         "uncalibrated": skipped,
         "fusion": {
-            "method": "logistic regression on calibrated log-odds, weights >= 0; "
-            "a missing detector adds 0",
+            "method": "logistic regression on calibrated log-odds less the prior's, "
+            "weights >= 0; a missing detector adds 0",
             "l2": FUSION_L2,
             "weights": {n: round(float(v), 6) for n, v in zip(fused, w, strict=True)},
             "bias": round(b, 6),
@@ -280,7 +287,7 @@ def fit(items: Sequence[ScoredItem], detectors: Sequence[str]) -> dict[str, Any]
 def fusion_features(
     cal: Calibration, items: Sequence[ScoredItem], detectors: Sequence[str]
 ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """The calibrated log-odds (0 where missing) and labels of the items with any score."""
+    """Each detector's evidence (0 where missing) and the labels, of the items with any score."""
     rows, labels = [], []
     for it in items:
         if not it.accepted or all(it.scores.get(d) is None for d in detectors):
@@ -288,7 +295,7 @@ def fusion_features(
         row = []
         for d in detectors:
             s = it.scores.get(d)
-            row.append(0.0 if s is None else float(_logit(np.array(cal.calibrated(d, s)))))
+            row.append(0.0 if s is None else cal.evidence(d, cal.calibrated(d, s)))
         rows.append(row)
         labels.append(int(it.fake))
     return np.asarray(rows, dtype=np.float64).reshape(-1, len(detectors)), np.asarray(labels)
@@ -370,6 +377,12 @@ def cross_validate(
         out["detectors"][d] = fig
     out["fused"] = _figures(fused, y) | verdict_counts(fused, y, threshold, band)
     out["fused"]["target"] = "item label"
+    # The fusion the scores were produced with (fitted on nothing here), on the same items.
+    conf = [(it.confidence, int(it.fake)) for it in usable if it.confidence is not None]
+    if len(conf) == len(usable):
+        p_raw, y_raw = [c[0] for c in conf], [c[1] for c in conf]
+        out["fused"]["auc_raw"] = None if (a := metrics.auc(p_raw, y_raw)) is None else round(a, 4)
+        out["fused"]["ece_raw"] = round(metrics.ece(p_raw, y_raw) or 0.0, 4)
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in sorted({it.kind for it in usable}):
         idx = [i for i, it in enumerate(usable) if it.kind == kind]
@@ -452,6 +465,7 @@ def calibrate(
     return {
         "format": FORMAT,
         "version": version,
+        "fit_revision": FIT_REVISION,
         "command": command,
         "data": data,
         "targets": {k_: sorted(v) for k_, v in KIND_TARGETS.items()},

@@ -180,3 +180,21 @@ def test_models_calibrate_names_a_missing_scores_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "none.json" in err and "bench_detection" in err
     assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.unit
+def test_the_committed_calibration_is_what_its_command_fits(tmp_path, monkeypatch):
+    """dfd/calibration.json names its command; running it again gives the same file."""
+    import json
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    committed = root / "dfd" / "calibration.json"
+    doc = json.loads(committed.read_text())
+    argv = shlex.split(doc["command"])
+    assert argv[:3] == ["dfd", "models", "calibrate"]
+    monkeypatch.chdir(root)  # the scores files are named relative to the checkout
+    out = tmp_path / "refit.json"
+    assert main([*argv[1:], "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == doc

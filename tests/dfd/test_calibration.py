@@ -16,7 +16,7 @@ DOC = {
     "format": 1,
     "version": "test-1",
     "detectors": {
-        "visual": {"method": "platt", "a": 2.0, "b": -1.0},
+        "visual": {"method": "platt", "a": 2.0, "b": -1.0, "prior": 0.25},
         "audio": {"method": "isotonic", "x": [0.1, 0.5, 0.9], "y": [0.0, 0.2, 1.0]},
         "extra": {"method": "platt", "a": 1.0, "b": 0.0},
     },
@@ -44,12 +44,16 @@ def test_isotonic_interpolates_between_knots_and_clamps_outside() -> None:
 def test_fused_skips_missing_and_evidence_only_detectors() -> None:
     cal = calibration.parse(DOC)
     both = cal.fused({"visual": 0.8, "audio": 0.3})
-    assert both == pytest.approx(sigmoid(-0.25 + 0.5 * logit(0.8) + 1.5 * logit(0.3)))
-    # A missing detector adds nothing (the same as a calibrated 0.5).
-    assert cal.fused({"visual": 0.8, "audio": None}) == pytest.approx(
-        sigmoid(-0.25 + 0.5 * logit(0.8))
+    # Evidence = log-odds over the detector's prior (visual .25; audio has none: .5).
+    assert both == pytest.approx(
+        sigmoid(-0.25 + 0.5 * (logit(0.8) - logit(0.25)) + 1.5 * logit(0.3))
     )
-    assert cal.fused({"visual": 0.8}) == cal.fused({"visual": 0.8, "audio": 0.5})
+    # A missing detector adds nothing (the same as one scoring exactly its prior).
+    assert cal.fused({"visual": 0.8, "audio": None}) == pytest.approx(
+        sigmoid(-0.25 + 0.5 * (logit(0.8) - logit(0.25)))
+    )
+    assert cal.fused({"visual": 0.8}) == pytest.approx(cal.fused({"visual": 0.8, "audio": 0.5}))
+    assert cal.fused({"visual": 0.25}) == pytest.approx(sigmoid(-0.25))
     # "extra" is calibrated but has no fusion weight: evidence only.
     assert cal.fused({"visual": 0.8, "extra": 0.99}) == cal.fused({"visual": 0.8})
     assert cal.fused({}) == pytest.approx(sigmoid(-0.25))
@@ -100,10 +104,13 @@ def test_load_reads_a_file_and_names_a_missing_one(tmp_path: Path) -> None:
         calibration.load(path)
 
 
-def test_the_committed_calibration_loads() -> None:
+def test_the_committed_calibration_loads_and_is_monotone() -> None:
     cal = calibration.load()
     assert set(cal.weights) <= set(cal.detectors)
+    assert all(w >= 0 for w in cal.weights.values())
     assert cal.document["cross_validation"]["folds"] >= 2
+    assert cal.document["data"] and cal.document["command"].startswith("dfd models calibrate")
     for name in cal.detectors:
-        low, high = cal.calibrated(name, 0.05), cal.calibrated(name, 0.95)
-        assert 0 < low <= high < 1 or 0 < high <= low < 1
+        scores = [cal.calibrated(name, r / 10) for r in range(11)]
+        assert all(0 < s < 1 for s in scores)
+        assert scores == sorted(scores), name  # a higher raw score is never less suspicious
