@@ -230,6 +230,33 @@ def build_report(records: Sequence[dict]) -> dict[str, Any]:
 BLIND_AUC = 0.6
 
 
+def targets(g: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(what, measured, target, met) for the issue's targets on one group."""
+    fa = g["fake_labelled_authentic_rate"] or 0.0
+    ab = g["abstain_rate"] or 0.0
+    return [
+        (
+            "real items labelled `manipulated`",
+            f"{g['real_labelled_manipulated']} of {g['n_real']}",
+            "none",
+            g["real_labelled_manipulated"] == 0,
+        ),
+        (
+            "fakes labelled `authentic`",
+            f"{g['fake_labelled_authentic']} of {g['n_fake']} ({fa * 100:.0f} %)",
+            "at most 15 %",
+            fa <= 0.15,
+        ),
+        ("abstain rate", f"{ab * 100:.0f} %", "at most 50 %", ab <= 0.5),
+        (
+            "files not accepted",
+            f"{g['not_accepted']} of {g['n']}",
+            "none",
+            g["not_accepted"] == 0,
+        ),
+    ]
+
+
 def blind_kinds(kinds: dict[str, Any]) -> dict[str, str]:
     """The kinds the served models do not separate from real: kind -> why."""
     out = {}
@@ -301,6 +328,10 @@ def markdown(doc: dict[str, Any]) -> str:
             + "; ".join(f"{k} ({why})" for k, why in blind.items())
             + ".",
         ]
+    lines += ["", "## The targets of issue 10 (all items)", ""] + [
+        f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
+        for what, got, want, ok in targets(doc["kinds"]["all"])
+    ]
     lines += [
         "",
         "## Per detector and kind",

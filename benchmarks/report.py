@@ -80,9 +80,17 @@ def calibration_block(path: Path = ROOT / "dfd" / "calibration.json") -> str:
         f"`manipulated`, {fu['fake_labelled_authentic']} fakes labelled `authentic` "
         f"({f(fu['fake_labelled_authentic_rate'])}), {fu['inconclusive']} inconclusive "
         f"({f(fu['inconclusive_rate'])}).",
+        "",
     ]
+    for source, g in cv.get("fused_by_source", {}).items():
+        lines.append(
+            f"- Held out, `{source}` items only ({g['n']} scored): fused AUC {f(g['auc'])}, "
+            f"EER {f(g['eer'])}, ECE {f(g['ece'])}; {g['real_labelled_manipulated']} real "
+            f"labelled `manipulated`, {g['fake_labelled_authentic']} fakes `authentic`, "
+            f"{g['inconclusive']} inconclusive."
+        )
     for name, reason in doc.get("uncalibrated", {}).items():
-        lines.append(f"Not calibrated: {name} ({reason}).")
+        lines.append(f"- Not calibrated: {name} ({reason}).")
     return "\n".join(lines) + "\n\n(`dfd/calibration.json`)\n"
 
 

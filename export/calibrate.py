@@ -390,6 +390,13 @@ def cross_validate(
             [fused[i] for i in idx], [y[i] for i in idx], threshold, band
         )
     out["fused_by_kind"] = by_kind
+    # Per scores file (e.g. the wild set alone), held out all the same.
+    by_source: dict[str, dict[str, Any]] = {}
+    for source in dict.fromkeys(it.source for it in usable):
+        idx = [i for i, it in enumerate(usable) if it.source == source]
+        p_s, y_s = [fused[i] for i in idx], [y[i] for i in idx]
+        by_source[source] = _figures(p_s, y_s) | verdict_counts(p_s, y_s, threshold, band)
+    out["fused_by_source"] = by_source
     return out
 
 
