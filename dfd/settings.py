@@ -88,15 +88,23 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(86400, gt=0, description="How long results are kept.")
     failure_ttl_s: int = Field(7 * 86400, gt=0, description="How long failed jobs are kept.")
     job_monitoring_interval_s: int = Field(
-        30, gt=0, description="How often a worker heartbeats the job it runs."
+        5,
+        gt=0,
+        description="How often a worker heartbeats the job it runs (and, when busy, "
+        "checks whether its maintenance pass is due).",
     )
     job_heartbeat_grace_s: int = Field(
-        60, ge=1, description="Missed-heartbeat time after which a running job counts as abandoned."
+        10,
+        ge=1,
+        description="Missed-heartbeat time after which a running job counts as abandoned. "
+        "A killed worker's job is resolved within about monitoring interval + grace + "
+        "maintenance interval (20-25 s with the defaults).",
     )
     worker_maintenance_interval_s: int = Field(
-        60,
+        5,
         gt=0,
-        description="How often a worker recovers abandoned jobs and purges expired evidence.",
+        description="How often a worker recovers abandoned jobs, frees a dead worker's "
+        "scheduler lock and purges expired evidence.",
     )
 
     # --- gateway ----------------------------------------------------------------
@@ -261,6 +269,15 @@ class Settings(BaseSettings):
         None,
         description="OTLP/HTTP traces endpoint (http://collector:4318/v1/traces); unset: "
         "no traces are recorded or exported.",
+    )
+
+    # --- worker reliability ---------------------------------------------------------
+    worker_redis_outage_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a worker's Redis commands retry (backoff 0.1 s doubling to "
+        "1 s) before the worker gives up; a Redis restart shorter than this costs a "
+        "pause, not the worker.",
     )
 
     # --- derived paths ------------------------------------------------------------

@@ -1,81 +1,197 @@
 """``dfd worker``: one RQ worker process serving the ``high``, ``default`` and ``low`` queues.
 
-The worker runs rq's scheduler beside it (rq<3 needs it for retries with a delay),
-forks a work horse per job (a crash in a decoder kills the horse, not the worker), and
-recovers jobs whose worker died:
+:class:`DfdWorker` is rq's forking worker holding the worker's settings, built once in
+``main()``. It forks a work horse per job (a crash in a decoder kills the horse, not
+the worker); in the horse it gives the job a :class:`~dispatcher.jobs.WorkerContext`
+made there (the job runs as ``func(ctx, payload)``, see :class:`~dispatcher.jobs.DfdJob`).
+
+It runs rq's scheduler beside it (rq needs it for retries with a delay) and recovers
+jobs whose worker died:
 
 - the horse is killed (OOM, SIGKILL): the worker sees it at once; the job is retried
   while it has retries left, else failed with "worker died while processing";
 - the whole worker is killed: its job's heartbeat stops, and after
   ``job_heartbeat_grace_s`` the next maintenance pass of any live worker (every
-  ``worker_maintenance_interval_s``) finds it abandoned and retries or fails it the same
-  way. No job stays ``active`` forever while a worker runs.
+  ``worker_maintenance_interval_s``, busy or idle) finds it abandoned and retries or
+  fails it the same way. With the defaults that is within 30 s of the kill;
+- the worker held rq's scheduler lock: rq's lock outlives its holder by a minute, so
+  the maintenance pass frees a lock whose scheduler stopped heartbeating and a live
+  worker's scheduler takes it over: delayed retries stay on time.
+
+A job's input is released only after its outcome is recorded (see
+:mod:`dispatcher.jobs`). The worker's Redis connection retries with backoff for
+``worker_redis_outage_s``, so a Redis restart of a few seconds costs a pause, not the
+worker.
 
 The same maintenance pass, under a Redis lock so only one worker of many does it,
 purges expired evidence from the local store and deletes uploads no job will read
-(half-written by a gateway that died, or left by a job that no longer exists).
+(half-written by a gateway that died, or left by a job that no longer exists or is done).
 
-Jobs are JSON-serialised. A plain ``rq worker`` can run them too, given
-``--serializer rq.serializers.JSONSerializer --exception-handler
-dispatcher.jobs.handle_job_exception --with-scheduler``, but without the heartbeat
-grace, the upload sweep and the evidence purge.
+Jobs are JSON-serialised and take the context first, so a plain ``rq worker`` cannot
+run them: use ``dfd worker``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
+
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from rq import Queue, Worker
+from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
+from rq.serializers import JSONSerializer
 
 from dfd.settings import Settings
 from dfd.states import QUEUE_NAMES
+from dispatcher import jobs
 
 log = logging.getLogger(__name__)
 
 _PURGE_LOCK = "dfd:maintenance:purge"
+# rq's scheduler heartbeats every second; one silent this long has died.
+_SCHEDULER_DEAD_S = 10.0
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
-def _worker_class() -> Any:
-    from rq import Worker
+class DfdWorker(Worker):
+    """rq's forking worker with dfd's context, failure handling, heartbeat grace and
+    maintenance. Built by :func:`build_worker`."""
 
-    class DfdWorker(Worker):
-        """rq's forking worker with a configurable heartbeat grace and evidence purging."""
+    def __init__(self, queues: Any, *, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
+        kwargs.setdefault("exception_handlers", [partial(jobs.handle_job_exception, settings)])
+        kwargs.setdefault("work_horse_killed_handler", partial(jobs.handle_horse_killed, settings))
+        super().__init__(queues, job_class=jobs.DfdJob, **kwargs)
 
-        heartbeat_grace_s = 60
-        settings: Settings | None = None
+    # --- in the work horse ------------------------------------------------------------
 
-        def get_heartbeat_ttl(self, job: Any) -> int:
-            # rq adds a fixed 60 s to the monitoring interval; the grace decides how fast a
-            # dead worker's job is recovered, so it is a setting. The next heartbeat comes
-            # one monitoring interval later whatever time the job has left (rq kills a
-            # horse stuck past its timeout only at timeout + 60 s), so a shorter TTL near
-            # the timeout would let another worker take the live job for abandoned.
-            return self.job_monitoring_interval + self.heartbeat_grace_s
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        # Runs in the process that runs the job: its clients are made here, never shared
+        # across the fork.
+        if isinstance(job, jobs.DfdJob):
+            job.context_factory = partial(jobs.WorkerContext, self.settings)
+        return super().perform_job(job, queue)
 
-        def run_maintenance_tasks(self) -> None:
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        super().handle_job_success(job, queue, started_job_registry)
+        # Only now is the result in Redis (rq raises if the write failed): the input can go.
+        jobs.release_input(job, self.settings)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
+        # rq swallows a failed write of the failure; release the input only once Redis
+        # says the job failed for good (a retry will read it otherwise).
+        try:
+            final = job.get_status(refresh=True) == JobStatus.FAILED
+        except _REDIS_ERRORS:
+            return  # the maintenance sweep removes it once the job is done
+        if final:
+            jobs.release_input(job, self.settings)
+
+    # --- in the worker ----------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        # rq adds a fixed 60 s to the monitoring interval; the grace decides how fast a
+        # dead worker's job is recovered, so it is a setting. The next heartbeat comes
+        # one monitoring interval later whatever time the job has left (rq kills a
+        # horse stuck past its timeout only at timeout + 60 s), so a shorter TTL near
+        # the timeout would let another worker take the live job for abandoned.
+        return self.job_monitoring_interval + self.settings.job_heartbeat_grace_s
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        try:
+            super().maintain_heartbeats(job)
+        except _REDIS_ERRORS:
+            # Redis stayed away longer than the connection's retries: skip this beat (the
+            # TTL has a grace) rather than leave the horse running without its worker.
+            log.warning("heartbeat skipped: Redis unavailable", extra={"job_id": job.id})
+            return
+        # A busy worker recovers abandoned jobs too: with every worker busy, none would.
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            free_dead_scheduler_locks(self.connection, self.queue_names())
             super().run_maintenance_tasks()
-            if self.settings is not None:
-                purge_evidence(self.connection, self.settings)
+        except _REDIS_ERRORS:
+            log.warning("maintenance skipped: Redis unavailable")
+            self.last_cleaned_at = None
+            return
+        purge_evidence(self.connection, self.settings)
 
-    return DfdWorker
+
+class InProcessWorker(DfdWorker):
+    """A :class:`DfdWorker` that runs each job in its own process, without a fork (tests)."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        from rq.worker import WorkerStatus
+
+        self.prepare_execution(job)
+        self.perform_job(job, queue)
+        self.set_state(WorkerStatus.IDLE)
+
+
+def free_dead_scheduler_locks(
+    connection: Any, queue_names: Sequence[str], now: float | None = None
+) -> list[str]:
+    """Release the scheduler locks of ``queue_names`` whose scheduler stopped heartbeating.
+
+    rq's scheduler lock lives a minute past its last refresh; when the worker holding it
+    dies, no delayed retry of its queues is enqueued for up to that minute. The owner's
+    scheduler hash says when it last beat (every second); a lock whose owner is silent
+    for ``_SCHEDULER_DEAD_S`` is released (only if still that owner's), so the next
+    ``acquire_locks`` of a live worker takes it. Returns the queues released.
+    """
+    from rq.scheduler import SCHEDULER_KEY_TEMPLATE
+    from rq.utils import utcparse
+
+    now = time.time() if now is None else now
+    freed = []
+    for name in queue_names:
+        key = RQScheduler.get_locking_key(name)
+        owner = connection.get(key)
+        if not owner:
+            continue
+        owner = owner.decode() if isinstance(owner, bytes) else owner
+        beat = connection.hget(SCHEDULER_KEY_TEMPLATE % owner, "last_heartbeat")
+        if beat:
+            if now - utcparse(beat.decode()).timestamp() < _SCHEDULER_DEAD_S:
+                continue
+        elif connection.ttl(key) > 60 - _SCHEDULER_DEAD_S + 1:
+            continue  # a scheduler just taking the lock, before its first heartbeat
+        if release_lock(connection, key, owner):
+            freed.append(name)
+            log.info("freed the scheduler lock of a dead worker", extra={"queue": name})
+    return freed
 
 
 def sweep_uploads(connection: Any, settings: Settings, now: float | None = None) -> int:
     """Delete uploads no job will read: half-written ones from a gateway that died
-    mid-upload, and finished ones whose job no longer exists.
+    mid-upload, finished ones whose job no longer exists, and those of jobs that are done
+    (finished or failed) whose worker could not release them (Redis dropped just then).
 
     Each upload is named after its job id; a young file is left alone, since the gateway
     renames it just before it enqueues the job. Returns how many files were removed.
     """
-    import time
-
-    from rq.job import Job
-
     folder = settings.uploads_dir
     if not folder.is_dir():
         return 0
     now = time.time() if now is None else now
     grace_s = 2 * settings.request_timeout_s + 60
+    done = {JobStatus.FINISHED.value.encode(), JobStatus.FAILED.value.encode()}
     removed = 0
     for path in folder.iterdir():
         try:
@@ -85,7 +201,7 @@ def sweep_uploads(connection: Any, settings: Settings, now: float | None = None)
         if age < grace_s or not path.is_file():
             continue
         stem = path.name.split(".", 1)[0]
-        if path.suffix == ".part" or not connection.exists(Job.key_for(stem)):
+        if path.suffix == ".part" or connection.hget(Job.key_for(stem), "status") in (None, *done):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -116,29 +232,38 @@ def purge_evidence(connection: Any, settings: Settings) -> None:
         log.info("purged expired evidence", extra={"removed": removed})
 
 
+def redis_connection(settings: Settings) -> Redis:
+    """The worker's Redis client: each command retries with backoff (0.1 s doubling to
+    1 s) for about ``worker_redis_outage_s`` before the error reaches rq, which would
+    stop the worker."""
+    assert settings.redis_url
+    # 0.1 + 0.2 + 0.4 + 0.8 s, then 1 s a try.
+    retries = 4 + max(0, math.ceil(settings.worker_redis_outage_s - 1.5))
+    return Redis.from_url(
+        settings.redis_url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+
+
 def build_worker(
     settings: Settings,
     connection: Any,
     queues: Sequence[str] = QUEUE_NAMES,
     name: str | None = None,
-):
-    """An rq worker wired with dfd's exception handling, heartbeats and maintenance."""
-    from rq import Queue
-    from rq.serializers import JSONSerializer
-
-    from dispatcher import jobs
-
-    jobs.configure(settings)
-    worker_class = _worker_class()
-    worker_class.heartbeat_grace_s = settings.job_heartbeat_grace_s
-    worker_class.settings = settings
+    worker_class: type[DfdWorker] = DfdWorker,
+) -> DfdWorker:
+    """A worker wired with dfd's context, exception handling, heartbeats and maintenance."""
     return worker_class(
-        [Queue(q, connection=connection, serializer=JSONSerializer) for q in queues],
+        [
+            Queue(q, connection=connection, serializer=JSONSerializer, job_class=jobs.DfdJob)
+            for q in queues
+        ],
+        settings=settings,
         name=name,
         connection=connection,
         serializer=JSONSerializer,
-        exception_handlers=[jobs.handle_job_exception],
-        work_horse_killed_handler=jobs.handle_horse_killed,
         default_result_ttl=settings.result_ttl_s,
         job_monitoring_interval=settings.job_monitoring_interval_s,
         maintenance_interval=settings.worker_maintenance_interval_s,
@@ -156,22 +281,18 @@ def main(
     max_jobs: int | None = None,
 ) -> int:
     """Run one worker until stopped (or, with ``burst``, until the queues are empty)."""
-    from redis import Redis
-
     from dfd.errors import ConfigurationError
     from dfd.logs import configure_logging
     from dfd.tracing import setup_tracing
+    from dispatcher.cleanup import sweep_orphans
 
     configure_logging(settings)
     setup_tracing(settings, "dfd-worker")
     if not settings.redis_url:
         raise ConfigurationError("worker: expected DFD_REDIS_URL, got none; `dfd serve` sets it")
-    from dispatcher.cleanup import sweep_orphans
-
     # Temp folders of jobs whose worker was killed on this machine.
     sweep_orphans(settings)
-    connection = Redis.from_url(settings.redis_url)
-    worker = build_worker(settings, connection, queues, name)
+    worker = build_worker(settings, redis_connection(settings), queues, name)
     worker.work(
         burst=burst,
         with_scheduler=True,

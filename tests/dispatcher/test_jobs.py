@@ -1,7 +1,7 @@
 """dispatcher.jobs: failure classification, non-retry of input errors, upload clean-up.
 
-The rq parts run in-process on a real Redis with rq's ``SimpleWorker`` (no fork), wired
-with the same exception handler as ``dfd worker``; the end-to-end versions with real
+The rq parts run in-process on a real Redis with ``InProcessWorker`` (``dfd worker``'s
+class without the fork); the end-to-end versions with real
 worker processes are in ``test_worker.py``.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
@@ -21,13 +21,7 @@ from rq.timeouts import JobTimeoutException
 from dfd import errors
 from dispatcher import jobs
 from dispatcher.errors import StoreUnavailableError
-
-
-@pytest.fixture(autouse=True)
-def _fresh_job_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    # jobs.configure() sets module state (as dfd worker does once per process); undo it.
-    monkeypatch.setattr(jobs, "_settings", None)
-    monkeypatch.setattr(jobs, "_context", None)
+from dispatcher.worker import DfdWorker, InProcessWorker, build_worker
 
 
 @pytest.mark.unit
@@ -116,16 +110,10 @@ def test_delete_upload_only_touches_the_uploads_folder(tmp_path, make_settings) 
     assert outside.exists()
 
 
-def _queue_and_worker(redis, settings) -> tuple[Queue, SimpleWorker]:
+def _queue_and_worker(redis, settings) -> tuple[Queue, DfdWorker]:
     """The default queue and an in-process worker wired as ``dfd worker`` wires its own."""
-    jobs.configure(settings)
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker(
-        [queue],
-        connection=redis,
-        serializer=JSONSerializer,
-        exception_handlers=[jobs.handle_job_exception],
-    )
+    worker = build_worker(settings, redis, ["default"], worker_class=InProcessWorker)
     return queue, worker
 
 
@@ -281,7 +269,6 @@ def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
     from datetime import datetime, timedelta
 
     settings, path, payload = upload
-    jobs.configure(settings)
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
     job = queue.enqueue(
         "tests.dispatcher.jobfuncs.marker",
@@ -291,7 +278,7 @@ def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
         job_timeout=600,
     )
     job.started_at = datetime.now(UTC) - timedelta(seconds=running_s)
-    jobs.handle_horse_killed(job, 1234, signal.SIGKILL, None)
+    jobs.handle_horse_killed(settings, job, 1234, signal.SIGKILL, None)
     assert job.meta["error"]["type"] == expected
     assert job.should_retry is (expected == "worker-lost")
-    assert path.exists() is (expected == "worker-lost")
+    assert path.exists(), "the input is released only once the failure is recorded"
