@@ -33,8 +33,8 @@ import httpx
 from benchmarks.bench_stages import add_clip_arguments, build_clip, machine
 from benchmarks.machine import load_average
 from cli.demo import JobClient
-from dfd.settings import Settings
 from cli.stack import Stack
+from dfd.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-note", default="", help="what the baseline is (for the report)")
     args = parser.parse_args(argv)
 
-    from dfd.settings import Settings
     from cli.local_triton import LocalTriton
+    from dfd.settings import Settings
     from export.triton_repo import build_repository
 
     tmp = Path(tempfile.mkdtemp(prefix="dfd-bench-stages-"))

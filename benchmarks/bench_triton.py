@@ -451,8 +451,8 @@ def markdown(result: dict) -> str:
 
 
 def run_triton(args) -> int:
-    from dfd.settings import Settings
     from cli.local_triton import LocalTriton
+    from dfd.settings import Settings
     from export.triton_repo import RepositoryOptions, build_repository
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
@@ -549,8 +549,8 @@ def run_torch_cuda(args) -> int:
 
     # No tritonclient on this path (export.triton_repo needs it): the GPU image lacks it.
     from dfd.settings import Settings
-    from export.onnx_export import build_module
     from dfd.specs import spec
+    from export.onnx_export import build_module
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
     checkpoints = {

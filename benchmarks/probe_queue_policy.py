@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.bench_triton import _payloads
-    from dfd.settings import Settings
     from cli.local_triton import LocalTriton
+    from dfd.settings import Settings
     from export.triton_repo import build_repository
 
     settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()

@@ -1,7 +1,8 @@
 """One typed spec per served model: the single source of tensor names, shapes and dtypes.
 
-The ONNX export, every ``config.pbtxt``, the ensemble wiring and the dispatcher's
-requests are all derived from these objects; ``tests/export/test_specs.py`` checks that
+The ONNX export, every ``config.pbtxt``, the ensemble wiring (``dfd.ensemble``) and the
+dispatcher's requests are all derived from these objects; ``tests/export/test_registry.py``,
+``tests/export/test_triton_repo.py`` and ``tests/export/test_ensemble.py`` check that
 they agree. Imports nothing heavy: the dispatcher reads it.
 
 Dims exclude the batch axis for models with ``max_batch_size > 0`` (Triton's rule); ``-1``
@@ -207,26 +208,6 @@ SPECS: dict[str, ModelSpec] = {
         "available modalities, weights renormalised",
     ),
 }
-
-# The roles the ensemble composes, and the ensemble's own tensors. ``-1`` leading dims are
-# the per-video item counts (face crops, audio windows, lip-sync clips).
-ENSEMBLE_NAME = "deepfake_ensemble"
-ENSEMBLE_INPUTS = (
-    TensorSpec("faces", "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),
-    TensorSpec("audio", "FP32", (-1, AUDIO_SAMPLES)),
-    TensorSpec("lipsync_video", "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
-    TensorSpec("lipsync_mfcc", "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
-    TensorSpec("mask", "FP32", (3,)),
-    TensorSpec("weights", "FP32", (3,)),
-)
-ENSEMBLE_OUTPUTS = (
-    TensorSpec("confidence", "FP32", (1,)),
-    TensorSpec("modality_scores", "FP32", (3,)),
-    TensorSpec("visual_scores", "FP32", (-1, 1)),
-    TensorSpec("heatmaps", "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),
-    TensorSpec("audio_scores", "FP32", (-1, 1)),
-    TensorSpec("lipsync_scores", "FP32", (-1, 1)),
-)
 
 
 def spec(checkpoint: str) -> ModelSpec:

@@ -3,7 +3,7 @@
 Every item the ensemble scores covers a span of the video: a face crop the sampling
 interval of its frame, an audio window its ~4 s, a lip-sync clip its second. A timeline
 point (one per sampled frame) takes, per modality, the mean of the items overlapping its
-interval, and fuses them with :func:`ensemble_config.fusion.fuse`, the same rule the
+interval, and fuses them with :func:`dfd.fusion.fuse`, the same rule the
 ensemble applies to the whole video.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfd.fusion import fuse
 from dfd.states import MODALITY_ORDER, Label
-from ensemble_config.fusion import fuse
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 One request carries every item of a short video; a long one is cut into requests of at
 most ``settings.max_items_per_request`` items per modality, and the chunks' per-item scores
-are concatenated. The video's confidence is then recomputed with
-:func:`ensemble_config.fusion.fuse` over all items, which is exactly what the ensemble's
-fusion step computes for a single request; for one chunk the two agree (checked).
+are concatenated. The video's fused score is computed from them once, by
+``dispatcher.aggregate`` (:func:`dfd.fusion.fuse`, the rule the ensemble's fusion step
+also computes for callers of Triton). Tensors are addressed by their names in
+``dfd.ensemble``.
 
 A modality without items (no face, no audio, a silent track) is sent as one zero row with
 mask 0: the ensemble's composing models need at least one row, the fusion ignores it.
@@ -19,18 +20,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfd.ensemble import (
+    AUDIO,
+    AUDIO_SCORES,
+    ENSEMBLE_NAME,
+    ENSEMBLE_OUTPUTS,
+    FACES,
+    HEATMAPS,
+    LIPSYNC_MFCC,
+    LIPSYNC_SCORES,
+    LIPSYNC_VIDEO,
+    MASK,
+    VISUAL_SCORES,
+    WEIGHTS,
+)
+from dfd.ensemble import INPUTS as _IN
+from dfd.ensemble import OUTPUTS as _OUT
 from dfd.errors import UpstreamUnavailableError
 from dfd.features import audio_windows
 from dfd.settings import Settings
-from dfd.specs import (
-    AUDIO_RATE,
-    AUDIO_SAMPLES,
-    ENSEMBLE_INPUTS,
-    ENSEMBLE_NAME,
-    ENSEMBLE_OUTPUTS,
-    LIPSYNC_FPS,
-    LIPSYNC_FRAMES,
-)
+from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dfd.specs import spec as model_spec
 from dfd.states import MODALITY_ORDER
 from dispatcher.aggregate import ScoredItems
@@ -41,18 +50,9 @@ from dispatcher.faces import FaceResult, InferClient
 # judging noise, so those modalities are marked unused.
 SILENCE_DBFS = -50.0
 
-_IN = {t.name: t for t in ENSEMBLE_INPUTS}
-_OUT = {t.name: t for t in ENSEMBLE_OUTPUTS}
-_IN_FACES, _IN_AUDIO, _IN_LIP_V, _IN_LIP_A, _IN_MASK, _IN_WEIGHTS = (
-    t.name for t in ENSEMBLE_INPUTS
-)
-_OUT_CONF, _OUT_MOD, _OUT_VISUAL, _OUT_HEAT, _OUT_AUDIO, _OUT_LIP = (
-    t.name for t in ENSEMBLE_OUTPUTS
-)
-
 
 @dataclass(frozen=True)
-class ModelInputs:
+class VideoItems:
     """Every item of one video, per modality, with the time span each covers."""
 
     faces: np.ndarray  # [Nv, 3, FACE_SIZE, FACE_SIZE]
@@ -82,15 +82,11 @@ class InferenceOutput:
     Attributes:
         items: per modality the item scores with their spans (None: unused).
         heatmaps: ``[Nv, 8, 8]``, one per face crop.
-        confidence: fused over all items (:func:`fuse`).
-        modality_scores: per modality mean item score, NaN where unused.
         requests: how many ensemble requests were made.
     """
 
     items: dict[str, ScoredItems | None]
     heatmaps: np.ndarray
-    confidence: float
-    modality_scores: np.ndarray
     requests: int
 
 
@@ -118,7 +114,7 @@ def has_speech_level(audio: np.ndarray | None) -> bool:
     return audio is not None and audio.size > 0 and audio_energy_db(audio) > SILENCE_DBFS
 
 
-def build_inputs(media: DecodedMedia, faces: FaceResult, settings: Settings) -> ModelInputs:
+def build_inputs(media: DecodedMedia, faces: FaceResult, settings: Settings) -> VideoItems:
     """Stack the video's items per modality; an unusable modality gets zero items."""
     interval = 1.0 / settings.sample_fps
     if faces.crops:
@@ -126,21 +122,21 @@ def build_inputs(media: DecodedMedia, faces: FaceResult, settings: Settings) -> 
         t = [media.frames[c.frame_pos].time_s for c in faces.crops]
         face_spans = tuple((s, s + interval) for s in t)
     else:
-        face_arr, face_spans = _empty(_IN_FACES), ()
+        face_arr, face_spans = _empty(FACES), ()
     if has_speech_level(media.audio):
         assert media.audio is not None
         wins = audio_windows(media.audio, settings.audio_hop_s).astype(np.float32, copy=False)
         audio_spans = window_spans(media.audio.size, settings.audio_hop_s, len(wins))
     else:
-        wins, audio_spans = _empty(_IN_AUDIO), ()
+        wins, audio_spans = _empty(AUDIO), ()
     if faces.clips and len(audio_spans):
         lip_v = np.stack([c.video for c in faces.clips]).astype(np.float32, copy=False)
         lip_a = np.stack([c.mfcc for c in faces.clips]).astype(np.float32, copy=False)
         clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
         lip_spans = tuple((c.start_s, c.start_s + clip_s) for c in faces.clips)
     else:
-        lip_v, lip_a, lip_spans = _empty(_IN_LIP_V), _empty(_IN_LIP_A), ()
-    return ModelInputs(face_arr, face_spans, wins, audio_spans, lip_v, lip_a, lip_spans)
+        lip_v, lip_a, lip_spans = _empty(LIPSYNC_VIDEO), _empty(LIPSYNC_MFCC), ()
+    return VideoItems(face_arr, face_spans, wins, audio_spans, lip_v, lip_a, lip_spans)
 
 
 def max_items(settings: Settings) -> int:
@@ -154,7 +150,7 @@ def max_items(settings: Settings) -> int:
 
 
 def chunk_requests(
-    inputs: ModelInputs, weights: tuple[float, float, float], max_items: int
+    inputs: VideoItems, weights: tuple[float, float, float], max_items: int
 ) -> list[dict[str, np.ndarray]]:
     """The ensemble requests for ``inputs``: at most ``max_items`` rows per modality each.
 
@@ -162,23 +158,24 @@ def chunk_requests(
     none of a modality's items) and the same weights.
     """
     arrays = {
-        _IN_FACES: inputs.faces,
-        _IN_AUDIO: inputs.audio,
-        _IN_LIP_V: inputs.lipsync_video,
-        _IN_LIP_A: inputs.lipsync_mfcc,
+        FACES: inputs.faces,
+        AUDIO: inputs.audio,
+        LIPSYNC_VIDEO: inputs.lipsync_video,
+        LIPSYNC_MFCC: inputs.lipsync_mfcc,
     }
     counts = [len(inputs.faces), len(inputs.audio), len(inputs.lipsync_video)]
     chunks = max(1, *(-(-n // max_items) for n in counts))
-    w = np.asarray(weights, dtype=_IN[_IN_WEIGHTS].numpy_dtype)
+    w = np.asarray(weights, dtype=_IN[WEIGHTS].numpy_dtype)
     requests = []
     for c in range(chunks):
         lo, hi = c * max_items, (c + 1) * max_items
         req: dict[str, np.ndarray] = {}
         mask = []
+        # In MODALITY_ORDER, the order of the fusion mask and weights.
         for names, n in (
-            ((_IN_FACES,), counts[0]),
-            ((_IN_AUDIO,), counts[1]),
-            ((_IN_LIP_V, _IN_LIP_A), counts[2]),
+            ((FACES,), counts[0]),
+            ((AUDIO,), counts[1]),
+            ((LIPSYNC_VIDEO, LIPSYNC_MFCC), counts[2]),
         ):
             present = lo < n
             mask.append(1.0 if present else 0.0)
@@ -189,14 +186,14 @@ def chunk_requests(
                     else np.zeros((1, *_IN[name].dims[1:]), _IN[name].numpy_dtype)
                 )
                 req[name] = np.ascontiguousarray(part, dtype=_IN[name].numpy_dtype)
-        req[_IN_MASK] = np.asarray(mask, dtype=_IN[_IN_MASK].numpy_dtype)
-        req[_IN_WEIGHTS] = w
+        req[MASK] = np.asarray(mask, dtype=_IN[MASK].numpy_dtype)
+        req[WEIGHTS] = w
         requests.append(req)
     return requests
 
 
 def run_ensemble(
-    inputs: ModelInputs,
+    inputs: VideoItems,
     client: InferClient,
     settings: Settings,
     deadline_s: float | None = None,
@@ -215,18 +212,15 @@ def run_ensemble(
     Raises:
         UpstreamUnavailableError: Triton unreachable, or the deadline passed.
     """
-    from ensemble_config.fusion import fuse
-
     weights = settings.fusion_weights()
     requests = chunk_requests(inputs, weights, max_items(settings))
     started = time.monotonic()
     parts: dict[str, list[np.ndarray]] = {
-        _OUT_VISUAL: [],
-        _OUT_HEAT: [],
-        _OUT_AUDIO: [],
-        _OUT_LIP: [],
+        VISUAL_SCORES: [],
+        HEATMAPS: [],
+        AUDIO_SCORES: [],
+        LIPSYNC_SCORES: [],
     }
-    single: dict[str, np.ndarray] | None = None
     for i, req in enumerate(requests):
         if deadline_s is not None and time.monotonic() - started > deadline_s:
             raise UpstreamUnavailableError(
@@ -234,17 +228,14 @@ def run_ensemble(
                 f"({i} done)"
             )
         out = client.infer(ENSEMBLE_NAME, req, [t.name for t in ENSEMBLE_OUTPUTS])
-        single = out
-        mask = req[_IN_MASK]
-        if mask[0]:
-            parts[_OUT_VISUAL].append(np.asarray(out[_OUT_VISUAL]).reshape(-1))
-            parts[_OUT_HEAT].append(
-                np.asarray(out[_OUT_HEAT]).reshape(-1, *_OUT[_OUT_HEAT].dims[1:])
-            )
-        if mask[1]:
-            parts[_OUT_AUDIO].append(np.asarray(out[_OUT_AUDIO]).reshape(-1))
-        if mask[2]:
-            parts[_OUT_LIP].append(np.asarray(out[_OUT_LIP]).reshape(-1))
+        visual, audio, lipsync = (bool(m) for m in req[MASK])  # MODALITY_ORDER
+        if visual:
+            parts[VISUAL_SCORES].append(np.asarray(out[VISUAL_SCORES]).reshape(-1))
+            parts[HEATMAPS].append(np.asarray(out[HEATMAPS]).reshape(-1, *_OUT[HEATMAPS].dims[1:]))
+        if audio:
+            parts[AUDIO_SCORES].append(np.asarray(out[AUDIO_SCORES]).reshape(-1))
+        if lipsync:
+            parts[LIPSYNC_SCORES].append(np.asarray(out[LIPSYNC_SCORES]).reshape(-1))
         if progress is not None:
             progress((i + 1) / len(requests))
 
@@ -259,29 +250,17 @@ def run_ensemble(
         return ScoredItems(scores=scores, spans=spans)
 
     items = {
-        "visual": scored(_OUT_VISUAL, inputs.face_spans),
-        "audio": scored(_OUT_AUDIO, inputs.audio_spans),
-        "lipsync": scored(_OUT_LIP, inputs.lipsync_spans),
+        "visual": scored(VISUAL_SCORES, inputs.face_spans),
+        "audio": scored(AUDIO_SCORES, inputs.audio_spans),
+        "lipsync": scored(LIPSYNC_SCORES, inputs.lipsync_spans),
     }
-    modality_scores, confidence = fuse(
-        {k: (v.scores if v else None) for k, v in items.items()}, weights
-    )
-    if len(requests) == 1 and single is not None:
-        # One request: the server-side fusion saw exactly what fuse() saw.
-        served = float(np.asarray(single[_OUT_CONF]).reshape(-1)[0])
-        if any(inputs.mask) and abs(served - confidence) > 1e-4:
-            raise ValueError(
-                f"inference: {ENSEMBLE_NAME} fused confidence {served:.6f} differs from the reference {confidence:.6f}"
-            )
     heat = (
-        np.concatenate(parts[_OUT_HEAT])
-        if parts[_OUT_HEAT]
-        else np.zeros((0, *_OUT[_OUT_HEAT].dims[1:]), np.float32)
+        np.concatenate(parts[HEATMAPS])
+        if parts[HEATMAPS]
+        else np.zeros((0, *_OUT[HEATMAPS].dims[1:]), np.float32)
     )
     return InferenceOutput(
         items=items,
         heatmaps=heat.astype(np.float32),
-        confidence=float(confidence),
-        modality_scores=modality_scores,
         requests=len(requests),
     )

@@ -26,6 +26,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ITEM_ROLES
 from dfd.errors import (
     ConfigurationError,
     DfdError,
@@ -33,16 +34,8 @@ from dfd.errors import (
     InternalError,
     UpstreamUnavailableError,
 )
-from dfd.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, SPECS, TensorSpec
+from dfd.specs import SPECS, TensorSpec
 
-# Ensemble inputs whose leading item axis becomes a composing model's batch axis, so the
-# composing model's max_batch_size bounds it (see ensemble_config.ensemble).
-_ENSEMBLE_ITEM_ROLES = {
-    "faces": "visual",
-    "audio": "audio",
-    "lipsync_video": "lipsync",
-    "lipsync_mfcc": "lipsync",
-}
 _MAX_BACKOFF_S = 5.0
 
 
@@ -68,7 +61,7 @@ def known_models() -> dict[str, ModelInputs]:
     for s in SPECS.values():
         # Checkpoints sharing a role share its tensors; the first one describes the role.
         models.setdefault(s.name, ModelInputs({t.name: t for t in s.inputs}, s.max_batch_size, {}))
-    limits = {name: models[role].max_batch_size for name, role in _ENSEMBLE_ITEM_ROLES.items()}
+    limits = {name: models[role].max_batch_size for name, role in ITEM_ROLES.items()}
     models[ENSEMBLE_NAME] = ModelInputs({t.name: t for t in ENSEMBLE_INPUTS}, 0, limits)
     return models
 

@@ -10,16 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DFD_DATA_DIR=/var/lib/dfd
 
-# libmagic: the upload check by magic bytes (python-magic).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libmagic1 \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
 
 # The gateway's share of pyproject.toml's dependencies (until they are split into extras).
 RUN pip install \
       "pydantic>=2.6" "pydantic-settings>=2.2" \
-      "fastapi>=0.110" "uvicorn[standard]>=0.27" "python-multipart>=0.0.9" "python-magic>=0.4.27" \
+      "fastapi>=0.110" "uvicorn[standard]>=0.27" "python-multipart>=0.0.9" \
       "redis>=5" "hiredis>=2" "rq>=1.16,<3" "prometheus-client>=0.20" "httpx>=0.27" \
       "opentelemetry-api>=1.25" "opentelemetry-sdk>=1.25" "opentelemetry-exporter-otlp-proto-http>=1.25"
 

@@ -13,10 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DFD_DATA_DIR=/var/lib/dfd
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libmagic1 \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
 
 # The CPU build of torch (a fraction of the size of the default CUDA one); export needs no GPU.
 ARG TORCH_VERSION=2.13.0

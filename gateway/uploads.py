@@ -3,7 +3,8 @@
 The body is parsed incrementally (python-multipart's streaming parser) as it arrives, so
 memory stays bounded whatever the size: at most one socket chunk plus a small write
 buffer per upload. The size cap is enforced on every chunk, and the container type is
-checked by magic bytes (libmagic) on the first bytes of the file, so an oversized or
+checked by magic bytes (``dfd.sniff``, the sniffer the worker's probe uses too) on the
+first bytes of the file, so an oversized or
 wrong upload is refused as soon as that is known, not after the whole body arrived.
 The file is written as ``<job id>.part`` and renamed when complete; on any refusal it
 is deleted.
@@ -17,39 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import magic
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from dfd.errors import TooLargeError, UnsupportedMediaError
+from dfd.sniff import HEAD_BYTES, Sniffed, sniff
 from gateway.errors import InvalidRequestError
 
 FIELD = b"file"
-# libmagic identifies every supported container from its first few KiB.
-SNIFF_BYTES = 8192
+SNIFF_BYTES = HEAD_BYTES
 # Multipart framing and small extra fields allowed on top of the file size cap.
 BODY_OVERHEAD_BYTES = 1 << 20
 # Disk writes are batched and done off the event loop.
 WRITE_BUFFER_BYTES = 1 << 20
-
-# Supported containers by the MIME type libmagic reports, and the suffix the file gets.
-VIDEO_TYPES: dict[str, str] = {
-    "video/mp4": ".mp4",
-    "video/quicktime": ".mov",
-    "video/x-m4v": ".m4v",
-    "video/webm": ".webm",
-    "video/x-matroska": ".mkv",
-    "video/x-msvideo": ".avi",
-    "video/avi": ".avi",
-    "video/mpeg": ".mpg",
-    "video/mp2t": ".ts",
-    "video/MP2T": ".ts",
-    "video/x-flv": ".flv",
-    "video/3gpp": ".3gp",
-    "video/3gpp2": ".3g2",
-    "video/ogg": ".ogv",
-    "application/ogg": ".ogv",
-}
 
 
 @dataclass(frozen=True)
@@ -60,31 +41,19 @@ class SavedUpload:
     mime: str
 
 
-def _is_mpeg_ts(head: bytes) -> bool:
-    # libmagic has no rule for MPEG transport streams: the sync byte 0x47 repeats every
-    # 188 bytes (192 in M2TS, after a 4-byte timestamp).
-    for size, offset in ((188, 0), (192, 4)):
-        positions = [offset + i * size for i in range(4)]
-        if positions[-1] < len(head) and all(head[p] == 0x47 for p in positions):
-            return True
-    return False
-
-
-def sniff_container(head: bytes) -> str:
-    """The MIME type of a supported video container, from the file's first bytes.
+def sniff_container(head: bytes) -> Sniffed:
+    """The video container the file's first bytes name.
 
     Raises:
-        UnsupportedMediaError: anything else.
+        UnsupportedMediaError: anything that cannot hold video.
     """
-    mime = magic.from_buffer(head, mime=True)
-    if mime in VIDEO_TYPES:
-        return mime
-    if _is_mpeg_ts(head):
-        return "video/mp2t"
-    raise UnsupportedMediaError(
-        "upload: expected a video container (mp4, mov, m4v, webm, mkv, avi, mpeg-ps/ts, flv, 3gp, ogg), "
-        f"got {mime}"
-    )
+    sniffed = sniff(head)
+    if not sniffed.may_hold_video or sniffed.mime is None:
+        raise UnsupportedMediaError(
+            "upload: expected a video container (mp4, mov, webm, mkv, avi, mpeg-ps/ts, flv, "
+            f"3gp, ogg, asf, y4m), got {sniffed.detail}"
+        )
+    return sniffed
 
 
 def _safe_filename(raw: bytes | None) -> str | None:
@@ -181,7 +150,7 @@ async def receive_upload(
     dest_dir.mkdir(parents=True, exist_ok=True)
     part_path = dest_dir / f"{stem}.part"
     head = bytearray()
-    mime: str | None = None
+    sniffed: Sniffed | None = None
     body_bytes = 0
     out = None
     done = False
@@ -203,10 +172,10 @@ async def receive_upload(
                 raise TooLargeError(
                     f"upload: expected a file of at most {max_bytes} bytes, got more"
                 )
-            if mime is None and receiver.pending_bytes:
+            if sniffed is None and receiver.pending_bytes:
                 head.extend(receiver.take())
                 if len(head) >= SNIFF_BYTES or receiver.file_done:
-                    mime = sniff_container(bytes(head))
+                    sniffed = sniff_container(bytes(head))
                     await anyio.to_thread.run_sync(out.write, bytes(head))
             elif receiver.pending_bytes >= WRITE_BUFFER_BYTES:
                 await anyio.to_thread.run_sync(out.write, receiver.take())
@@ -220,17 +189,17 @@ async def receive_upload(
             raise InvalidRequestError("upload: expected a multipart field named 'file', got none")
         if receiver.size == 0:
             raise InvalidRequestError("upload: expected a non-empty file, got 0 bytes")
-        if mime is None:
+        if sniffed is None:
             head.extend(receiver.take())
-            mime = sniff_container(bytes(head))
+            sniffed = sniff_container(bytes(head))
             await anyio.to_thread.run_sync(out.write, bytes(head))
         if receiver.pending_bytes:
             await anyio.to_thread.run_sync(out.write, receiver.take())
         await anyio.to_thread.run_sync(out.close)
-        final = dest_dir / f"{stem}{VIDEO_TYPES[mime]}"
+        final = dest_dir / f"{stem}{sniffed.suffix}"
         os.replace(part_path, final)
         done = True
-        return SavedUpload(final, receiver.filename, receiver.size, mime)
+        return SavedUpload(final, receiver.filename, receiver.size, sniffed.mime or "")
     finally:
         if out is not None and not out.closed:
             out.close()

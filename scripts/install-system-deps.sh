@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Installs the few system programs dfd needs that PyPI does not ship:
-#   libmagic  (python-magic: the gateway's magic-byte check)
 #   ffmpeg    (tests and benchmarks build their media with it)
 #   espeak-ng (tests make synthetic speech to dub clips with)
 # Uses apt-get as root or through sudo; elsewhere it says what is missing and carries on.
@@ -8,7 +7,6 @@ set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
-ldconfig -p 2>/dev/null | grep -q 'libmagic\.so\.1' || missing+=(libmagic1)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""
@@ -21,4 +19,4 @@ if command -v apt-get >/dev/null 2>&1; then
     exit 0
   fi
 fi
-echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng libmagic on macOS)" >&2
+echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng on macOS)" >&2

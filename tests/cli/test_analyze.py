@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from cli.analyze import ProgressPrinter, parse_weights
 from cli.main import main
 from dfd.schemas import Result
-from cli.analyze import ProgressPrinter, parse_weights
 
 
 @pytest.mark.unit

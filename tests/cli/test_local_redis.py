@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dfd.errors import UpstreamUnavailableError
 from cli.local_redis import LocalRedis
+from dfd.errors import UpstreamUnavailableError
 
 
 @pytest.mark.integration

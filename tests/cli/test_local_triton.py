@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from cli.local_triton import LocalTriton
+from dfd.errors import ConfigurationError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ import httpx
 import psutil
 import pytest
 
+from cli.stack import Endpoints, describe, gateway_url, repository_ready
 from dfd.ports import free_port
 from dfd.settings import Settings
-from cli.stack import Endpoints, describe, gateway_url, repository_ready
 from export.triton_repo import STAMP_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,8 +261,8 @@ def test_a_gateway_port_in_use_is_refused_before_anything_starts(tmp_path: Path)
     """Another server on the port would answer /healthz and pass for our gateway."""
     import socket
 
-    from dfd.errors import ConfigurationError
     from cli.stack import Stack
+    from dfd.errors import ConfigurationError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

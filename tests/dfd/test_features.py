@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dfd.features import audio_windows, mfcc, pad_repeat
-from export.samples import read_audio
 from dfd.specs import AUDIO_SAMPLES
+from export.samples import read_audio
 
 pytestmark = pytest.mark.unit
 

@@ -51,3 +51,24 @@ def test_random_bytes_are_unknown_and_say_how_they_start():
     head = b"\x13\x37" + os.urandom(510)
     got = sniff(head)
     assert got.kind == "unknown" and "13 37" in got.detail
+
+
+@pytest.mark.parametrize(
+    ("head", "mime", "suffix"),
+    [
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "video/webm", ".webm"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska", "video/x-matroska", ".mkv"),
+        (b"\0\0\0\x20ftypisom\0\0\2\0", "video/mp4", ".mp4"),
+        (b"\0\0\1\xba\x44\0\4\0", "video/mpeg", ".mpg"),
+        (b"%PDF-1.7\n", None, ".bin"),
+    ],
+)
+def test_media_type_and_suffix_a_stored_copy_gets(head, mime, suffix):
+    got = sniff(head)
+    assert (got.mime, got.suffix) == (mime, suffix)
+
+
+def test_a_lone_sync_byte_is_not_a_transport_stream():
+    # One 0x47 at offset 0 with no second packet is not enough to call it MPEG-TS.
+    assert sniff(b"G" + b"x" * 100).kind == "text"
+    assert sniff(b"\x47" + b"\xff" * 187 + b"\x46" + b"\0" * 10).kind != "mpeg-ts"

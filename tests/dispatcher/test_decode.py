@@ -10,9 +10,9 @@ import pytest
 
 from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
 from dfd.settings import Settings
+from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
 from dispatcher import decode as decode_mod
 from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
-from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
 from tests.fixtures.media import with_display_rotation
 
 VIDEOS = [

@@ -11,6 +11,7 @@ from PIL import Image
 
 from dfd.schemas import Evidence
 from dfd.settings import Settings
+from dfd.specs import FACE_SIZE, HEATMAP_SIZE
 from dispatcher.aggregate import SecondScore
 from dispatcher.decode import DecodedMedia, SampledFrame
 from dispatcher.evidence import (
@@ -21,7 +22,6 @@ from dispatcher.evidence import (
     timeline_points,
 )
 from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult
-from dfd.specs import FACE_SIZE, HEATMAP_SIZE
 
 pytestmark = pytest.mark.unit
 

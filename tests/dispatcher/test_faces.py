@@ -10,6 +10,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from dfd.settings import Settings
+from dfd.specs import (
+    DETECTOR_SIZE,
+    FACE_SIZE,
+    LIPSYNC_FRAMES,
+    LIPSYNC_SIZE,
+    MFCC_COEFFS,
+    MFCC_PER_FRAME,
+)
 from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame, decode
 from dispatcher.faces import (
     LIGHT_ASD_PAD_GREY,
@@ -26,14 +34,6 @@ from dispatcher.faces import (
     lipsync_crop,
     select_faces,
     visual_crop,
-)
-from dfd.specs import (
-    DETECTOR_SIZE,
-    FACE_SIZE,
-    LIPSYNC_FRAMES,
-    LIPSYNC_SIZE,
-    MFCC_COEFFS,
-    MFCC_PER_FRAME,
 )
 
 

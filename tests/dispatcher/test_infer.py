@@ -5,31 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS
 from dfd.errors import UpstreamUnavailableError
+from dfd.fusion import fuse
 from dfd.settings import Settings
-from dispatcher.decode import DecodedMedia, SampledFrame
-from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult, LipsyncClip
-from dispatcher.infer import (
-    ModelInputs,
-    build_inputs,
-    chunk_requests,
-    has_speech_level,
-    run_ensemble,
-    window_spans,
-)
-from ensemble_config.fusion import fuse
 from dfd.specs import (
     AUDIO_RATE,
     AUDIO_SAMPLES,
-    ENSEMBLE_INPUTS,
-    ENSEMBLE_NAME,
-    ENSEMBLE_OUTPUTS,
     FACE_SIZE,
     HEATMAP_SIZE,
     LIPSYNC_FRAMES,
     LIPSYNC_SIZE,
     MFCC_COEFFS,
     MFCC_PER_FRAME,
+)
+from dispatcher.decode import DecodedMedia, SampledFrame
+from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult, LipsyncClip
+from dispatcher.infer import (
+    VideoItems,
+    build_inputs,
+    chunk_requests,
+    has_speech_level,
+    run_ensemble,
+    window_spans,
 )
 
 pytestmark = pytest.mark.unit
@@ -80,9 +78,9 @@ class FakeEnsemble:
         return {k: out[k] for k in (outputs or [t.name for t in ENSEMBLE_OUTPUTS])}
 
 
-def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> ModelInputs:
+def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> VideoItems:
     rng = np.random.default_rng(seed)
-    return ModelInputs(
+    return VideoItems(
         faces=rng.random((nv, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32),
         face_spans=tuple((float(i), i + 1.0) for i in range(nv)),
         audio=(rng.standard_normal((na, AUDIO_SAMPLES)) * rng.random((na, 1)) * 0.3).astype(
@@ -130,19 +128,18 @@ def test_chunked_result_equals_one_request():
     for m in ("visual", "audio", "lipsync"):
         assert np.allclose(one.items[m].scores, many.items[m].scores)
         assert one.items[m].spans == many.items[m].spans
-    assert many.confidence == pytest.approx(one.confidence, abs=1e-6)
     assert many.heatmaps.shape == (9, HEATMAP_SIZE, HEATMAP_SIZE)
-    # the single request's fused confidence (server side) equals the reference
+    # fusing the chunks' items is what the server's fusion step computes for one request
     served = FakeEnsemble().infer(ENSEMBLE_NAME, chunk_requests(inputs, weights, 32)[0])[
         "confidence"
     ][0]
-    assert one.confidence == pytest.approx(float(served), abs=1e-6)
+    _, fused = fuse({m: many.items[m].scores for m in ("visual", "audio", "lipsync")}, weights)
+    assert fused == pytest.approx(float(served), abs=1e-6)
 
 
 def test_no_items_at_all_is_inconclusive_signal():
     out = run_ensemble(make_inputs(0, 0, 0), FakeEnsemble(), Settings())
     assert out.items == {"visual": None, "audio": None, "lipsync": None}
-    assert out.confidence == 0.5
     assert out.heatmaps.shape == (0, HEATMAP_SIZE, HEATMAP_SIZE)
 
 

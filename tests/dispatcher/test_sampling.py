@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from dfd.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
 from dispatcher.sampling import (
     NearestSampler,
     clip_starts,
@@ -14,7 +15,6 @@ from dispatcher.sampling import (
     nearest_indices,
     sample_times,
 )
-from dfd.specs import LIPSYNC_FPS, LIPSYNC_FRAMES
 
 pytestmark = pytest.mark.unit
 

@@ -11,11 +11,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from cli.local_triton import LocalTriton
 from dfd.errors import ConfigurationError, InputError, UpstreamUnavailableError
 from dfd.ports import free_port
 from dispatcher import triton_client as tc
 from dispatcher.triton_client import TritonClient
-from cli.local_triton import LocalTriton
 from export.triton_repo import role_specs
 from tests.export import model_inputs
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from dfd.jobid import new_job_id
 from cli.local_redis import LocalRedis
+from dfd.jobid import new_job_id
 from dfd.schemas import JobPayload, JobSource
 from gateway.queue import JobQueue
 from tests.dispatcher.jobfuncs import marker

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from cli.demo import JobClient
+from cli.stack import Stack
 from dfd.schemas import Result
 from dfd.settings import Settings
-from cli.stack import Stack
 from tests.dispatcher.media_server import serve_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

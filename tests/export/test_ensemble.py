@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, WIRING, check_wiring
 from dfd.errors import ConfigurationError, InputError
-from ensemble_config.ensemble import ENSEMBLE_HEADER, WIRING, check_wiring, ensemble_config
-from dfd.specs import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, TensorSpec
+from dfd.specs import TensorSpec
+from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
 from export.triton_repo import parse, role_specs
 from tests.export import model_inputs
 
@@ -129,7 +130,7 @@ def test_ensemble_matches_onnxruntime_on_real_media(triton, media_dir, mask):
         assert got[name].shape == value.shape, name
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     # The fused confidence ignores a masked modality: the same as fusing the other two.
-    from ensemble_config.fusion import fuse
+    from dfd.fusion import fuse
 
     used = {
         m: got[f"{m}_scores"]

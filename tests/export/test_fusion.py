@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble_config.fusion import NO_SIGNAL_CONFIDENCE, fuse
+from dfd.fusion import NO_SIGNAL_CONFIDENCE, fuse
 from export.onnx_export import run_onnx
 
 pytestmark = pytest.mark.unit

@@ -10,8 +10,8 @@ import pytest
 
 from dfd.errors import InternalError
 from dfd.settings import Settings
-from export.onnx_export import OPSET, check_against_spec, export_all, onnx_signature, run_onnx
 from dfd.specs import SPECS, TensorSpec, spec
+from export.onnx_export import OPSET, check_against_spec, export_all, onnx_signature, run_onnx
 
 pytestmark = pytest.mark.unit
 

@@ -1,8 +1,9 @@
 import pytest
 
+from dfd.ensemble import ENSEMBLE_INPUTS
 from dfd.errors import ConfigurationError
+from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER
-from dfd.specs import ENSEMBLE_INPUTS, SPECS, spec
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
+from dfd.ensemble import ENSEMBLE_NAME
+from dfd.specs import ModelSpec
 from export import triton_repo
-from dfd.specs import ENSEMBLE_NAME, ModelSpec
 from export.triton_repo import (
     HOST_FILE,
     ROLES,

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.onnx_export import verify
 from dfd.yunet_post import nms, select
+from export.onnx_export import verify
 
 pytestmark = pytest.mark.unit
 
