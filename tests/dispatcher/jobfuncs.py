@@ -102,3 +102,22 @@ def stuck_once_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any
     if job.meta["attempt"] == 1:
         time.sleep(120)
     return result(payload["job_id"], job.meta["attempt"])
+
+
+def go_file(job_id: str, data_dir: Path) -> Path:
+    """The file that lets a `returns_when_told` job return."""
+    return data_dir / f"{job_id}.go"
+
+
+def returns_when_told(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reads its upload, writes its marker, and on its first attempt returns only once
+    the test creates its go file (so the test can pause Redis first: rq's write of the
+    result then blocks, and the test kills the horse in that window)."""
+    job = _start(payload)
+    data_dir = ctx.settings.data_dir
+    marker(payload["job_id"], data_dir).write_text(f"{job.meta['attempt']} {os.getpid()}")
+    if job.meta["attempt"] == 1:
+        deadline = time.monotonic() + 60
+        while not go_file(payload["job_id"], data_dir).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return result(payload["job_id"], job.meta["attempt"])
