@@ -219,6 +219,8 @@ _SERVICE_MESSAGES = {
     "upstream-unavailable": "a service the job needs was unavailable",
     "configuration": "the service is misconfigured",
     "upload-lost": "the service lost the uploaded file; upload it again",
+    "probe-killed": "the media prober was stopped by the service (not by the file)",
+    "out-of-memory": "the worker ran out of memory",
 }
 _SERVICE_MESSAGE = "internal error"
 

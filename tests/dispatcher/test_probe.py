@@ -197,3 +197,108 @@ def test_audio_outlasting_the_video_is_not_truncation(media_dir, settings, tmp_p
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(CorruptMediaError, match="truncated"):
         timed_probe(cut, settings)
+
+
+class _ProbeKiller:
+    """Kills the probe children of this process with ``sig`` as soon as they run the
+    probe (the first ``times`` of them), as the OOM killer or a crash would."""
+
+    def __init__(self, sig: int, times: int) -> None:
+        import threading
+
+        self.sig, self.times, self.killed = sig, times, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        seen: set[int] = set()
+        while not self._stop.is_set() and self.killed < self.times:
+            for child in me.children():
+                try:
+                    if child.pid in seen or "dispatcher.probe" not in child.cmdline():
+                        continue
+                    os.kill(child.pid, self.sig)
+                except (psutil.Error, ProcessLookupError):
+                    continue
+                seen.add(child.pid)
+                self.killed += 1
+            time.sleep(0.002)
+
+    def __enter__(self) -> "_ProbeKiller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def test_a_probe_killed_once_from_outside_is_tried_again(media_dir, settings):
+    """A valid clip whose demuxer is SIGKILLed once (an OOM kill, a restart) still probes."""
+    import signal
+
+    with _ProbeKiller(signal.SIGKILL, times=1) as killer:
+        info = probe(media_dir / "grid" / CLIP, settings)
+    assert killer.killed == 1
+    assert info.frame_count > 0
+
+
+def test_a_probe_killed_from_outside_twice_is_transient_not_the_file_s_fault(media_dir, settings):
+    import signal
+
+    from dfd.errors import InputError, TransientError
+    from dispatcher.errors import ProbeKilledError
+
+    with _ProbeKiller(signal.SIGKILL, times=2) as killer, pytest.raises(ProbeKilledError) as info:
+        probe(media_dir / "grid" / CLIP, settings)
+    assert killer.killed == 2
+    assert isinstance(info.value, TransientError) and not isinstance(info.value, InputError)
+    assert "SIGKILL" in str(info.value) and "not by the file" in str(info.value)
+
+
+def test_a_demuxer_that_crashes_twice_is_refused_as_hostile(media_dir, settings):
+    import signal
+
+    with _ProbeKiller(signal.SIGSEGV, times=2) as killer, pytest.raises(CorruptMediaError) as info:
+        probe(media_dir / "grid" / CLIP, settings)
+    assert killer.killed == 2
+    assert "SIGSEGV" in str(info.value) and "twice" in str(info.value)
+
+
+def test_out_of_memory_kills_are_named_and_blamed_where_they_belong() -> None:
+    import signal
+
+    from dfd.errors import InputError, TransientError
+    from dispatcher.errors import ProbeOutOfMemoryError
+    from dispatcher.probe import _Killed, killed_error
+
+    limit = 1_000_000_000
+    # SIGKILLed with its memory at its own limit: the file needs too much of it.
+    at_limit = killed_error("a.mp4", _Killed(signal.SIGKILL, 2.0, 950_000_000, True), limit)
+    assert isinstance(at_limit, CorruptMediaError)
+    assert "out of memory" in str(at_limit)
+    # The kernel's OOM killer, well below its limit: the worker's machine is short.
+    kernel = killed_error("a.mp4", _Killed(signal.SIGKILL, 2.0, 80_000_000, True), limit)
+    assert isinstance(kernel, ProbeOutOfMemoryError) and isinstance(kernel, TransientError)
+    assert not isinstance(kernel, InputError)
+    assert kernel.type == "out-of-memory" and "OOM killer" in str(kernel)
+    # Its CPU limit (RLIMIT_CPU): the file made it spin.
+    cpu = killed_error("a.mp4", _Killed(signal.SIGXCPU, 16.0, 80_000_000, False), limit)
+    assert isinstance(cpu, ProbeTimeoutError)
+
+
+def test_the_oom_kill_counter_is_read_where_the_cgroup_shows_it() -> None:
+    from pathlib import Path
+
+    from dispatcher.probe import oom_kills
+
+    readable = any(
+        Path(p).exists()
+        for p in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+    )
+    count = oom_kills()
+    assert (count is not None) is readable
+    assert count is None or count >= 0
