@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from functools import partial
 from typing import Any
 
 
@@ -14,6 +15,7 @@ def _handle(args: argparse.Namespace) -> int:
 
     from cli.local_redis import LocalRedis
     from dfd.settings import Settings
+    from gateway.protocol import GuardedHttpToolsProtocol, HeadLimits
 
     settings = Settings()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
@@ -32,7 +34,8 @@ def _handle(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            http="httptools",
+            # httptools with limits on each request's head (431 / 408).
+            http=partial(GuardedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),  # type: ignore[arg-type]
             loop="uvloop",
             access_log=False,
             timeout_keep_alive=30,

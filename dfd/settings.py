@@ -280,6 +280,23 @@ class Settings(BaseSettings):
         "pause, not the worker.",
     )
 
+    # --- gateway HTTP limits --------------------------------------------------------
+    gateway_max_header_count: int = Field(
+        100, gt=0, description="Header lines one request may carry; more is answered 431."
+    )
+    gateway_max_header_bytes: int = Field(
+        32768,
+        gt=0,
+        description="Bytes of request line and headers one request may carry; more is "
+        "answered 431 (counted as they arrive, so a huge header is not buffered).",
+    )
+    gateway_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds from a request's first byte until its headers must be "
+        "complete; a slower client is answered 408 and disconnected.",
+    )
+
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys")
     @classmethod
