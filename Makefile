@@ -33,16 +33,18 @@ demo: setup
 	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=<path or URL>"; exit 2; }
 	$(BIN)/dfd demo "$(VIDEO)"
 
-# The suite, then lint and types: CI runs exactly this.
+# The suite, then lint, the import contracts of the floors and types: CI runs exactly this.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -9,11 +9,12 @@ import sys
 from functools import partial
 from typing import Any
 
+from cli.local_redis import start_redis
+
 
 def _handle(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cli.local_redis import LocalRedis
     from dfd.settings import Settings
     from gateway.protocol import GuardedHttpToolsProtocol, HeadLimits
 
@@ -21,12 +22,10 @@ def _handle(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
     # the local Redis below is stopped (and its AOF flushed) instead of left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    local = None
-    if not settings.redis_url:
-        # No Redis configured: run one under data_dir, as `dfd serve` does. The URL goes to
-        # the environment so each uvicorn worker process builds the same settings.
-        local = LocalRedis(settings.data_dir / "redis").start()
-        os.environ["DFD_REDIS_URL"] = local.url
+    # No Redis configured: run one under data_dir, as `dfd serve` does. The URL goes to
+    # the environment so each uvicorn worker process builds the same settings.
+    url, local = start_redis(settings, lambda line: print(f"dfd gateway: {line}", file=sys.stderr))
+    os.environ["DFD_REDIS_URL"] = url
     try:
         uvicorn.run(
             "gateway.app:app_from_env",

@@ -25,8 +25,8 @@ from dfd.schemas import Evidence, TimelinePoint
 from dfd.settings import Settings
 from dfd.specs import FACE_SIZE
 from dispatcher.aggregate import SecondScore, suspicious_order
-from dispatcher.decode import DecodedMedia
 from dispatcher.faces import FaceCrop, FaceResult
+from dispatcher.media import DecodedMedia
 
 THUMB_MAX_SIDE = 640
 JPEG_QUALITY = 85

@@ -41,7 +41,7 @@ from dfd.specs import (
 )
 from dfd.specs import spec as model_spec
 from dfd.yunet_post import select
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 from dispatcher.sampling import frame_duration_s
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)

@@ -43,8 +43,8 @@ from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dfd.specs import spec as model_spec
 from dfd.states import MODALITY_ORDER
 from dispatcher.aggregate import ScoredItems
-from dispatcher.decode import DecodedMedia, audio_energy_db
 from dispatcher.faces import FaceResult, InferClient
+from dispatcher.media import DecodedMedia, audio_energy_db
 
 # Below this level a track is silence (or hum): the audio and lip-sync models would be
 # judging noise, so those modalities are marked unused.

@@ -25,6 +25,14 @@ from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
+from dispatcher.aggregate import timeline, verdict
+from dispatcher.cleanup import job_workspace
+from dispatcher.decode import decode
+from dispatcher.evidence import build_evidence
+from dispatcher.faces import find_faces
+from dispatcher.fetch import fetch
+from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
+from dispatcher.probe import probe
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +139,6 @@ def analyze(
         ConfigurationError: the service is set up wrongly.
         InternalError: a bug, with the stage it happened in.
     """
-    from dispatcher.aggregate import timeline, verdict
-    from dispatcher.cleanup import job_workspace
-    from dispatcher.decode import decode
-    from dispatcher.evidence import build_evidence
-    from dispatcher.faces import find_faces
-    from dispatcher.fetch import fetch
-    from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
-    from dispatcher.probe import probe
-
     job_id = job_id or uuid.uuid4().hex
     started = time.monotonic()
     stages = _Stages(progress)

@@ -1,4 +1,4 @@
-"""Stage 2, probe and validate: is this a video dfd can and may process?
+"""The ``probe`` stage, probe and validate: is this a video dfd can and may process?
 
 Magic bytes first (``dfd.sniff``: an empty file, text, an image or random bytes are
 refused without opening a demuxer), then PyAV in a child process with a hard time limit

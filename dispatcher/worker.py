@@ -222,9 +222,10 @@ def purge_evidence(connection: Any, settings: Settings) -> None:
     if settings.store != "local":
         return  # S3 expires objects with a bucket lifecycle rule
     try:
-        from dispatcher.store import purge_expired
+        from dispatcher.cleanup import purge_expired
+        from dispatcher.store import make_store
 
-        removed = purge_expired(settings)
+        removed = purge_expired(make_store(settings), settings)
     except Exception:  # maintenance must never take the worker down
         log.exception("evidence purge failed")
         return

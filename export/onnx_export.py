@@ -124,7 +124,7 @@ def _export_torch(checkpoint: str, settings: Settings) -> bytes:
         torch.onnx.export(
             module,
             args,
-            buf,
+            buf,  # type: ignore[arg-type]  # torch accepts file objects; its stub says paths
             dynamo=False,
             opset_version=OPSET,
             input_names=[t.name for t in model.inputs],

@@ -34,7 +34,7 @@ class AnalyzeRequest(BaseModel):
         max_length=4096,
         description="Public http(s) address of a video or a video page.",
     )
-    priority: Priority = "default"
+    priority: Priority = Priority.DEFAULT
 
 
 class Health(BaseModel):

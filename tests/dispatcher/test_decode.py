@@ -11,8 +11,10 @@ import pytest
 from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
 from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
-from dispatcher import decode as decode_mod
-from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
+from dispatcher import decode_dali
+from dispatcher.decode import choose_decoder, decode
+from dispatcher.decode_pyav import decode_pyav
+from dispatcher.media import audio_energy_db, output_size
 from tests.fixtures.media import with_display_rotation
 
 VIDEOS = [
@@ -147,7 +149,7 @@ def test_output_size_never_upscales():
 
 @pytest.mark.unit
 def test_dali_requested_without_dali_is_a_configuration_error(monkeypatch):
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: False)
+    monkeypatch.setattr("dispatcher.decode.dali_available", lambda: False)
     with pytest.raises(ConfigurationError, match="DALI"):
         choose_decoder(Settings(decoder="dali"))
     assert choose_decoder(Settings(decoder="auto")) == "pyav"
@@ -155,25 +157,25 @@ def test_dali_requested_without_dali_is_a_configuration_error(monkeypatch):
 
 @pytest.mark.unit
 def test_auto_picks_dali_only_with_a_gpu(monkeypatch):
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
-    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: False)
+    monkeypatch.setattr("dispatcher.decode.dali_available", lambda: True)
+    monkeypatch.setattr("dispatcher.decode.gpu_present", lambda: False)
     assert choose_decoder(Settings(decoder="auto")) == "pyav"
-    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: True)
+    monkeypatch.setattr("dispatcher.decode.gpu_present", lambda: True)
     assert choose_decoder(Settings(decoder="auto")) == "dali"
     assert choose_decoder(Settings(decoder="pyav")) == "pyav"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not decode_mod._dali_available(),
+    not decode_dali.dali_available(),
     reason="NVIDIA DALI is not installed (nvidia-dali comes from NVIDIA's package index, "
     "not reachable here); its CPU build would decode this VP9 clip",
 )
 def test_dali_matches_pyav_on_vp9(media_corpus, settings):
     path = media_corpus["webm_vp9"]
     ref = decode_pyav(path, settings)
-    device = "mixed" if decode_mod._gpu_present() else "cpu"
-    got = decode_mod.decode_dali(path, settings, device=device)
+    device = "mixed" if decode_dali.gpu_present() else "cpu"
+    got = decode_dali.decode_dali(path, settings, device=device)
     assert got.decoder == "dali"
     assert [f.index for f in got.frames] == [f.index for f in ref.frames]
     assert [f.time_s for f in got.frames] == pytest.approx([f.time_s for f in ref.frames], abs=1e-3)
@@ -204,12 +206,12 @@ def test_skipping_unneeded_frames_changes_nothing_picked(media_corpus):
 
 
 @pytest.mark.unit
-@pytest.mark.skipif(decode_mod._dali_available(), reason="DALI is installed here")
+@pytest.mark.skipif(decode_dali.dali_available(), reason="DALI is installed here")
 def test_dali_path_without_dali_says_what_is_missing(tmp_path):
     path = tmp_path / "clip.webm"
     path.write_bytes(b"\x1a\x45\xdf\xa3")
     with pytest.raises(ConfigurationError, match="NVIDIA DALI is not installed"):
-        decode_mod.decode_dali(path, Settings(decoder="dali"))
+        decode_dali.decode_dali(path, Settings(decoder="dali"))
     with pytest.raises(ConfigurationError, match="DALI"):
         decode(path, Settings(decoder="dali"))
 
@@ -263,11 +265,11 @@ def test_dali_path_applies_the_rotation_too(media_corpus, settings, tmp_path, mo
         with av.open(str(path)) as container:
             return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
-    monkeypatch.setattr(decode_mod, "_dali_frames", stored_frames)
+    monkeypatch.setattr(decode_dali, "dali_available", lambda: True)
+    monkeypatch.setattr(decode_dali, "_dali_frames", stored_frames)
     assert stored_frames(rotated, "cpu").shape[1:] == (288, 360, 3)  # stored sideways
     ref = decode_pyav(rotated, settings)
-    got = decode_mod.decode_dali(rotated, settings, device="cpu")
+    got = decode_dali.decode_dali(rotated, settings, device="cpu")
     assert (got.width, got.height, got.quarter_turns) == (ref.width, ref.height, 1)
     assert [f.index for f in got.frames] == [f.index for f in ref.frames]
     for a, b in zip(got.frames, ref.frames, strict=True):
@@ -298,7 +300,7 @@ def test_a_nan_sample_in_a_float_track_does_not_silence_the_audio(media_corpus, 
     )  # fmt: skip
     media = decode_pyav(mov, settings)
     assert media.audio is not None and np.all(np.isfinite(media.audio))
-    assert decode_mod.audio_energy_db(media.audio) > -50
+    assert audio_energy_db(media.audio) > -50
 
 
 @pytest.mark.integration

@@ -18,7 +18,7 @@ from dfd.specs import (
     MFCC_COEFFS,
     MFCC_PER_FRAME,
 )
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame, decode
+from dispatcher.decode import decode
 from dispatcher.faces import (
     LIGHT_ASD_PAD_GREY,
     CropGeometry,
@@ -35,6 +35,7 @@ from dispatcher.faces import (
     select_faces,
     visual_crop,
 )
+from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 
 
 @pytest.mark.unit

@@ -19,7 +19,6 @@ from dfd.specs import (
     MFCC_COEFFS,
     MFCC_PER_FRAME,
 )
-from dispatcher.decode import DecodedMedia, SampledFrame
 from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult, LipsyncClip
 from dispatcher.infer import (
     VideoItems,
@@ -29,6 +28,7 @@ from dispatcher.infer import (
     run_ensemble,
     window_spans,
 )
+from dispatcher.media import DecodedMedia, SampledFrame
 
 pytestmark = pytest.mark.unit
 IN = {t.name: t for t in ENSEMBLE_INPUTS}
