@@ -33,6 +33,7 @@ run them: use ``dfd worker``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -63,6 +64,54 @@ _SCHEDULER_DEAD_S = 10.0
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
+# The first non-empty queue's head moves to that queue's intermediate list, in one step.
+_MOVE_FIRST = """
+for i = 1, #KEYS, 2 do
+  local id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  if id then return {KEYS[i], id} end
+end
+return false
+"""
+# How often an idle worker looks at its queues again.
+_POLL_S = 0.1
+
+
+class DfdQueue(Queue):
+    """rq's queue, dequeued at least once across several queues.
+
+    rq takes a job from several queues with ``BLPOP``: a job whose reply is lost (Redis
+    shut down or the connection dropped just after the pop) is gone from every list,
+    ``queued`` for ever (the chaos suite lost one this way). Here a job moves to its
+    queue's intermediate list (``LMOVE``, as rq does for a single queue), the worker
+    removes it from there when it starts the job and once its outcome is recorded, and
+    the maintenance pass requeues a job found there still ``queued``
+    (:func:`requeue_lost`). An idle worker looks again every ``_POLL_S``.
+    """
+
+    @classmethod
+    def lpop(
+        cls, queue_keys: Sequence[str], timeout: int | None, connection: Redis | None = None
+    ) -> Any:
+        from rq.intermediate_queue import IntermediateQueue
+        from rq.queue import DequeueTimeout
+
+        assert connection is not None
+        keys: list[str] = []
+        for key in queue_keys:
+            keys += [key, IntermediateQueue(key, connection).key]
+        move = connection.register_script(_MOVE_FIRST)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            found = move(keys=keys)
+            if found:
+                return found[0], found[1]
+            if deadline is None:
+                return None
+            if time.monotonic() >= deadline:
+                raise DequeueTimeout(timeout, queue_keys)
+            time.sleep(_POLL_S)
+
+
 class DfdWorker(Worker):
     """rq's forking worker with dfd's context, failure handling, heartbeat grace and
     maintenance. Built by :func:`build_worker`."""
@@ -71,9 +120,14 @@ class DfdWorker(Worker):
         self.settings = settings
         kwargs.setdefault("exception_handlers", [partial(jobs.handle_job_exception, settings)])
         kwargs.setdefault("work_horse_killed_handler", partial(jobs.handle_horse_killed, settings))
-        super().__init__(queues, job_class=jobs.DfdJob, **kwargs)
+        super().__init__(queues, job_class=jobs.DfdJob, queue_class=DfdQueue, **kwargs)
 
     # --- in the work horse ------------------------------------------------------------
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # DfdQueue moves every job through the intermediate list, not only a single
+        # queue's (rq removes it only then).
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
         # Runs in the process that runs the job: its clients are made here, never shared
@@ -84,6 +138,7 @@ class DfdWorker(Worker):
 
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
         super().handle_job_success(job, queue, started_job_registry)
+        _forget_dequeue(self.connection, job)
         # Only now is the result in Redis (rq raises if the write failed): the input can go.
         jobs.release_input(job, self.settings)
 
@@ -91,6 +146,8 @@ class DfdWorker(Worker):
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
+        with contextlib.suppress(*_REDIS_ERRORS):  # else the maintenance pass drops it
+            _forget_dequeue(self.connection, job)
         # rq swallows a failed write of the failure; release the input only once Redis
         # says the job failed for good (a retry will read it otherwise).
         try:
@@ -122,6 +179,21 @@ class DfdWorker(Worker):
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
 
+    def clean_registries(self) -> None:
+        # rq's, with requeue_lost in place of rq's intermediate-list clean-up, which
+        # calls a job left there a failure (and can retry one that already finished).
+        from rq import worker_registration
+        from rq.registry import clean_registries
+        from rq.utils import now
+
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                requeue_lost(queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
+
     def run_maintenance_tasks(self) -> None:
         try:
             free_dead_scheduler_locks(self.connection, self.queue_names())
@@ -142,6 +214,61 @@ class InProcessWorker(DfdWorker):
         self.prepare_execution(job)
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)
+
+
+def _forget_dequeue(connection: Any, job: Job) -> None:
+    """Drop ``job`` from its queue's intermediate list: its outcome is recorded."""
+    from rq.intermediate_queue import IntermediateQueue
+
+    connection.lrem(
+        IntermediateQueue.get_intermediate_queue_key(
+            Queue.redis_queue_namespace_prefix + job.origin
+        ),
+        0,
+        job.id,
+    )
+
+
+def requeue_lost(queue: Queue, grace_s: float = 30.0, now: float | None = None) -> list[str]:
+    """Put back on ``queue`` the jobs dequeued but never started (a reply lost between
+    Redis and the worker), and drop entries of jobs that moved on.
+
+    A job sits in the intermediate list from its dequeue until its worker starts it
+    (milliseconds); one still ``queued`` there after ``grace_s`` was lost on the way.
+    Returns the ids requeued.
+    """
+    from rq.intermediate_queue import IntermediateQueue
+
+    connection = queue.connection
+    inter = IntermediateQueue(queue.key, connection)
+    now = time.time() if now is None else now
+    requeued = []
+    for job_id in inter.get_job_ids():
+        status = connection.hget(Job.key_for(job_id), "status")
+        if status != JobStatus.QUEUED.value.encode():
+            if status is None or status != JobStatus.STARTED.value.encode():
+                # Gone, done, failed, scheduled or deferred: nothing in flight here.
+                inter.remove(job_id)
+                connection.delete(inter.get_first_seen_key(job_id))
+            continue
+        if inter.set_first_seen(job_id):
+            continue
+        first = inter.get_first_seen(job_id)
+        if first is None or now - first.timestamp() < grace_s:
+            continue
+        if connection.lpos(queue.key, job_id) is not None or job_id in queue.started_job_registry:
+            # Requeued already (a retry) or running: only this entry is stale.
+            inter.remove(job_id)
+            connection.delete(inter.get_first_seen_key(job_id))
+            continue
+        with connection.pipeline() as pipe:
+            pipe.lrem(inter.key, 0, job_id)
+            pipe.delete(inter.get_first_seen_key(job_id))
+            pipe.rpush(queue.key, job_id)
+            pipe.execute()
+        requeued.append(job_id)
+        log.warning("requeued a job lost between Redis and a worker", extra={"job_id": job_id})
+    return requeued
 
 
 def free_dead_scheduler_locks(
@@ -258,7 +385,7 @@ def build_worker(
     """A worker wired with dfd's context, exception handling, heartbeats and maintenance."""
     return worker_class(
         [
-            Queue(q, connection=connection, serializer=JSONSerializer, job_class=jobs.DfdJob)
+            DfdQueue(q, connection=connection, serializer=JSONSerializer, job_class=jobs.DfdJob)
             for q in queues
         ],
         settings=settings,

@@ -121,3 +121,28 @@ def returns_when_told(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, 
         while not go_file(payload["job_id"], data_dir).exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     return result(payload["job_id"], job.meta["attempt"])
+
+
+def chaos_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reads its upload, notes each attempt (attempt and pid, one line), works for the
+    time the payload's file name says (hundredths of a second) with progress, and returns
+    a result naming the upload's size (so a result belongs to its input)."""
+    job = _start(payload)
+    path = Path(payload["source"]["path"])
+    size = len(path.read_bytes())
+    with (ctx.settings.data_dir / f"{payload['job_id']}.attempts").open("a") as fh:
+        fh.write(f"{job.meta['attempt']} {os.getpid()}\n")
+    work_s = int(payload["source"]["filename"].split(".")[0]) / 100
+    progress = Progress(job, min_interval_s=0.1)
+    steps = 10
+    for i in range(steps):
+        progress("decode" if i < steps // 2 else "infer", i / steps)
+        time.sleep(work_s / steps)
+    doc = result(payload["job_id"], job.meta["attempt"])
+    doc["media"]["upload_bytes"] = size
+    return doc
+
+
+def echo(ctx: WorkerContext, value: Any) -> Any:
+    """Returns its argument (the context, as every job function, comes first)."""
+    return value
