@@ -192,7 +192,7 @@ class DfdWorker(Worker):
                 worker_registration.clean_worker_registry(queue)
                 requeue_lost(queue)
                 queue.release_maintenance_lock()
-        self.last_cleaned_at = now()
+        self.last_cleaned_at = now()  # type: ignore[assignment]
 
     def run_maintenance_tasks(self) -> None:
         try:
