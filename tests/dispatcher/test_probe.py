@@ -75,6 +75,23 @@ def corpus(tmp_path_factory, media_dir):
         b"YUV4MPEG2 W100000 H100000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 100_000
     )
     (d / "huge.avi").write_bytes(_claim_huge_mjpeg((d / "mjpeg.avi").read_bytes()))
+    # Cases tried by hand against the service (issue 16's hostile-media list).
+    lavfi = ["-f", "lavfi", "-i"]
+    x264 = ["-c:v", "libx264", "-preset", "ultrafast"]
+    ffmpeg(*lavfi, "color=s=64x64:r=25", "-frames:v", 1, *x264, d / "one_frame.mp4")
+    # two hours at 16x16: over the duration limit
+    ffmpeg(*lavfi, "color=s=16x16:r=1", "-t", 7200, *x264, d / "two_hours.mp4")
+    # a burst at 1000 fps for 2 s: 2000 frames in a small file
+    ffmpeg(*lavfi, "testsrc=s=32x32:r=1000", "-t", 2, *x264, d / "burst_1000fps.mp4")
+    # 50 audio streams beside one short video stream
+    audio_in = [a for _ in range(50) for a in ("-f", "lavfi", "-t", 1, "-i", "sine=f=440")]
+    maps = [a for i in range(51) for a in ("-map", str(i))]
+    ffmpeg(*lavfi, "color=s=64x64:r=25", *audio_in, "-t", 1, *maps, *x264, "-c:a", "aac",
+           d / "fifty_audio.mp4")  # fmt: skip
+    # 8K flat colour: at the pixel limit, tiny on disk (the decode stage bounds its frames)
+    ffmpeg(*lavfi, "color=s=7680x4320:r=1", "-t", 2, *x264, d / "flat_8k.mp4")
+    # a polyglot: a PNG signature glued in front of a real MP4
+    (d / "polyglot.mp4").write_bytes(b"\x89PNG\r\n\x1a\n" + (d / "h264.mp4").read_bytes())
     return d
 
 
@@ -145,6 +162,8 @@ def test_h264_mp4(corpus, settings):
         ("huge.y4m", TooLargeError, "claims 100000x100000"),
         ("huge.avi", CorruptMediaError, "no picture size"),
         ("long.mp4", TooLargeError, "expected at most 900 s, got 36000.0 s"),
+        ("two_hours.mp4", TooLargeError, "expected at most 900 s, got 7200.0 s"),
+        ("polyglot.mp4", UnsupportedMediaError, "PNG image"),
     ],
 )
 def test_hostile_corpus_fails_clearly_fast_and_leaves_no_folder(
@@ -302,3 +321,20 @@ def test_the_oom_kill_counter_is_read_where_the_cgroup_shows_it() -> None:
     count = oom_kills()
     assert (count is not None) is readable
     assert count is None or count >= 0
+
+
+@pytest.mark.parametrize(
+    ("name", "frames", "size"),
+    [
+        ("one_frame.mp4", 1, (64, 64)),
+        ("burst_1000fps.mp4", 2000, (32, 32)),
+        ("fifty_audio.mp4", 25, (64, 64)),
+        ("flat_8k.mp4", 2, (7680, 4320)),
+    ],
+)
+def test_odd_but_valid_media_probe_within_the_bound(corpus, settings, name, frames, size):
+    """Valid files at the edges (one frame, 1000 fps, 50 audio streams, 8K) are accepted
+    as they are, within the time bound; what later stages do with them is theirs."""
+    info = timed_probe(corpus / name, settings)
+    assert info.frame_count == frames
+    assert (info.width, info.height) == size
