@@ -177,7 +177,10 @@ class DfdWorker(Worker):
             return
         # A busy worker recovers abandoned jobs too: with every worker busy, none would.
         if self.should_run_maintenance_tasks:
-            self.run_maintenance_tasks()
+            try:
+                self.run_maintenance_tasks()
+            except Exception:  # never leave the horse without its worker for it
+                log.exception("maintenance failed")
 
     def clean_registries(self) -> None:
         # rq's, with requeue_lost in place of rq's intermediate-list clean-up, which
@@ -206,7 +209,8 @@ class DfdWorker(Worker):
 
 
 class InProcessWorker(DfdWorker):
-    """A :class:`DfdWorker` that runs each job in its own process, without a fork (tests)."""
+    """A :class:`DfdWorker` that runs each job in the worker's own process, without a
+    fork (tests, debugging)."""
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         from rq.worker import WorkerStatus
