@@ -3,6 +3,7 @@
     dfd models pull                  weights (DFD_WEIGHTS_DIR, cache, or checked download)
     dfd models export                ONNX for the served checkpoints (skipped when current)
     dfd models build --target cpu    pull + export + the Triton repository (``make models``)
+    dfd models list                  what serves each role: the settings' checkpoints, Triton's versions
     dfd triton                       a local Triton on the cpu repository until Ctrl-C
 
 Heavy imports (torch, onnx, tritonclient) happen inside the handlers.
@@ -69,6 +70,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.set_defaults(handler=_build)
 
+    listing = sub.add_parser(
+        "list",
+        help="What serves each role: the configured checkpoint and what Triton has loaded.",
+    )
+    listing.add_argument(
+        "--url",
+        default=None,
+        help="Triton's gRPC host:port (default: DFD_TRITON_URL; none: only the configuration).",
+    )
+    listing.set_defaults(handler=_list)
+
     triton = subparsers.add_parser(
         "triton", help="Run a local Triton on the cpu repository until Ctrl-C."
     )
@@ -132,6 +144,57 @@ def _build(args: argparse.Namespace) -> int:
     )
     print(f"{target} model repository: {folder.resolve()}")
     return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from export.triton_repo import role_specs
+
+    settings = _settings()
+    url = args.url or settings.triton_url
+    served: dict[str, list[tuple[str, str]]] = {}
+    if url:
+        served = _served_versions(url)
+    rows = [("role / Triton model", "configured", "Triton serves")]
+    roles = role_specs(settings)
+    for role, model in roles.items():
+        versions = served.pop(role, [])
+        rows.append((role, model.tag, _versions(versions) if url else "(no DFD_TRITON_URL)"))
+    for name, versions in sorted(served.items()):
+        rows.append((name, "-", _versions(versions)))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+    return 0
+
+
+def _served_versions(url: str) -> dict[str, list[tuple[str, str]]]:
+    """Triton's repository index: model -> [(version, state)], every version it knows."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from dfd.errors import UpstreamUnavailableError
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        index = client.get_model_repository_index(as_json=True, client_timeout=10)
+    except InferenceServerException as exc:
+        raise UpstreamUnavailableError(
+            f"models list: expected Triton's repository index at {url}, got {exc.message()}"
+        ) from exc
+    finally:
+        client.close()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for model in index.get("models", []):
+        out.setdefault(model["name"], []).append(
+            (model.get("version", "?"), model.get("state", "UNAVAILABLE"))
+        )
+    return out
+
+
+def _versions(versions: list[tuple[str, str]]) -> str:
+    if not versions:
+        return "not loaded"
+    return ", ".join(f"v{version} {state}" for version, state in sorted(versions))
 
 
 def _triton(args: argparse.Namespace) -> int:

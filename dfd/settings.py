@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The longest an S3 (SigV4) presigned URL may live.
@@ -205,7 +205,12 @@ class Settings(BaseSettings):
     sample_fps: float = Field(
         1.0, gt=0, description="Frames sampled per second for the visual model."
     )
-    max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
+    max_faces_per_frame: int = Field(
+        4,
+        ge=1,
+        description="Most confident faces kept per frame; each is tracked across the sampled "
+        "frames and scored per track.",
+    )
     face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
     decoder: Literal["auto", "pyav", "dali"] = Field(
         "auto", description="auto: DALI on a GPU when installed, else PyAV."
@@ -297,14 +302,21 @@ class Settings(BaseSettings):
         "complete; a slower client is answered 408 and disconnected.",
     )
 
+    # --- web page and operator console ------------------------------------------
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys of the operator console and /api/admin (bearer), each at least 16 "
+        "characters; empty means the console is off.",
+    )
+
     # --- derived paths ------------------------------------------------------------
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
-    def _keys_hard_to_guess(cls, keys: list[SecretStr]) -> list[SecretStr]:
+    def _keys_hard_to_guess(cls, keys: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
         short = sum(len(k.get_secret_value()) < MIN_API_KEY_LENGTH for k in keys)
         if short:
             raise ValueError(
-                f"api_keys: expected keys of at least {MIN_API_KEY_LENGTH} characters, got "
+                f"{info.field_name}: expected keys of at least {MIN_API_KEY_LENGTH} characters, got "
                 f"{short} shorter (`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
                 "makes one)"
             )

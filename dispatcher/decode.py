@@ -17,7 +17,7 @@ from pathlib import Path
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from dispatcher.decode_dali import dali_available, decode_dali, gpu_present
-from dispatcher.decode_pyav import decode_pyav
+from dispatcher.decode_pyav import decode_animation, decode_audio_file, decode_pyav
 from dispatcher.media import DecodedMedia
 
 Decoder = Callable[[Path, Settings, "float | None"], DecodedMedia]
@@ -40,8 +40,17 @@ def choose_decoder(settings: Settings) -> str:
     return "dali" if dali and gpu else "pyav"
 
 
-def decode(path: Path, settings: Settings, duration_s: float | None = None) -> DecodedMedia:
-    """Decode ``path`` with the decoder ``settings.decoder`` selects.
+def decode(
+    path: Path,
+    settings: Settings,
+    duration_s: float | None = None,
+    *,
+    audio_only: bool = False,
+    animation: bool = False,
+) -> DecodedMedia:
+    """Decode ``path`` with the decoder ``settings.decoder`` selects (an audio file,
+    ``audio_only``, with PyAV: DALI reads no audio; an animated WebP, ``animation``, with
+    Pillow).
 
     Args:
         path: a file that probing accepted.
@@ -53,4 +62,8 @@ def decode(path: Path, settings: Settings, duration_s: float | None = None) -> D
         CorruptMediaError: nothing decodable, or too many broken packets.
         ConfigurationError: DALI asked for but missing.
     """
+    if audio_only:
+        return decode_audio_file(path, settings, duration_s)
+    if animation:
+        return decode_animation(path, settings, duration_s)
     return DECODERS[choose_decoder(settings)](path, settings, duration_s)

@@ -17,9 +17,9 @@ from dfd.errors import ConfigurationError, CorruptMediaError
 from dfd.settings import Settings
 from dfd.specs import LIPSYNC_FRAMES
 from dispatcher.decode_pyav import (
-    AudioTrack,
     frame_rate,
     open_container,
+    read_audio,
     rotation_turns,
     stream_start,
     video_stream,
@@ -87,19 +87,6 @@ def _display_quarter_turns(path: Path) -> int:
         except av.error.FFmpegError:
             return 0
     return 0
-
-
-def _read_audio(path: Path) -> np.ndarray | None:
-    container = open_container(path)
-    with container:
-        if not container.streams.audio:
-            return None
-        astream = container.streams.audio[0]
-        v_start = stream_start(container.streams.video[0]) if container.streams.video else 0.0
-        track = AudioTrack(v_start)
-        for frame in container.decode(astream):
-            track.add(frame)
-        return track.finish()
 
 
 def _dali_frames(path: Path, device: str) -> np.ndarray:
@@ -183,7 +170,7 @@ def decode_dali(
         for i in dict.fromkeys(picks)
     )
 
-    audio = _read_audio(path)
+    audio = read_audio(path)
     segments: list[LipsyncSegment] = []
     if audio is not None:
         for start in clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips):

@@ -21,6 +21,7 @@ from dispatcher.sampling import (
     clip_starts,
     clip_times,
     frame_duration_s,
+    nearest_indices,
     sample_times,
 )
 
@@ -325,3 +326,79 @@ def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:
     # make the whole track's level NaN, read as silence, and switch audio and lip-sync off.
     audio = np.nan_to_num(audio, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(audio, -1.0, 1.0)
+
+
+def read_audio(path: Path) -> np.ndarray | None:
+    """The first audio track as 16 kHz mono, sample 0 at the video's time 0 (or the
+    audio's own start in an audio file); ``None`` without a track."""
+    container = open_container(path)
+    with container:
+        if not container.streams.audio:
+            return None
+        astream = container.streams.audio[0]
+        v_start = stream_start(container.streams.video[0]) if container.streams.video else 0.0
+        track = AudioTrack(v_start)
+        for frame in container.decode(astream):
+            track.add(frame)
+        return track.finish()
+
+
+def decode_audio_file(
+    path: Path, settings: Settings, duration_s: float | None = None
+) -> DecodedMedia:
+    """An audio file (no video stream): its track only, no frames and no clips."""
+    audio = read_audio(path)
+    if audio is None or audio.size == 0:
+        raise CorruptMediaError(f"decode: {path.name}: no audio could be decoded")
+    return DecodedMedia(
+        frames=(),
+        audio=audio,
+        segments=(),
+        width=0,
+        height=0,
+        scale=1.0,
+        fps=None,
+        duration_s=duration_s or audio.size / AUDIO_RATE,
+        decoder="pyav",
+    )
+
+
+def decode_animation(
+    path: Path, settings: Settings, duration_s: float | None = None
+) -> DecodedMedia:
+    """An animated WebP with Pillow (FFmpeg decodes none): the frames nearest each sampling
+    time, no audio. Frame numbers count the animation's frames."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        count = int(getattr(image, "n_frames", 1))
+        starts, t = [], 0.0
+        for index in range(count):
+            image.seek(index)
+            image.load()  # Pillow reads a frame's duration when it loads the frame
+            starts.append(t)
+            t += float(image.info.get("duration") or 100) / 1000
+        duration = duration_s or t
+        width, height = image.size
+        out_w, out_h = output_size(width, height, settings.decode_max_side_px)
+        tail = (t / count) / 2 if count else 0.0
+        picks = nearest_indices(starts, sample_times(settings.sample_fps, duration), tail)
+        frames = []
+        for index in dict.fromkeys(picks):
+            image.seek(index)
+            rgb = image.convert("RGB")
+            if rgb.size != (out_w, out_h):
+                rgb = rgb.resize((out_w, out_h), Image.Resampling.BILINEAR)
+            frames.append(SampledFrame(index=index, time_s=starts[index], image=np.asarray(rgb)))
+    return DecodedMedia(
+        frames=tuple(frames),
+        audio=None,
+        segments=(),
+        width=out_w,
+        height=out_h,
+        scale=out_w / width,
+        fps=count / t if t else None,
+        duration_s=duration,
+        decoder="pillow",
+        frames_decoded=count,
+    )

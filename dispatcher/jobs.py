@@ -45,6 +45,7 @@ from dfd.schemas import JobError, JobPayload
 from dfd.settings import Settings
 from dfd.states import Stage
 from dfd.tracing import job_span
+from dispatcher.metrics import record_attempt_failure
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,7 @@ def handle_job_exception(
     error = describe(exc_value, job)
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
+    record_attempt_failure(job.connection, error)
     final = not job.should_retry
     log.warning(
         "job failed",
@@ -328,6 +330,7 @@ def handle_horse_killed(
         )
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
+    record_attempt_failure(job.connection, error)
 
 
 def _ran_past_timeout(job: Job) -> bool:

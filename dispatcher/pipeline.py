@@ -1,6 +1,6 @@
 """One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
 
-    workspace -> fetch (URL) -> probe -> decode -> faces -> infer -> evidence -> Result
+    workspace -> fetch (URL) -> probe -> decode -> speech -> faces -> infer -> evidence -> Result
 
 The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
 the evidence store are passed in. Each stage is timed; a failure names its stage. Input
@@ -12,6 +12,7 @@ naming the stage. The job's temp folder is removed whatever happens.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,19 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from dfd.errors import DfdError, InternalError
-from dfd.schemas import JobSource, ModalityResult, Result
+from dfd.schemas import JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from dispatcher.aggregate import timeline, verdict
+from dispatcher.aggregate import MediaFacts, timeline, verdict
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
-from dispatcher.faces import find_faces
+from dispatcher.faces import NO_FACES, find_faces
 from dispatcher.fetch import fetch
-from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
+from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.media import DecodedMedia
 from dispatcher.probe import probe
+from dispatcher.speech import find_speech
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ _TIMING_KEYS = {
     Stage.FETCH: "download",
     Stage.PROBE: "probe",
     Stage.DECODE: "decode",
+    Stage.SPEECH: "speech",
     Stage.FACES: "faces",
     Stage.INFER: "inference",
     Stage.EVIDENCE: "evidence",
@@ -115,6 +119,15 @@ def _source(source: JobSource | str | Path) -> tuple[str | None, Path | None]:
     return None, Path(text)
 
 
+def timeline_times(media: DecodedMedia, sample_fps: float) -> list[tuple[int, float]]:
+    """``(frame, time_s)`` of each timeline point: the sampled frames of a video; for an
+    audio file one point per sampling interval, numbered from 0."""
+    if media.frames:
+        return [(f.index, f.time_s) for f in media.frames]
+    count = max(1, math.ceil(media.duration_s * sample_fps))
+    return [(k, k / sample_fps) for k in range(count)]
+
+
 def analyze(
     source: JobSource | str | Path,
     settings: Settings,
@@ -153,14 +166,29 @@ def analyze(
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
         with stages.run(Stage.DECODE):
-            media = decode(path, settings, info.duration_s)
+            media = decode(
+                path,
+                settings,
+                info.duration_s,
+                audio_only=not info.has_video,
+                animation=info.kind == "webp",
+            )
+        with stages.run(Stage.SPEECH):
+            speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):
-            speech = has_speech_level(media.audio)
-            faces = find_faces(
-                media, triton, settings, speech=speech, progress=stages.reporter(Stage.FACES)
+            faces = (
+                find_faces(
+                    media,
+                    triton,
+                    settings,
+                    speech=speech.found,
+                    progress=stages.reporter(Stage.FACES),
+                )
+                if media.frames
+                else NO_FACES  # an audio file
             )
         with stages.run(Stage.INFER):
-            inputs = build_inputs(media, faces, settings)
+            inputs = build_inputs(media, faces, speech, settings)
             remaining = settings.job_timeout_s - (time.monotonic() - started)
             out = run_ensemble(
                 inputs,
@@ -170,9 +198,18 @@ def analyze(
                 progress=stages.reporter(Stage.INFER),
             )
             weights = settings.fusion_weights()
-            final = verdict(out.items, weights, settings.threshold, settings.inconclusive_band)
+            facts = MediaFacts(
+                has_video=bool(media.frames),
+                faces=len(faces.crops),
+                has_audio=media.audio is not None and media.audio.size > 0,
+                speech_s=speech.seconds,
+                duration_s=info.duration_s,
+            )
+            final = verdict(
+                out.items, weights, settings.threshold, settings.inconclusive_band, facts
+            )
             points = timeline(
-                [(f.index, f.time_s) for f in media.frames],
+                timeline_times(media, settings.sample_fps),
                 out.items,
                 weights,
                 1.0 / settings.sample_fps,
@@ -188,6 +225,7 @@ def analyze(
                 points,
                 store,
                 settings,
+                audio_windows=out.items["audio"],
             )
 
     def rounded(x: float | None) -> float | None:
@@ -198,17 +236,20 @@ def analyze(
             score=rounded(final.scores[m.value]),
             weight=round(final.weights[m.value], 4),
             used=final.used[m.value],
+            reason=final.unused_reason.get(m.value),
         )
         for m in MODALITY_ORDER
     }
     return Result(
         confidence=round(final.confidence, 4),
         label=final.label,
+        reasons=[Reason(code=code, message=message) for code, message in final.reasons],
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings),
         timings_ms=stages.timings_ms,
         media={
+            "kind": "video" if info.has_video else "audio",
             "container": info.container,
             "video_codec": info.video_codec,
             "audio_codec": info.audio_codec,
@@ -222,6 +263,7 @@ def analyze(
             "frames_sampled": len(media.frames),
             "faces": len(faces.crops),
             "audio_windows": len(inputs.audio),
+            "speech_s": round(speech.seconds, 2),
             "lipsync_clips": len(inputs.lipsync_video),
             "requests": out.requests,
         },

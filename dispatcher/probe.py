@@ -1,4 +1,7 @@
-"""The ``probe`` stage, probe and validate: is this a video dfd can and may process?
+"""The ``probe`` stage, probe and validate: is this media dfd can and may process?
+
+A video (any container with a video stream, animated GIF included) or an audio file
+(WAV, FLAC, MP3, M4A/AAC, Ogg/Opus: audio streams only, analysed by the audio detectors).
 
 Magic bytes first (``dfd.sniff``: an empty file, text, an image or random bytes are
 refused without opening a demuxer), then PyAV in a child process with a hard time limit
@@ -64,7 +67,8 @@ class MediaInfo:
         size_bytes: Its size.
         container: The demuxer's name (``mov,mp4,m4a,3gp,3g2,mj2``, ``mpeg``, ``matroska,webm``).
         kind: The container by magic bytes (``dfd.sniff``: ``mp4``, ``mpeg-ps``, ...).
-        video_codec: Codec of the first video stream (``h264``, ``mpeg1video``, ...).
+        video_codec: Codec of the first video stream (``h264``, ``mpeg1video``, ...), or
+            ``None`` for an audio file.
         audio_codec: Codec of the first audio stream, or ``None``.
         width: Coded width, pixels.
         height: Coded height, pixels.
@@ -74,13 +78,16 @@ class MediaInfo:
         has_audio: Whether there is an audio stream.
         audio_sample_rate: Its sample rate, Hz, or ``None``.
         audio_channels: Its channel count, or ``None``.
+
+    An audio file has no video stream: ``video_codec`` is ``None`` and ``width``,
+    ``height``, ``fps`` and ``frame_count`` are 0.
     """
 
     path: Path
     size_bytes: int
     container: str
     kind: str
-    video_codec: str
+    video_codec: str | None
     audio_codec: str | None
     width: int
     height: int
@@ -90,6 +97,10 @@ class MediaInfo:
     has_audio: bool
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
 
 
 @dataclass(frozen=True)
@@ -120,13 +131,9 @@ def probe(path: Path, settings: Settings) -> MediaInfo:
     if size == 0:
         raise CorruptMediaError(f"probe: {name}: expected a video, got an empty file (0 bytes)")
     sniffed = sniff(head)
-    if sniffed.media == "audio":
+    if not sniffed.may_hold_media:
         raise UnsupportedMediaError(
-            f"probe: {name}: expected a video, got {sniffed.detail} (no video stream)"
-        )
-    if not sniffed.may_hold_video:
-        raise UnsupportedMediaError(
-            f"probe: {name}: expected a video container, got {sniffed.detail}"
+            f"probe: {name}: expected a video or an audio file, got {sniffed.detail}"
         )
 
     limits = _Limits(
@@ -340,6 +347,9 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
     import av  # only the child imports it
 
     name = path.name
+    with path.open("rb") as fh:
+        if sniff(fh.read(HEAD_BYTES)).kind == "webp":
+            return _probe_animation(path, limits)
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -348,7 +358,11 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
         ) from exc
     with container:
         if not container.streams.video:
-            raise UnsupportedMediaError(f"probe: {name}: expected a video stream, found none")
+            if container.streams.audio:
+                return _probe_audio(container, limits, name)
+            raise UnsupportedMediaError(
+                f"probe: {name}: expected a video or an audio stream, found none"
+            )
         video = container.streams.video[0]
         ctx = video.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
@@ -414,6 +428,97 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
             else None,
             "audio_channels": int(actx.channels) if actx is not None and actx.channels else None,
         }
+
+
+def _probe_animation(path: Path, limits: _Limits) -> dict[str, Any]:
+    """An animated WebP, read with Pillow (FFmpeg decodes no animated WebP)."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = path.name
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width > limits.max_width or height > limits.max_height:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_width}x{limits.max_height} "
+                    f"pixels, got {width}x{height}"
+                )
+            count = int(getattr(image, "n_frames", 1))
+            if count > limits.max_frames:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_frames} frames, it holds {count}"
+                )
+            duration = 0.0
+            for index in range(count):
+                image.seek(index)
+                image.load()  # Pillow reads a frame's duration when it loads the frame
+                duration += float(image.info.get("duration") or 100) / 1000
+            image.seek(0)
+            image.load()
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as exc:
+        raise CorruptMediaError(f"probe: {name}: the animation cannot be read ({exc})") from exc
+    if duration > limits.max_duration_s:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {duration:.1f} s"
+        )
+    return {
+        "container": "webp",
+        "video_codec": "webp",
+        "audio_codec": None,
+        "width": width,
+        "height": height,
+        "fps": round(count / duration, 6) if duration else 0.0,
+        "duration_s": round(duration, 6),
+        "frame_count": count,
+        "has_audio": False,
+    }
+
+
+def _probe_audio(container: Any, limits: _Limits, name: str) -> dict[str, Any]:
+    """An audio file: its duration within the limit, and a first frame that decodes."""
+    import av
+
+    audio = container.streams.audio[0]
+    actx = audio.codec_context
+    if not actx.codec:
+        raise UnsupportedMediaError(f"probe: {name}: no decoder for the audio stream")
+    declared = _declared_duration(container, audio)
+    if declared is not None and declared > limits.max_duration_s:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {declared:.1f} s"
+        )
+    end = 0.0
+    decoded = False
+    try:
+        for packet in container.demux(audio):
+            if packet.pts is None and packet.size == 0:
+                continue
+            if packet.pts is not None and packet.time_base is not None:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+                if end > limits.max_duration_s:
+                    raise TooLargeError(
+                        f"probe: {name}: expected at most {limits.max_duration_s:g} s, it holds more"
+                    )
+            if not decoded:
+                decoded = bool(packet.decode())
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"probe: {name}: the audio cannot be read ({_why(exc)})") from exc
+    if not decoded:
+        raise CorruptMediaError(f"probe: {name}: no frame of the audio stream could be decoded")
+    duration = declared if declared else end
+    return {
+        "container": container.format.name,
+        "video_codec": None,
+        "audio_codec": actx.name,
+        "width": 0,
+        "height": 0,
+        "fps": 0.0,
+        "duration_s": round(float(duration or 0.0), 6),
+        "frame_count": 0,
+        "has_audio": True,
+        "audio_sample_rate": int(actx.sample_rate) if actx.sample_rate else None,
+        "audio_channels": int(actx.channels) if actx.channels else None,
+    }
 
 
 def _declared_duration(container: Any, video: Any) -> float | None:

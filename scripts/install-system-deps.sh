@@ -2,11 +2,15 @@
 # Installs the few system programs dfd needs that PyPI does not ship:
 #   ffmpeg    (tests and benchmarks build their media with it)
 #   espeak-ng (tests make synthetic speech to dub clips with)
+#   chromium  (the browser tests drive it through Playwright; Playwright's own download is not used)
+#   promtool  (Debian's prometheus package: the alert rules' unit tests)
 # Uses apt-get as root or through sudo; elsewhere it says what is missing and carries on.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""
@@ -19,4 +23,4 @@ if command -v apt-get >/dev/null 2>&1; then
     exit 0
   fi
 fi
-echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng on macOS)" >&2
+echo "dfd: please install ${missing[*]} with your package manager (brew install ffmpeg espeak-ng prometheus on macOS; the browser tests need chromium at /usr/bin/chromium)" >&2

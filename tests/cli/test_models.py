@@ -113,3 +113,36 @@ def test_dfd_triton_stops_when_interrupted_while_starting(triton, tmp_path, sign
     assert "triton ready" not in output
     assert process.returncode != 0
     assert _servers_of(repo, but=process.pid) == []
+
+
+@pytest.mark.integration
+def test_models_list_shows_what_triton_serves_for_each_role(triton, capsys):
+    from dfd.settings import Settings
+    from export.triton_repo import role_specs
+
+    assert main(["models", "list", "--url", triton.grpc_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    for role, model in role_specs(Settings()).items():
+        configured, *served = rows[role]
+        assert configured == model.tag
+        assert " ".join(served) == f"v{model.version} READY", role
+    # Models on Triton that fill no single role (the ensemble) are listed too.
+    assert rows["deepfake_ensemble"][0] == "-"
+    assert "READY" in rows["deepfake_ensemble"]
+
+
+@pytest.mark.unit
+def test_models_list_without_triton_shows_the_configuration(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "visual" in out and "(no DFD_TRITON_URL)" in out
+
+
+@pytest.mark.unit
+def test_models_list_says_when_triton_is_unreachable(capsys):
+    from dfd.ports import free_port
+
+    assert main(["models", "list", "--url", f"127.0.0.1:{free_port()}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dfd: upstream-unavailable: models list: expected Triton's repository")

@@ -127,7 +127,12 @@ def test_sample_rate_setting(media_corpus):
 
 
 @pytest.mark.integration
-def test_audio_only_is_refused(media_corpus, settings):
+def test_an_audio_file_decodes_to_its_track_alone(media_corpus, settings):
+    media = decode(media_corpus["audio_only"], settings, audio_only=True)
+    assert media.frames == () and media.segments == ()
+    assert media.audio is not None and media.audio.dtype == np.float32
+    assert media.audio.size / AUDIO_RATE == pytest.approx(3.0, abs=0.1)
+    # without saying so it is decoded as a video, and that needs a video stream
     with pytest.raises(UnsupportedMediaError, match="no video stream"):
         decode(media_corpus["audio_only"], settings)
 
@@ -334,3 +339,22 @@ def test_a_gap_in_the_audio_timestamps_stays_a_gap(media_corpus, settings, tmp_p
         return np.sqrt(np.square(part.reshape(-1, AUDIO_RATE // 50)).mean(axis=1))
 
     assert np.corrcoef(loudness(media.audio), loudness(whole.audio))[0, 1] > 0.8
+
+
+@pytest.mark.integration
+def test_an_animated_webp_is_probed_and_decoded_with_pillow(tmp_path, settings):
+    from PIL import Image
+
+    from dispatcher.probe import probe
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)) for _ in range(12)]
+    path = tmp_path / "anim.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
+    info = probe(path, settings)
+    assert (info.kind, info.width, info.height, info.frame_count) == ("webp", 64, 48, 12)
+    assert info.duration_s == pytest.approx(3.0) and not info.has_audio
+    media = decode(path, settings, info.duration_s, animation=True)
+    assert [f.time_s for f in media.frames] == [0.0, 1.0, 2.0]
+    assert [f.index for f in media.frames] == [0, 4, 8]
+    assert media.frames[0].image.shape == (48, 64, 3) and media.audio is None

@@ -71,6 +71,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         "download",
         "probe",
         "decode",
+        "speech",
         "faces",
         "inference",
         "evidence",
@@ -95,7 +96,14 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         assert store.path(key).stat().st_size > 500
     # progress: every stage reported from 0 to 1, in order
     stages = list(dict.fromkeys(s for s, f in seen if f == 1.0))
-    assert stages == [Stage.PROBE, Stage.DECODE, Stage.FACES, Stage.INFER, Stage.EVIDENCE]
+    assert stages == [
+        Stage.PROBE,
+        Stage.DECODE,
+        Stage.SPEECH,
+        Stage.FACES,
+        Stage.INFER,
+        Stage.EVIDENCE,
+    ]
     for stage in stages:
         fractions = [f for s, f in seen if s is stage]
         assert fractions[0] == 0.0 and fractions == sorted(fractions)
@@ -127,10 +135,18 @@ def test_dubbed_audio_is_caught_and_the_original_passes(media_corpus, settings, 
     assert all(p.audio is not None and p.audio > 0.9 for p in dubbed.evidence.timeline)
 
 
-def test_audio_only_is_refused_at_probe(media_corpus, settings, store, triton):
-    with pytest.raises(UnsupportedMediaError, match="no video stream") as info:
-        _run(media_corpus["audio_only"], settings, triton, store)
-    assert info.value.stage is Stage.PROBE
+def test_an_audio_file_is_analysed_by_the_audio_detectors(media_corpus, settings, store, triton):
+    result, seen = _run(media_corpus["audio_only"], settings, triton, store)
+    assert result.media["kind"] == "audio"
+    assert {m: r.used for m, r in result.modalities.items()} == {
+        "visual": False,
+        "audio": True,
+        "lipsync": False,
+    }
+    assert result.modalities["visual"].reason == "no-video"
+    assert result.evidence.thumbnails == [] and result.evidence.spectrogram
+    assert result.evidence.timeline and all(p.audio is not None for p in result.evidence.timeline)
+    assert Stage.FACES in {s for s, _ in seen}
     assert _leftovers(settings) == []
 
 
@@ -153,10 +169,10 @@ def test_unexpected_failure_names_its_stage(media_corpus, settings, store, trito
         client = Broken()
 
     with pytest.raises(
-        InternalError, match="faces: unexpected RuntimeError: socket exploded"
+        InternalError, match="speech: unexpected RuntimeError: socket exploded"
     ) as info:
         _run(media_corpus["mp4_h264"], settings, Wrapper, store)
-    assert info.value.stage is Stage.FACES
+    assert info.value.stage is Stage.SPEECH  # the first stage that calls Triton
     assert _leftovers(settings) == []
 
 

@@ -148,14 +148,21 @@ def test_h264_mp4(corpus, settings):
     assert not silent.has_audio and silent.audio_codec is None
 
 
+def test_an_audio_file_is_probed_as_audio(corpus, settings):
+    info = timed_probe(corpus / "audio.m4a", settings)
+    assert not info.has_video and info.video_codec is None
+    assert (info.audio_codec, info.width, info.height, info.frame_count) == ("aac", 0, 0, 0)
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    assert info.has_audio and info.audio_sample_rate
+
+
 @pytest.mark.parametrize(
     ("name", "error", "message"),
     [
         ("zero.mp4", CorruptMediaError, "empty file"),
-        ("text.mp4", UnsupportedMediaError, "expected a video container, got text"),
+        ("text.mp4", UnsupportedMediaError, "expected a video or an audio file, got text"),
         ("random.mp4", UnsupportedMediaError, "unrecognised data"),
         ("png.mp4", UnsupportedMediaError, "PNG image"),
-        ("audio.m4a", UnsupportedMediaError, "no video stream"),
         ("random_ftyp.mp4", CorruptMediaError, "cannot be opened"),
         ("truncated.mp4", CorruptMediaError, "cannot be opened"),
         ("truncated_faststart.mp4", CorruptMediaError, "truncated"),
