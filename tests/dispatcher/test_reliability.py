@@ -13,7 +13,7 @@ from redis import Redis
 
 from cli.local_redis import LocalRedis
 from tests.dispatcher.jobfuncs import go_file, marker
-from tests.dispatcher.test_worker import FAST, _wait_marker, enqueue, finished, wait_for
+from tests.dispatcher.test_worker import FAST, _wait_marker, enqueue, finished, gone, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -54,7 +54,7 @@ def test_a_retry_after_a_lost_result_finds_its_upload(make_settings, worker_proc
             view, _ = wait_for(client, job_id, finished, timeout_s=40)
         assert view["status"] == "completed", view
         assert view["result"]["media"]["attempts"] == 2
-        assert not upload.exists(), "the upload outlived its job"
+        assert gone(upload), "the upload outlived its job"
         assert worker.process.poll() is None
         redis.close()
     finally:
