@@ -15,7 +15,7 @@ from tests.fixtures.tracing import Collector
 
 pytestmark = pytest.mark.integration
 
-STAGES = ["probe", "decode", "faces", "infer", "evidence"]  # an upload has no fetch
+STAGES = ["probe", "decode", "speech", "faces", "infer", "evidence"]  # an upload has no fetch
 
 
 def test_request_job_and_stage_spans_form_one_trace(
