@@ -22,6 +22,26 @@ class ModalityResult(BaseModel):
     )
 
 
+class DetectorResult(BaseModel):
+    """One detector's finding (``dfd.detectors`` says what each looks at)."""
+
+    score: float | None = Field(
+        None, ge=0, le=1, description="Its raw P(manipulated); null when unused or not a scorer."
+    )
+    calibrated: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The score mapped to a probability by the fitted calibration; null "
+        "when the detector has none.",
+    )
+    used: bool = Field(description="Whether it had input and its finding counts.")
+    reason: str | None = Field(None, description="Why it was not used.")
+    model: str = Field(description="checkpoint@version it ran.")
+    fused: bool = Field(description="Whether its score enters the fused confidence.")
+    detail: str | None = Field(None, description="What it found, in words, when not a score.")
+
+
 class Reason(BaseModel):
     """One reason for the label, with a stable code."""
 
@@ -80,6 +100,9 @@ class Result(BaseModel):
     )
     label: Label
     reasons: list[Reason] = Field(default_factory=list, description="Why the label is what it is.")
+    detectors: dict[str, DetectorResult] = Field(
+        default_factory=dict, description="Each detector's finding, by name (dfd.detectors)."
+    )
     modalities: dict[str, ModalityResult]
     evidence: Evidence
     models: dict[str, str] = Field(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfd.detectors import can_clear
 from dfd.fusion import fuse
 from dfd.states import MODALITY_ORDER, Label
 
@@ -140,11 +141,6 @@ class Verdict:
     unused_reason: dict[str, str]
 
 
-# Which detectors can clear media, i.e. whose "nothing seen" means something. AASIST
-# (ASVspoof 2019 LA, EER 0.83 %) can clear a voice of the spoofing it was trained on;
-# Meso4 (2018 face swaps, on real GRID faces 0.04-0.34) and Light-ASD (an active-speaker
-# model, experimental here) are too weak: media seen only by them is never `authentic`.
-CAN_CLEAR: dict[str, bool] = {"visual": False, "audio": True, "lipsync": False}
 # Shorter media gives the detectors too little to judge (under one audio window).
 MIN_DURATION_S = 1.0
 
@@ -208,7 +204,7 @@ def verdict(
     - ``not_applicable``: no modality had input (no face and no speech);
     - ``manipulated``: fused score above ``threshold + band``;
     - ``authentic``: below ``threshold - band``, and a detector able to clear the media
-      (:data:`CAN_CLEAR`) looked; otherwise ``inconclusive`` (``weak-detectors-only``);
+      (``dfd.detectors``: ``can_clear``) looked; otherwise ``inconclusive`` (``weak-detectors-only``);
     - ``inconclusive`` also for a score in the band, detectors that disagree, media
       shorter than :data:`MIN_DURATION_S`.
     """
@@ -281,7 +277,7 @@ def verdict(
             )
         )
         label = Label.INCONCLUSIVE
-    if label is Label.AUTHENTIC and not any(CAN_CLEAR[n] for n in weighted):
+    if label is Label.AUTHENTIC and not any(can_clear(n) for n in weighted):
         looked = ", ".join(weighted)
         reasons.append(
             (

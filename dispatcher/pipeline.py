@@ -20,13 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dfd.detectors import DETECTORS, Detector
 from dfd.errors import DfdError, InternalError
-from dfd.schemas import JobSource, ModalityResult, Reason, Result
+from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from dispatcher.aggregate import MediaFacts, timeline, verdict
+from dispatcher.aggregate import MediaFacts, Verdict, timeline, verdict
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
@@ -35,7 +36,7 @@ from dispatcher.fetch import fetch
 from dispatcher.infer import build_inputs, run_ensemble
 from dispatcher.media import DecodedMedia
 from dispatcher.probe import probe
-from dispatcher.speech import find_speech
+from dispatcher.speech import Speech, find_speech
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,38 @@ _TIMING_KEYS = {
 }
 
 
+def detector_model(detector: Detector, settings: Settings) -> str:
+    """``checkpoint@version`` a detector runs with these settings."""
+    checkpoint = getattr(settings, detector.model_setting, detector.model_setting)
+    return spec(str(checkpoint)).tag
+
+
+def detector_results(
+    final: Verdict, speech: Speech, has_audio: bool, settings: Settings
+) -> dict[str, DetectorResult]:
+    """Each detector's finding, from the registry."""
+    out = {}
+    for d in DETECTORS.values():
+        if d.modality is not None:
+            score = final.scores.get(d.modality)
+            out[d.name] = DetectorResult(
+                score=None if score is None else round(score, 4),
+                used=final.used.get(d.modality, False),
+                reason=final.unused_reason.get(d.modality),
+                model=detector_model(d, settings),
+                fused=d.fused,
+            )
+        else:  # the speech gate
+            out[d.name] = DetectorResult(
+                used=has_audio,
+                reason=None if has_audio else "no-audio",
+                model=detector_model(d, settings),
+                fused=d.fused,
+                detail=f"{speech.seconds:.1f} s of speech in {len(speech.segments)} runs",
+            )
+    return out
+
+
 def models_used(settings: Settings) -> dict[str, str]:
     """Role -> ``checkpoint@version`` of every model a result depends on."""
     return {
@@ -61,6 +94,7 @@ def models_used(settings: Settings) -> dict[str, str]:
         "audio": spec(settings.audio_model).tag,
         "lipsync": spec(settings.lipsync_model).tag,
         "fusion": SPECS["fusion"].tag,
+        "vad": SPECS["silero_vad"].tag,
     }
 
 
@@ -244,6 +278,7 @@ def analyze(
         confidence=round(final.confidence, 4),
         label=final.label,
         reasons=[Reason(code=code, message=message) for code, message in final.reasons],
+        detectors=detector_results(final, speech, facts.has_audio, settings),
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings),

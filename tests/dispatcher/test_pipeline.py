@@ -63,6 +63,10 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
     assert result.label in set(Label)
     assert 0.0 <= result.confidence <= 1.0
     assert {m: r.used for m, r in result.modalities.items()} == EXPECTED_USE[name]
+    assert set(result.detectors) == {"visual", "audio", "lipsync", "speech"}
+    for mod, r in result.modalities.items():
+        assert (result.detectors[mod].used, result.detectors[mod].score) == (r.used, r.score)
+    assert result.reasons, "a label always comes with its reasons"
     for mod in result.modalities.values():
         assert (mod.score is None) == (not mod.used)
         assert (mod.weight > 0) == mod.used
