@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def _handle(args: argparse.Namespace) -> int:
     import uvicorn
 
     from dfd.settings import Settings
+    from gateway.protocol import GuardedHttpToolsProtocol, HeadLimits
 
     settings = Settings()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
@@ -60,7 +62,8 @@ def _handle(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
-            http="httptools",
+            # httptools with limits on each request's head (431 / 408).
+            http=partial(GuardedHttpToolsProtocol, limits=HeadLimits.from_settings(settings)),  # type: ignore[arg-type]
             loop="uvloop",
             access_log=False,
             timeout_keep_alive=30,
