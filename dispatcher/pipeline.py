@@ -11,6 +11,7 @@ naming the stage. The job's temp folder is removed whatever happens.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dfd.calibration import Calibration
+from dfd.calibration import load as load_calibration
 from dfd.detectors import DETECTORS, Detector
 from dfd.errors import DfdError, InternalError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
@@ -60,16 +63,29 @@ def detector_model(detector: Detector, settings: Settings) -> str:
     return spec(str(checkpoint)).tag
 
 
+@functools.cache
+def calibration() -> Calibration:
+    """The committed calibration (``dfd/calibration.json``), read once per process."""
+    return load_calibration()
+
+
 def detector_results(
     final: Verdict, speech: Speech, has_audio: bool, settings: Settings
 ) -> dict[str, DetectorResult]:
-    """Each detector's finding, from the registry."""
+    """Each detector's finding, from the registry, with its calibrated probability."""
+    cal = calibration()
     out = {}
     for d in DETECTORS.values():
         if d.modality is not None:
             score = final.scores.get(d.modality)
+            calibrated = (
+                round(cal.calibrated(d.name, score), 4)
+                if score is not None and d.name in cal.calibrators
+                else None
+            )
             out[d.name] = DetectorResult(
                 score=None if score is None else round(score, 4),
+                calibrated=calibrated,
                 used=final.used.get(d.modality, False),
                 reason=final.unused_reason.get(d.modality),
                 model=detector_model(d, settings),
@@ -95,6 +111,7 @@ def models_used(settings: Settings) -> dict[str, str]:
         "lipsync": spec(settings.lipsync_model).tag,
         "fusion": SPECS["fusion"].tag,
         "vad": SPECS["silero_vad"].tag,
+        "calibration": calibration().version,
     }
 
 
