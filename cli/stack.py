@@ -8,6 +8,12 @@ resolved addresses through the environment (``DFD_REDIS_URL``, ``DFD_TRITON_URL`
 ``DFD_DATA_DIR``, ``DFD_PUBLIC_BASE_URL``), so each builds the same settings. It stops
 in the reverse order: gateway and workers, then Triton, then Redis.
 
+While it runs, :meth:`Stack.supervise` restarts whatever ends (a worker, the gateway,
+the local Redis, the local Triton; the servers on their old ports, so the URLs the
+children hold stay right) with backoff, and gives up only on a crash loop. A
+:class:`cli.supervisor.Watchdog` and parent-death signals make sure nothing it started
+outlives it, even when it is killed with SIGKILL.
+
 Stdlib and httpx only: everything heavy runs in the children.
 """
 
@@ -26,11 +32,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from cli.supervisor import Exited, ProcessGroup
+from cli.supervisor import GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
 
 if TYPE_CHECKING:
+    from cli.local_redis import LocalRedis
+    from cli.local_triton import LocalTriton
     from dfd.settings import Settings
 
 # Written last by a repository build (export/triton_repo.py): its presence marks a built rendering.
@@ -85,6 +93,8 @@ class Stack:
         child_output: Where the children's stdout and stderr go (``None``: inherited).
         log: Prints one line of progress.
         stop_timeout_s: Grace period for the children after SIGTERM.
+        restart_policy: Backoff between restarts and when to give up (default
+            :class:`RestartPolicy`'s).
     """
 
     def __init__(
@@ -97,6 +107,7 @@ class Stack:
         child_output: IO[bytes] | None = None,
         log: Callable[[str], None] = print,
         stop_timeout_s: float = 10.0,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         if workers < 0:
             raise ConfigurationError(f"dfd serve: expected 0 or more workers, got {workers}")
@@ -106,7 +117,11 @@ class Stack:
         self.workers = workers
         self.child_output = child_output
         self.log = log
-        self.group = ProcessGroup(stop_timeout_s=stop_timeout_s)
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.watchdog = Watchdog(grace_s=stop_timeout_s)
+        self.group = ProcessGroup(stop_timeout_s=stop_timeout_s, watchdog=self.watchdog)
+        self.redis: LocalRedis | None = None
+        self.triton: LocalTriton | None = None
         self.endpoints: Endpoints | None = None
         self._exit = contextlib.ExitStack()
 
@@ -128,6 +143,8 @@ class Stack:
             )
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._exit.callback(self.watchdog.close)  # last: after everything it watches stopped
+        self.watchdog.start()
         redis_url, redis_local = self._start_redis(data_dir)
         triton_grpc, triton_http, triton_local = self._start_triton()
 
@@ -172,9 +189,10 @@ class Stack:
         from cli.local_redis import LocalRedis
 
         self.log(f"starting redis (data in {data_dir / 'redis'})")
-        redis = LocalRedis(data_dir / "redis")
+        redis = LocalRedis(data_dir / "redis", watchdog=self.watchdog, log=self.log)
         self._exit.callback(redis.stop)
         redis.start()
+        self.redis = redis
         return redis.url, True
 
     def _start_triton(self) -> tuple[str, str | None, bool]:
@@ -189,9 +207,12 @@ class Stack:
         self.log(
             f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})"
         )
-        triton = LocalTriton(self.settings, self.settings.repository_dir(target))
+        triton = LocalTriton(
+            self.settings, self.settings.repository_dir(target), watchdog=self.watchdog
+        )
         self._exit.callback(triton.stop)
         triton.start()
+        self.triton = triton
         return triton.grpc_url, triton.http_url, True
 
     def _build_repository(self, target: str) -> None:
@@ -232,12 +253,19 @@ class Stack:
         )
 
     # -- run and stop --------------------------------------------------------------------
-    def supervise(self, poll_s: float = 0.5) -> Exited:
-        """Block until a child exits; that child."""
-        while True:
-            ended = self.group.wait_any(timeout_s=3600.0, poll_s=poll_s)
-            if ended is not None:
-                return ended
+    def supervise(self, poll_s: float = 0.5) -> GaveUp:
+        """Restart whatever ends, until one child crashes too often too fast; that one."""
+        supervisor = Supervisor(self.restart_policy, log=self.log)
+        if self.redis is not None:
+            redis = self.redis
+            supervisor.watch("redis", lambda: redis.returncode, redis.start)
+        if self.triton is not None:
+            triton = self.triton
+            supervisor.watch("triton", lambda: triton.returncode, triton.start)
+        supervisor.watch_group(self.group)
+        gave_up = supervisor.run(poll_s=poll_s)
+        assert gave_up is not None  # run() without `until` returns only when it gives up
+        return gave_up
 
     def _stop_children(self) -> None:
         self.group.stop()
@@ -331,8 +359,7 @@ def serve(args: argparse.Namespace) -> int:
             log("ready")
             print("\n".join(describe(endpoints, args.workers)), flush=True)
             log("Ctrl-C stops everything")
-            ended = stack.supervise()
-            log(f"{ended.name} exited with status {ended.returncode}; stopping everything")
+            log(str(stack.supervise()))
             status = 1
     except Shutdown as exc:
         log(f"{exc} received; stopping")
@@ -347,7 +374,8 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the whole service on this machine",
         description="Start a local Redis and Triton (unless DFD_REDIS_URL / DFD_TRITON_URL "
-        "are set), N workers and the gateway; Ctrl-C stops them all.",
+        "are set), N workers and the gateway; restart any that ends (giving up after "
+        "repeated fast crashes); Ctrl-C stops them all.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address the gateway binds (default %(default)s)"
