@@ -118,13 +118,18 @@ def _holder(lock_path: Path) -> tuple[int | None, int | None]:
     return owner, server
 
 
-def _orphaned_server(server: int | None, owner: int | None, config: Path) -> psutil.Process | None:
-    """The server process ``server`` when it runs on ``config`` and ``owner`` is no longer its parent."""
+def _orphaned_server(
+    server: int | None, owner: int | None, data_dir: Path
+) -> psutil.Process | None:
+    """Process ``server`` when it is a server on ``data_dir`` whose parent is no longer ``owner``."""
     if server is None:
         return None
     try:
         process = psutil.Process(server)
-        if str(config) not in process.cmdline() or process.ppid() == owner:
+        # The server renames its process title; it runs in its `dir`, the data folder.
+        if not any(n in process.name() for n in ("valkey", "redis")):
+            return None
+        if Path(process.cwd()) != data_dir or process.ppid() == owner:
             return None
         return process
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -269,7 +274,7 @@ class LocalRedis:
         try:
             if not _try_lock(lock):
                 owner, server = _holder(lock_path)
-                stale = _orphaned_server(server, owner, (self.data_dir / "valkey.conf").resolve())
+                stale = _orphaned_server(server, owner, self.data_dir.resolve())
                 if stale is None and server is None:
                     raise ConfigurationError(
                         f"local redis: expected {self.data_dir} to be free, got it held by "
