@@ -32,8 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import psutil
-
 from cli.supervisor import Watchdog, die_with_parent
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port
@@ -118,22 +116,37 @@ def _holder(lock_path: Path) -> tuple[int | None, int | None]:
     return owner, server
 
 
-def _orphaned_server(
-    server: int | None, owner: int | None, data_dir: Path
-) -> psutil.Process | None:
-    """Process ``server`` when it is a server on ``data_dir`` whose parent is no longer ``owner``."""
-    if server is None:
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of ``pid`` from ``/proc``; ``None`` when it is gone."""
+    try:
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ")".
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _orphaned_server(server: int | None, owner: int | None, data_dir: Path) -> int | None:
+    """``server`` when it is a valkey/redis on ``data_dir`` whose parent is no longer ``owner``.
+
+    Read from ``/proc`` (Linux; elsewhere a held folder is only reported).
+    """
+    if server is None or (stat := _proc_stat(server)) is None or stat[0] == "Z":
         return None
     try:
-        process = psutil.Process(server)
+        name = Path(f"/proc/{server}/comm").read_text()
         # The server renames its process title; it runs in its `dir`, the data folder.
-        if not any(n in process.name() for n in ("valkey", "redis")):
-            return None
-        if Path(process.cwd()) != data_dir or process.ppid() == owner:
-            return None
-        return process
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        cwd = Path(os.readlink(f"/proc/{server}/cwd"))
+    except OSError:
         return None
+    if not any(n in name for n in ("valkey", "redis")) or cwd != data_dir or stat[1] == owner:
+        return None
+    return server
 
 
 def _try_lock(lock: IO[str]) -> bool:
@@ -232,14 +245,13 @@ class LocalRedis:
         assert self._lock is not None
         config = self._write_config()
         self._process = subprocess.Popen(
-            [str(find_server_binary()), str(config)],
+            die_with_parent([str(find_server_binary()), str(config)]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             # The server holds the lock too: while it runs, no other server gets the folder.
             pass_fds=(self._lock.fileno(),),
-            preexec_fn=die_with_parent,
         )
         if self.watchdog is not None:
             self.watchdog.watch(self._process.pid)
@@ -292,7 +304,7 @@ class LocalRedis:
                     if time.monotonic() > deadline:
                         raise ConfigurationError(
                             f"local redis: expected {lock_path} to be released once the stale "
-                            f"server (pid {stale.pid}) stopped, got it still held"
+                            f"server (pid {stale}) stopped, got it still held"
                         )
                     time.sleep(0.05)
         except BaseException:
@@ -304,19 +316,20 @@ class LocalRedis:
         lock.flush()
         self._lock = lock
 
-    def _stop_stale(self, stale: psutil.Process, owner: int | None) -> None:
+    def _stop_stale(self, stale: int, owner: int | None) -> None:
         if self.log is not None:
             self.log(
-                f"stopping a stale redis (pid {stale.pid}) on {self.data_dir}: the dfd "
+                f"stopping a stale redis (pid {stale}) on {self.data_dir}: the dfd "
                 f"process that started it (pid {owner}) is gone"
             )
-        with contextlib.suppress(psutil.NoSuchProcess):
-            stale.terminate()  # SIGTERM: it flushes its AOF first
-            try:
-                stale.wait(timeout=STALE_STOP_TIMEOUT_S)
-            except psutil.TimeoutExpired:
-                stale.kill()
-                stale.wait(timeout=STALE_STOP_TIMEOUT_S)
+        for signum in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM first: it flushes its AOF
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stale, signum)
+            deadline = time.monotonic() + STALE_STOP_TIMEOUT_S
+            while _alive(stale) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not _alive(stale):
+                return
 
     def _forget_ended(self) -> None:
         """Reap a server that ended on its own (a crash), before starting the next one."""
@@ -363,12 +376,14 @@ class LocalRedis:
         self.stop()
 
 
-def start_redis(settings: Settings, log: Callable[[str], None]) -> tuple[str, LocalRedis | None]:
+def start_redis(
+    settings: Settings, log: Callable[[str], None], watchdog: Watchdog | None = None
+) -> tuple[str, LocalRedis | None]:
     """``DFD_REDIS_URL``, or a local Redis under ``data_dir/redis`` (then also returned:
-    the caller stops it)."""
+    the caller stops it; ``watchdog`` is told its process group)."""
     if settings.redis_url:
         return settings.redis_url, None
     folder = settings.data_dir.resolve() / "redis"
     log(f"starting redis (data in {folder})")
-    redis = LocalRedis(folder).start()
+    redis = LocalRedis(folder, watchdog=watchdog, log=log).start()
     return redis.url, redis

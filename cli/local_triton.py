@@ -316,12 +316,11 @@ class LocalTriton:
         with self._log_path.open("wb") as log_file:
             # Own session, so stop() can signal the server and its python stubs together.
             self._process = subprocess.Popen(
-                self.command(),
+                die_with_parent(self.command()),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=server_env(),
                 start_new_session=True,
-                preexec_fn=die_with_parent,
             )
         if self.watchdog is not None:
             self.watchdog.watch(self._process.pid)

@@ -14,7 +14,8 @@ children hold stay right) with backoff, and gives up only on a crash loop. A
 :class:`cli.supervisor.Watchdog` and parent-death signals make sure nothing it started
 outlives it, even when it is killed with SIGKILL.
 
-Stdlib and httpx only: everything heavy runs in the children.
+Light imports only (stdlib, httpx, the settings): everything heavy runs in the
+children.
 """
 
 from __future__ import annotations
@@ -23,25 +24,24 @@ import argparse
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+import httpx
+
+from cli.local import dfd_command, start_triton
+from cli.local_redis import LocalRedis, start_redis
+from cli.local_triton import LocalTriton
 from cli.supervisor import GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
+from dfd.settings import Settings
 
-if TYPE_CHECKING:
-    from cli.local_redis import LocalRedis
-    from cli.local_triton import LocalTriton
-    from dfd.settings import Settings
-
-# Written last by a repository build (export/triton_repo.py): its presence marks a built rendering.
 GATEWAY_READY_TIMEOUT_S = 60.0
 
 
@@ -58,28 +58,12 @@ class Endpoints:
     triton_local: bool
 
 
-def dfd_command(*args: str) -> list[str]:
-    """``dfd ARGS`` run by this interpreter, so children use the same environment."""
-    return [sys.executable, "-m", "cli.main", *args]
-
-
 def gateway_url(host: str, port: int) -> str:
     """The URL a gateway bound to ``host:port`` is reached at from this machine."""
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in public_host:  # an IPv6 literal
         public_host = f"[{public_host}]"
     return f"http://{public_host}:{port}"
-
-
-def repository_ready(settings: Settings, target: str) -> bool:
-    """Whether the built repository serves the models (and threads) the settings ask for.
-
-    Only a stamp used to be checked: after DFD_VISUAL_MODEL changed, Triton kept serving
-    the old model while results named the new one.
-    """
-    from export.triton_repo import repository_current
-
-    return repository_current(settings, target)  # type: ignore[arg-type]
 
 
 class Stack:
@@ -145,7 +129,7 @@ class Stack:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._exit.callback(self.watchdog.close)  # last: after everything it watches stopped
         self.watchdog.start()
-        redis_url, redis_local = self._start_redis(data_dir)
+        redis_url, redis_local = self._start_redis()
         triton_grpc, triton_http, triton_local = self._start_triton()
 
         url = gateway_url(self.host, self.port)
@@ -183,56 +167,22 @@ class Stack:
         )
         return self.endpoints
 
-    def _start_redis(self, data_dir: Path) -> tuple[str, bool]:
-        if self.settings.redis_url:
-            return self.settings.redis_url, False
-        from cli.local_redis import LocalRedis
-
-        self.log(f"starting redis (data in {data_dir / 'redis'})")
-        redis = LocalRedis(data_dir / "redis", watchdog=self.watchdog, log=self.log)
-        self._exit.callback(redis.stop)
-        redis.start()
-        self.redis = redis
-        return redis.url, True
+    def _start_redis(self) -> tuple[str, bool]:
+        url, redis = start_redis(self.settings, self.log, self.watchdog)
+        if redis is not None:
+            self._exit.callback(redis.stop)
+            self.redis = redis
+        return url, redis is not None
 
     def _start_triton(self) -> tuple[str, str | None, bool]:
-        if self.settings.triton_url:
-            return self.settings.triton_url, None, False
-        target = self.settings.triton_target
-        if not repository_ready(self.settings, target):
-            self._build_repository(target)
-        # Light import: the server binary runs as a child of LocalTriton.
-        from cli.local_triton import LocalTriton
-
-        self.log(
-            f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})"
-        )
-        triton = LocalTriton(
-            self.settings, self.settings.repository_dir(target), watchdog=self.watchdog
-        )
+        url, triton = start_triton(self.settings, self.log, self.watchdog)
+        if triton is None:
+            return url, None, False
         self._exit.callback(triton.stop)
-        triton.start()
         self.triton = triton
-        return triton.grpc_url, triton.http_url, True
-
-    def _build_repository(self, target: str) -> None:
-        self.log(
-            f"building the {target} model repository (weights, ONNX export): first run, "
-            "or the models changed"
-        )
-        import subprocess
-
-        env = dict(os.environ, DFD_DATA_DIR=str(self.settings.data_dir.resolve()))
-        done = subprocess.run(dfd_command("models", "build", "--target", target), env=env)
-        if done.returncode != 0 or not repository_ready(self.settings, target):
-            raise ConfigurationError(
-                f"dfd serve: expected `dfd models build --target {target}` to build "
-                f"{self.settings.repository_dir(target)}, got exit status {done.returncode}"
-            )
+        return url, triton.http_url, True
 
     def _wait_gateway(self, url: str) -> None:
-        import httpx
-
         deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             ended = self.group.exited()
@@ -344,8 +294,6 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from dfd.settings import Settings
-
     settings = Settings()
 
     def log(line: str) -> None:

@@ -41,17 +41,30 @@ from typing import IO
 WATCHDOG_GRACE_S = 10.0
 
 
-def die_with_parent() -> None:
-    """In a child before exec: the kernel sends it SIGTERM when its parent dies.
+# Run by a fresh interpreter in the child: set the parent-death signal, make sure the
+# parent did not die before that, then become the real program (the setting survives exec).
+_EXEC_WITH_PDEATHSIG = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("parent died before its child started")
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
-    Linux only (PR_SET_PDEATHSIG); elsewhere the :class:`Watchdog` alone cleans up. The
-    signal follows the thread that started the child: start children from a long-lived
-    thread (``dfd serve`` starts and restarts them all from its main thread).
+
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when this process dies.
+
+    Linux only (PR_SET_PDEATHSIG); elsewhere ``argv`` as it is, and the :class:`Watchdog`
+    alone cleans up. Set by a small exec wrapper rather than a ``preexec_fn``: running
+    Python between fork and exec in a process with threads (gRPC's, in the tests and in
+    ``dfd analyze``) can hang or crash the child before it starts. The signal follows the
+    thread that started the child: start children from a long-lived thread (``dfd
+    serve`` starts and restarts them all from its main thread).
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if not sys.platform.startswith("linux"):
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *argv]
 
 
 @dataclass(frozen=True)
@@ -109,14 +122,13 @@ class ProcessGroup:
 
     def _spawn(self, name: str, spec: _Spec) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            spec.argv,
+            die_with_parent(spec.argv),
             env=spec.env,
             cwd=spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=spec.stdout,
             stderr=spec.stderr,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
         self._children[name] = process
         if self.watchdog is not None:

@@ -50,7 +50,7 @@ ORPHAN_MAKER = """
 import sys, time
 import redis
 import cli.local_redis as local_redis
-local_redis.die_with_parent = lambda: None
+local_redis.die_with_parent = list
 server = local_redis.LocalRedis(sys.argv[1]).start()
 redis.Redis.from_url(server.url).set("kept", "yes")
 print(server.pid, flush=True)

@@ -23,7 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from cli.stack import Endpoints, describe, gateway_url, repository_ready
+from cli.local import repository_ready
+from cli.stack import Endpoints, describe, gateway_url
 from dfd.ports import free_port
 from dfd.settings import Settings
 from export.triton_repo import STAMP_FILE
@@ -246,7 +247,10 @@ def test_repeated_fast_crashes_stop_everything_with_one_message(
             time.sleep(0.1)
 
     with stack_log, stack:
-        tree = psutil.Process().children(recursive=True)
+        started = [stack.watchdog.pid, *stack.group.pids().values()]
+        assert stack.redis is not None and stack.redis.pid is not None
+        tree = [psutil.Process(pid) for pid in [*started, stack.redis.pid]]
+        tree += [child for p in tree for child in p.children(recursive=True)]
         killer = threading.Thread(target=crash_the_worker_twice)
         killer.start()
         gave_up = stack.supervise(poll_s=0.05)
