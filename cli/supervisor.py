@@ -98,6 +98,7 @@ class ProcessGroup:
         self.watchdog = watchdog
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._specs: dict[str, _Spec] = {}
+        self._cleaned: set[int] = set()
 
     def start(
         self,
@@ -137,18 +138,24 @@ class ProcessGroup:
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:
         """Start child ``name`` again as it was first started; its old process group is
-        stopped first (a dead leader's orphans must not run beside the new child).
+        stopped first (a dead leader's orphans must not run beside the new child), if
+        :meth:`returncode` did not do it already.
 
         Raises:
             ValueError: when that child is still running.
         """
-        old = self._children[name]
-        if old.poll() is None:
+        if self.returncode(name) is None:
             raise ValueError(f"process group: expected {name!r} to have ended, got it running")
-        _signal_group(old.pid, signal.SIGKILL)
-        if self.watchdog is not None:
-            self.watchdog.forget(old.pid)
         return self._spawn(name, self._specs[name])
+
+    def _ended(self, process: subprocess.Popen[bytes]) -> None:
+        """Once a leader has ended: its orphans go too, and the watchdog forgets the group
+        (an empty group's number may be reused by an unrelated process)."""
+        if process.pid not in self._cleaned:
+            self._cleaned.add(process.pid)
+            _signal_group(process.pid, signal.SIGKILL)
+            if self.watchdog is not None:
+                self.watchdog.forget(process.pid)
 
     @property
     def names(self) -> list[str]:
@@ -165,7 +172,11 @@ class ProcessGroup:
 
     def returncode(self, name: str) -> int | None:
         """Child ``name``'s exit status, ``None`` while it runs."""
-        return self._children[name].poll()
+        process = self._children[name]
+        code = process.poll()
+        if code is not None:
+            self._ended(process)
+        return code
 
     def exited(self) -> list[Exited]:
         """Children that have ended so far, in start order."""
@@ -209,9 +220,7 @@ class ProcessGroup:
                 process.wait()
         for _, process in children:
             # The leader is gone; anything still in its group is an orphan of ours.
-            _signal_group(process.pid, signal.SIGKILL)
-            if self.watchdog is not None:
-                self.watchdog.forget(process.pid)
+            self._ended(process)
         return {name: int(process.returncode) for name, process in children}
 
     def __enter__(self) -> ProcessGroup:
