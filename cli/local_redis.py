@@ -361,13 +361,14 @@ class LocalRedis:
         self._release_lock()
 
     def kill(self) -> None:
-        """Stop the server abruptly (SIGKILL), as a crash would; the lock stays held."""
+        """Stop the server abruptly (SIGKILL), as a crash would (no AOF flush)."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
         if process is not None and self.watchdog is not None:
             self.watchdog.forget(process.pid)
+        self._release_lock()
 
     def __enter__(self) -> LocalRedis:
         return self.start()

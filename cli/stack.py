@@ -211,7 +211,14 @@ class Stack:
             supervisor.watch("redis", lambda: redis.returncode, redis.start)
         if self.triton is not None:
             triton = self.triton
-            supervisor.watch("triton", lambda: triton.returncode, triton.start)
+
+            def restart_triton() -> None:
+                # Its log goes with the restart: say why it ended first.
+                if errors := triton.errors():
+                    self.log(f"triton's last errors:\n{errors}")
+                triton.start()
+
+            supervisor.watch("triton", lambda: triton.returncode, restart_triton)
         supervisor.watch_group(self.group)
         gave_up = supervisor.run(poll_s=poll_s)
         assert gave_up is not None  # run() without `until` returns only when it gives up
