@@ -2,7 +2,9 @@
 
 Each test runs ``dfd serve`` as a child process on a temporary data folder with real
 servers (valkey, Triton), waits for its ``ready`` line, looks at the process tree and
-the gateway, stops it with a signal and checks that nothing it started is left.
+the gateway, stops it with a signal and checks that nothing it started is left. Others
+kill what it started (a worker, Redis, Triton: each comes back, and jobs complete) or
+kill it (``kill -9``: nothing is left, and the next serve starts on the same data).
 """
 
 from __future__ import annotations
