@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli.local_triton import LocalTriton
+from cli.supervisor import Watchdog
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 
@@ -51,13 +52,15 @@ def build_repository(settings: Settings, target: str, log: Callable[[str], None]
     return folder
 
 
-def start_triton(settings: Settings, log: Callable[[str], None]) -> tuple[str, LocalTriton | None]:
+def start_triton(
+    settings: Settings, log: Callable[[str], None], watchdog: Watchdog | None = None
+) -> tuple[str, LocalTriton | None]:
     """``DFD_TRITON_URL``, or a local Triton on the ``DFD_TRITON_TARGET`` rendering (then
-    also returned: the caller stops it)."""
+    also returned: the caller stops it; ``watchdog`` is told its process group)."""
     if settings.triton_url:
         return settings.triton_url, None
     target = settings.triton_target
     folder = build_repository(settings, target, log)
     log(f"starting triton ({target} repository {folder.resolve()})")
-    triton = LocalTriton(settings, folder).start()
+    triton = LocalTriton(settings, folder, watchdog=watchdog).start()
     return triton.grpc_url, triton

@@ -12,6 +12,12 @@ The wheel keeps the python backend's stub per Python version apart from the back
 under ``data_dir``. The stub embeds ``libpython`` and imports onnxruntime from this
 environment: it needs the interpreter's library folder on ``LD_LIBRARY_PATH`` and the
 environment's ``bin`` on ``PATH``.
+
+The python backend exchanges tensors with its stubs through ``/dev/shm`` regions (16 MiB
+each here) that only a clean stop removes. Ours are named ``dfd_triton_python_*``;
+each start (and each stop) removes those no live process has mapped or open, so killed
+servers do not fill ``/dev/shm``. A restart after a crash reuses the same ports, so
+clients given the URLs keep working.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from cli.supervisor import Watchdog, die_with_parent
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port
 from dfd.settings import Settings
@@ -38,6 +45,9 @@ READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 4000
 PORT_ATTEMPTS = 3
+# The python backend's shared-memory regions get this prefix (then a UUID) in /dev/shm.
+SHM_PREFIX = "dfd_triton_python_"
+SHM_DIR = Path("/dev/shm")
 
 
 def pytriton_dir() -> Path:
@@ -85,16 +95,75 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM the server when the process that started it dies.
+def _shm_in_use(folder: Path) -> set[str]:
+    """Names of files in ``folder`` some process we can see has mapped or open."""
+    used: set[str] = set()
+    prefix = f"{folder}/"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError), (proc / "maps").open() as maps:
+            for line in maps:
+                at = line.find(prefix)
+                if at >= 0:
+                    used.add(line[at + len(prefix) :].split()[0])
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith(prefix):
+                        used.add(target[len(prefix) :])
+    return used
 
-    A test run or benchmark killed without cleanup would otherwise leave servers behind.
-    (Linux's PR_SET_PDEATHSIG follows the starting thread: start from a long-lived one.)
+
+def remove_stale_shm(folder: Path = SHM_DIR, prefix: str = SHM_PREFIX) -> list[Path]:
+    """Remove our python-backend regions in ``folder`` that no live process uses.
+
+    A region of a running server is mapped by the server and its stubs; one a killed
+    server left is mapped by nobody. Only this user's files with ``prefix`` are touched.
+
+    Returns:
+        The regions removed.
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
+    if not folder.is_dir():
+        return []
+    candidates = [
+        path
+        for path in folder.glob(f"{prefix}*")
+        if path.is_file() and path.stat().st_uid == os.getuid()
+    ]
+    if not candidates:
+        return []
+    used = _shm_in_use(folder)
+    removed = []
+    for path in candidates:
+        if path.name not in used:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Wait until no live process is left in group ``pgid`` (SIGKILLed stubs take a moment
+    to exit; a zombie no longer maps anything)."""
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies (from ``/proc/PID/stat``)."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(proc.name))
+    return members
 
 
 class LocalTriton:
@@ -106,6 +175,7 @@ class LocalTriton:
         repository: serve this repository folder instead.
         ready_timeout_s: how long ``start()`` waits for ``/v2/health/ready``.
         extra_args: more ``tritonserver`` flags.
+        watchdog: Told the server's process group, so it is stopped if this process dies.
     """
 
     def __init__(
@@ -115,11 +185,13 @@ class LocalTriton:
         *,
         ready_timeout_s: float = READY_TIMEOUT_S,
         extra_args: tuple[str, ...] = (),
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.settings = settings
         self.repository = Path(repository or settings.repository_dir("cpu")).resolve()
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args
+        self.watchdog = watchdog
         self.host = "127.0.0.1"
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.startup_s: float | None = None
@@ -149,6 +221,11 @@ class LocalTriton:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The server's exit status once it ended on its own; ``None`` while it runs."""
+        return self._process.poll() if self._process is not None else None
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         if self._log_path is None or not self._log_path.is_file():
@@ -196,13 +273,22 @@ class LocalTriton:
             # region large enough for a batch of face crops so it rarely has to grow.
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=16777216",
+            f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}",
             *self.extra_args,
         ]
 
     def start(self) -> LocalTriton:
-        """Starts the server and waits for readiness; raises with the log tail on failure."""
+        """Starts the server and waits for readiness; raises with the log tail on failure.
+
+        After a crash, starts it again on the same ports (what was left of the crashed
+        one, its stubs and shared memory, is removed first).
+        """
         if self.running:
             return self
+        # Once it has served, it keeps its ports: clients were given these URLs.
+        restart = self.startup_s is not None
+        self.stop()
+        remove_stale_shm()
         if not (self.repository / ".build-stamp.json").is_file() and not any(
             self.repository.glob("*/config.pbtxt")
         ):
@@ -211,29 +297,33 @@ class LocalTriton:
             )
         for attempt in range(PORT_ATTEMPTS):
             try:
-                self._launch()
+                self._launch(new_ports=not restart)
                 break
             except UpstreamUnavailableError as exc:
-                # A free port can be taken by someone else before the server binds it.
+                # A free port can be taken by someone else before the server binds it
+                # (on a restart: the same ports again, a moment later).
                 if "already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
                     raise
+                time.sleep(0.0 if not restart else 1.0)
         return self
 
-    def _launch(self) -> None:
-        self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
+    def _launch(self, new_ports: bool = True) -> None:
+        if new_ports:
+            self.http_port, self.grpc_port, self.metrics_port = (free_port() for _ in range(3))
         log_dir = Path(tempfile.mkdtemp(prefix="dfd-triton-"))
         self._log_path = log_dir / "tritonserver.log"
         started = time.monotonic()
         with self._log_path.open("wb") as log_file:
             # Own session, so stop() can signal the server and its python stubs together.
             self._process = subprocess.Popen(
-                self.command(),
+                die_with_parent(self.command()),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=server_env(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
+        if self.watchdog is not None:
+            self.watchdog.watch(self._process.pid)
         try:
             self._wait_ready(started)
         except BaseException:
@@ -279,6 +369,10 @@ class LocalTriton:
         # Python stubs left behind by a killed server share its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
+        if self.watchdog is not None:
+            self.watchdog.forget(process.pid)
+        _wait_group_gone(process.pid, STOP_TIMEOUT_S)
+        remove_stale_shm()
         if self._log_path is not None:
             shutil.rmtree(self._log_path.parent, ignore_errors=True)
             self._log_path = None

@@ -8,7 +8,14 @@ resolved addresses through the environment (``DFD_REDIS_URL``, ``DFD_TRITON_URL`
 ``DFD_DATA_DIR``, ``DFD_PUBLIC_BASE_URL``), so each builds the same settings. It stops
 in the reverse order: gateway and workers, then Triton, then Redis.
 
-Stdlib and httpx only: everything heavy runs in the children.
+While it runs, :meth:`Stack.supervise` restarts whatever ends (a worker, the gateway,
+the local Redis, the local Triton; the servers on their old ports, so the URLs the
+children hold stay right) with backoff, and gives up only on a crash loop. A
+:class:`cli.supervisor.Watchdog` and parent-death signals make sure nothing it started
+outlives it, even when it is killed with SIGKILL.
+
+Light imports only (stdlib, httpx, the settings): everything heavy runs in the
+children.
 """
 
 from __future__ import annotations
@@ -17,23 +24,24 @@ import argparse
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from cli.supervisor import Exited, ProcessGroup
+import httpx
+
+from cli.local import dfd_command, start_triton
+from cli.local_redis import LocalRedis, start_redis
+from cli.local_triton import LocalTriton
+from cli.supervisor import GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
+from dfd.settings import Settings
 
-if TYPE_CHECKING:
-    from dfd.settings import Settings
-
-# Written last by a repository build (export/triton_repo.py): its presence marks a built rendering.
 GATEWAY_READY_TIMEOUT_S = 60.0
 
 
@@ -50,28 +58,12 @@ class Endpoints:
     triton_local: bool
 
 
-def dfd_command(*args: str) -> list[str]:
-    """``dfd ARGS`` run by this interpreter, so children use the same environment."""
-    return [sys.executable, "-m", "cli.main", *args]
-
-
 def gateway_url(host: str, port: int) -> str:
     """The URL a gateway bound to ``host:port`` is reached at from this machine."""
     public_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in public_host:  # an IPv6 literal
         public_host = f"[{public_host}]"
     return f"http://{public_host}:{port}"
-
-
-def repository_ready(settings: Settings, target: str) -> bool:
-    """Whether the built repository serves the models (and threads) the settings ask for.
-
-    Only a stamp used to be checked: after DFD_VISUAL_MODEL changed, Triton kept serving
-    the old model while results named the new one.
-    """
-    from export.triton_repo import repository_current
-
-    return repository_current(settings, target)  # type: ignore[arg-type]
 
 
 class Stack:
@@ -85,6 +77,8 @@ class Stack:
         child_output: Where the children's stdout and stderr go (``None``: inherited).
         log: Prints one line of progress.
         stop_timeout_s: Grace period for the children after SIGTERM.
+        restart_policy: Backoff between restarts and when to give up (default
+            :class:`RestartPolicy`'s).
     """
 
     def __init__(
@@ -97,6 +91,7 @@ class Stack:
         child_output: IO[bytes] | None = None,
         log: Callable[[str], None] = print,
         stop_timeout_s: float = 10.0,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         if workers < 0:
             raise ConfigurationError(f"dfd serve: expected 0 or more workers, got {workers}")
@@ -106,7 +101,11 @@ class Stack:
         self.workers = workers
         self.child_output = child_output
         self.log = log
-        self.group = ProcessGroup(stop_timeout_s=stop_timeout_s)
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.watchdog = Watchdog(grace_s=stop_timeout_s)
+        self.group = ProcessGroup(stop_timeout_s=stop_timeout_s, watchdog=self.watchdog)
+        self.redis: LocalRedis | None = None
+        self.triton: LocalTriton | None = None
         self.endpoints: Endpoints | None = None
         self._exit = contextlib.ExitStack()
 
@@ -128,7 +127,9 @@ class Stack:
             )
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        redis_url, redis_local = self._start_redis(data_dir)
+        self._exit.callback(self.watchdog.close)  # last: after everything it watches stopped
+        self.watchdog.start()
+        redis_url, redis_local = self._start_redis()
         triton_grpc, triton_http, triton_local = self._start_triton()
 
         url = gateway_url(self.host, self.port)
@@ -166,52 +167,22 @@ class Stack:
         )
         return self.endpoints
 
-    def _start_redis(self, data_dir: Path) -> tuple[str, bool]:
-        if self.settings.redis_url:
-            return self.settings.redis_url, False
-        from cli.local_redis import LocalRedis
-
-        self.log(f"starting redis (data in {data_dir / 'redis'})")
-        redis = LocalRedis(data_dir / "redis")
-        self._exit.callback(redis.stop)
-        redis.start()
-        return redis.url, True
+    def _start_redis(self) -> tuple[str, bool]:
+        url, redis = start_redis(self.settings, self.log, self.watchdog)
+        if redis is not None:
+            self._exit.callback(redis.stop)
+            self.redis = redis
+        return url, redis is not None
 
     def _start_triton(self) -> tuple[str, str | None, bool]:
-        if self.settings.triton_url:
-            return self.settings.triton_url, None, False
-        target = self.settings.triton_target
-        if not repository_ready(self.settings, target):
-            self._build_repository(target)
-        # Light import: the server binary runs as a child of LocalTriton.
-        from cli.local_triton import LocalTriton
-
-        self.log(
-            f"starting triton ({target} repository {self.settings.repository_dir(target).resolve()})"
-        )
-        triton = LocalTriton(self.settings, self.settings.repository_dir(target))
+        url, triton = start_triton(self.settings, self.log, self.watchdog)
+        if triton is None:
+            return url, None, False
         self._exit.callback(triton.stop)
-        triton.start()
-        return triton.grpc_url, triton.http_url, True
-
-    def _build_repository(self, target: str) -> None:
-        self.log(
-            f"building the {target} model repository (weights, ONNX export): first run, "
-            "or the models changed"
-        )
-        import subprocess
-
-        env = dict(os.environ, DFD_DATA_DIR=str(self.settings.data_dir.resolve()))
-        done = subprocess.run(dfd_command("models", "build", "--target", target), env=env)
-        if done.returncode != 0 or not repository_ready(self.settings, target):
-            raise ConfigurationError(
-                f"dfd serve: expected `dfd models build --target {target}` to build "
-                f"{self.settings.repository_dir(target)}, got exit status {done.returncode}"
-            )
+        self.triton = triton
+        return url, triton.http_url, True
 
     def _wait_gateway(self, url: str) -> None:
-        import httpx
-
         deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             ended = self.group.exited()
@@ -232,12 +203,26 @@ class Stack:
         )
 
     # -- run and stop --------------------------------------------------------------------
-    def supervise(self, poll_s: float = 0.5) -> Exited:
-        """Block until a child exits; that child."""
-        while True:
-            ended = self.group.wait_any(timeout_s=3600.0, poll_s=poll_s)
-            if ended is not None:
-                return ended
+    def supervise(self, poll_s: float = 0.5) -> GaveUp:
+        """Restart whatever ends, until one child crashes too often too fast; that one."""
+        supervisor = Supervisor(self.restart_policy, log=self.log)
+        if self.redis is not None:
+            redis = self.redis
+            supervisor.watch("redis", lambda: redis.returncode, redis.start)
+        if self.triton is not None:
+            triton = self.triton
+
+            def restart_triton() -> None:
+                # Its log goes with the restart: say why it ended first.
+                if errors := triton.errors():
+                    self.log(f"triton's last errors:\n{errors}")
+                triton.start()
+
+            supervisor.watch("triton", lambda: triton.returncode, restart_triton)
+        supervisor.watch_group(self.group)
+        gave_up = supervisor.run(poll_s=poll_s)
+        assert gave_up is not None  # run() without `until` returns only when it gives up
+        return gave_up
 
     def _stop_children(self) -> None:
         self.group.stop()
@@ -316,8 +301,6 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from dfd.settings import Settings
-
     settings = Settings()
 
     def log(line: str) -> None:
@@ -331,8 +314,7 @@ def serve(args: argparse.Namespace) -> int:
             log("ready")
             print("\n".join(describe(endpoints, args.workers)), flush=True)
             log("Ctrl-C stops everything")
-            ended = stack.supervise()
-            log(f"{ended.name} exited with status {ended.returncode}; stopping everything")
+            log(str(stack.supervise()))
             status = 1
     except Shutdown as exc:
         log(f"{exc} received; stopping")
@@ -347,7 +329,8 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the whole service on this machine",
         description="Start a local Redis and Triton (unless DFD_REDIS_URL / DFD_TRITON_URL "
-        "are set), N workers and the gateway; Ctrl-C stops them all.",
+        "are set), N workers and the gateway; restart any that ends (giving up after "
+        "repeated fast crashes); Ctrl-C stops them all.",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address the gateway binds (default %(default)s)"

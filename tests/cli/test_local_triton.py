@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
-from cli.local_triton import LocalTriton
+from cli.local_triton import SHM_PREFIX, LocalTriton, remove_stale_shm
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 
 pytestmark = pytest.mark.integration
@@ -102,3 +107,67 @@ def test_a_port_taken_before_the_server_binds_it_is_retried(triton, tmp_path, mo
             assert server.grpc_port != busy
             assert len(handed) == 6  # two launches of three ports each
             assert _get(f"{server.http_url}/v2/health/ready")[0] == 200
+
+
+# Maps argv[1] shared, as a live server's stubs do, and waits.
+MAPPER = (
+    "import mmap, sys, time\n"
+    "f = open(sys.argv[1], 'r+b')\n"
+    "m = mmap.mmap(f.fileno(), 4096)\n"
+    "f.close()\n"
+    "print('mapped', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.unit
+def test_only_our_regions_that_nobody_maps_are_removed(tmp_path):
+    live, dead, other = (tmp_path / n for n in (f"{SHM_PREFIX}live", f"{SHM_PREFIX}dead", "x"))
+    for path in (live, dead, other):
+        path.write_bytes(b"\0" * 4096)
+    mapper = subprocess.Popen([sys.executable, "-c", MAPPER, str(live)], stdout=subprocess.PIPE)
+    try:
+        assert mapper.stdout is not None and mapper.stdout.readline() == b"mapped\n"
+
+        assert remove_stale_shm(tmp_path, SHM_PREFIX) == [dead]
+
+        assert live.exists() and other.exists() and not dead.exists()
+    finally:
+        mapper.kill()
+        mapper.wait()
+    assert remove_stale_shm(tmp_path, SHM_PREFIX) == [live]
+
+
+def _regions() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob(f"{SHM_PREFIX}*")}
+
+
+def test_a_killed_server_restarts_on_its_ports_and_leaves_no_shared_memory(triton, tmp_path):
+    repo = _small_repository(triton.repository, tmp_path / "repo")
+    with LocalTriton(triton.settings, repo, ready_timeout_s=60) as server:
+        ports = (server.http_port, server.grpc_port, server.metrics_port)
+        # The server's own regions: its python stubs' shared memory.
+        stubs = psutil.Process(server.pid).children()
+        mine = {arg for stub in stubs for arg in stub.cmdline() if arg.startswith(SHM_PREFIX)}
+        assert mine and mine <= _regions()
+
+        os.kill(server.pid, signal.SIGKILL)  # a crash: its stubs and regions are left
+        deadline = time.monotonic() + 10
+        while server.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.returncode == -9
+        assert mine <= _regions()
+
+        server.start()
+
+        assert (server.http_port, server.grpc_port, server.metrics_port) == ports
+        assert _get(f"{server.http_url}/v2/models/fusion/ready")[0] == 200
+        assert not mine & _regions(), "the killed server's regions are still in /dev/shm"
+        assert not any(stub.is_running() and stub.status() != "zombie" for stub in stubs)
+        now = {
+            arg
+            for stub in psutil.Process(server.pid).children()
+            for arg in stub.cmdline()
+            if arg.startswith(SHM_PREFIX)
+        }
+    assert not now & _regions(), "a clean stop leaves its regions behind"

@@ -2,7 +2,9 @@
 
 Each test runs ``dfd serve`` as a child process on a temporary data folder with real
 servers (valkey, Triton), waits for its ``ready`` line, looks at the process tree and
-the gateway, stops it with a signal and checks that nothing it started is left.
+the gateway, stops it with a signal and checks that nothing it started is left. Others
+kill what it started (a worker, Redis, Triton: each comes back, and jobs complete) or
+kill it (``kill -9``: nothing is left, and the next serve starts on the same data).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +25,8 @@ import httpx
 import psutil
 import pytest
 
-from cli.stack import Endpoints, describe, gateway_url, repository_ready
+from cli.local import repository_ready
+from cli.stack import Endpoints, describe, gateway_url
 from dfd.ports import free_port
 from dfd.settings import Settings
 from export.triton_repo import STAMP_FILE
@@ -140,17 +144,231 @@ def test_serve_starts_redis_workers_gateway_and_stops_them_all(
         httpx.get(f"{served.gateway}/healthz", timeout=2)
 
 
+def _children(served: Served, kind: str) -> list[psutil.Process]:
+    """``dfd serve``'s own children of one kind (not their forks: rq's scheduler, work horses)."""
+    return [p for p in psutil.Process(served.process.pid).children() if _names([p]) == [kind]]
+
+
+def _nowhere() -> str:
+    # An external Triton address nothing answers on: for tests about the supervisor.
+    return f"127.0.0.1:{free_port()}"
+
+
 @pytest.mark.integration
-def test_serve_stops_everything_when_a_child_dies(serve) -> None:
-    served = serve("--workers", "2", DFD_TRITON_URL=f"127.0.0.1:{free_port()}")
+def test_a_killed_worker_is_restarted_and_serve_stays_ready(serve) -> None:
+    served = serve("--workers", "2", DFD_TRITON_URL=_nowhere())
+    workers = _children(served, "worker")
+    assert len(workers) == 2
+    killed, kept = workers
+
+    killed.kill()
+
+    match = _wait_for(served.output, r"^dfd serve: (worker-\d) restarted$", served.process, 30)
+    name = match.group(1)
+    assert f"{name} exited with status -9; restarting in 0.5 s" in served.text()
+    assert served.process.poll() is None
+    now = _children(served, "worker")
+    assert len(now) == 2 and kept in now and killed not in now
+    assert httpx.get(f"{served.gateway}/readyz", timeout=10).json()["checks"]["redis"] == "ok"
+
     tree = served.descendants()
-    worker = next(p for p in tree if _names([p]) == ["worker"])
-
-    worker.kill()
-
-    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 1
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
     assert _all_gone(tree) == []
-    assert re.search(r"worker-\d exited with status -9; stopping everything", served.text())
+
+
+def _redis_url(served: Served) -> str:
+    match = re.search(r"^  redis\s+(redis://\S+)", served.text(), re.M)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.integration
+def test_a_killed_local_redis_comes_back_on_its_port_with_its_data(serve) -> None:
+    import redis as redis_lib
+
+    served = serve("--workers", "1", DFD_TRITON_URL=_nowhere())
+    url = _redis_url(served)
+    client = redis_lib.Redis.from_url(url)
+    client.set("kept", "yes")
+    time.sleep(1.5)  # appendfsync everysec: on disk within a second
+    (server,) = _children(served, "redis")
+
+    server.kill()
+
+    _wait_for(served.output, r"^dfd serve: redis restarted$", served.process, 30)
+    assert "redis exited with status -9; restarting in 0.5 s" in served.text()
+    assert client.get("kept") == b"yes"  # same URL: the children's DFD_REDIS_URL still holds
+    client.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready = httpx.get(f"{served.gateway}/readyz", timeout=10).json()
+        if ready["checks"]["redis"] == "ok":
+            break
+        time.sleep(0.5)
+    assert ready["checks"]["redis"] == "ok"
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["sigkill", "sigterm-then-sigkill"])
+def test_serve_killed_leaves_nothing_and_starts_again_on_its_data(serve, how: str) -> None:
+    """``kill -9``, or what a process manager does on a slow stop (SIGTERM, SIGKILL a
+    second later): every process serve started goes, the local Redis with its AOF flushed,
+    and the next serve on the same data folder starts cleanly."""
+    import redis as redis_lib
+
+    served = serve("--workers", "1", DFD_TRITON_URL=_nowhere())
+    client = redis_lib.Redis.from_url(_redis_url(served))
+    client.set("kept", "yes")
+    client.close()
+    tree = served.descendants()
+    assert sorted(set(_names(tree))) == ["gateway", "redis", "worker"]
+    assert any("cli.supervisor --watchdog" in " ".join(p.cmdline()) for p in tree)
+
+    if how == "sigterm-then-sigkill":
+        served.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+    served.process.kill()
+    served.process.wait()
+
+    left = _all_gone(tree, timeout_s=20)
+    assert left == [], f"left running: {[' '.join(p.cmdline()) for p in left]}"
+
+    again = serve("--workers", "1", DFD_TRITON_URL=_nowhere())
+    assert "stale" not in again.text()
+    client = redis_lib.Redis.from_url(_redis_url(again))
+    assert client.get("kept") == b"yes"
+    client.close()
+    assert httpx.get(f"{again.gateway}/readyz", timeout=10).json()["checks"]["redis"] == "ok"
+    again.process.send_signal(signal.SIGTERM)
+    assert again.process.wait(timeout=STOP_TIMEOUT_S) == 0
+
+
+@pytest.mark.integration
+def test_repeated_fast_crashes_stop_everything_with_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cli.stack import Stack
+    from cli.supervisor import GaveUp, RestartPolicy
+
+    monkeypatch.setenv("DFD_LOG_JSON", "false")
+    lines: list[str] = []
+    stack_log = (tmp_path / "children.log").open("wb")
+    stack = Stack(
+        Settings(data_dir=tmp_path / "data", triton_url=_nowhere()),
+        port=0,
+        workers=1,
+        child_output=stack_log,
+        log=lines.append,
+        restart_policy=RestartPolicy(max_crashes=1, window_s=60, backoff_initial_s=0.1),
+    )
+    killed: list[int] = []
+
+    def crash_the_worker_twice() -> None:
+        # The worker is killed as soon as it (or its restart) is up.
+        deadline = time.monotonic() + 60
+        while len(killed) < 2 and time.monotonic() < deadline:
+            pid = stack.group.pid("worker-1")
+            if stack.group.running("worker-1") and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.1)
+
+    with stack_log, stack:
+        started = [stack.watchdog.pid, *stack.group.pids().values()]
+        assert stack.redis is not None and stack.redis.pid is not None
+        tree = [psutil.Process(pid) for pid in [*started, stack.redis.pid]]
+        tree += [child for p in tree for child in p.children(recursive=True)]
+        killer = threading.Thread(target=crash_the_worker_twice)
+        killer.start()
+        gave_up = stack.supervise(poll_s=0.05)
+        killer.join()
+    assert gave_up == GaveUp("worker-1", -9, crashes=2, window_s=60)
+    assert str(gave_up) == (
+        "worker-1 crashed 2 times within 60 s (last exit status -9); "
+        "giving up and stopping everything"
+    )
+    assert [line for line in lines if "worker-1" in line] == [
+        "worker-1 exited with status -9; restarting in 0.1 s (crash 1 of 1 allowed within 60 s)",
+        "worker-1 restarted",
+    ]
+    assert _all_gone(tree) == []
+
+
+CLIP = "grid/bbaf2n.mpg"
+JOB_TIMEOUT_S = 300.0
+
+
+def _submit(gateway: str, clip: Path, count: int = 1) -> list[str]:
+    from cli.demo import JobClient
+
+    with httpx.Client(base_url=gateway, timeout=60) as http:
+        return [JobClient(http).submit(str(clip)) for _ in range(count)]
+
+
+def _wait_jobs(gateway: str, job_ids: list[str]) -> list[dict]:
+    from cli.demo import JobClient
+
+    with httpx.Client(base_url=gateway, timeout=60) as http:
+        client = JobClient(http)
+        return [client.wait(job_id, timeout_s=JOB_TIMEOUT_S, poll_s=0.5) for job_id in job_ids]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_job_submitted_after_a_worker_was_killed_completes(serve, triton, media_dir) -> None:
+    served = serve("--workers", "1", DFD_TRITON_URL=triton.grpc_url)
+    _children(served, "worker")[0].kill()
+    _wait_for(served.output, r"^dfd serve: worker-1 restarted$", served.process, 30)
+
+    (view,) = _wait_jobs(served.gateway, _submit(served.gateway, media_dir / CLIP))
+
+    assert view["status"] == "completed", view
+    assert served.process.poll() is None
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_killed_triton_comes_back_and_the_jobs_in_flight_complete(
+    serve, triton, tmp_path: Path, media_dir
+) -> None:
+    repository = tmp_path / "data" / "model_repository" / "cpu"
+    repository.parent.mkdir(parents=True)
+    repository.symlink_to(triton.repository, target_is_directory=True)
+    # Retries enough to span a Triton start-up on a loaded machine (5 + 10 + 20 + 40 s).
+    served = serve("--workers", "1", DFD_JOB_RETRIES="4")
+    (server,) = _children(served, "triton")
+    http = re.search(r"^  triton\s+grpc \S+, http (http://\S+)", served.text(), re.M)
+    assert http is not None
+
+    job_ids = _submit(served.gateway, media_dir / CLIP, count=2)
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=served.gateway, timeout=10) as client:
+        while time.monotonic() < deadline:  # kill Triton once a job is being worked on
+            if client.get(f"/api/job/{job_ids[0]}").json()["status"] == "active":
+                break
+            time.sleep(0.1)
+    server.kill()
+    killed = time.monotonic()
+
+    _wait_for(served.output, r"^dfd serve: triton restarted$", served.process, 180)
+    print(f"triton back {time.monotonic() - killed:.1f} s after the kill")
+    assert "triton exited with status -9; restarting" in served.text()
+    views = _wait_jobs(served.gateway, job_ids)
+
+    assert [v["status"] for v in views] == ["completed", "completed"], (views, served.text())
+    assert max(v["attempt"] for v in views) >= 2  # the kill hit them: they were retried
+    # The same address as before: the workers' DFD_TRITON_URL is still right.
+    assert httpx.get(f"{http.group(1)}/v2/health/ready", timeout=5).status_code == 200
+    assert served.process.poll() is None
+    tree = served.descendants()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
+    assert _all_gone(tree) == []
 
 
 @pytest.mark.integration
