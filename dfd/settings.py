@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The longest an S3 (SigV4) presigned URL may live.
@@ -263,14 +263,44 @@ class Settings(BaseSettings):
         "no traces are recorded or exported.",
     )
 
+    # --- provenance and known fakes -----------------------------------------------
+    c2pa_trust_anchors: Path | None = Field(
+        None,
+        description="PEM bundle of C2PA trust anchors: a manifest signed under one is "
+        "`trusted`; unset, intact manifests are `valid` (untrusted signer) at best.",
+    )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer keys for the admin endpoints (/api/known-fakes), each at least "
+        "16 characters; empty: the admin endpoints refuse every request.",
+    )
+    known_fake_max_distance: int = Field(
+        31,
+        ge=0,
+        le=256,
+        description="PDQ Hamming distance (of 256 bits) at or under which two frames match.",
+    )
+    known_fake_min_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a video's hashed frames that must match a known fake's frames.",
+    )
+    pdq_min_quality: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="Frames whose PDQ quality is below this (flat or blank) are not hashed.",
+    )
+
     # --- derived paths ------------------------------------------------------------
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
-    def _keys_hard_to_guess(cls, keys: list[SecretStr]) -> list[SecretStr]:
+    def _keys_hard_to_guess(cls, keys: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
         short = sum(len(k.get_secret_value()) < MIN_API_KEY_LENGTH for k in keys)
         if short:
             raise ValueError(
-                f"api_keys: expected keys of at least {MIN_API_KEY_LENGTH} characters, got "
+                f"{info.field_name}: expected keys of at least {MIN_API_KEY_LENGTH} characters, got "
                 f"{short} shorter (`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
                 "makes one)"
             )

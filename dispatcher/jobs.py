@@ -161,8 +161,11 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         job.meta.pop("stage", None)
         job.save_meta()
     context = worker_context()
+    from dispatcher.known_fakes import RedisBank
     from dispatcher.pipeline import analyze
 
+    # The bank of known fakes lives in the queue's Redis; its connection is the job's.
+    bank = RedisBank(job.connection, context.settings.result_ttl_s) if job is not None else None
     traceparent = job.meta.get("traceparent") if job is not None else None
     with job_span(request.job_id, request.source.kind, attempt, traceparent):
         result = analyze(
@@ -172,6 +175,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             context.store,
             Progress(job),
             job_id=request.job_id,
+            bank=bank,
         )
     delete_upload(payload, context.settings)
     return result.model_dump(mode="json")

@@ -1,6 +1,7 @@
 """One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
 
-    workspace -> fetch (URL) -> probe -> decode -> faces -> infer -> evidence -> Result
+    workspace -> fetch (URL) -> probe (+ provenance, metadata) -> decode (+ hashes, bank
+    look-up) -> faces -> infer -> evidence -> Result (facts may override the label)
 
 The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
 the evidence store are passed in. Each stage is timed; a failure names its stage. Input
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dfd.errors import DfdError, InternalError
 from dfd.schemas import JobSource, ModalityResult, Result
@@ -25,6 +26,9 @@ from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
+
+if TYPE_CHECKING:
+    from dispatcher.known_fakes import RedisBank
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +74,38 @@ class _Stages:
         return lambda fraction: self.report(stage, fraction)
 
     @contextmanager
+    def timed(self, key: str, stage: Stage) -> Iterator[None]:
+        """Time a step inside ``stage`` under its own ``timings_ms`` key, without progress."""
+        started = time.perf_counter()
+        try:
+            with self.failures(stage):
+                yield
+        finally:
+            self.timings_ms[key] = round((time.perf_counter() - started) * 1000, 1)
+
+    @contextmanager
+    def failures(self, stage: Stage) -> Iterator[None]:
+        """Give a failure the stage's name; anything not a ``DfdError`` is a bug."""
+        try:
+            yield
+        except DfdError as exc:
+            if getattr(exc, "stage", None) is None:
+                exc.stage = stage  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:
+            err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
+            err.stage = stage  # type: ignore[attr-defined]
+            raise err from exc
+
+    @contextmanager
     def run(self, stage: Stage) -> Iterator[None]:
         self.report(stage, 0.0)
         started = time.perf_counter()
         # One child span of the current (job) span per stage; it records the stage's error.
         with tracer().start_as_current_span(f"dfd.stage.{stage.value}"):
             try:
-                yield
-            except DfdError as exc:
-                if getattr(exc, "stage", None) is None:
-                    exc.stage = stage  # type: ignore[attr-defined]
-                raise
-            except Exception as exc:
-                err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
-                err.stage = stage  # type: ignore[attr-defined]
-                raise err from exc
+                with self.failures(stage):
+                    yield
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 self.timings_ms[_TIMING_KEYS[stage]] = round(elapsed_ms, 1)
@@ -114,6 +135,7 @@ def analyze(
     store: Any,
     progress: Progress | None = None,
     job_id: str | None = None,
+    bank: RedisBank | None = None,
 ) -> Result:
     """Analyse one video.
 
@@ -124,6 +146,8 @@ def analyze(
         store: an evidence store (``put``/``url``).
         progress: called with ``(stage, 0..1)`` as work advances.
         job_id: names the temp folder and the evidence prefix; random when omitted.
+        bank: the known fakes to look the video's hashes up in (and where they are
+            kept); ``None``: no look-up (``matches`` is null).
 
     Raises:
         InputError: the media or URL cannot be analysed (never worth a retry).
@@ -136,9 +160,13 @@ def analyze(
     from dispatcher.decode import decode
     from dispatcher.evidence import build_evidence
     from dispatcher.faces import find_faces
+    from dispatcher.facts import apply_facts
     from dispatcher.fetch import fetch
     from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
+    from dispatcher.known_fakes import find_matches, hash_frames
+    from dispatcher.metadata import telltale_metadata
     from dispatcher.probe import probe
+    from dispatcher.provenance import read_provenance
 
     job_id = job_id or uuid.uuid4().hex
     started = time.monotonic()
@@ -153,8 +181,17 @@ def analyze(
         assert path is not None
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
+        with stages.timed("provenance", Stage.PROBE):
+            provenance = read_provenance(path, settings)
+            metadata = telltale_metadata(path)
         with stages.run(Stage.DECODE):
             media = decode(path, settings, info.duration_s)
+        matches = None
+        with stages.timed("hashes", Stage.DECODE):
+            hashes = hash_frames(media.frames, settings)
+            if bank is not None:
+                matches = find_matches(hashes, bank.entries(), settings)
+                bank.keep(job_id, hashes)
         with stages.run(Stage.FACES):
             speech = has_speech_level(media.audio)
             faces = find_faces(
@@ -202,9 +239,14 @@ def analyze(
         )
         for m in MODALITY_ORDER
     }
+    label, reasons = apply_facts(final.label, provenance, matches)
     return Result(
         confidence=round(final.confidence, 4),
-        label=final.label,
+        label=label,
+        reasons=reasons,
+        provenance=provenance,
+        metadata=metadata,
+        matches=matches,
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings),

@@ -31,7 +31,7 @@ from gateway.deps import GatewayState
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import analyze, evidence, health, jobs, upload
+from gateway.routes import analyze, evidence, health, jobs, known_fakes, upload
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, health, evidence):
+    for module in (upload, analyze, jobs, health, evidence, known_fakes):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
