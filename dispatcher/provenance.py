@@ -121,17 +121,17 @@ def read_provenance(path: Path, settings: Settings) -> Provenance:
             if reader is None:
                 return Provenance(present=False)
             with reader:
-                if not reader.is_embedded() and reader.get_remote_url():
-                    return Provenance(
-                        present=True,
-                        error=f"the manifest is remote ({reader.get_remote_url()}); "
-                        "not fetched (provenance is read offline)",
-                    )
                 store = json.loads(reader.json())
                 state = reader.get_validation_state()
     except c2pa.C2paError.NotSupported:
         return Provenance(present=False, supported=False)
     except c2pa.C2paError as exc:
+        if isinstance(exc, c2pa.C2paError.RemoteManifest) or str(exc).startswith("Remote"):
+            # The file points to a manifest at a URL, which offline reading does not fetch.
+            return Provenance(
+                present=True,
+                error=f"the manifest is remote; not fetched (provenance is read offline): {exc}",
+            )
         # A manifest store is there (else try_create answers None) but cannot be read.
         return Provenance(present=True, state="invalid", error=f"{type(exc).__name__}: {exc}")
     return from_store(store, state)
