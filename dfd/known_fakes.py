@@ -39,6 +39,11 @@ class FrameHash(BaseModel):
     time_s: float = Field(ge=0, description="The sampled frame's time in the video.")
     pdq: str = Field(pattern=r"^[0-9a-f]{64}$", description="PDQ hash, 256 bits as hex.")
     quality: int = Field(ge=0, le=100, description="PDQ quality (low: flat, blank frame).")
+    pdq_center: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="PDQ of the frame's central 60 % (without the corners logos go in).",
+    )
 
 
 class MediaHashes(BaseModel):
@@ -74,7 +79,7 @@ def export_lines(entries: Iterable[KnownFake], plain: bool = False) -> Iterator[
     for entry in entries:
         if not plain:
             meta = entry.model_dump(mode="json", exclude={"hashes"})
-            meta["frames"] = [[f.time_s, f.quality] for f in entry.hashes.frames]
+            meta["frames"] = [[f.time_s, f.quality, f.pdq_center] for f in entry.hashes.frames]
             yield ENTRY_LINE + json.dumps(meta, separators=(",", ":"))
         for frame in entry.hashes.frames:
             yield f"{PDQ} {frame.pdq}"
@@ -93,7 +98,7 @@ def import_lines(lines: Iterable[str], default_label: str, created_at: str) -> l
 
     entries: list[KnownFake] = []
     current: KnownFake | None = None
-    frames_meta: list[list[float]] = []
+    frames_meta: list[list[float | str | None]] = []
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if line.startswith(ENTRY_LINE.strip()):
@@ -126,6 +131,14 @@ def import_lines(lines: Iterable[str], default_label: str, created_at: str) -> l
             )
             entries.append(current)
         i = len(current.hashes.frames)
-        time_s, quality = frames_meta[i] if i < len(frames_meta) else (float(i), 100)
-        current.hashes.frames.append(FrameHash(time_s=time_s, pdq=signal, quality=int(quality)))
+        time_s, quality, center = frames_meta[i] if i < len(frames_meta) else (i, 100, None)
+        try:
+            frame = FrameHash.model_validate(
+                {"time_s": time_s, "pdq": signal, "quality": quality, "pdq_center": center}
+            )
+        except ValidationError as exc:
+            raise HashListError(
+                f"hash list line {number}: its dfd-entry frame metadata does not parse: {exc}"
+            ) from exc
+        current.hashes.frames.append(frame)
     return [e for e in entries if e.hashes.frames]

@@ -1,7 +1,7 @@
 """Perceptual hashes of an analysed video and their look-up in the bank of known fakes.
 
 ``hash_frames`` computes PDQ (Meta's perceptual image hash, 256 bits) of every sampled
-frame, scaled down first (PDQ reduces to 64x64 anyway, and a 1080p frame costs 30x
+frame and of its centre (so a logo in a corner does not hide a copy), scaled down first (PDQ reduces to 64x64 anyway, and a 1080p frame costs 30x
 more than a 360p one). ``find_matches`` compares a video's frame hashes with each bank
 entry's: a frame matches an entry when some frame of the entry is within
 ``known_fake_max_distance`` bits (PDQ's authors suggest 31 of 256), and the video
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Frames are scaled so their longer side is at most this before hashing.
 HASH_MAX_SIDE_PX = 512
+# Share of each side cut off for the centre hash.
+CENTER_MARGIN = 0.2
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:
@@ -53,6 +55,17 @@ def pdq_hex(image: np.ndarray) -> tuple[str, int]:
     return packed.tobytes().hex(), int(quality)
 
 
+def center(image: np.ndarray) -> np.ndarray:
+    """The central 60 % of each side: what is left when corner logos and captions are cut.
+
+    A solid logo box over a few per cent of a small frame moves full-frame PDQ by 40-50
+    bits (measured on GRID); the centre's hash does not move.
+    """
+    h, w = image.shape[:2]
+    dy, dx = int(h * CENTER_MARGIN), int(w * CENTER_MARGIN)
+    return image[dy : h - dy, dx : w - dx]
+
+
 def hash_frames(frames: Sequence[Any], settings: Settings) -> MediaHashes:
     """PDQ of every sampled frame (``.image`` RGB, ``.time_s``) good enough to hash.
 
@@ -61,29 +74,51 @@ def hash_frames(frames: Sequence[Any], settings: Settings) -> MediaHashes:
     """
     out = []
     for frame in frames:
-        digest, quality = pdq_hex(frame.image)
+        image = _shrink(frame.image)
+        digest, quality = pdq_hex(image)
         if quality >= settings.pdq_min_quality:
-            out.append(FrameHash(time_s=round(float(frame.time_s), 3), pdq=digest, quality=quality))
+            middle, _ = pdq_hex(center(image))
+            out.append(
+                FrameHash(
+                    time_s=round(float(frame.time_s), 3),
+                    pdq=digest,
+                    quality=quality,
+                    pdq_center=middle,
+                )
+            )
     return MediaHashes(frames=out)
 
 
-def _bits(hashes: MediaHashes) -> np.ndarray:
+def _bits(hexes: list[str]) -> np.ndarray:
     """``[N, 32]`` uint8: each row one hash's bytes."""
-    if not hashes.frames:
+    if not hexes:
         return np.zeros((0, 32), np.uint8)
-    return np.frombuffer(bytes.fromhex("".join(f.pdq for f in hashes.frames)), np.uint8).reshape(
-        -1, 32
-    )
+    return np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8).reshape(-1, 32)
 
 
 # Set bits of every byte value, for Hamming distances by table look-up.
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
-def distances(a: MediaHashes, b: MediaHashes) -> np.ndarray:
-    """``[len(a), len(b)]`` Hamming distances between every pair of frame hashes."""
-    x, y = _bits(a), _bits(b)
+def _hamming(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _POPCOUNT[x[:, None, :] ^ y[None, :, :]].sum(axis=2, dtype=np.int32)
+
+
+def distances(a: MediaHashes, b: MediaHashes) -> np.ndarray:
+    """``[len(a), len(b)]`` frame distances: the nearer of the full and the centre hash.
+
+    A frame without a centre hash (an imported plain list) compares by its full hash.
+    """
+    full = _hamming(_bits([f.pdq for f in a.frames]), _bits([f.pdq for f in b.frames]))
+    zero = "0" * 64
+    mid = _hamming(
+        _bits([f.pdq_center or zero for f in a.frames]),
+        _bits([f.pdq_center or zero for f in b.frames]),
+    )
+    has_a = np.array([f.pdq_center is not None for f in a.frames], bool)
+    has_b = np.array([f.pdq_center is not None for f in b.frames], bool)
+    both = has_a[:, None] & has_b[None, :]
+    return np.where(both, np.minimum(full, mid), full)
 
 
 def find_matches(
