@@ -21,7 +21,9 @@ def _hashes(path: Path, settings: Settings) -> MediaHashes:
 
 
 def _entry(hashes: MediaHashes, label: str = "grid fake", entry_id: str = "0" * 16) -> KnownFake:
-    return KnownFake(id=entry_id, label=label, created_at="2026-12-01T00:00:00+00:00", hashes=hashes)
+    return KnownFake(
+        id=entry_id, label=label, created_at="2026-12-01T00:00:00+00:00", hashes=hashes
+    )
 
 
 @pytest.fixture(scope="module")
