@@ -83,6 +83,7 @@ def telltale_metadata(path: Path) -> list[MetadataFinding]:
             key = raw_key.lower()
             value = str(value).strip("\x00\x1f#").strip()
             if key in ("creation_time", "com.apple.quicktime.creationdate", "date"):
+                created = True
                 if value.startswith(_EPOCHS):
                     findings.append(
                         MetadataFinding(
@@ -93,8 +94,6 @@ def telltale_metadata(path: Path) -> list[MetadataFinding]:
                             "tool set none or cleared it",
                         )
                     )
-                else:
-                    created = True
                 continue
             if key not in _TOOL_TAGS or not value:
                 continue
