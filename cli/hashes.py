@@ -1,9 +1,9 @@
-"""``dfd hashes import|export``: the bank of known fakes as a ThreatExchange-style hash list.
+"""``dfd hashes import|export``: the bank of known fakes as a ThreatExchange hash list.
 
-``export`` writes every entry (``pdq <hex>`` lines, each entry's metadata on a
-``# dfd-entry`` comment line; ``--plain`` leaves those out); ``import`` reads such a list,
-or a plain one from elsewhere (all its hashes become one entry under ``--label``), and
-adds the entries to the bank. Both talk to ``DFD_REDIS_URL``.
+``export`` writes every entry (a ``vpdq <signal>`` line each, its metadata on a
+``# dfd-entry`` comment line before it; ``--plain`` leaves those out); ``import`` reads
+such a list, or one from elsewhere (each ``vpdq`` line an entry, all ``pdq`` lines one
+entry under ``--label``), and adds the entries to the bank. Both use ``DFD_REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="hashes_command", metavar="ACTION", required=True)
     out = sub.add_parser("export", help="write the bank as a hash list")
     out.add_argument("file", nargs="?", default="-", help="output file (default: stdout)")
-    out.add_argument("--plain", action="store_true", help="hashes only, no dfd-entry lines")
+    out.add_argument("--plain", action="store_true", help="signals only, no dfd-entry lines")
     out.set_defaults(handler=_export)
     into = sub.add_parser("import", help="add the entries of a hash list to the bank")
     into.add_argument("file", help="hash list ('-': stdin)")

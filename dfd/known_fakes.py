@@ -8,8 +8,9 @@ hashes with every entry. The gateway reads and writes these keys; only the worke
 
 The exchange format (``dfd hashes import|export``) is the hash list that Meta's
 ThreatExchange file exchange (and so Hasher-Matcher-Actioner) reads: one signal a line,
-``<signal type> <hash hex>``, here ``pdq <hex>``, with dfd's metadata on comment lines;
-see :func:`export_lines`.
+``<signal type> <signal>``: ``vpdq <JSON list of "hex,quality,time">`` per video (the
+vPDQ signal format) and ``pdq <hex>`` per image or frame, with dfd's metadata on comment
+lines; see :func:`export_lines`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ BANK_KEY = "dfd:known-fakes"
 """Redis hash: entry id -> KnownFake JSON."""
 
 PDQ = "pdq"
-"""The signal type name of a PDQ frame hash, as HMA and ThreatExchange name it."""
+"""The signal type of one PDQ hash (an image, a frame), as ThreatExchange names it."""
+VPDQ = "vpdq"
+"""The signal type of a video's PDQ frame hashes (vPDQ features), as ThreatExchange names it."""
 
 _HEX256 = re.compile(r"[0-9a-f]{64}")
 ENTRY_ID_PATTERN = r"[0-9a-f]{16}"
@@ -62,83 +65,103 @@ class KnownFake(BaseModel):
 
 
 class HashListError(ValueError):
-    """A hash-list line that is neither ``pdq <hex>`` nor a ``# dfd-entry`` line."""
+    """A hash-list line that is not a ``vpdq``, ``pdq`` or ``# dfd-entry`` line dfd can read."""
 
 
 ENTRY_LINE = "# dfd-entry "
 
 
-def export_lines(entries: Iterable[KnownFake], plain: bool = False) -> Iterator[str]:
-    """The bank as a hash list: ``pdq <hex>`` lines, as ThreatExchange's file exchange reads.
+def vpdq_signal(hashes: MediaHashes) -> str:
+    """The video's hashes as a vPDQ signal: a JSON list of ``"<hex>,<quality>,<time s>"``."""
+    return json.dumps([f"{f.pdq},{f.quality},{f.time_s:.3f}" for f in hashes.frames])
 
-    Each entry's frame lines follow a ``# dfd-entry {JSON}`` line holding its id, label,
-    note, creation time and the frames' times and qualities, so an import rebuilds the
-    same entries; ``plain`` leaves those lines out (a list for a matcher that only needs
-    the hashes).
+
+def export_lines(entries: Iterable[KnownFake], plain: bool = False) -> Iterator[str]:
+    """The bank as a hash list: one ``vpdq <signal>`` line per entry.
+
+    ``<signal type> <signal>`` lines are what ThreatExchange's file exchange (and so
+    Hasher-Matcher-Actioner) reads; a vPDQ signal is the JSON list of compact features
+    its ``vpdq`` signal type parses. Each line follows a ``# dfd-entry {JSON}`` comment
+    holding the entry's id, label, note, creation time and centre hashes, so an import
+    rebuilds the same entries; ``plain`` leaves the comments out.
     """
     for entry in entries:
         if not plain:
             meta = entry.model_dump(mode="json", exclude={"hashes"})
-            meta["frames"] = [[f.time_s, f.quality, f.pdq_center] for f in entry.hashes.frames]
+            meta["centers"] = [f.pdq_center for f in entry.hashes.frames]
             yield ENTRY_LINE + json.dumps(meta, separators=(",", ":"))
-        for frame in entry.hashes.frames:
-            yield f"{PDQ} {frame.pdq}"
+        yield f"{VPDQ} {vpdq_signal(entry.hashes)}"
+
+
+def _vpdq_frames(signal: str, number: int) -> list[FrameHash]:
+    try:
+        features = json.loads(signal)
+        frames = []
+        for feature in features:
+            digest, quality, time_s = str(feature).split(",")
+            frames.append(FrameHash(time_s=float(time_s), pdq=digest.lower(), quality=int(quality)))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise HashListError(
+            f'hash list line {number}: expected vpdq ["<hex>,<quality>,<time>", ...], got {exc}'
+        ) from exc
+    return frames
 
 
 def import_lines(lines: Iterable[str], default_label: str, created_at: str) -> list[KnownFake]:
-    """Entries from a hash list (``pdq <hex>`` lines, other signal types skipped).
+    """Entries from a hash list; signal types other than ``vpdq`` and ``pdq`` are skipped.
 
-    Frame lines after a ``# dfd-entry`` line belong to that entry; lines before any (a
-    plain list) form one entry labelled ``default_label``.
+    A ``vpdq`` line is one video: the entry of the ``# dfd-entry`` line before it, or a
+    new entry labelled ``default_label``. ``pdq`` lines (frames or images from another
+    list) together form one entry labelled ``default_label``.
 
     Raises:
         HashListError: a malformed line, naming its number.
     """
     import secrets
 
+    def new_entry(meta: dict[str, object] | None = None) -> KnownFake:
+        fields = meta or {"id": secrets.token_hex(8), "label": default_label}
+        return KnownFake.model_validate(
+            {"created_at": created_at, **fields, "hashes": MediaHashes()}
+        )
+
     entries: list[KnownFake] = []
-    current: KnownFake | None = None
-    frames_meta: list[list[float | str | None]] = []
+    pending: tuple[dict[str, object], list[object]] | None = None  # the last dfd-entry
+    loose: KnownFake | None = None  # where pdq lines go
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if line.startswith(ENTRY_LINE.strip()):
             try:
                 meta = json.loads(line[len(ENTRY_LINE) :])
-                frames_meta = list(meta.pop("frames", []))
-                current = KnownFake.model_validate({**meta, "hashes": MediaHashes()})
-            except (json.JSONDecodeError, ValidationError, TypeError) as exc:
+                centers = list(meta.pop("centers", []))
+                new_entry(meta)  # validates the fields now, naming this line
+            except (json.JSONDecodeError, ValidationError, TypeError, AttributeError) as exc:
                 raise HashListError(
                     f"hash list line {number}: expected a dfd-entry JSON object, got {exc}"
                 ) from exc
-            entries.append(current)
+            pending = (meta, centers)
             continue
         if not line or line.startswith("#"):
             continue
         signal_type, _, signal = line.partition(" ")
-        if signal_type.lower() != PDQ:
-            continue
-        signal = signal.strip().lower()
-        if not _HEX256.fullmatch(signal):
-            raise HashListError(
-                f"hash list line {number}: expected pdq <64 hex digits>, got {line[:90]!r}"
-            )
-        if current is None:
-            current = KnownFake(
-                id=secrets.token_hex(8),
-                label=default_label,
-                created_at=created_at,
-                hashes=MediaHashes(),
-            )
-            entries.append(current)
-        i = len(current.hashes.frames)
-        time_s, quality, center = frames_meta[i] if i < len(frames_meta) else (i, 100, None)
-        try:
-            frame = FrameHash.model_validate(
-                {"time_s": time_s, "pdq": signal, "quality": quality, "pdq_center": center}
-            )
-        except ValidationError as exc:
-            raise HashListError(
-                f"hash list line {number}: its dfd-entry frame metadata does not parse: {exc}"
-            ) from exc
-        current.hashes.frames.append(frame)
+        signal_type, signal = signal_type.lower(), signal.strip()
+        if signal_type == VPDQ:
+            entry = new_entry(pending[0] if pending else None)
+            entry.hashes.frames.extend(_vpdq_frames(signal, number))
+            if pending:
+                for frame, center in zip(entry.hashes.frames, pending[1], strict=False):
+                    if isinstance(center, str) and _HEX256.fullmatch(center):
+                        frame.pdq_center = center
+            pending = None
+            entries.append(entry)
+        elif signal_type == PDQ:
+            if not _HEX256.fullmatch(signal.lower()):
+                raise HashListError(
+                    f"hash list line {number}: expected pdq <64 hex digits>, got {line[:90]!r}"
+                )
+            if loose is None:
+                loose = new_entry()
+                entries.append(loose)
+            i = len(loose.hashes.frames)
+            loose.hashes.frames.append(FrameHash(time_s=i, pdq=signal.lower(), quality=100))
     return [e for e in entries if e.hashes.frames]
