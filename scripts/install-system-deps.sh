@@ -2,11 +2,19 @@
 # Installs the few system programs dfd needs that PyPI does not ship:
 #   ffmpeg    (tests and benchmarks build their media with it)
 #   espeak-ng (tests make synthetic speech to dub clips with)
+#   cmake, pkg-config, g++ and FFmpeg's development headers (the `vpdq` package, Meta's
+#             reference vPDQ that tests check dfd's video hashes against, builds from source)
 # Uses apt-get as root or through sudo; elsewhere it says what is missing and carries on.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+for lib in avcodec avformat avutil swscale avdevice avfilter; do
+  pkg-config --exists "lib$lib" 2>/dev/null || missing+=("lib$lib-dev")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1; then
   sudo=""

@@ -109,3 +109,47 @@ def test_the_bank_in_redis(redis, media_dir, settings) -> None:
     redis.hset(BANK_KEY, entry.id, entry.model_dump_json())
     redis.hset(BANK_KEY, "f" * 16, "not json")  # skipped, not fatal
     assert bank.entries() == [entry]
+
+
+def _vpdq_distances(path: Path, ours: MediaHashes) -> list[tuple[float, int, int]]:
+    """``(time, quality difference, bits apart)`` of Meta's reference vPDQ and ours, per second."""
+    import vpdq
+
+    reference = vpdq.computeHash(str(path), seconds_per_hash=1.0)
+    assert [round(f.timestamp) for f in reference] == [round(f.time_s) for f in ours.frames]
+    return [
+        (f.time_s, abs(r.quality - f.quality), int(distances(ours, _one(r.hex))[i, 0]))
+        for i, (r, f) in enumerate(zip(reference, ours.frames, strict=True))
+    ]
+
+
+def _one(pdq: str) -> MediaHashes:
+    return MediaHashes.model_validate({"frames": [{"time_s": 0, "pdq": pdq, "quality": 100}]})
+
+
+@pytest.mark.unit
+def test_the_frame_hashes_are_vpdq_features(media_dir, settings) -> None:
+    """At the source size, dfd's per-second hashes are bit for bit Meta's vPDQ features."""
+    clip = media_dir / "grid" / GRID
+    ours = _hashes(clip, settings)
+    for frame in ours.frames:
+        frame.pdq_center = None  # the full-frame hash is the vPDQ one
+    assert {(q, bits) for _, q, bits in _vpdq_distances(clip, ours)} == {(0, 0)}
+
+
+@pytest.mark.unit
+@pytest.mark.slow
+def test_hashes_of_scaled_down_hd_frames_stay_within_matching_distance_of_vpdq(
+    media_dir, settings, tmp_path
+) -> None:
+    """dfd hashes the frames it decoded (HD scaled to 1280, then 512): vPDQ's full-size
+    hashes of the same video are 16-20 bits away (measured), well inside the 31 that match."""
+    big = to_mp4(
+        media_dir / "grid" / GRID, tmp_path / "hd.mp4", "-t", "2",
+        "-vf", "scale=-2:1080:flags=bicubic,pad=1920:1080:(ow-iw)/2:0",
+    )  # fmt: skip
+    ours = _hashes(big, settings)
+    for frame in ours.frames:
+        frame.pdq_center = None
+    found = _vpdq_distances(big, ours)
+    assert all(bits <= 24 for _, _, bits in found), found
