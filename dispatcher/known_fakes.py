@@ -36,14 +36,14 @@ CENTER_MARGIN = 0.2
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:
-    longest = max(image.shape[:2])
-    if longest <= HASH_MAX_SIDE_PX:
+    """``image`` box-averaged by the whole factor that brings its longer side to at most
+    ``HASH_MAX_SIDE_PX`` (a whole factor: PIL's ``reduce``, several times cheaper than a resize)."""
+    factor = -(-max(image.shape[:2]) // HASH_MAX_SIDE_PX)
+    if factor <= 1:
         return image
     from PIL import Image
 
-    scale = HASH_MAX_SIDE_PX / longest
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    return np.asarray(Image.fromarray(image).reduce(factor))
 
 
 def pdq_hex(image: np.ndarray) -> tuple[str, int]:
