@@ -29,20 +29,23 @@ $(STAMP): pyproject.toml
 models: venv
 	$(BIN)/dfd models build --target $(TARGET)
 
+# KEEP=1: the stack stays up after the result, and the demo prints the result page's address.
 demo: setup
-	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=<path or URL>"; exit 2; }
-	$(BIN)/dfd demo "$(VIDEO)"
+	@test -n "$(VIDEO)" || { echo "usage: make demo VIDEO=<path or URL> [KEEP=1]"; exit 2; }
+	$(BIN)/dfd demo $(if $(KEEP),--keep) "$(VIDEO)"
 
-# The suite, then lint and types: CI runs exactly this.
+# The suite, then lint, the import contracts of the floors and types: CI runs exactly this.
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

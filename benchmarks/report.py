@@ -12,6 +12,7 @@ states a number that a results file does not.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -36,8 +37,70 @@ def benchmark_block(results: Path = RESULTS) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def scorecard_block(results: Path = RESULTS, name: str = "detection.md") -> str:
+    """The detection scorecard's tables (not its per-item list), headings down two levels."""
+    text = (results / name).read_text()
+    text = text.split("\n## Items", 1)[0].strip()
+    text = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text, flags=re.M)
+    return f"{text}\n\n(`benchmarks/results/{name}`; every item: the same file)\n"
+
+
+def calibration_block(path: Path = ROOT / "dfd" / "calibration.json") -> str:
+    """The committed calibration's data and held-out figures, as a table."""
+    doc = json.loads(path.read_text())
+    cv = doc["cross_validation"]
+
+    def f(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
+    data = "; ".join(
+        f"`{d['file']}` ({d['items']} items, {d['accepted']} accepted)" for d in doc["data"]
+    )
+    lines = [
+        f"Version `{doc['version']}`, fitted by `{doc['command']}` on {data}. "
+        f"{cv['folds']}-fold stratified cross-validation (seed {cv['seed']}): every figure is "
+        "of items held out of the fit that scored them. Raw: the detector's own score, and for "
+        "fused the confidence of the fixed-weight fusion that scored the items, on the same "
+        "items (nothing fitted).",
+        "",
+        "| | target | n | held-out AUC | EER | TPR@5%FPR | ECE | raw AUC | raw ECE |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, g in [*cv["detectors"].items(), ("fused", cv["fused"])]:
+        lines.append(
+            f"| {name} | {g['target']} | {g['n']} | {f(g['auc'])} | {f(g['eer'])} "
+            f"| {f(g['tpr_at_5fpr'])} | {f(g['ece'])} | {f(g.get('auc_raw'))} "
+            f"| {f(g.get('ece_raw'))} |"
+        )
+    fu = cv["fused"]
+    lines += [
+        "",
+        f"Held out, at threshold {fu['threshold']} with an inconclusive band of "
+        f"±{fu['band']}: {fu['real_labelled_manipulated']} real items labelled "
+        f"`manipulated`, {fu['fake_labelled_authentic']} fakes labelled `authentic` "
+        f"({f(fu['fake_labelled_authentic_rate'])}), {fu['inconclusive']} inconclusive "
+        f"({f(fu['inconclusive_rate'])}).",
+        "",
+    ]
+    for source, g in cv.get("fused_by_source", {}).items():
+        lines.append(
+            f"- Held out, `{source}` items only ({g['n']} scored): fused AUC {f(g['auc'])}, "
+            f"EER {f(g['eer'])}, ECE {f(g['ece'])}; {g['real_labelled_manipulated']} real "
+            f"labelled `manipulated`, {g['fake_labelled_authentic']} fakes `authentic`, "
+            f"{g['inconclusive']} inconclusive."
+        )
+    for name, reason in doc.get("uncalibrated", {}).items():
+        lines.append(f"- Not calibrated: {name} ({reason}).")
+    return "\n".join(lines) + "\n\n(`dfd/calibration.json`)\n"
+
+
 def blocks() -> dict[str, str]:
-    return {"settings-table": settings_table(), "benchmarks": benchmark_block()}
+    return {
+        "settings-table": settings_table(),
+        "benchmarks": benchmark_block(),
+        "scorecard": scorecard_block(),
+        "calibration": calibration_block(),
+    }
 
 
 def render(readme: str, generated: dict[str, str]) -> str:

@@ -1,7 +1,7 @@
 """``dfd analyze PATH|URL``: one video through the worker's pipeline, without the queue.
 
-Triton: ``DFD_TRITON_URL`` when set, else a local Triton started for the run (the ``cpu``
-repository is built first if it is missing or stale). Evidence: the configured store, or
+Triton: ``DFD_TRITON_URL`` when set, else a local Triton started for the run on the
+``DFD_TRITON_TARGET`` rendering (built first if it is missing or stale; ``cli.local``). Evidence: the configured store, or
 ``--out DIR`` to write the files into a folder (their URLs are then ``file://`` paths).
 ``--json`` prints only the result document; progress goes to stderr (bars on a terminal,
 plain lines otherwise).
@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from cli.local import start_triton
 from dfd.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -156,16 +157,9 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressPrinter()
     job_id = f"cli-{uuid.uuid4().hex[:12]}"
 
-    server = None
-    url = settings.triton_url
-    if url is None:
-        from cli.local_triton import LocalTriton
-        from export.triton_repo import build_repository
-
-        print("dfd analyze: starting a local Triton (cpu repository)...", file=sys.stderr)
-        repository = build_repository(settings, "cpu")
-        server = LocalTriton(settings, repository).start()
-        url = server.grpc_url
+    url, server = start_triton(
+        settings, lambda line: print(f"dfd analyze: {line}", file=sys.stderr)
+    )
     try:
         with TritonClient(
             url, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries

@@ -218,6 +218,7 @@ def run_demo(
                     )
                 status = _report(view, endpoints.evidence_dir, job_id, say)
                 if keep and status == 0:
+                    say(f"dfd demo: open {endpoints.gateway}/r/{job_id} to see the result")
                     say(
                         "dfd demo: the stack keeps running so the evidence URLs work; Ctrl-C stops it"
                     )

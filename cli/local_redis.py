@@ -19,10 +19,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port
+from dfd.settings import Settings
 
 
 def find_server_binary() -> Path:
@@ -204,3 +206,14 @@ class LocalRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_redis(settings: Settings, log: Callable[[str], None]) -> tuple[str, LocalRedis | None]:
+    """``DFD_REDIS_URL``, or a local Redis under ``data_dir/redis`` (then also returned:
+    the caller stops it)."""
+    if settings.redis_url:
+        return settings.redis_url, None
+    folder = settings.data_dir.resolve() / "redis"
+    log(f"starting redis (data in {folder})")
+    redis = LocalRedis(folder).start()
+    return redis.url, redis

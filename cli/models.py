@@ -3,6 +3,8 @@
     dfd models pull                  weights (DFD_WEIGHTS_DIR, cache, or checked download)
     dfd models export                ONNX for the served checkpoints (skipped when current)
     dfd models build --target cpu    pull + export + the Triton repository (``make models``)
+    dfd models list                  what serves each role: the settings' checkpoints, Triton's versions
+    dfd models calibrate             fit dfd/calibration.json on the scorecard's raw scores
     dfd triton                       a local Triton on the cpu repository until Ctrl-C
 
 Heavy imports (torch, onnx, tritonclient) happen inside the handlers.
@@ -14,7 +16,14 @@ import argparse
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SCORES = (
+    "benchmarks/results/detection_scores.json",
+    "benchmarks/results/detection_scores_calibration.json",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +77,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="Rebuild even when the repository is current."
     )
     build.set_defaults(handler=_build)
+
+    listing = sub.add_parser(
+        "list",
+        help="What serves each role: the configured checkpoint and what Triton has loaded.",
+    )
+    listing.add_argument(
+        "--url",
+        default=None,
+        help="Triton's gRPC host:port (default: DFD_TRITON_URL; none: only the configuration).",
+    )
+    listing.set_defaults(handler=_list)
+
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="Fit the per-detector calibration and fusion weights (dfd/calibration.json).",
+        description="Fit Platt/isotonic calibrations and logistic-regression fusion weights on "
+        "the scorecard's raw-score files (python -m benchmarks.bench_detection), with "
+        "stratified k-fold held-out figures.",
+    )
+    calibrate.add_argument(
+        "scores",
+        nargs="*",
+        type=Path,
+        metavar="SCORES_JSON",
+        help="Raw-score files (default: " + ", ".join(DEFAULT_SCORES) + ").",
+    )
+    calibrate.add_argument(
+        "--out", type=Path, default=None, help="Where to write (default: dfd/calibration.json)."
+    )
+    calibrate.add_argument("--folds", type=int, default=5, help="Cross-validation folds.")
+    calibrate.add_argument("--seed", type=int, default=0, help="Seed of the fold assignment.")
+    calibrate.add_argument(
+        "--version", default=None, help="Version string (default: derived from the data)."
+    )
+    calibrate.set_defaults(handler=_calibrate)
 
     triton = subparsers.add_parser(
         "triton", help="Run a local Triton on the cpu repository until Ctrl-C."
@@ -134,9 +178,114 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _triton(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _list(args: argparse.Namespace) -> int:
+    from export.triton_repo import role_specs
 
+    settings = _settings()
+    url = args.url or settings.triton_url
+    served: dict[str, list[tuple[str, str]]] = {}
+    if url:
+        served = _served_versions(url)
+    rows = [("role / Triton model", "configured", "Triton serves")]
+    roles = role_specs(settings)
+    for role, model in roles.items():
+        versions = served.pop(role, [])
+        rows.append((role, model.tag, _versions(versions) if url else "(no DFD_TRITON_URL)"))
+    for name, versions in sorted(served.items()):
+        rows.append((name, "-", _versions(versions)))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+    return 0
+
+
+def _served_versions(url: str) -> dict[str, list[tuple[str, str]]]:
+    """Triton's repository index: model -> [(version, state)], every version it knows."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from dfd.errors import UpstreamUnavailableError
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        index = client.get_model_repository_index(as_json=True, client_timeout=10)
+    except InferenceServerException as exc:
+        raise UpstreamUnavailableError(
+            f"models list: expected Triton's repository index at {url}, got {exc.message()}"
+        ) from exc
+    finally:
+        client.close()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for model in index.get("models", []):
+        out.setdefault(model["name"], []).append(
+            (model.get("version", "?"), model.get("state", "UNAVAILABLE"))
+        )
+    return out
+
+
+def _versions(versions: list[tuple[str, str]]) -> str:
+    if not versions:
+        return "not loaded"
+    return ", ".join(f"v{version} {state}" for version, state in sorted(versions))
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from dfd.calibration import DEFAULT_PATH
+    from dfd.errors import ConfigurationError
+    from export.calibrate import FIT_REVISION, CalibrationDataError, calibrate, write
+
+    settings = _settings()
+    files = args.scores or [ROOT / p for p in DEFAULT_SCORES]
+    missing = [str(p) for p in files if not Path(p).is_file()]
+    if missing:
+        raise ConfigurationError(
+            "dfd models calibrate: no scores file "
+            + ", ".join(missing)
+            + " (run python -m benchmarks.bench_detection first)"
+        )
+    if args.folds < 2:
+        raise ConfigurationError(f"dfd models calibrate: --folds must be >= 2, got {args.folds}")
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(Path(p).read_bytes())
+    digest.update(f"{args.folds}/{args.seed}/{FIT_REVISION}".encode())
+    version = args.version or f"1+{digest.hexdigest()[:10]}"
+    command = "dfd models calibrate " + " ".join(
+        ([*(str(p) for p in args.scores)] if args.scores else [])
+        + [f"--folds {args.folds}", f"--seed {args.seed}"]
+        + ([f"--version {args.version}"] if args.version else [])
+    )
+    try:
+        doc = calibrate(
+            [Path(p) for p in files],
+            command=command,
+            version=version,
+            k=args.folds,
+            seed=args.seed,
+            threshold=settings.threshold,
+            band=settings.inconclusive_band,
+            root=ROOT,
+        )
+    except CalibrationDataError as exc:
+        raise ConfigurationError(f"dfd models calibrate: {exc}") from exc
+    out = args.out or DEFAULT_PATH
+    write(doc, out)
+    cv = doc["cross_validation"]
+    print(f"{out}: version {version}, {doc['fusion']['n']} items, {args.folds}-fold held-out:")
+    for name, fig in [*cv["detectors"].items(), ("fused", cv["fused"])]:
+        raw = f"  (raw: AUC {fig['auc_raw']}, ECE {fig['ece_raw']})" if "auc_raw" in fig else ""
+        print(
+            f"  {name:<8} n {fig['n']:<4} AUC {fig['auc']}  EER {fig['eer']}  ECE {fig['ece']}"
+            + raw
+        )
+    for name, reason in doc["uncalibrated"].items():
+        print(f"  {name:<8} not calibrated: {reason}")
+    return 0
+
+
+def _triton(args: argparse.Namespace) -> int:
     from cli.local_triton import LocalTriton
 
     settings = _settings()

@@ -306,6 +306,9 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
         + (f", http {endpoints.triton_http}" if endpoints.triton_http else "")
         + ("  (local)" if endpoints.triton_local else ""),
         f"  workers   {workers}",
+        f"  page      {endpoints.gateway}/  (upload a video or paste a URL; results at /r/<job id>)",
+        f"  console   {endpoints.gateway}/console  (needs DFD_ADMIN_KEYS)",
+        f"  API docs  {endpoints.gateway}/docs",
     ]
     if endpoints.evidence_dir is not None:
         lines.append(f"  evidence  {endpoints.evidence_dir}")

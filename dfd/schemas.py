@@ -16,9 +16,40 @@ class ModalityResult(BaseModel):
     weight: float = Field(
         ge=0, description="Fusion weight after renormalisation over used modalities."
     )
-    used: bool = Field(
-        description="False when the modality had no input (no face, no audio track)."
+    used: bool = Field(description="False when the modality had no input (no face, no speech).")
+    reason: str | None = Field(
+        None, description="Why the modality was not used (no-face, no-speech, no-audio, no-video)."
     )
+
+
+class DetectorResult(BaseModel):
+    """One detector's finding (``dfd.detectors`` says what each looks at)."""
+
+    score: float | None = Field(
+        None, ge=0, le=1, description="Its raw P(manipulated); null when unused or not a scorer."
+    )
+    calibrated: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The score mapped to a probability by the fitted calibration; null "
+        "when the detector has none.",
+    )
+    used: bool = Field(description="Whether it had input and its finding counts.")
+    reason: str | None = Field(None, description="Why it was not used.")
+    model: str = Field(description="checkpoint@version it ran.")
+    fused: bool = Field(description="Whether its score enters the fused confidence.")
+    detail: str | None = Field(None, description="What it found, in words, when not a score.")
+
+
+class Reason(BaseModel):
+    """One reason for the label, with a stable code."""
+
+    code: str = Field(
+        description="no-face, no-speech, no-audio, no-video, too-short, weak-detectors-only, "
+        "detectors-disagree, near-threshold, score-above-threshold, score-below-threshold"
+    )
+    message: str = Field(description="The reason in words a non-expert can read.")
 
 
 class TimelinePoint(BaseModel):
@@ -30,7 +61,23 @@ class TimelinePoint(BaseModel):
     lipsync: float | None = Field(None, ge=0, le=1)
 
 
+class FaceTrack(BaseModel):
+    """One face followed across the sampled frames."""
+
+    track: int = Field(description="Track number, from 0.")
+    frames: int = Field(description="Sampled frames the face was seen in.")
+    first_s: float
+    last_s: float
+    score: float | None = Field(None, description="Mean visual P(manipulated) over its crops.")
+
+
 class Evidence(BaseModel):
+    face_track: int | None = Field(
+        None,
+        description="The face track the thumbnails, heatmaps and the timeline's visual line "
+        "show: the most suspicious one, whose score the verdict used.",
+    )
+    tracks: list[FaceTrack] = Field(default_factory=list, description="Every face track found.")
     thumbnails: list[str] = Field(
         default_factory=list, description="Signed URLs of the most suspicious frames."
     )
@@ -41,6 +88,9 @@ class Evidence(BaseModel):
         default_factory=list, description="One point per sampled second."
     )
     timeline_chart: str | None = Field(None, description="Signed URL of a chart of the timeline.")
+    spectrogram: str | None = Field(
+        None, description="Signed URL of the audio's spectrogram with the scored windows marked."
+    )
     expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
 
 
@@ -136,6 +186,10 @@ class Result(BaseModel):
         ge=0, le=1, description="Fused probability that the video is manipulated."
     )
     label: Label
+    reasons: list[Reason] = Field(default_factory=list, description="Why the label is what it is.")
+    detectors: dict[str, DetectorResult] = Field(
+        default_factory=dict, description="Each detector's finding, by name (dfd.detectors)."
+    )
     modalities: dict[str, ModalityResult]
     evidence: Evidence
     models: dict[str, str] = Field(
@@ -144,9 +198,6 @@ class Result(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage wall time.")
     media: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="What was analysed: duration, resolution, fps, codecs."
-    )
-    reasons: list[str] = Field(
-        default_factory=list, description="Why the label is what it is, when a fact decided it."
     )
     provenance: Provenance | None = Field(
         None, description="C2PA Content Credentials; null when they were not read."

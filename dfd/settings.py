@@ -88,15 +88,23 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(86400, gt=0, description="How long results are kept.")
     failure_ttl_s: int = Field(7 * 86400, gt=0, description="How long failed jobs are kept.")
     job_monitoring_interval_s: int = Field(
-        30, gt=0, description="How often a worker heartbeats the job it runs."
+        5,
+        gt=0,
+        description="How often a worker heartbeats the job it runs (and, when busy, "
+        "checks whether its maintenance pass is due).",
     )
     job_heartbeat_grace_s: int = Field(
-        60, ge=1, description="Missed-heartbeat time after which a running job counts as abandoned."
+        10,
+        ge=1,
+        description="Missed-heartbeat time after which a running job counts as abandoned. "
+        "A killed worker's job is resolved within about monitoring interval + grace + "
+        "maintenance interval (20-25 s with the defaults).",
     )
     worker_maintenance_interval_s: int = Field(
-        60,
+        5,
         gt=0,
-        description="How often a worker recovers abandoned jobs and purges expired evidence.",
+        description="How often a worker recovers abandoned jobs, frees a dead worker's "
+        "scheduler lock and purges expired evidence.",
     )
 
     # --- gateway ----------------------------------------------------------------
@@ -197,7 +205,12 @@ class Settings(BaseSettings):
     sample_fps: float = Field(
         1.0, gt=0, description="Frames sampled per second for the visual model."
     )
-    max_faces_per_frame: int = Field(1, ge=1, description="Most confident faces kept per frame.")
+    max_faces_per_frame: int = Field(
+        4,
+        ge=1,
+        description="Most confident faces kept per frame; each is tracked across the sampled "
+        "frames and scored per track.",
+    )
     face_min_score: float = Field(0.6, gt=0, lt=1, description="Face detector score threshold.")
     decoder: Literal["auto", "pyav", "dali"] = Field(
         "auto", description="auto: DALI on a GPU when installed, else PyAV."
@@ -263,16 +276,44 @@ class Settings(BaseSettings):
         "no traces are recorded or exported.",
     )
 
+    # --- worker reliability ---------------------------------------------------------
+    worker_redis_outage_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a worker's Redis commands retry (backoff 0.1 s doubling to "
+        "1 s) before the worker gives up; a Redis restart shorter than this costs a "
+        "pause, not the worker.",
+    )
+
+    # --- gateway HTTP limits --------------------------------------------------------
+    gateway_max_header_count: int = Field(
+        100, gt=0, description="Header lines one request may carry; more is answered 431."
+    )
+    gateway_max_header_bytes: int = Field(
+        32768,
+        gt=0,
+        description="Bytes of request line and headers one request may carry; more is "
+        "answered 431 (counted as they arrive, so a huge header is not buffered).",
+    )
+    gateway_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds from a request's first byte until its headers must be "
+        "complete; a slower client is answered 408 and disconnected.",
+    )
+
+    # --- web page and operator console ------------------------------------------
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys of the operator console and /api/admin (bearer), each at least 16 "
+        "characters; empty means the console is off. Also the keys of /api/known-fakes.",
+    )
+
     # --- provenance and known fakes -----------------------------------------------
     c2pa_trust_anchors: Path | None = Field(
         None,
         description="PEM bundle of C2PA trust anchors: a manifest signed under one is "
         "`trusted`; unset, intact manifests are `valid` (untrusted signer) at best.",
-    )
-    admin_keys: list[SecretStr] = Field(
-        default_factory=list,
-        description="Bearer keys for the admin endpoints (/api/known-fakes), each at least "
-        "16 characters; empty: the admin endpoints refuse every request.",
     )
     known_fake_max_distance: int = Field(
         31,

@@ -20,9 +20,11 @@ class Sniffed:
 
     Attributes:
         kind: Short container name (``mp4``, ``mov``, ``matroska``, ``avi``, ``mpeg-ps``,
-            ``mpeg-ts``, ``flv``, ``ogg``, ``asf``, ``y4m``, ``3gp``; audio: ``m4a``,
-            ``wav``, ``flac``, ``mp3``; other: ``image``, ``text``, ``empty``, ``unknown``).
-        media: ``video`` (a container that may hold video), ``audio``, or ``other``.
+            ``mpeg-ts``, ``flv``, ``ogg``, ``asf``, ``y4m``, ``3gp``, animations ``gif`` and
+            ``webp``; audio: ``m4a``, ``wav``, ``flac``, ``mp3``; other: ``image`` (stills),
+            ``text``, ``empty``, ``unknown``).
+        media: ``video`` (a container that may hold video, or an animation), ``audio``, or
+            ``other``.
         detail: Words for messages ("a PNG image", "text").
         mime: The media type the container is stored and served as (``video/mp4``), or
             ``None`` for what is not media.
@@ -38,6 +40,11 @@ class Sniffed:
         return self.media == "video"
 
     @property
+    def may_hold_media(self) -> bool:
+        """A video (animated images included) or an audio file: what dfd analyses."""
+        return self.media in ("video", "audio")
+
+    @property
     def suffix(self) -> str:
         """The file suffix a stored copy gets (``.mp4``); ``.bin`` for what is not media."""
         return _SUFFIXES.get(self.mime or "", ".bin")
@@ -48,7 +55,8 @@ _SUFFIXES = {
     "video/webm": ".webm", "video/x-matroska": ".mkv", "video/x-msvideo": ".avi",
     "video/mpeg": ".mpg", "video/mp2t": ".ts", "video/x-flv": ".flv", "video/ogg": ".ogv",
     "video/x-ms-asf": ".wmv", "video/x-yuv4mpeg": ".y4m", "audio/mp4": ".m4a",
-    "audio/wav": ".wav", "audio/flac": ".flac", "audio/mpeg": ".mp3",
+    "audio/wav": ".wav", "audio/flac": ".flac", "audio/mpeg": ".mp3", "image/gif": ".gif",
+    "image/webp": ".webp",
 }  # fmt: skip
 
 
@@ -78,6 +86,10 @@ def sniff(head: bytes) -> Sniffed:
         return Sniffed("matroska", "video", "a Matroska/WebM file", mime)
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return Sniffed("avi", "video", "an AVI file", "video/x-msvideo")
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        if b"ANIM" not in head[12:64]:
+            return Sniffed("image", "other", "a still WebP image")
+        return Sniffed("webp", "video", "an animated WebP", "image/webp")
     if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
         return Sniffed("wav", "audio", "a WAV audio file", "audio/wav")
     if head.startswith(b"\x00\x00\x01\xba"):
@@ -105,7 +117,8 @@ def sniff(head: bytes) -> Sniffed:
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return Sniffed("image", "other", "a PNG image")
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return Sniffed("image", "other", "a GIF image")
+        # Analysed as video (an animation; a still GIF is a one-frame video).
+        return Sniffed("gif", "video", "a GIF animation", "image/gif")
     if head.startswith(b"%PDF"):
         return Sniffed("pdf", "other", "a PDF document")
     if head.startswith(b"PK\x03\x04"):

@@ -91,6 +91,9 @@ LIPSYNC_FPS = 25
 LIPSYNC_SIZE = 112  # grey face crop side, values 0..255
 MFCC_PER_FRAME = 4  # MFCC at 100 Hz -> 4 per video frame
 MFCC_COEFFS = 13
+VAD_FRAME = 512  # silero-vad: one 32 ms frame at 16 kHz
+VAD_CONTEXT = 64  # ... with the last 64 samples of the frame before it in front
+VAD_STATE = 128  # LSTM state width (h and c are [1, 1, 128])
 DETECTOR_SIZE = (
     640  # long side of the detector canvas; the short side is padded to a multiple of 32
 )
@@ -183,6 +186,36 @@ SPECS: dict[str, ModelSpec] = {
         output_meaning="speaking: per-frame P(speaking in sync); score: P(manipulated) = "
         "1 - mean(speaking) (audio speech present but the face does not match it)",
         modality=Modality.LIPSYNC,
+    ),
+    "silero_vad": ModelSpec(
+        name="vad",
+        checkpoint="silero_vad",
+        version=1,
+        inputs=(
+            TensorSpec("input", "FP32", (-1, VAD_CONTEXT + VAD_FRAME)),
+            TensorSpec("h", "FP32", (1, 1, VAD_STATE)),
+            TensorSpec("c", "FP32", (1, 1, VAD_STATE)),
+        ),
+        outputs=(
+            TensorSpec("speech_probs", "FP32", (-1,)),
+            TensorSpec("hn", "FP32", (1, 1, VAD_STATE)),
+            TensorSpec("cn", "FP32", (1, 1, VAD_STATE)),
+        ),
+        max_batch_size=0,
+        batching=None,
+        # Not in the weights manifest: the silero-vad wheel (MIT) ships this ONNX file; the
+        # export checks it against this SHA-256.
+        weights=(),
+        preprocessing="16 kHz mono audio cut into 32 ms frames of 512 samples, each with the "
+        "64 samples before it in front (zeros before the first); the LSTM state h, c of the "
+        "previous block (zeros at the start) so a long track is sent as consecutive blocks",
+        output_meaning="speech_probs: P(speech) per frame; hn, cn: the state to send with the "
+        "next block",
+        extra={
+            "package": "silero_vad",
+            "file": "data/silero_vad_16k_sequence.onnx",
+            "sha256": "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
+        },
     ),
     "fusion": ModelSpec(
         name="fusion",

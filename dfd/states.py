@@ -35,6 +35,7 @@ class Stage(StrEnum):
     FETCH = "fetch"
     PROBE = "probe"
     DECODE = "decode"
+    SPEECH = "speech"
     FACES = "faces"
     INFER = "infer"
     EVIDENCE = "evidence"
@@ -42,11 +43,18 @@ class Stage(StrEnum):
 
 
 class Label(StrEnum):
-    """The verdict. ``inconclusive`` is a band around the threshold, or too little signal."""
+    """The verdict, always given with its reasons.
+
+    ``authentic`` only when a detector able to clear the media looked and saw nothing;
+    ``inconclusive`` for a score near the threshold, detectors that disagree, media too
+    short, or media seen only by detectors too weak to clear it; ``not_applicable`` when
+    no detector had anything it can judge (no face, no speech).
+    """
 
     MANIPULATED = "manipulated"
     AUTHENTIC = "authentic"
     INCONCLUSIVE = "inconclusive"
+    NOT_APPLICABLE = "not_applicable"
 
 
 class Modality(StrEnum):

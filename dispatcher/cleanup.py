@@ -1,4 +1,5 @@
-"""Stage 8, clean up: per-job temp folders, orphans of killed workers, expired evidence.
+"""Clean-up, after every job and in the maintenance pass (not a stage of its own): per-job
+temp folders, orphans of killed workers, expired evidence.
 
 Each job works in ``tmp_dir/<job id>-<pid>``, removed however the job ends (success,
 error, RQ's ``JobTimeoutException``, ``KeyboardInterrupt``). A worker killed with

@@ -18,8 +18,10 @@ never retried, ``TransientError`` is); the leaves say more precisely what happen
     └── TransientError
         ├── FetchTransientError
         │   └── FetchRetriesExhaustedError  fetch: every attempt failed transiently
-        └── UpstreamUnavailableError
-            └── StoreUnavailableError   store: the object store did not answer
+        ├── UpstreamUnavailableError
+        │   └── StoreUnavailableError   store: the object store did not answer
+        └── ProbeKilledError            probe: the demuxer was killed from outside, twice
+            └── ProbeOutOfMemoryError   probe: the kernel's OOM killer took the demuxer
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dfd.errors import (
     FetchTransientError,
     RejectedURLError,
     TooLargeError,
+    TransientError,
     UnsupportedMediaError,
     UpstreamUnavailableError,
 )
@@ -68,3 +71,17 @@ class FetchRetriesExhaustedError(FetchTransientError):
 
 class StoreUnavailableError(UpstreamUnavailableError):
     """The evidence store did not answer or refused a request."""
+
+
+class ProbeKilledError(TransientError):
+    """The probe's child was killed from outside (SIGKILL, SIGTERM) on both tries: the
+    worker's trouble, not the file's; the job is retried later."""
+
+    type = "probe-killed"
+
+
+class ProbeOutOfMemoryError(ProbeKilledError):
+    """The kernel's OOM killer killed the probe's child below its own memory limit: the
+    worker (or its machine) is out of memory."""
+
+    type = "out-of-memory"

@@ -7,6 +7,9 @@
   the inverse of the crop's affine warp (so a tilted head gets a tilted map).
 - Timeline: one point per sampled second (``dfd.schemas.TimelinePoint``) and a PNG chart of
   it drawn with Pillow.
+- Spectrogram: for media with scored speech, the track's spectrogram with every scored
+  window marked by its audio score (red above the threshold): where the voice was judged
+  and how.
 
 Everything goes through the evidence store and comes back as signed URLs.
 """
@@ -21,12 +24,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dfd.schemas import Evidence, TimelinePoint
+from dfd.schemas import Evidence, FaceTrack, TimelinePoint
 from dfd.settings import Settings
-from dfd.specs import FACE_SIZE
-from dispatcher.aggregate import SecondScore, suspicious_order
-from dispatcher.decode import DecodedMedia
+from dfd.specs import AUDIO_RATE, FACE_SIZE
+from dispatcher.aggregate import ScoredItems, SecondScore, suspicious_order
 from dispatcher.faces import FaceCrop, FaceResult
+from dispatcher.media import DecodedMedia
 
 THUMB_MAX_SIDE = 640
 JPEG_QUALITY = 85
@@ -233,7 +236,106 @@ def timeline_chart(
     return buf.getvalue()
 
 
+SPECTRO_HEIGHT = 200  # frequency rows drawn (0 .. 8 kHz)
+SPECTRO_MAX_WIDTH = 1200
+
+
+def spectrogram(audio: np.ndarray, n_fft: int = 512, hop: int = 160) -> np.ndarray:
+    """Power in dB, ``[n_fft // 2 + 1, frames]`` (Hann window, 10 ms hop at 16 kHz)."""
+    audio = np.asarray(audio, np.float32).reshape(-1)
+    if audio.size < n_fft:
+        audio = np.pad(audio, (0, n_fft - audio.size))
+    frames = 1 + (audio.size - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    spec = np.abs(np.fft.rfft(audio[index] * np.hanning(n_fft).astype(np.float32), axis=1)) ** 2
+    return (10 * np.log10(spec + 1e-10)).T
+
+
+def spectrogram_chart(
+    audio: np.ndarray, windows: ScoredItems | None, threshold: float, font_size: int = 12
+) -> bytes:
+    """A PNG of the track's spectrogram with each scored window marked by its score."""
+    db = spectrogram(audio)
+    top_db = float(db.max())
+    norm = np.clip((db - (top_db - 80.0)) / 80.0, 0.0, 1.0)[::-1]  # high frequencies up
+    duration = audio.size / AUDIO_RATE
+    width = int(min(SPECTRO_MAX_WIDTH, max(300, 100 * duration)))
+    picture = Image.fromarray(colormap(norm)).resize(
+        (width, SPECTRO_HEIGHT), Image.Resampling.BILINEAR
+    )
+    band, left, bottom = 28, 48, 22
+    img = Image.new("RGB", (left + width + 8, band + SPECTRO_HEIGHT + bottom), (255, 255, 255))
+    img.paste(picture, (left, band))
+    draw = ImageDraw.Draw(img)
+    font = _font(font_size)
+    for khz in (0, 2, 4, 6, 8):
+        y = band + SPECTRO_HEIGHT * (1 - khz / 8)
+        draw.text(
+            (4, min(y, band + SPECTRO_HEIGHT - 12) - 6), f"{khz} kHz", fill=(90, 90, 90), font=font
+        )
+    step = max(1, math.ceil(duration / 12))
+    for k in range(0, int(duration) + 1, step):
+        x = left + width * k / max(duration, 1e-9)
+        draw.text((x - 4, band + SPECTRO_HEIGHT + 4), f"{k}s", fill=(90, 90, 90), font=font)
+    if windows is not None:
+        for score, (a, b) in zip(
+            np.asarray(windows.scores).reshape(-1), windows.spans, strict=True
+        ):
+            x0 = left + width * a / max(duration, 1e-9)
+            x1 = left + width * min(b, duration) / max(duration, 1e-9)
+            colour = _score_colour(float(score))
+            draw.rectangle((x0, 4, x1 - 1, band - 4), fill=colour)
+            if float(score) > threshold:  # outline the suspicious window on the spectrogram
+                draw.rectangle(
+                    (x0, band, x1 - 1, band + SPECTRO_HEIGHT - 1), outline=(255, 0, 0), width=2
+                )
+            draw.text((x0 + 3, 6), f"{float(score):.2f}", fill=(0, 0, 0), font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 # --- the stage ---------------------------------------------------------------------------
+
+
+def _shown_track(faces: FaceResult, visual_scores: np.ndarray | None) -> int | None:
+    if not faces.crops:
+        return None
+    if visual_scores is None:
+        return faces.crops[0].track
+    items = ScoredItems(
+        np.asarray(visual_scores, np.float32).reshape(-1),
+        tuple((0.0, 0.0) for _ in faces.crops),
+        tuple(c.track for c in faces.crops),
+    )
+    return items.most_suspicious_track()
+
+
+def face_tracks(
+    media: DecodedMedia, faces: FaceResult, visual_scores: np.ndarray | None
+) -> list[FaceTrack]:
+    """Every face track: where it was seen and its mean visual score."""
+    out: dict[int, list[int]] = {}
+    for i, crop in enumerate(faces.crops):
+        out.setdefault(crop.track, []).append(i)
+    tracks = []
+    for track, idx in out.items():
+        times = [media.frames[faces.crops[i].frame_pos].time_s for i in idx]
+        score = (
+            round(float(np.mean([visual_scores[i] for i in idx])), 4)
+            if visual_scores is not None
+            else None
+        )
+        tracks.append(
+            FaceTrack(
+                track=track,
+                frames=len(idx),
+                first_s=round(min(times), 3),
+                last_s=round(max(times), 3),
+                score=score,
+            )
+        )
+    return tracks
 
 
 def build_evidence(
@@ -245,6 +347,7 @@ def build_evidence(
     points: Sequence[SecondScore],
     store: EvidenceStore,
     settings: Settings,
+    audio_windows: ScoredItems | None = None,
 ) -> Evidence:
     """Render and store the evidence of one video; returns it with signed URLs.
 
@@ -257,16 +360,24 @@ def build_evidence(
         points: the per-second timeline, one per sampled frame.
         store: where the files go.
         settings: top-k, threshold, URL lifetime.
+        audio_windows: the audio detector's scored windows (a spectrogram is drawn when
+            there are any).
     """
     timeline = timeline_points(points)
+    tracks = face_tracks(media, faces, visual_scores)
+    # The frames shown are those of the most suspicious face (the one the verdict used).
+    shown = _shown_track(faces, visual_scores)
     by_frame: dict[int, list[int]] = {}
     for i, crop in enumerate(faces.crops):
-        by_frame.setdefault(crop.frame_pos, []).append(i)
+        if shown is None or crop.track == shown:
+            by_frame.setdefault(crop.frame_pos, []).append(i)
 
     thumbs: list[str] = []
     heats: list[str] = []
     norm = float(heatmaps.max()) if heatmaps.size else 1.0
     ranked = [i for i in suspicious_order(points) if points[i].score is not None or i in by_frame]
+    if not media.frames:
+        ranked = []  # an audio file: its points are seconds, not frames
     for rank, pos in enumerate(ranked[: settings.evidence_top_k]):
         frame = media.frames[pos]
         idx = by_frame.get(pos, [])
@@ -288,10 +399,17 @@ def build_evidence(
             job_id, "timeline.png", timeline_chart(timeline, settings.threshold), "image/png"
         )
         chart_url = store.url(key)
+    spectro_url = None
+    if audio_windows is not None and media.audio is not None and media.audio.size:
+        png = spectrogram_chart(media.audio, audio_windows, settings.threshold)
+        spectro_url = store.url(store.put(job_id, "spectrogram.png", png, "image/png"))
     return Evidence(
+        face_track=shown,
+        tracks=tracks,
         thumbnails=thumbs,
         heatmaps=heats,
         timeline=timeline,
         timeline_chart=chart_url,
+        spectrogram=spectro_url,
         expires_in_s=settings.evidence_url_ttl_s,
     )

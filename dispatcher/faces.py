@@ -22,9 +22,8 @@ Light-ASD itself interpolates between detections and median-filters boxes over 1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -41,8 +40,9 @@ from dfd.specs import (
 )
 from dfd.specs import spec as model_spec
 from dfd.yunet_post import select
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame
+from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 from dispatcher.sampling import frame_duration_s
+from dispatcher.triton_client import InferClient
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
 # MesoNet's own face extraction (its pipeline.py): side = K * l_factor * max(eye distance,
@@ -53,14 +53,6 @@ BOX_MARGIN = 0.3  # fallback when the landmarks are unusable: (1 + margin) x the
 LIGHT_ASD_CROP_SCALE = 0.40  # Light-ASD's --cropScale
 LIGHT_ASD_PAD_GREY = 110  # Light-ASD pads frames with this value
 TRACK_MIN_IOU = 0.3  # below this the next second's face is someone else (or a cut)
-
-
-class InferClient(Protocol):
-    """What faces and infer need from :class:`dispatcher.triton_client.TritonClient`."""
-
-    def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
-    ) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -117,12 +109,14 @@ class FaceCrop:
         face: the detection.
         geometry: the crop's placement, for drawing heatmaps back onto the frame.
         pixels: RGB float32 ``[3, FACE_SIZE, FACE_SIZE]`` in [0, 1].
+        track: the face track it belongs to (:func:`track_faces`), numbered from 0.
     """
 
     frame_pos: int
     face: Face
     geometry: CropGeometry
     pixels: np.ndarray
+    track: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +145,10 @@ class FaceResult:
     @property
     def any_face(self) -> bool:
         return any(self.detections)
+
+
+NO_FACES = FaceResult((), (), ())
+"""What an audio file (no picture) has of faces."""
 
 
 # --- detection ---------------------------------------------------------------------------
@@ -429,6 +427,50 @@ def _clip_video(
     return np.stack([lipsync_crop(seg.grey[j], boxes[j]) for j in range(LIPSYNC_FRAMES)])
 
 
+# A face in the next sampled frame continues a track when its centre moved less than this
+# many face sizes and its size changed by less than this factor (sampled at 1 fps, a head
+# turns and moves; IoU alone loses it).
+TRACK_MAX_SHIFT = 1.0
+TRACK_MAX_SCALE = 2.0
+# A track unseen for this many sampled frames ends.
+TRACK_MAX_GAP = 2
+
+
+def track_faces(detections: Sequence[Sequence[Face]]) -> list[list[int]]:
+    """A track id for each face of each frame: greedy matching of each frame's faces to
+    the tracks alive in the frames before it, nearest centre first."""
+    ids: list[list[int]] = []
+    last: dict[int, tuple[int, Face]] = {}  # track -> (frame position, face)
+    next_id = 0
+    for pos, faces in enumerate(detections):
+        pairs = []
+        for i, face in enumerate(faces):
+            for track, (seen, prev) in last.items():
+                if pos - seen > TRACK_MAX_GAP:
+                    continue
+                size = max(prev.size, 1.0)
+                shift = math.dist(face.center, prev.center) / size
+                ratio = max(face.size, 1.0) / size
+                if shift <= TRACK_MAX_SHIFT and 1 / TRACK_MAX_SCALE <= ratio <= TRACK_MAX_SCALE:
+                    pairs.append((shift, i, track))
+        chosen: dict[int, int] = {}
+        taken: set[int] = set()
+        for _, i, track in sorted(pairs):
+            if i not in chosen and track not in taken:
+                chosen[i] = track
+                taken.add(track)
+        frame_ids = []
+        for i, face in enumerate(faces):
+            if i in chosen:
+                track_id = chosen[i]
+            else:
+                track_id, next_id = next_id, next_id + 1
+            last[track_id] = (pos, face)
+            frame_ids.append(track_id)
+        ids.append(frame_ids)
+    return ids
+
+
 def find_faces(
     media: DecodedMedia,
     client: InferClient,
@@ -436,7 +478,8 @@ def find_faces(
     speech: bool = True,
     progress: Callable[[float], None] | None = None,
 ) -> FaceResult:
-    """Detect faces on the sampled frames and cut the visual crops and lip-sync clips.
+    """Detect faces on the sampled frames, track them, and cut the visual crops (every
+    face, up to ``max_faces_per_frame`` per frame) and the lip-sync clips.
 
     Args:
         media: the decoded video.
@@ -446,12 +489,15 @@ def find_faces(
         progress: called with 0..1 as detection batches complete.
     """
     detections = detect(media.frames, client, settings, progress)
+    tracks = track_faces(detections)
     crops = []
     for pos, (frame, faces) in enumerate(zip(media.frames, detections, strict=True)):
-        for face in faces:
+        for face, track in zip(faces, tracks[pos], strict=True):
             geom = crop_geometry(face)
             pixels = visual_crop(frame.image, geom).astype(np.float32).transpose(2, 0, 1) / 255.0
-            crops.append(FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels))
+            crops.append(
+                FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels, track=track)
+            )
     audio_mfcc = (
         mfcc(media.audio) if (speech and media.audio is not None and media.audio.size) else None
     )

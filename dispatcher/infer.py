@@ -7,8 +7,7 @@ are concatenated. The video's fused score is computed from them once, by
 also computes for callers of Triton). Tensors are addressed by their names in
 ``dfd.ensemble``.
 
-A modality without items (no face, no audio, a silent track) is sent as one zero row with
-mask 0: the ensemble's composing models need at least one row, the fusion ignores it.
+A modality without items (no face, no speech) is sent as one zero row with mask 0: the ensemble's composing models need at least one row, the fusion ignores it.
 Retrying on ``UNAVAILABLE`` is the client's job; the deadline bounds all chunks together.
 """
 
@@ -43,12 +42,10 @@ from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dfd.specs import spec as model_spec
 from dfd.states import MODALITY_ORDER
 from dispatcher.aggregate import ScoredItems
-from dispatcher.decode import DecodedMedia, audio_energy_db
-from dispatcher.faces import FaceResult, InferClient
-
-# Below this level a track is silence (or hum): the audio and lip-sync models would be
-# judging noise, so those modalities are marked unused.
-SILENCE_DBFS = -50.0
+from dispatcher.faces import FaceResult
+from dispatcher.media import DecodedMedia
+from dispatcher.speech import MIN_WINDOW_SPEECH, Speech
+from dispatcher.triton_client import InferClient
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,7 @@ class VideoItems:
 
     faces: np.ndarray  # [Nv, 3, FACE_SIZE, FACE_SIZE]
     face_spans: tuple[tuple[float, float], ...]
+    face_tracks: tuple[int, ...]
     audio: np.ndarray  # [Na, AUDIO_SAMPLES]
     audio_spans: tuple[tuple[float, float], ...]
     lipsync_video: np.ndarray  # [Nl, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE]
@@ -109,34 +107,43 @@ def window_spans(n_samples: int, hop_s: float, count: int) -> tuple[tuple[float,
     return tuple((s / AUDIO_RATE, (s + AUDIO_SAMPLES) / AUDIO_RATE) for s in starts)
 
 
-def has_speech_level(audio: np.ndarray | None) -> bool:
-    """True when the track is louder than :data:`SILENCE_DBFS`."""
-    return audio is not None and audio.size > 0 and audio_energy_db(audio) > SILENCE_DBFS
+def build_inputs(
+    media: DecodedMedia, faces: FaceResult, speech: Speech, settings: Settings
+) -> VideoItems:
+    """Stack the video's items per modality; an unusable modality gets zero items.
 
-
-def build_inputs(media: DecodedMedia, faces: FaceResult, settings: Settings) -> VideoItems:
-    """Stack the video's items per modality; an unusable modality gets zero items."""
+    Audio windows and lip-sync clips are kept only where at least
+    :data:`~dispatcher.speech.MIN_WINDOW_SPEECH` of their span is speech: the audio and
+    lip-sync detectors judge speech, and their score on music, tones or silence means
+    nothing.
+    """
     interval = 1.0 / settings.sample_fps
     if faces.crops:
         face_arr = np.stack([c.pixels for c in faces.crops]).astype(np.float32, copy=False)
         t = [media.frames[c.frame_pos].time_s for c in faces.crops]
         face_spans = tuple((s, s + interval) for s in t)
+        face_tracks = tuple(c.track for c in faces.crops)
     else:
-        face_arr, face_spans = _empty(FACES), ()
-    if has_speech_level(media.audio):
-        assert media.audio is not None
-        wins = audio_windows(media.audio, settings.audio_hop_s).astype(np.float32, copy=False)
-        audio_spans = window_spans(media.audio.size, settings.audio_hop_s, len(wins))
-    else:
-        wins, audio_spans = _empty(AUDIO), ()
-    if faces.clips and len(audio_spans):
-        lip_v = np.stack([c.video for c in faces.clips]).astype(np.float32, copy=False)
-        lip_a = np.stack([c.mfcc for c in faces.clips]).astype(np.float32, copy=False)
-        clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
-        lip_spans = tuple((c.start_s, c.start_s + clip_s) for c in faces.clips)
+        face_arr, face_spans, face_tracks = _empty(FACES), (), ()
+    wins = _empty(AUDIO)
+    audio_spans: tuple[tuple[float, float], ...] = ()
+    if speech.found and media.audio is not None:
+        every = audio_windows(media.audio, settings.audio_hop_s).astype(np.float32, copy=False)
+        spans = window_spans(media.audio.size, settings.audio_hop_s, len(every))
+        keep = [i for i, (a, b) in enumerate(spans) if speech.share(a, b) >= MIN_WINDOW_SPEECH]
+        if keep:
+            wins, audio_spans = every[keep], tuple(spans[i] for i in keep)
+    clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
+    clips = [
+        c for c in faces.clips if speech.share(c.start_s, c.start_s + clip_s) >= MIN_WINDOW_SPEECH
+    ]
+    if clips:
+        lip_v = np.stack([c.video for c in clips]).astype(np.float32, copy=False)
+        lip_a = np.stack([c.mfcc for c in clips]).astype(np.float32, copy=False)
+        lip_spans = tuple((c.start_s, c.start_s + clip_s) for c in clips)
     else:
         lip_v, lip_a, lip_spans = _empty(LIPSYNC_VIDEO), _empty(LIPSYNC_MFCC), ()
-    return VideoItems(face_arr, face_spans, wins, audio_spans, lip_v, lip_a, lip_spans)
+    return VideoItems(face_arr, face_spans, face_tracks, wins, audio_spans, lip_v, lip_a, lip_spans)
 
 
 def max_items(settings: Settings) -> int:
@@ -239,7 +246,9 @@ def run_ensemble(
         if progress is not None:
             progress((i + 1) / len(requests))
 
-    def scored(key: str, spans: tuple[tuple[float, float], ...]) -> ScoredItems | None:
+    def scored(
+        key: str, spans: tuple[tuple[float, float], ...], tracks: tuple[int, ...] | None = None
+    ) -> ScoredItems | None:
         if not parts[key]:
             return None
         scores = np.concatenate(parts[key]).astype(np.float32)
@@ -247,10 +256,10 @@ def run_ensemble(
             raise ValueError(
                 f"inference: {ENSEMBLE_NAME} returned {len(scores)} {key} for {len(spans)} items"
             )
-        return ScoredItems(scores=scores, spans=spans)
+        return ScoredItems(scores=scores, spans=spans, tracks=tracks)
 
     items = {
-        "visual": scored(VISUAL_SCORES, inputs.face_spans),
+        "visual": scored(VISUAL_SCORES, inputs.face_spans, inputs.face_tracks),
         "audio": scored(AUDIO_SCORES, inputs.audio_spans),
         "lipsync": scored(LIPSYNC_SCORES, inputs.lipsync_spans),
     }

@@ -1,20 +1,24 @@
 """The RQ entry point of a dfd job, and how its failures are classified.
 
-``run_job(payload)`` is what the gateway enqueues (by the path
-``dispatcher.jobs.run_job``). It validates the payload, reports the attempt, stage and
-progress in ``job.meta`` (the status endpoint reads them from there), runs the pipeline
-and returns the result document as JSON-ready data.
+``run_job(ctx, payload)`` is what the gateway enqueues (by the path
+``dispatcher.jobs.run_job``, with the payload as its one argument). The worker passes
+the :class:`WorkerContext` first, as arq passes ``ctx``: :class:`DfdJob` calls every
+job function as ``func(ctx, *args, **kwargs)``. ``run_job`` validates the payload,
+reports the attempt, stage and progress in ``job.meta`` (the status endpoint reads them
+from there), runs the pipeline and returns the result document as JSON-ready data.
 
 Which failures are retried is decided here, not by rq: rq's ``Retry`` retries on every
 exception, so the worker installs :func:`handle_job_exception`, which runs before rq
-decides and sets the job's remaining retries to zero for anything that retrying cannot
-fix (an :class:`~dfd.errors.InputError`, a bug, a timeout). Only transient errors and a
-lost worker are retried. The handler also records the error (type, message, stage) in
-``job.meta`` and deletes the uploaded file once the job will not run again.
+decides and sets the job's remaining retries to zero (in Redis at once) for anything
+that retrying cannot fix (an :class:`~dfd.errors.InputError`, a bug, a timeout). Only
+transient errors and a lost worker are retried. The handler also records the error
+(type, message, stage) in ``job.meta``.
 
-Workers hold no state between jobs beyond the clients in :class:`WorkerContext`, built
-lazily once per process: rq forks a work horse per job, and a gRPC channel must not be
-shared across a fork, so the clients are made in the process that uses them.
+A job's input (the uploaded file) is kept until its outcome is durably recorded: the
+worker calls :func:`release_input` only after rq has written the result, or the final
+failure, to Redis. A horse that dies, or a Redis that drops, before that leaves the file
+for the retry, which redoes the work; nothing a retry reads is removed by the attempt
+before it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ from dfd.schemas import JobError, JobPayload
 from dfd.settings import Settings
 from dfd.states import Stage
 from dfd.tracing import job_span
+from dispatcher.metrics import record_attempt_failure
 
 log = logging.getLogger(__name__)
 
@@ -48,56 +54,67 @@ class InvalidPayloadError(errors.InputError):
     type = "invalid-payload"
 
 
-@dataclass(frozen=True)
+class UploadLostError(errors.InternalError):
+    """The job's uploaded file is gone before the job was done with it: the service's
+    fault (a clean-up ran too early, shared storage lost it), never the user's."""
+
+    type = "upload-lost"
+
+
 class WorkerContext:
-    """What a job needs beyond its payload: settings and long-lived clients."""
+    """What a job needs beyond its payload: the worker's settings and its clients.
 
-    settings: Settings
-    triton: Any
-    store: Any
+    The worker makes one in the process that runs the job (a gRPC channel must not be
+    shared across rq's fork); each client is made on first use, so a job that fails
+    before inference needs no Triton.
+    """
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-_settings: Settings | None = None
-_context: WorkerContext | None = None
-_context_pid: int | None = None
+    @cached_property
+    def triton(self) -> Any:
+        """The Triton client.
 
-
-def configure(settings: Settings) -> None:
-    """Set the settings jobs in this process (and its work horses) use; called by ``dfd worker``."""
-    global _settings, _context
-    _settings = settings
-    _context = None
-
-
-def settings() -> Settings:
-    """The worker's settings; built from the environment under a plain ``rq worker``."""
-    global _settings
-    if _settings is None:
-        _settings = Settings()
-    return _settings
-
-
-def worker_context() -> WorkerContext:
-    """The process's clients, made on first use in this process."""
-    global _context, _context_pid
-    if _context is None or _context_pid != os.getpid():
-        s = settings()
+        Raises:
+            ConfigurationError: No Triton URL is set.
+        """
+        s = self.settings
         if not s.triton_url:
             raise errors.ConfigurationError(
                 "worker: expected DFD_TRITON_URL (Triton's gRPC host:port), got none; `dfd serve` sets it"
             )
-        from dispatcher.store import open_store
         from dispatcher.triton_client import TritonClient
 
-        _context = WorkerContext(
-            settings=s,
-            triton=TritonClient(
-                s.triton_url, timeout_s=s.triton_timeout_s, retries=s.triton_retries
-            ),
-            store=open_store(s),
-        )
-        _context_pid = os.getpid()
-    return _context
+        return TritonClient(s.triton_url, timeout_s=s.triton_timeout_s, retries=s.triton_retries)
+
+    @cached_property
+    def store(self) -> Any:
+        """The evidence store."""
+        from dispatcher.store import make_store
+
+        return make_store(self.settings)
+
+
+class DfdJob(Job):
+    """rq's job, run as ``func(ctx, *args, **kwargs)`` with the worker's context.
+
+    The worker sets :attr:`context_factory` in the process that runs the job; it is
+    called there, inside rq's error handling, so a misconfiguration fails the job with a
+    message instead of killing the work horse.
+    """
+
+    context_factory: Callable[[], WorkerContext] | None = None
+
+    def _execute(self) -> Any:
+        if self.context_factory is None:
+            raise errors.ConfigurationError(
+                f"job {self.id}: expected to run under `dfd worker` (which passes the "
+                "worker context), got a worker without one"
+            )
+        if self.func is None:
+            raise errors.InternalError(f"job {self.id}: its function could not be resolved")
+        return self.func(self.context_factory(), *self.args, **self.kwargs)
 
 
 class Progress:
@@ -145,11 +162,17 @@ def parse_payload(payload: dict[str, Any]) -> JobPayload:
         ) from exc
 
 
-def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Analyse one video; the function the gateway enqueues.
+
+    The upload is not deleted here: the worker releases it once the result is recorded
+    (:func:`release_input`), so a retry after a lost result finds it.
 
     Returns:
         ``dfd.schemas.Result`` as JSON-ready data.
+
+    Raises:
+        UploadLostError: The uploaded file is gone (the service's fault, not the input's).
     """
     job = get_current_job()
     request = parse_payload(payload)
@@ -160,24 +183,27 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
         job.meta.pop("error", None)
         job.meta.pop("stage", None)
         job.save_meta()
-    context = worker_context()
+    source = request.source
+    if source.kind == "upload" and source.path and not Path(source.path).is_file():
+        raise UploadLostError(
+            f"job {request.job_id}: expected its uploaded file, it is gone (attempt {attempt})"
+        )
     from dispatcher.known_fakes import RedisBank
     from dispatcher.pipeline import analyze
 
     # The bank of known fakes lives in the queue's Redis; its connection is the job's.
-    bank = RedisBank(job.connection, context.settings.result_ttl_s) if job is not None else None
+    bank = RedisBank(job.connection, ctx.settings.result_ttl_s) if job is not None else None
     traceparent = job.meta.get("traceparent") if job is not None else None
-    with job_span(request.job_id, request.source.kind, attempt, traceparent):
+    with job_span(request.job_id, source.kind, attempt, traceparent):
         result = analyze(
-            request.source,
-            context.settings,
-            context.triton,
-            context.store,
+            source,
+            ctx.settings,
+            ctx.triton,
+            ctx.store,
             Progress(job),
             job_id=request.job_id,
             bank=bank,
         )
-    delete_upload(payload, context.settings)
     return result.model_dump(mode="json")
 
 
@@ -202,6 +228,9 @@ _SERVICE_MESSAGES = {
     "transient": "a service the job needs was unavailable",
     "upstream-unavailable": "a service the job needs was unavailable",
     "configuration": "the service is misconfigured",
+    "upload-lost": "the service lost the uploaded file; upload it again",
+    "probe-killed": "the media prober was stopped by the service (not by the file)",
+    "out-of-memory": "the worker ran out of memory",
 }
 _SERVICE_MESSAGE = "internal error"
 
@@ -246,18 +275,23 @@ def detail(exc: BaseException) -> str:
 
 
 def handle_job_exception(
-    job: Job, exc_type: type, exc_value: BaseException, traceback: Any
+    settings: Settings, job: Job, exc_type: type, exc_value: BaseException, traceback: Any
 ) -> bool:
     """rq exception handler: cancel retries for non-retryable errors; record the error.
 
     rq calls it before deciding whether to retry (in the work horse, and in the registry
-    cleanup that finds abandoned jobs), and retries only while ``job.retries_left > 0``.
+    clean-up that finds abandoned jobs), and retries only while ``job.retries_left > 0``.
+    The worker installs it with its settings bound (``functools.partial``). A cancelled
+    retry is written to Redis at once, so every later path (a horse that dies before rq
+    records the failure) sees the same decision.
     """
     if not is_retryable(exc_value):
         job.retries_left = 0
+        job.connection.hset(job.key, "retries_left", 0)
     error = describe(exc_value, job)
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
+    record_attempt_failure(job.connection, error)
     final = not job.should_retry
     log.warning(
         "job failed",
@@ -269,13 +303,21 @@ def handle_job_exception(
             "final": final,
         },
     )
-    if final:
-        delete_upload(_payload_of(job), settings())
+    if final and isinstance(exc_value, AbandonedJobError):
+        # The registry clean-up has no hook after it records the failure; the job will
+        # not run again (no retries left, in Redis), so its input can go now.
+        release_input(job, settings)
     return True  # let rq's own handling (retry or move to failed) go on
 
 
-def handle_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
-    """rq's work-horse-killed hook: the process running the job died (OOM, SIGKILL)."""
+def handle_horse_killed(
+    settings: Settings, job: Job, retpid: int, ret_val: int, rusage: Any
+) -> None:
+    """rq's work-horse-killed hook: the process running the job died (OOM, SIGKILL).
+
+    rq records the failure (or the retry) right after; the worker releases the input
+    once that is written.
+    """
     signal_no = os.WTERMSIG(ret_val) if ret_val and os.WIFSIGNALED(ret_val) else None
     meta = job.get_meta(refresh=True)
     stage = meta.get("stage")
@@ -297,8 +339,7 @@ def handle_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> Non
         )
     job.meta["error"] = error.model_dump(mode="json")
     job.save_meta()
-    if not job.should_retry:
-        delete_upload(_payload_of(job), settings())
+    record_attempt_failure(job.connection, error)
 
 
 def _ran_past_timeout(job: Job) -> bool:
@@ -316,6 +357,14 @@ def _payload_of(job: Job) -> dict[str, Any]:
     except Exception:  # an undecodable job has no file to clean up
         return {}
     return args[0] if args and isinstance(args[0], dict) else {}
+
+
+def release_input(job: Job, settings: Settings) -> None:
+    """Delete the job's uploaded file: call only once the job's outcome is recorded.
+
+    Idempotent: a second call (a repeated completion) finds nothing to delete.
+    """
+    delete_upload(_payload_of(job), settings)
 
 
 def delete_upload(payload: dict[str, Any], s: Settings) -> None:

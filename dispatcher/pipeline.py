@@ -1,7 +1,7 @@
 """One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
 
-    workspace -> fetch (URL) -> probe (+ provenance, metadata) -> decode (+ hashes, bank
-    look-up) -> faces -> infer -> evidence -> Result (facts may override the label)
+    workspace -> fetch (URL) -> probe (+ provenance, tags) -> decode (+ hashes, known
+    fakes) -> speech -> faces -> infer -> evidence -> Result (facts may decide the label)
 
 The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
 the evidence store are passed in. Each stage is timed; a failure names its stage. Input
@@ -12,7 +12,9 @@ naming the stage. The job's temp folder is removed whatever happens.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,12 +22,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dfd.calibration import Calibration
+from dfd.calibration import load as load_calibration
+from dfd.detectors import DETECTORS, Detector
 from dfd.errors import DfdError, InternalError
-from dfd.schemas import JobSource, ModalityResult, Result
+from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
+from dispatcher.aggregate import MediaFacts, Verdict, timeline, verdict
+from dispatcher.cleanup import job_workspace
+from dispatcher.decode import decode
+from dispatcher.evidence import build_evidence
+from dispatcher.faces import NO_FACES, find_faces
+from dispatcher.facts import apply_facts
+from dispatcher.fetch import fetch
+from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.known_fakes import find_matches, hash_frames
+from dispatcher.media import DecodedMedia
+from dispatcher.metadata import telltale_metadata
+from dispatcher.probe import probe
+from dispatcher.provenance import read_provenance
+from dispatcher.speech import Speech, find_speech
 
 if TYPE_CHECKING:
     from dispatcher.known_fakes import RedisBank
@@ -39,10 +58,56 @@ _TIMING_KEYS = {
     Stage.FETCH: "download",
     Stage.PROBE: "probe",
     Stage.DECODE: "decode",
+    Stage.SPEECH: "speech",
     Stage.FACES: "faces",
     Stage.INFER: "inference",
     Stage.EVIDENCE: "evidence",
 }
+
+
+def detector_model(detector: Detector, settings: Settings) -> str:
+    """``checkpoint@version`` a detector runs with these settings."""
+    checkpoint = getattr(settings, detector.model_setting, detector.model_setting)
+    return spec(str(checkpoint)).tag
+
+
+@functools.cache
+def calibration() -> Calibration:
+    """The committed calibration (``dfd/calibration.json``), read once per process."""
+    return load_calibration()
+
+
+def detector_results(
+    final: Verdict, speech: Speech, has_audio: bool, settings: Settings
+) -> dict[str, DetectorResult]:
+    """Each detector's finding, from the registry, with its calibrated probability."""
+    cal = calibration()
+    out = {}
+    for d in DETECTORS.values():
+        if d.modality is not None:
+            score = final.scores.get(d.modality)
+            calibrated = (
+                round(cal.calibrated(d.name, score), 4)
+                if score is not None and d.name in cal.calibrators
+                else None
+            )
+            out[d.name] = DetectorResult(
+                score=None if score is None else round(score, 4),
+                calibrated=calibrated,
+                used=final.used.get(d.modality, False),
+                reason=final.unused_reason.get(d.modality),
+                model=detector_model(d, settings),
+                fused=d.fused,
+            )
+        else:  # the speech gate
+            out[d.name] = DetectorResult(
+                used=has_audio,
+                reason=None if has_audio else "no-audio",
+                model=detector_model(d, settings),
+                fused=d.fused,
+                detail=f"{speech.seconds:.1f} s of speech in {len(speech.segments)} runs",
+            )
+    return out
 
 
 def models_used(settings: Settings) -> dict[str, str]:
@@ -53,6 +118,8 @@ def models_used(settings: Settings) -> dict[str, str]:
         "audio": spec(settings.audio_model).tag,
         "lipsync": spec(settings.lipsync_model).tag,
         "fusion": SPECS["fusion"].tag,
+        "vad": SPECS["silero_vad"].tag,
+        "calibration": calibration().version,
     }
 
 
@@ -128,6 +195,15 @@ def _source(source: JobSource | str | Path) -> tuple[str | None, Path | None]:
     return None, Path(text)
 
 
+def timeline_times(media: DecodedMedia, sample_fps: float) -> list[tuple[int, float]]:
+    """``(frame, time_s)`` of each timeline point: the sampled frames of a video; for an
+    audio file one point per sampling interval, numbered from 0."""
+    if media.frames:
+        return [(f.index, f.time_s) for f in media.frames]
+    count = max(1, math.ceil(media.duration_s * sample_fps))
+    return [(k, k / sample_fps) for k in range(count)]
+
+
 def analyze(
     source: JobSource | str | Path,
     settings: Settings,
@@ -155,19 +231,6 @@ def analyze(
         ConfigurationError: the service is set up wrongly.
         InternalError: a bug, with the stage it happened in.
     """
-    from dispatcher.aggregate import timeline, verdict
-    from dispatcher.cleanup import job_workspace
-    from dispatcher.decode import decode
-    from dispatcher.evidence import build_evidence
-    from dispatcher.faces import find_faces
-    from dispatcher.facts import apply_facts
-    from dispatcher.fetch import fetch
-    from dispatcher.infer import build_inputs, has_speech_level, run_ensemble
-    from dispatcher.known_fakes import find_matches, hash_frames
-    from dispatcher.metadata import telltale_metadata
-    from dispatcher.probe import probe
-    from dispatcher.provenance import read_provenance
-
     job_id = job_id or uuid.uuid4().hex
     started = time.monotonic()
     stages = _Stages(progress)
@@ -185,20 +248,35 @@ def analyze(
             provenance = read_provenance(path, settings)
             metadata = telltale_metadata(path)
         with stages.run(Stage.DECODE):
-            media = decode(path, settings, info.duration_s)
+            media = decode(
+                path,
+                settings,
+                info.duration_s,
+                audio_only=not info.has_video,
+                animation=info.kind == "webp",
+            )
         matches = None
         with stages.timed("hashes", Stage.DECODE):
             hashes = hash_frames(media.frames, settings)
             if bank is not None:
                 matches = find_matches(hashes, bank.entries(), settings)
                 bank.keep(job_id, hashes)
+        with stages.run(Stage.SPEECH):
+            speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):
-            speech = has_speech_level(media.audio)
-            faces = find_faces(
-                media, triton, settings, speech=speech, progress=stages.reporter(Stage.FACES)
+            faces = (
+                find_faces(
+                    media,
+                    triton,
+                    settings,
+                    speech=speech.found,
+                    progress=stages.reporter(Stage.FACES),
+                )
+                if media.frames
+                else NO_FACES  # an audio file
             )
         with stages.run(Stage.INFER):
-            inputs = build_inputs(media, faces, settings)
+            inputs = build_inputs(media, faces, speech, settings)
             remaining = settings.job_timeout_s - (time.monotonic() - started)
             out = run_ensemble(
                 inputs,
@@ -208,9 +286,18 @@ def analyze(
                 progress=stages.reporter(Stage.INFER),
             )
             weights = settings.fusion_weights()
-            final = verdict(out.items, weights, settings.threshold, settings.inconclusive_band)
+            facts = MediaFacts(
+                has_video=bool(media.frames),
+                faces=len(faces.crops),
+                has_audio=media.audio is not None and media.audio.size > 0,
+                speech_s=speech.seconds,
+                duration_s=info.duration_s,
+            )
+            final = verdict(
+                out.items, weights, settings.threshold, settings.inconclusive_band, facts
+            )
             points = timeline(
-                [(f.index, f.time_s) for f in media.frames],
+                timeline_times(media, settings.sample_fps),
                 out.items,
                 weights,
                 1.0 / settings.sample_fps,
@@ -226,6 +313,7 @@ def analyze(
                 points,
                 store,
                 settings,
+                audio_windows=out.items["audio"],
             )
 
     def rounded(x: float | None) -> float | None:
@@ -236,14 +324,18 @@ def analyze(
             score=rounded(final.scores[m.value]),
             weight=round(final.weights[m.value], 4),
             used=final.used[m.value],
+            reason=final.unused_reason.get(m.value),
         )
         for m in MODALITY_ORDER
     }
-    label, reasons = apply_facts(final.label, provenance, matches)
+    label, decided = apply_facts(final.label, provenance, matches)
+    reasons = [Reason(code=code, message=message) for code, message in decided]
+    reasons += [Reason(code=code, message=message) for code, message in final.reasons]
     return Result(
         confidence=round(final.confidence, 4),
         label=label,
         reasons=reasons,
+        detectors=detector_results(final, speech, facts.has_audio, settings),
         provenance=provenance,
         metadata=metadata,
         matches=matches,
@@ -252,6 +344,7 @@ def analyze(
         models=models_used(settings),
         timings_ms=stages.timings_ms,
         media={
+            "kind": "video" if info.has_video else "audio",
             "container": info.container,
             "video_codec": info.video_codec,
             "audio_codec": info.audio_codec,
@@ -265,6 +358,7 @@ def analyze(
             "frames_sampled": len(media.frames),
             "faces": len(faces.crops),
             "audio_windows": len(inputs.audio),
+            "speech_s": round(speech.seconds, 2),
             "lipsync_clips": len(inputs.lipsync_video),
             "requests": out.requests,
         },

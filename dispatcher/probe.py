@@ -1,4 +1,7 @@
-"""Stage 2, probe and validate: is this a video dfd can and may process?
+"""The ``probe`` stage, probe and validate: is this media dfd can and may process?
+
+A video (any container with a video stream, animated GIF included) or an audio file
+(WAV, FLAC, MP3, M4A/AAC, Ogg/Opus: audio streams only, analysed by the audio detectors).
 
 Magic bytes first (``dfd.sniff``: an empty file, text, an image or random bytes are
 refused without opening a demuxer), then PyAV in a child process with a hard time limit
@@ -7,16 +10,25 @@ or crash costs that child, never the worker. The child checks the declared dimen
 duration and frame count before anything is decoded, then demuxes every video packet
 (bounded by the limits) to count frames and catch truncation, and decodes the first
 frame.
+
+A child killed by a signal is not taken for the file's fault at once: a crash signal
+(SIGSEGV, SIGABRT, ...) may be, an outside kill (the OOM killer, an operator, a
+restart) is not. The child is run once more; a second crash is the file's doing
+(corrupt or hostile), a second outside kill a transient failure of the worker, retried
+later. An out-of-memory kill is named as such: the kernel's OOM killer (the memory
+cgroup counted a kill) or SIGKILL with the child's peak memory at its limit.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -25,10 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from dfd.errors import CorruptMediaError, DfdError, TooLargeError, UnsupportedMediaError
 from dfd.sniff import HEAD_BYTES, sniff
-from dispatcher.errors import ProbeTimeoutError
+from dispatcher.errors import ProbeKilledError, ProbeOutOfMemoryError, ProbeTimeoutError
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _ROOT = Path(__file__).resolve().parents[1]
 _ERRORS: dict[str, type[DfdError]] = {
@@ -36,6 +50,12 @@ _ERRORS: dict[str, type[DfdError]] = {
 }
 # A file whose demuxed frames fall this far short of what its header declares is truncated.
 _TRUNCATED_RATIO = 0.9
+# Signals a demuxer raises on itself when the file breaks it (and RLIMIT_CPU's SIGXCPU).
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGXCPU}
+)
+# A SIGKILLed child whose peak resident memory reached this share of its limit ran out of it.
+_AT_LIMIT = 0.9
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,8 @@ class MediaInfo:
         size_bytes: Its size.
         container: The demuxer's name (``mov,mp4,m4a,3gp,3g2,mj2``, ``mpeg``, ``matroska,webm``).
         kind: The container by magic bytes (``dfd.sniff``: ``mp4``, ``mpeg-ps``, ...).
-        video_codec: Codec of the first video stream (``h264``, ``mpeg1video``, ...).
+        video_codec: Codec of the first video stream (``h264``, ``mpeg1video``, ...), or
+            ``None`` for an audio file.
         audio_codec: Codec of the first audio stream, or ``None``.
         width: Coded width, pixels.
         height: Coded height, pixels.
@@ -57,13 +78,16 @@ class MediaInfo:
         has_audio: Whether there is an audio stream.
         audio_sample_rate: Its sample rate, Hz, or ``None``.
         audio_channels: Its channel count, or ``None``.
+
+    An audio file has no video stream: ``video_codec`` is ``None`` and ``width``,
+    ``height``, ``fps`` and ``frame_count`` are 0.
     """
 
     path: Path
     size_bytes: int
     container: str
     kind: str
-    video_codec: str
+    video_codec: str | None
     audio_codec: str | None
     width: int
     height: int
@@ -73,6 +97,10 @@ class MediaInfo:
     has_audio: bool
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
+
+    @property
+    def has_video(self) -> bool:
+        return self.video_codec is not None
 
 
 @dataclass(frozen=True)
@@ -103,13 +131,9 @@ def probe(path: Path, settings: Settings) -> MediaInfo:
     if size == 0:
         raise CorruptMediaError(f"probe: {name}: expected a video, got an empty file (0 bytes)")
     sniffed = sniff(head)
-    if sniffed.media == "audio":
+    if not sniffed.may_hold_media:
         raise UnsupportedMediaError(
-            f"probe: {name}: expected a video, got {sniffed.detail} (no video stream)"
-        )
-    if not sniffed.may_hold_video:
-        raise UnsupportedMediaError(
-            f"probe: {name}: expected a video container, got {sniffed.detail}"
+            f"probe: {name}: expected a video or an audio file, got {sniffed.detail}"
         )
 
     limits = _Limits(
@@ -117,7 +141,7 @@ def probe(path: Path, settings: Settings) -> MediaInfo:
     )
     if sniffed.kind == "y4m":
         _check_y4m_header(head, name, limits)
-    answer = _run_child(path, limits, settings)
+    answer = _run_child_retrying(path, limits, settings)
     if "error" in answer:
         error = answer["error"]
         raise _ERRORS.get(error["class"], CorruptMediaError)(error["message"])
@@ -143,6 +167,84 @@ def _check_y4m_header(head: bytes, name: str, limits: _Limits) -> None:
         )
 
 
+@dataclass
+class _Killed(Exception):
+    """The probe child died by a signal."""
+
+    signal: signal.Signals
+    elapsed_s: float
+    peak_rss_bytes: int
+    kernel_oom: bool
+
+
+def _run_child_retrying(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any]:
+    """`_run_child`, run once more if the child was killed by a signal."""
+    try:
+        return _run_child(path, limits, settings)
+    except _Killed as first:
+        if first.signal == signal.SIGXCPU:  # its CPU limit: the file made it spin
+            raise killed_error(path.name, first, settings.probe_memory_bytes) from None
+        log.warning(
+            "probe: the demuxer was killed; trying once more",
+            extra={"file": path.name, "signal": first.signal.name, "oom": first.kernel_oom},
+        )
+    try:
+        return _run_child(path, limits, settings)
+    except _Killed as second:
+        raise killed_error(path.name, second, settings.probe_memory_bytes) from None
+
+
+def killed_error(name: str, killed: _Killed, memory_limit: int) -> DfdError:
+    """What the probe child's last death by a signal means, for a file called ``name``.
+
+    Out of memory at its own limit, or a crash signal twice: the file's fault (it is
+    refused). Killed by the kernel's OOM killer below its limit, or from outside
+    (SIGKILL, SIGTERM): the worker's trouble, a transient error.
+    """
+    sig = killed.signal.name
+    at_limit = killed.peak_rss_bytes >= _AT_LIMIT * memory_limit
+    if killed.signal == signal.SIGKILL and at_limit:
+        return CorruptMediaError(
+            f"probe: {name} ran the demuxer out of memory (killed at its {memory_limit} byte "
+            "limit); refusing it"
+        )
+    if killed.kernel_oom:
+        return ProbeOutOfMemoryError(
+            f"probe: the demuxer reading {name} was killed by the kernel's OOM killer "
+            f"({sig} at {killed.peak_rss_bytes} bytes, below its {memory_limit} byte limit): "
+            "the worker is out of memory"
+        )
+    if killed.signal == signal.SIGXCPU:
+        return ProbeTimeoutError(
+            f"probe: {name} kept the demuxer busy past its CPU limit ({killed.elapsed_s:.1f} s); "
+            "refusing it as hostile or corrupt"
+        )
+    if killed.signal in _CRASH_SIGNALS:
+        return CorruptMediaError(
+            f"probe: reading {name} killed the demuxer ({sig} after {killed.elapsed_s:.1f} s, "
+            "twice); refusing it as hostile or corrupt"
+        )
+    return ProbeKilledError(
+        f"probe: the demuxer reading {name} was stopped from outside ({sig} after "
+        f"{killed.elapsed_s:.1f} s, twice), not by the file"
+    )
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this memory cgroup, or
+    ``None`` where that is not readable (cgroup v2 ``memory.events``, v1 ``memory.oom_control``)."""
+    for name in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            text = Path(name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return None
+
+
 def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any]:
     timeout = settings.probe_timeout_s
     memory = settings.probe_memory_bytes
@@ -166,37 +268,75 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
         str(path),
         json.dumps(asdict(limits)),
     ]
+    oom_before = oom_kills()
     started = time.monotonic()
+    # Our own wait4, for the child's peak memory; its pipes are drained meanwhile (it may
+    # write no files: RLIMIT_FSIZE is 0).
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=confine,
+        env=env,
+        cwd=str(_ROOT),
+    )
+    drained: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda k=k, f=f: drained.__setitem__(k, f.read()), daemon=True)
+        for k, f in (("out", child.stdout), ("err", child.stderr))
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            timeout=timeout,
-            preexec_fn=confine,
-            env=env,
-            cwd=str(_ROOT),
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
+        status, rusage = _wait(child, timeout)
+        for reader in readers:
+            reader.join(timeout=5)
+    finally:
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+    elapsed = time.monotonic() - started
+    if status is None:
         raise ProbeTimeoutError(
             f"probe: {path.name} was not read within {timeout:g} s; refusing it as hostile or corrupt"
-        ) from exc
-    elapsed = time.monotonic() - started
-    if done.returncode < 0:
-        sig = signal.Signals(-done.returncode).name
-        raise CorruptMediaError(
-            f"probe: reading {path.name} killed the demuxer ({sig} after {elapsed:.1f} s); "
-            "refusing it as hostile or corrupt"
         )
+    if os.WIFSIGNALED(status):
+        after = oom_kills()
+        raise _Killed(
+            signal=signal.Signals(os.WTERMSIG(status)),
+            elapsed_s=elapsed,
+            peak_rss_bytes=rusage.ru_maxrss * 1024,  # Linux reports KiB
+            kernel_oom=oom_before is not None and after is not None and after > oom_before,
+        )
+    stdout, stderr = drained.get("out", b""), drained.get("err", b"")
     try:
-        return json.loads(done.stdout.decode().strip().splitlines()[-1])
+        return json.loads(stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         if "MemoryError" in tail[0]:
             raise CorruptMediaError(
                 f"probe: {path.name} needs more than {memory} bytes to open; refusing it"
             ) from exc
         raise CorruptMediaError(f"probe: {path.name} could not be read ({tail[0]})") from exc
+
+
+def _wait(child: subprocess.Popen[bytes], timeout_s: float) -> tuple[int | None, Any]:
+    """Wait for ``child`` up to ``timeout_s``; ``(wait status, rusage)``, or ``(None, None)``
+    after killing it at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.002
+    while True:
+        pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return status, rusage
+        if time.monotonic() >= deadline:
+            child.kill()
+            os.wait4(child.pid, 0)
+            child.returncode = -signal.SIGKILL
+            return None, None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
 
 
 # --- the child ----------------------------------------------------------------------
@@ -207,6 +347,9 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
     import av  # only the child imports it
 
     name = path.name
+    with path.open("rb") as fh:
+        if sniff(fh.read(HEAD_BYTES)).kind == "webp":
+            return _probe_animation(path, limits)
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -215,7 +358,11 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
         ) from exc
     with container:
         if not container.streams.video:
-            raise UnsupportedMediaError(f"probe: {name}: expected a video stream, found none")
+            if container.streams.audio:
+                return _probe_audio(container, limits, name)
+            raise UnsupportedMediaError(
+                f"probe: {name}: expected a video or an audio stream, found none"
+            )
         video = container.streams.video[0]
         ctx = video.codec_context
         width, height = int(ctx.width or 0), int(ctx.height or 0)
@@ -281,6 +428,97 @@ def _probe_in_child(path: Path, limits: _Limits) -> dict[str, Any]:
             else None,
             "audio_channels": int(actx.channels) if actx is not None and actx.channels else None,
         }
+
+
+def _probe_animation(path: Path, limits: _Limits) -> dict[str, Any]:
+    """An animated WebP, read with Pillow (FFmpeg decodes no animated WebP)."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = path.name
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width > limits.max_width or height > limits.max_height:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_width}x{limits.max_height} "
+                    f"pixels, got {width}x{height}"
+                )
+            count = int(getattr(image, "n_frames", 1))
+            if count > limits.max_frames:
+                raise TooLargeError(
+                    f"probe: {name}: expected at most {limits.max_frames} frames, it holds {count}"
+                )
+            duration = 0.0
+            for index in range(count):
+                image.seek(index)
+                image.load()  # Pillow reads a frame's duration when it loads the frame
+                duration += float(image.info.get("duration") or 100) / 1000
+            image.seek(0)
+            image.load()
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as exc:
+        raise CorruptMediaError(f"probe: {name}: the animation cannot be read ({exc})") from exc
+    if duration > limits.max_duration_s:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {duration:.1f} s"
+        )
+    return {
+        "container": "webp",
+        "video_codec": "webp",
+        "audio_codec": None,
+        "width": width,
+        "height": height,
+        "fps": round(count / duration, 6) if duration else 0.0,
+        "duration_s": round(duration, 6),
+        "frame_count": count,
+        "has_audio": False,
+    }
+
+
+def _probe_audio(container: Any, limits: _Limits, name: str) -> dict[str, Any]:
+    """An audio file: its duration within the limit, and a first frame that decodes."""
+    import av
+
+    audio = container.streams.audio[0]
+    actx = audio.codec_context
+    if not actx.codec:
+        raise UnsupportedMediaError(f"probe: {name}: no decoder for the audio stream")
+    declared = _declared_duration(container, audio)
+    if declared is not None and declared > limits.max_duration_s:
+        raise TooLargeError(
+            f"probe: {name}: expected at most {limits.max_duration_s:g} s, got {declared:.1f} s"
+        )
+    end = 0.0
+    decoded = False
+    try:
+        for packet in container.demux(audio):
+            if packet.pts is None and packet.size == 0:
+                continue
+            if packet.pts is not None and packet.time_base is not None:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+                if end > limits.max_duration_s:
+                    raise TooLargeError(
+                        f"probe: {name}: expected at most {limits.max_duration_s:g} s, it holds more"
+                    )
+            if not decoded:
+                decoded = bool(packet.decode())
+    except av.error.FFmpegError as exc:
+        raise CorruptMediaError(f"probe: {name}: the audio cannot be read ({_why(exc)})") from exc
+    if not decoded:
+        raise CorruptMediaError(f"probe: {name}: no frame of the audio stream could be decoded")
+    duration = declared if declared else end
+    return {
+        "container": container.format.name,
+        "video_codec": None,
+        "audio_codec": actx.name,
+        "width": 0,
+        "height": 0,
+        "fps": 0.0,
+        "duration_s": round(float(duration or 0.0), 6),
+        "frame_count": 0,
+        "has_audio": True,
+        "audio_sample_rate": int(actx.sample_rate) if actx.sample_rate else None,
+        "audio_channels": int(actx.channels) if actx.channels else None,
+    }
 
 
 def _declared_duration(container: Any, video: Any) -> float | None:

@@ -1,4 +1,5 @@
-"""Stage 7, store: where evidence images live and how people reach them.
+"""The evidence store (the ``store`` stage): where evidence images live and how people
+reach them.
 
 Two implementations of one small interface (`EvidenceStore`):
 
@@ -344,11 +345,3 @@ def make_store(settings: Settings) -> EvidenceStore:
     if settings.store == "s3":
         return S3Store(settings)
     return LocalStore(settings)
-
-
-open_store = make_store  # the name the job runner uses
-
-
-def purge_expired(settings: Settings, now: float | None = None) -> int:
-    """Purge expired evidence from the configured store (the worker's maintenance pass)."""
-    return make_store(settings).purge_expired(now)

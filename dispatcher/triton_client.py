@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -124,6 +124,14 @@ def check_inputs(model: str, spec: ModelInputs, inputs: Mapping[str, np.ndarray]
         raise InputError(
             f"triton {model}: inputs disagree on the batch size: {sorted(batch_sizes)}"
         )
+
+
+class InferClient(Protocol):
+    """What the stages need of :class:`TritonClient` (tests pass in-memory stand-ins)."""
+
+    def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
 
 
 class TritonClient:

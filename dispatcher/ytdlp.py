@@ -1,4 +1,4 @@
-"""Stage 1, fetch, for pages that are not direct media: yt-dlp as a library.
+"""The ``fetch`` stage, for pages that are not direct media: yt-dlp as a library.
 
 yt-dlp only extracts (``download=False``): which video a page holds and its direct URL.
 Every request it makes while extracting goes through a request handler of ours

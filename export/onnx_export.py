@@ -15,6 +15,7 @@ against the published graph plus the numpy decoding) on the same inputs.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import io
 import logging
 import os
@@ -40,6 +41,7 @@ _CODE = {
     "aasist": ["models/aasist.py"],
     "light_asd": ["models/light_asd.py"],
     "fusion": ["../ensemble_config/fusion.py"],
+    "packaged": [],
 }
 
 
@@ -50,6 +52,7 @@ def _family(checkpoint: str) -> str:
         ("aasist", "aasist"),
         ("light_asd", "light_asd"),
         ("fusion", "fusion"),
+        ("silero", "packaged"),
     ):
         if checkpoint.startswith(prefix):
             return family
@@ -124,7 +127,7 @@ def _export_torch(checkpoint: str, settings: Settings) -> bytes:
         torch.onnx.export(
             module,
             args,
-            buf,
+            buf,  # type: ignore[arg-type]  # torch accepts file objects; its stub says paths
             dynamo=False,
             opset_version=OPSET,
             input_names=[t.name for t in model.inputs],
@@ -143,6 +146,47 @@ def _export_yunet(checkpoint: str, settings: Settings) -> bytes:
     return graph.SerializeToString()
 
 
+def _export_packaged(checkpoint: str) -> bytes:
+    """An ONNX file a Python package ships (silero-vad's), checked against the spec's SHA-256."""
+    model = spec(checkpoint)
+    package, name, want = (str(model.extra[k]) for k in ("package", "file", "sha256"))
+    try:
+        data = importlib.resources.files(package).joinpath(name).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise ConfigurationError(
+            f"ONNX export: {checkpoint} comes from the {package!r} package's {name}, which is "
+            f"not installed here ({exc}); pip install silero-vad"
+        ) from exc
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        raise ConfigurationError(
+            f"ONNX export: {package}/{name} has SHA-256 {got}, expected {want} (another "
+            "release of the package; update the spec after checking the model)"
+        )
+    return _fix_output_dims(data, model)
+
+
+def _fix_output_dims(data: bytes, model: ModelSpec) -> bytes:
+    """Write the spec's fixed output dims into the graph where it left them symbolic.
+
+    silero-vad's sequence graph declares its state outputs ``[1, LSTMhn_dim_1, 128]``
+    while onnxruntime computes ``[1, 1, 128]``; Triton's config must agree with both.
+    Only the declared shapes change, not a weight or an operator.
+    """
+    import onnx
+
+    graph = onnx.load_from_string(data)
+    wanted = {t.name: t.dims for t in model.outputs}
+    for value in graph.graph.output:
+        dims = wanted.get(value.name)
+        if dims is None:
+            continue
+        for dim, want in zip(value.type.tensor_type.shape.dim, dims, strict=True):
+            if want != -1 and dim.dim_param:
+                dim.dim_value = want  # clears dim_param (a oneof)
+    return graph.SerializeToString()
+
+
 def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> Path:
     """Export one checkpoint unless an up-to-date file exists; returns its path."""
     out = settings.onnx_dir / f"{checkpoint}.onnx"
@@ -157,11 +201,12 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         log.info("onnx export: %s is up to date", out)
         return out
     family = _family(checkpoint)
-    data = (
-        _export_yunet(checkpoint, settings)
-        if family == "yunet"
-        else _export_torch(checkpoint, settings)
-    )
+    if family == "yunet":
+        data = _export_yunet(checkpoint, settings)
+    elif family == "packaged":
+        data = _export_packaged(checkpoint)
+    else:
+        data = _export_torch(checkpoint, settings)
     check_against_spec(data, spec(checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)

@@ -31,7 +31,7 @@ def read_audio(path: Path, rate: int = AUDIO_RATE) -> np.ndarray:
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = []
+        chunks: list[np.ndarray] = []
         for frame in container.decode(stream):
             chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
         chunks.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
@@ -54,7 +54,8 @@ def face_crops(media_dir: Path) -> np.ndarray:
     files = sorted((media_dir / "mesonet_faces").glob("*/*.jpg"))
     crops = [
         np.asarray(
-            Image.open(f).convert("RGB").resize((FACE_SIZE, FACE_SIZE), Image.BILINEAR), np.float32
+            Image.open(f).convert("RGB").resize((FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR),
+            np.float32,
         )
         for f in files
     ]
@@ -76,7 +77,7 @@ def detector_image(rgb: np.ndarray, size: int = DETECTOR_SIZE) -> tuple[np.ndarr
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     resized = np.asarray(
-        Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+        Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
     )
     canvas = np.zeros((size, size, 3), np.float32)
     canvas[: resized.shape[0], : resized.shape[1]] = resized
@@ -102,7 +103,7 @@ def mouth_crop(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
     img = Image.fromarray(grey)
     crop = img.resize(
         (LIPSYNC_SIZE, LIPSYNC_SIZE),
-        Image.BILINEAR,
+        Image.Resampling.BILINEAR,
         box=(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
     )
     return np.asarray(crop, np.float32)

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 Target = Literal["cpu", "gpu"]
 Engine = Literal["auto", "onnxruntime", "tensorrt_plan"]
 
-ROLES = ("face_detector", "visual", "audio", "lipsync", "fusion")
+ROLES = ("face_detector", "vad", "visual", "audio", "lipsync", "fusion")
 # The cpu host, found through its package so that a non-editable install finds it too
 # (importing the package does not import model.py, which needs Triton's python backend).
 HOST_FILE = Path(python_onnx.__file__).resolve().parent / "model.py"
@@ -100,6 +100,7 @@ def role_specs(
         "audio": spec(settings.audio_model),
         "lipsync": spec(settings.lipsync_model),
         "fusion": spec("fusion"),
+        "vad": spec("silero_vad"),
     }
     for checkpoint in checkpoints or ():
         s = spec(checkpoint)

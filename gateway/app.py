@@ -31,7 +31,7 @@ from gateway.deps import GatewayState
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import analyze, evidence, health, jobs, known_fakes, upload
+from gateway.routes import admin, analyze, evidence, health, jobs, known_fakes, pages, upload
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             trusted_proxies=parse_networks(settings.trusted_proxies),
             api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
             signing_secret=signing.load_secret(settings),
+            admin_keys=tuple(k.get_secret_value().encode() for k in settings.admin_keys),
         )
         try:
             await app.state.gateway.limiter.load()
@@ -115,11 +116,15 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         version=__version__,
         description="Deepfake detection: upload a video or give a URL, poll the job, read the verdict.",
         lifespan=lifespan,
+        # Served by gateway.routes.pages with local assets (FastAPI's own load from a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, health, evidence, known_fakes):
+    for module in (upload, analyze, jobs, health, evidence, admin, known_fakes):
         app.include_router(module.router)
+    pages.install(app)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
     return app

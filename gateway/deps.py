@@ -13,7 +13,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from dfd.settings import Settings
-from gateway.errors import UnauthorizedError
+from gateway.errors import ForbiddenError, UnauthorizedError
 from gateway.metrics import GatewayMetrics
 from gateway.queue import JobQueue
 from gateway.ratelimit import Decision, RateLimiter, client_ip
@@ -32,6 +32,7 @@ class GatewayState:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     api_keys: tuple[bytes, ...]
     signing_secret: bytes
+    admin_keys: tuple[bytes, ...] = ()
 
 
 def get_state(request: Request) -> GatewayState:
@@ -52,6 +53,23 @@ def get_client_ip(request: Request, state: State) -> str:
 ClientIP = Annotated[str, Depends(get_client_ip)]
 
 
+def _bearer_matches(request: Request, keys: tuple[bytes, ...], what: str) -> None:
+    """Raises UnauthorizedError unless the request's bearer token is one of ``keys``."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="dfd"'}
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError(
+            f"auth: expected an Authorization: Bearer <{what}> header, got none", challenge
+        )
+    given = token.strip().encode()
+    # Compare against every key in constant time, so timing says nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    if not matched:
+        raise UnauthorizedError(f"auth: expected a known {what}, got an unknown one", challenge)
+
+
 def require_api_key(request: Request, state: State) -> None:
     """Bearer auth when ``settings.api_keys`` is set; open otherwise.
 
@@ -60,19 +78,21 @@ def require_api_key(request: Request, state: State) -> None:
     """
     if not state.api_keys:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="dfd"'}
-    if scheme.lower() != "bearer" or not token:
-        raise UnauthorizedError(
-            "auth: expected an Authorization: Bearer <key> header, got none", challenge
+    _bearer_matches(request, state.api_keys, "API key")
+
+
+def require_admin_key(request: Request, state: State) -> None:
+    """Bearer auth with one of ``settings.admin_keys``; the console is off without any.
+
+    Raises:
+        ForbiddenError: no admin key is configured.
+        UnauthorizedError: no ``Authorization: Bearer`` header, or an unknown key.
+    """
+    if not state.admin_keys:
+        raise ForbiddenError(
+            "admin: the console is off; set DFD_ADMIN_KEYS to a JSON list of keys to turn it on"
         )
-    given = token.strip().encode()
-    # Compare against every key in constant time, so timing says nothing about which matched.
-    matched = False
-    for key in state.api_keys:
-        matched |= hmac.compare_digest(given, key)
-    if not matched:
-        raise UnauthorizedError("auth: expected a known API key, got an unknown one", challenge)
+    _bearer_matches(request, state.admin_keys, "admin key")
 
 
 def rate_limited(

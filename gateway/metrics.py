@@ -1,8 +1,10 @@
-"""Prometheus metrics of one gateway process, and the ASGI middleware that records them.
+"""Prometheus metrics of the gateway, and the ASGI middleware that records them.
 
 Each app gets its own registry (tests build many apps in one process). With several
-uvicorn workers each process reports its own series; scrape them per pod, or aggregate
-in Prometheus.
+uvicorn worker processes, prometheus-client's multiprocess mode makes ``/metrics``
+correct whichever process answers: ``dfd gateway --workers N`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before the processes start, each process
+writes its values there, and :meth:`GatewayMetrics.render` sums the folder's files.
 
 The middleware also enforces the whole-request timeout (``settings.request_timeout_s``),
 writes one JSON log line per request that failed or changed something, and opens the
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dfd.tracing import context_from, tracer
@@ -79,7 +83,19 @@ class GatewayMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry)
+        # The values of every process (those that exited too: counters keep their counts).
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=folder)
+        return generate_latest(merged)
+
+
+def multiprocess_dir() -> str | None:
+    """prometheus-client's multiprocess folder, when set; its variable is read at import
+    time by prometheus-client itself, so it is an environment variable, not a setting."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 def _request_span(scope: Scope) -> trace.Span:

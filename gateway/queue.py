@@ -140,7 +140,8 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         if latest:
             result_id, entry = latest[0]
             rid = result_id.decode() if isinstance(result_id, bytes) else str(result_id)
-            restored = RQResult.restore(job_id, rid, entry, None, SERIALIZER)
+            # The connection is only kept on the Result; decoding needs none.
+            restored = RQResult.restore(job_id, rid, entry, None, SERIALIZER)  # type: ignore[arg-type]
             exc_string = restored.exc_string or ""
         doc["error"] = job_error(meta, exc_string).model_dump(mode="json", exclude_none=True)
     else:

@@ -42,16 +42,17 @@ class SavedUpload:
 
 
 def sniff_container(head: bytes) -> Sniffed:
-    """The video container the file's first bytes name.
+    """The video or audio container the file's first bytes name.
 
     Raises:
-        UnsupportedMediaError: anything that cannot hold video.
+        UnsupportedMediaError: anything that is neither.
     """
     sniffed = sniff(head)
-    if not sniffed.may_hold_video or sniffed.mime is None:
+    if not sniffed.may_hold_media or sniffed.mime is None:
         raise UnsupportedMediaError(
-            "upload: expected a video container (mp4, mov, webm, mkv, avi, mpeg-ps/ts, flv, "
-            f"3gp, ogg, asf, y4m), got {sniffed.detail}"
+            "upload: expected a video (mp4, mov, webm, mkv, avi, mpeg-ps/ts, flv, 3gp, ogg, "
+            "asf, y4m, animated gif/webp) or an audio file (wav, flac, mp3, m4a, ogg), got "
+            f"{sniffed.detail}"
         )
     return sniffed
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,8 @@ class SincFrontEnd(nn.Module):
         self.register_buffer("filters", bank.unsqueeze(1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv1d(x, self.filters)
+        filters = cast(Tensor, self.filters)  # a buffer
+        return F.conv1d(x, filters)
 
 
 class ResidualBlock(nn.Module):

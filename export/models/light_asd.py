@@ -23,7 +23,8 @@ from dfd.errors import ConfigurationError
 # grey-level normalisation used in training (mean and std of 0..1 pixels)
 _PIXEL_MEAN = 0.4161
 _PIXEL_STD = 0.1688
-_BN = {"momentum": 0.01, "eps": 1e-3}
+_BN_MOMENTUM = 0.01
+_BN_EPS = 1e-3
 
 
 class _VisualBlock(nn.Module):
@@ -33,15 +34,15 @@ class _VisualBlock(nn.Module):
         super().__init__()
         stride = (1, 2, 2) if downsample else (1, 1, 1)
         self.s_3 = nn.Conv3d(cin, cout, (1, 3, 3), stride=stride, padding=(0, 1, 1), bias=False)
-        self.bn_s_3 = nn.BatchNorm3d(cout, **_BN)
+        self.bn_s_3 = nn.BatchNorm3d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.t_3 = nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0), bias=False)
-        self.bn_t_3 = nn.BatchNorm3d(cout, **_BN)
+        self.bn_t_3 = nn.BatchNorm3d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.s_5 = nn.Conv3d(cin, cout, (1, 5, 5), stride=stride, padding=(0, 2, 2), bias=False)
-        self.bn_s_5 = nn.BatchNorm3d(cout, **_BN)
+        self.bn_s_5 = nn.BatchNorm3d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.t_5 = nn.Conv3d(cout, cout, (5, 1, 1), padding=(2, 0, 0), bias=False)
-        self.bn_t_5 = nn.BatchNorm3d(cout, **_BN)
+        self.bn_t_5 = nn.BatchNorm3d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.last = nn.Conv3d(cout, cout, 1, bias=False)
-        self.bn_last = nn.BatchNorm3d(cout, **_BN)
+        self.bn_last = nn.BatchNorm3d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
         x3 = F.relu(self.bn_t_3(self.t_3(F.relu(self.bn_s_3(self.s_3(x))))))
@@ -55,15 +56,15 @@ class _AudioBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.m_3 = nn.Conv2d(cin, cout, (3, 1), padding=(1, 0), bias=False)
-        self.bn_m_3 = nn.BatchNorm2d(cout, **_BN)
+        self.bn_m_3 = nn.BatchNorm2d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.t_3 = nn.Conv2d(cout, cout, (1, 3), padding=(0, 1), bias=False)
-        self.bn_t_3 = nn.BatchNorm2d(cout, **_BN)
+        self.bn_t_3 = nn.BatchNorm2d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.m_5 = nn.Conv2d(cin, cout, (5, 1), padding=(2, 0), bias=False)
-        self.bn_m_5 = nn.BatchNorm2d(cout, **_BN)
+        self.bn_m_5 = nn.BatchNorm2d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.t_5 = nn.Conv2d(cout, cout, (1, 5), padding=(0, 2), bias=False)
-        self.bn_t_5 = nn.BatchNorm2d(cout, **_BN)
+        self.bn_t_5 = nn.BatchNorm2d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
         self.last = nn.Conv2d(cout, cout, 1, bias=False)
-        self.bn_last = nn.BatchNorm2d(cout, **_BN)
+        self.bn_last = nn.BatchNorm2d(cout, momentum=_BN_MOMENTUM, eps=_BN_EPS)
 
     def forward(self, x: Tensor) -> Tensor:
         x3 = F.relu(self.bn_t_3(self.t_3(F.relu(self.bn_m_3(self.m_3(x))))))
@@ -80,9 +81,8 @@ class VisualEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 1, T, H, W) normalised -> (B, T, 128)."""
-        pool = {"kernel_size": (1, 3, 3), "stride": (1, 2, 2), "padding": (0, 1, 1)}
-        x = F.max_pool3d(self.block1(x), **pool)
-        x = F.max_pool3d(self.block2(x), **pool)
+        x = F.max_pool3d(self.block1(x), (1, 3, 3), (1, 2, 2), (0, 1, 1))
+        x = F.max_pool3d(self.block2(x), (1, 3, 3), (1, 2, 2), (0, 1, 1))
         x = self.block3(x)
         return torch.amax(x, dim=(3, 4)).transpose(1, 2)  # global spatial max per frame
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
@@ -179,7 +180,8 @@ def load_keras_h5(model: MesoNet, path: Path) -> MesoNet:
                 f"{type(model).__name__}, got {(len(conv_names), len(bn_names), len(dense_names))}"
             )
         with torch.no_grad():
-            for conv, name in zip(convs, conv_names, strict=True):
+            for conv_module, name in zip(convs, conv_names, strict=True):
+                conv = cast(nn.Conv2d, conv_module)
                 kernel = _array(h5, name, "kernel").permute(3, 2, 0, 1)
                 if kernel.shape != conv.weight.shape:
                     raise ConfigurationError(
@@ -187,10 +189,13 @@ def load_keras_h5(model: MesoNet, path: Path) -> MesoNet:
                         f"does not fit {tuple(conv.weight.shape)}"
                     )
                 conv.weight.copy_(kernel)
+                assert conv.bias is not None  # every MesoNet conv has one
                 conv.bias.copy_(_array(h5, name, "bias"))
-            for bn, name in zip(model.bns, bn_names, strict=True):
+            for bn_module, name in zip(model.bns, bn_names, strict=True):
+                bn = cast(nn.BatchNorm2d, bn_module)
                 bn.weight.copy_(_array(h5, name, "gamma"))
                 bn.bias.copy_(_array(h5, name, "beta"))
+                assert bn.running_mean is not None and bn.running_var is not None  # tracked
                 bn.running_mean.copy_(_array(h5, name, "moving_mean"))
                 bn.running_var.copy_(_array(h5, name, "moving_variance"))
             for fc, name in zip((model.head.fc1, model.head.fc2), dense_names, strict=True):

@@ -12,7 +12,6 @@ bank would let anyone mark any video fake.
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 from datetime import UTC, datetime
@@ -25,8 +24,8 @@ from redis.exceptions import RedisError
 from dfd.errors import UpstreamUnavailableError
 from dfd.jobid import JOB_ID_PATTERN
 from dfd.known_fakes import BANK_KEY, ENTRY_ID_PATTERN, KnownFake, MediaHashes, job_hashes_key
-from gateway.deps import State, rate_limit_headers, rate_limited
-from gateway.errors import ForbiddenError, InvalidRequestError, NotFoundError, UnauthorizedError
+from gateway.deps import State, rate_limit_headers, rate_limited, require_admin_key
+from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.schemas import problem_responses
 
 router = APIRouter(tags=["known fakes"])
@@ -58,33 +57,6 @@ def _view(entry: KnownFake) -> KnownFakeView:
         createdAt=entry.created_at,
         frames=len(entry.hashes.frames),
     )
-
-
-def require_admin_key(request: Request, state: State) -> None:
-    """Bearer auth against ``settings.admin_keys``; none configured refuses everyone.
-
-    Raises:
-        ForbiddenError: no admin keys are configured.
-        UnauthorizedError: no bearer key, or one that is not an admin key.
-    """
-    keys = [k.get_secret_value().encode() for k in state.settings.admin_keys]
-    if not keys:
-        raise ForbiddenError(
-            "admin: expected DFD_ADMIN_KEYS to be set for the admin endpoints, got none "
-            "(they are off)"
-        )
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="dfd-admin"'}
-    if scheme.lower() != "bearer" or not token:
-        raise UnauthorizedError(
-            "admin: expected an Authorization: Bearer <admin key> header, got none", challenge
-        )
-    given = token.strip().encode()
-    matched = False
-    for key in keys:  # every key, in constant time
-        matched |= hmac.compare_digest(given, key)
-    if not matched:
-        raise UnauthorizedError("admin: expected an admin key, got another key", challenge)
 
 
 _ADMIN = [Depends(rate_limited(None)), Depends(require_admin_key)]

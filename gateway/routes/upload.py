@@ -46,7 +46,7 @@ _MULTIPART_BODY = {
     dependencies=[Depends(rate_limited("upload")), Depends(require_api_key)],
 )
 async def upload(
-    request: Request, state: State, ip: ClientIP, priority: Priority = "default"
+    request: Request, state: State, ip: ClientIP, priority: Priority = Priority.DEFAULT
 ) -> JSONResponse:
     settings = state.settings
     declared = request.headers.get("content-length", "")

@@ -229,6 +229,8 @@ def test_describe_lists_every_endpoint(tmp_path: Path) -> None:
         and "(local)" not in text.split("triton")[1].split("\n")[0]
     )
     assert "workers   3" in text and str(tmp_path) in text
+    assert "page      http://127.0.0.1:8000/  " in text
+    assert "console   http://127.0.0.1:8000/console" in text
 
 
 @pytest.mark.unit

@@ -65,7 +65,19 @@ def environment(service: str) -> dict[str, str]:
 
 
 def test_services() -> None:
-    assert set(SERVICES) == {"redis", "minio", "models", "triton", "gateway", "worker"}
+    assert set(SERVICES) == {
+        "redis",
+        "minio",
+        "models",
+        "triton",
+        "gateway",
+        "worker",
+        "exporter",
+        "prometheus",
+        "grafana",
+    }
+    # Prometheus and Grafana start only with `--profile monitoring`.
+    assert {s for s, v in SERVICES.items() if v.get("profiles")} == {"prometheus", "grafana"}
 
 
 @pytest.mark.parametrize("name", sorted(s for s in SERVICES if "build" in SERVICES[s]))
@@ -94,7 +106,7 @@ def test_every_required_variable_is_in_the_env_example() -> None:
         interpolate(environment("gateway")["DFD_REDIS_URL"], {})
 
 
-@pytest.mark.parametrize("name", ["gateway", "worker"])
+@pytest.mark.parametrize("name", ["gateway", "worker", "exporter"])
 def test_resolved_settings_are_valid_and_point_at_the_services(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -109,13 +121,15 @@ def test_resolved_settings_are_valid_and_point_at_the_services(
     assert settings.s3_endpoint.split(":")[0] == "minio"
     assert settings.s3_access_key.get_secret_value() == env["DFD_S3_ACCESS_KEY"]
     assert settings.api_keys == []
+    assert settings.admin_keys == []
 
 
 def test_secrets_come_only_from_the_environment() -> None:
     secretish = re.compile(r"KEY|PASSWORD|SECRET|ROOT_USER")
     for name in SERVICES:
         for key, value in environment(name).items():
-            if secretish.search(key) and key != "DFD_API_KEYS":
+            # Key lists default to [] (no auth, console off): an empty list is a choice.
+            if secretish.search(key) and key not in ("DFD_API_KEYS", "DFD_ADMIN_KEYS"):
                 assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", value), f"{name}.{key} = {value!r}"
     # The real .env is never committed.
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT)
@@ -195,3 +209,68 @@ def test_service_commands_are_dfd_subcommands() -> None:
     assert (
         json.dumps(SERVICES["worker"]["deploy"]["replicas"]).strip('"').startswith("${DFD_WORKERS")
     )
+
+
+def _binds(service: str) -> dict[str, str]:
+    """Bind mounts of ``service``: target -> source path in the checkout."""
+    out = {}
+    for entry in SERVICES[service].get("volumes", []):
+        source, target, *_ = entry.split(":")
+        if source.startswith("./"):
+            out[target] = source
+    return out
+
+
+def test_exporter_runs_dfd_exporter_on_the_port_prometheus_scrapes() -> None:
+    command = SERVICES["exporter"]["command"]
+    args = build_parser().parse_args(command[1:])
+    assert callable(args.handler) and args.host == "0.0.0.0"
+    config = yaml.safe_load((ROOT / "docker" / "monitoring" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: (sd["names"][0], sd["port"])
+        for job in config["scrape_configs"]
+        for sd in job["dns_sd_configs"]
+    }
+    assert targets == {
+        "dfd-gateway": ("gateway", 8000),
+        "dfd-exporter": ("exporter", args.port),
+        "triton": ("triton", 8002),
+    }
+
+
+def test_prometheus_config_is_valid_and_loads_the_alert_rules() -> None:
+    import shutil
+
+    binds = _binds("prometheus")
+    for source in binds.values():
+        assert (ROOT / source).is_file(), source
+    config_path = ROOT / binds["/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load(config_path.read_text())
+    rules_target = next(t for t, s in binds.items() if s.endswith("prometheus-rules.yml"))
+    from fnmatch import fnmatch
+
+    assert any(fnmatch(rules_target, pattern) for pattern in config["rule_files"])
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("promtool not found: run scripts/install-system-deps.sh (Debian: prometheus)")
+    checked = subprocess.run(
+        [exe, "check", "config", str(config_path)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_grafana_provisions_prometheus_and_the_dashboard() -> None:
+    binds = _binds("grafana")
+    for source in binds.values():
+        assert (ROOT / source).is_file(), source
+    by_source = {source: target for target, source in binds.items()}
+    datasources = yaml.safe_load(
+        (ROOT / "docker" / "monitoring" / "grafana" / "datasources.yml").read_text()
+    )
+    assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load(
+        (ROOT / "docker" / "monitoring" / "grafana" / "dashboards.yml").read_text()
+    )
+    folder = providers["providers"][0]["options"]["path"]
+    dashboard = by_source["./helm/dfd/files/grafana-dashboard.json"]
+    assert Path(dashboard).parent == Path(folder)

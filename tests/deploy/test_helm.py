@@ -52,9 +52,24 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
+def render(values: dict[str, Any], api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Render offline; ``api_versions`` are the cluster's extra APIs (``helm template
+    --api-versions``), which the SDK's render takes only through its native call."""
     with helm.Chart.load(CHART) as chart:
-        files = chart.render(values, name="rel", namespace="dfd")
+        if api_versions:
+            from helm_python import _native
+
+            opts = {"name": "rel", "namespace": "dfd", "api_versions": list(api_versions)}
+            files = json.loads(
+                _native.call_string(
+                    "helm_render", chart._raw(), json.dumps(values), json.dumps(opts)
+                )
+            )
+        else:
+            files = chart.render(values, name="rel", namespace="dfd")
     docs = []
     for name, text in files.items():
         if name.endswith(".yaml"):
@@ -84,8 +99,19 @@ def docs() -> list[dict[str, Any]]:
     return render(REQUIRED)
 
 
-def test_lint_is_clean() -> None:
-    report = helm.lint(CHART, REQUIRED, strict=True)
+EVERYTHING_ON = {
+    "gateway": {"ingress": {"enabled": True}},
+    "worker": {"autoscaling": {"keda": {"enabled": True}}},
+    "triton": {
+        "autoscaling": {"enabled": True, "prometheusServerAddress": "http://prom:9090"},
+        "modelRepository": {"persistence": {"enabled": False}},
+    },
+}
+
+
+@pytest.mark.parametrize("extra", [{}, EVERYTHING_ON], ids=["defaults", "everything-on"])
+def test_lint_is_clean(extra: dict[str, Any]) -> None:
+    report = helm.lint(CHART, merged(REQUIRED, extra), strict=True)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == []
 
@@ -114,6 +140,7 @@ def test_workload_selectors_match_their_pods(docs: list[dict[str, Any]]) -> None
         "worker",
         "triton",
         "redis",
+        "exporter",
     }
     for doc in workloads:
         selector = doc["spec"]["selector"]["matchLabels"]
@@ -308,18 +335,276 @@ def test_dfd_pods_run_as_non_root(docs: list[dict[str, Any]]) -> None:
             assert context.get("allowPrivilegeEscalation") is False, (name, c["name"])
 
 
-def test_service_monitors_are_optional(docs: list[dict[str, Any]]) -> None:
-    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+def test_service_monitors_are_on_when_the_cluster_has_the_crd(docs: list[dict[str, Any]]) -> None:
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]  # no CRD: none
     on = render(
-        merged(
-            REQUIRED,
-            {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
-        )
+        merged(REQUIRED, {"metrics": {"serviceMonitor": {"labels": {"release": "prom"}}}}),
+        api_versions=(MONITORING_API,),
     )
     monitors = {d["metadata"]["name"]: d for d in on if d["kind"] == "ServiceMonitor"}
-    assert set(monitors) == {"rel-dfd-gateway", "rel-dfd-triton"}
+    assert set(monitors) == {"rel-dfd-gateway", "rel-dfd-triton", "rel-dfd-exporter"}
     assert monitors["rel-dfd-triton"]["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitors["rel-dfd-gateway"]["metadata"]["labels"]["release"] == "prom"
+    exporter = monitors["rel-dfd-exporter"]["spec"]["endpoints"][0]
+    assert exporter["port"] == "metrics" and exporter["scrapeTimeout"] == "20s"
+    # Each selects its own Service, whose port it names.
+    for name, monitor in monitors.items():
+        service = find(on, "Service", name)
+        assert (
+            monitor["spec"]["selector"]["matchLabels"].items()
+            <= service["metadata"]["labels"].items()
+        )
+        assert monitor["spec"]["endpoints"][0]["port"] in {
+            p["name"] for p in service["spec"]["ports"]
+        }
+    off = render(
+        merged(REQUIRED, {"metrics": {"serviceMonitor": {"enabled": False}}}),
+        api_versions=(MONITORING_API,),
+    )
+    assert not [d for d in off if d["kind"] == "ServiceMonitor"]
+
+
+def test_prometheus_rule_ships_the_rules_file_when_the_crd_exists(
+    docs: list[dict[str, Any]],
+) -> None:
+    assert not [d for d in docs if d["kind"] == "PrometheusRule"]
+    on = render(
+        merged(REQUIRED, {"metrics": {"prometheusRule": {"labels": {"release": "prom"}}}}),
+        api_versions=(MONITORING_API,),
+    )
+    rule = find(on, "PrometheusRule", "rel-dfd-alerts")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    # The very rules promtool tests, their {{ $value }} templates left to Prometheus.
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yml").read_text())
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {
+        "DfdQueueBacklog",
+        "DfdWorkerCrashRate",
+        "DfdInferenceSlow",
+        "DfdRedisUnreachable",
+    } <= alerts
+    off = render(
+        merged(REQUIRED, {"metrics": {"prometheusRule": {"enabled": False}}}),
+        api_versions=(MONITORING_API,),
+    )
+    assert not [d for d in off if d["kind"] == "PrometheusRule"]
+
+
+def test_dashboard_configmap_for_grafanas_sidecar(docs: list[dict[str, Any]]) -> None:
+    config = find(docs, "ConfigMap", "rel-dfd-dashboard")
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(config["data"]["dfd.json"])
+    assert shipped == json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    folder = render(
+        merged(
+            REQUIRED,
+            {
+                "metrics": {
+                    "dashboard": {"namespace": "grafana", "annotations": {"grafana_folder": "dfd"}}
+                }
+            },
+        )
+    )
+    config = find(folder, "ConfigMap", "rel-dfd-dashboard")
+    assert config["metadata"]["namespace"] == "grafana"
+    assert config["metadata"]["annotations"] == {"grafana_folder": "dfd"}
+    off = render(merged(REQUIRED, {"metrics": {"dashboard": {"enabled": False}}}))
+    assert not [d for d in off if d["metadata"]["name"] == "rel-dfd-dashboard"]
+
+
+def test_exporter_is_one_pod_with_only_the_redis_credentials(docs: list[dict[str, Any]]) -> None:
+    deployment = find(docs, "Deployment", "rel-dfd-exporter")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"  # never two at once
+    exporter = container(deployment, "exporter")
+    assert exporter["args"] == ["dfd", "exporter", "--host", "0.0.0.0", "--port", "9120"]
+    assert exporter["image"].startswith("dfd-worker:")
+    assert set(env_of(exporter)) == {"DFD_REDIS_URL"}
+    assert exporter["readinessProbe"]["httpGet"]["path"] == "/metrics"
+    service = find(docs, "Service", "rel-dfd-exporter")
+    assert service["spec"]["ports"][0]["name"] == "metrics"
+    off = render(merged(REQUIRED, {"exporter": {"enabled": False}}), api_versions=(MONITORING_API,))
+    assert not [d for d in off if d["metadata"]["name"] == "rel-dfd-exporter"]
+
+
+def test_gateway_processes_are_uvicorn_workers() -> None:
+    docs = render(merged(REQUIRED, {"gateway": {"processes": 4}}))
+    args = container(find(docs, "Deployment", "rel-dfd-gateway"), "gateway")["args"]
+    assert args[-2:] == ["--workers", "4"]
+
+
+def scaled(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize(
+    ("values", "kinds", "worker_replicas", "triton_replicas"),
+    [
+        ({}, set(), 2, 1),
+        ({"worker": {"autoscaling": {"keda": {"enabled": True}}}}, {"ScaledObject"}, None, 1),
+        (
+            {"worker": {"autoscaling": {"hpa": {"enabled": True}}}},
+            {"HorizontalPodAutoscaler"},
+            None,
+            1,
+        ),
+        (
+            {
+                "triton": {
+                    "autoscaling": {"enabled": True, "prometheusServerAddress": "http://prom:9090"},
+                    "modelRepository": {"persistence": {"accessModes": ["ReadWriteMany"]}},
+                }
+            },
+            {"ScaledObject"},
+            2,
+            None,
+        ),
+        (
+            {
+                "worker": {"autoscaling": {"keda": {"enabled": True}}},
+                "triton": {
+                    "autoscaling": {
+                        "enabled": True,
+                        "prometheusServerAddress": "http://prom:9090",
+                        "metric": "gpuUtilization",
+                    },
+                    "modelRepository": {"persistence": {"enabled": False}},
+                },
+            },
+            {"ScaledObject"},
+            None,
+            None,
+        ),
+    ],
+    ids=["fixed", "keda-workers", "hpa-workers", "keda-triton-queue-time", "keda-both-gpu"],
+)
+def test_each_scaling_combination_renders(
+    values: dict[str, Any],
+    kinds: set[str],
+    worker_replicas: int | None,
+    triton_replicas: int | None,
+) -> None:
+    docs = render(merged(REQUIRED, values))
+    found = {d["kind"] for d in docs if d["kind"] in ("ScaledObject", "HorizontalPodAutoscaler")}
+    assert found == kinds
+    # An autoscaler owns the count: the Deployment must not reset it at each upgrade.
+    assert find(docs, "Deployment", "rel-dfd-worker")["spec"].get("replicas") == worker_replicas
+    assert find(docs, "Deployment", "rel-dfd-triton")["spec"].get("replicas") == triton_replicas
+    for doc in scaled(docs, "ScaledObject") + scaled(docs, "HorizontalPodAutoscaler"):
+        target = doc["spec"]["scaleTargetRef"]["name"]
+        find(docs, "Deployment", target)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+
+
+def test_keda_reads_each_priority_list_of_the_internal_redis_with_its_password() -> None:
+    values = merged(
+        REQUIRED,
+        {
+            "redis": {"auth": {"existingSecret": "dfd-redis"}},
+            "worker": {
+                "autoscaling": {"keda": {"enabled": True, "jobsPerWorker": 3}, "maxReplicas": 20}
+            },
+        },
+    )
+    docs = render(values)
+    scaler = find(docs, "ScaledObject", "rel-dfd-worker")
+    assert scaler["spec"]["maxReplicaCount"] == 20
+    triggers = scaler["spec"]["triggers"]
+    assert [t["metadata"]["listName"] for t in triggers] == [
+        f"rq:queue:{p}" for p in ("high", "default", "low")
+    ]
+    for trigger in triggers:
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["address"] == "rel-dfd-redis:6379"
+        assert trigger["metadata"]["listLength"] == "3"
+        assert trigger["metadata"]["passwordFromEnv"] == "REDIS_PASSWORD"
+    worker = container(find(docs, "Deployment", "rel-dfd-worker"), "worker")
+    assert "REDIS_PASSWORD" in env_of(worker)  # where passwordFromEnv reads it
+
+
+def test_keda_with_an_external_redis_takes_its_address_and_password_secret() -> None:
+    external = {"redis": {"enabled": False}, "externalRedis": {"existingSecret": "redis-url"}}
+    keda = {"enabled": True, "redisAddress": "redis.data:6380", "redisPasswordSecret": "redis-pw"}
+    docs = render(merged(REQUIRED, external, {"worker": {"autoscaling": {"keda": keda}}}))
+    auth = find(docs, "TriggerAuthentication", "rel-dfd-worker")
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "redis-pw", "key": "redis-password"}
+    ]
+    for trigger in find(docs, "ScaledObject", "rel-dfd-worker")["spec"]["triggers"]:
+        assert trigger["metadata"]["address"] == "redis.data:6380"
+        assert trigger["authenticationRef"] == {"name": "rel-dfd-worker"}
+        assert "passwordFromEnv" not in trigger["metadata"]
+
+
+def test_triton_scales_on_its_queue_time_from_prometheus() -> None:
+    values = merged(
+        REQUIRED,
+        {
+            "triton": {
+                "autoscaling": {
+                    "enabled": True,
+                    "prometheusServerAddress": "http://prom:9090",
+                    "queueTimeTargetMs": 25,
+                },
+                "modelRepository": {"persistence": {"accessModes": ["ReadWriteMany"]}},
+            }
+        },
+    )
+    trigger = find(render(values), "ScaledObject", "rel-dfd-triton")["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "Value"
+    assert trigger["metadata"]["threshold"] == "25"
+    query = trigger["metadata"]["query"]
+    assert "nv_inference_queue_duration_us" in query and 'service="rel-dfd-triton"' in query
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"worker": {"autoscaling": {"keda": {"enabled": True}, "hpa": {"enabled": True}}}},
+            "enable keda or hpa, not both",
+        ),
+        (
+            {
+                "redis": {"enabled": False},
+                "externalRedis": {"url": "redis://r:6379/0"},
+                "worker": {"autoscaling": {"keda": {"enabled": True}}},
+            },
+            "worker.autoscaling.keda.redisAddress",
+        ),
+        (
+            {
+                "triton": {
+                    "autoscaling": {"enabled": True},
+                    "modelRepository": {"persistence": {"enabled": False}},
+                }
+            },
+            "triton.autoscaling.prometheusServerAddress is required",
+        ),
+        (
+            {
+                "triton": {
+                    "autoscaling": {"enabled": True, "prometheusServerAddress": "http://p:9090"}
+                }
+            },
+            "ReadWriteMany",
+        ),
+        (
+            {
+                "worker": {
+                    "autoscaling": {"hpa": {"enabled": True}, "minReplicas": 5, "maxReplicas": 2}
+                }
+            },
+            "minReplicas is above",
+        ),
+    ],
+    ids=["keda-and-hpa", "keda-no-address", "triton-no-prometheus", "triton-rwo", "min-over-max"],
+)
+def test_conflicting_scaling_values_fail_at_render_time(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(merged(REQUIRED, values))
 
 
 # -- values.yaml, its documentation and its schema, read without Helm ------------------
@@ -381,3 +666,37 @@ def test_every_value_a_template_reads_exists() -> None:
                 node = node[part]
                 walked.append(part)
     assert missing == []
+
+
+def test_console_keys_come_from_an_existing_secret_and_are_off_by_default(
+    docs: list[dict[str, Any]],
+) -> None:
+    assert "DFD_ADMIN_KEYS" not in env_of(
+        container(find(docs, "Deployment", "rel-dfd-gateway"), "gateway")
+    )
+    values = merged(REQUIRED, {"config": {"existingAdminKeysSecret": "console-keys"}})
+    env = env_of(container(find(render(values), "Deployment", "rel-dfd-gateway"), "gateway"))
+    assert env["DFD_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "console-keys",
+        "key": "admin-keys",
+    }
+
+
+def test_ingress_lets_uploads_of_the_configured_size_through() -> None:
+    on = {"gateway": {"ingress": {"enabled": True}}}
+    ingress = find(render(merged(REQUIRED, on)), "Ingress", "rel-dfd-gateway")
+    # 200000000 bytes is 190.7 MiB; room for the multipart framing on top.
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "192m"
+    )
+    own = merged(
+        REQUIRED,
+        on,
+        {
+            "gateway": {
+                "ingress": {"annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1g"}}
+            }
+        },
+    )
+    ingress = find(render(own), "Ingress", "rel-dfd-gateway")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "1g"

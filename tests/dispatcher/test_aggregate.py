@@ -7,6 +7,7 @@ import pytest
 
 from dfd.states import Label
 from dispatcher.aggregate import (
+    MediaFacts,
     ScoredItems,
     SecondScore,
     label_for,
@@ -19,6 +20,8 @@ from dispatcher.aggregate import (
 pytestmark = pytest.mark.unit
 
 W = (0.3, 0.5, 0.2)
+# A 3 s video with a face and speech.
+FACTS = MediaFacts(has_video=True, faces=3, has_audio=True, speech_s=2.0, duration_s=3.0)
 
 
 def items(scores, spans):
@@ -60,6 +63,7 @@ def test_verdict_weighted_mean_of_modality_means():
         W,
         0.5,
         0.1,
+        FACTS,
     )
     assert v.scores == pytest.approx({"visual": 0.3, "audio": 0.9, "lipsync": 0.6})
     assert v.confidence == pytest.approx(0.3 * 0.3 + 0.5 * 0.9 + 0.2 * 0.6)
@@ -70,7 +74,11 @@ def test_verdict_weighted_mean_of_modality_means():
 
 def test_verdict_renormalises_over_used_modalities():
     v = verdict(
-        {"visual": None, "audio": items([0.1, 0.3], [(0, 4), (2, 6)]), "lipsync": None}, W, 0.5, 0.1
+        {"visual": None, "audio": items([0.1, 0.3], [(0, 4), (2, 6)]), "lipsync": None},
+        W,
+        0.5,
+        0.1,
+        MediaFacts(has_video=True, faces=0, has_audio=True, speech_s=5.0, duration_s=6.0),
     )
     assert v.used == {"visual": False, "audio": True, "lipsync": False}
     assert v.weights == {"visual": 0.0, "audio": 1.0, "lipsync": 0.0}
@@ -79,21 +87,85 @@ def test_verdict_renormalises_over_used_modalities():
     assert v.label is Label.AUTHENTIC
 
 
-def test_verdict_with_nothing_used_is_inconclusive():
-    v = verdict({"visual": None, "audio": None, "lipsync": None}, W, 0.5, 0.1)
-    assert v.label is Label.INCONCLUSIVE
+def test_verdict_with_nothing_used_is_not_applicable_and_says_what_was_missing():
+    nothing = {"visual": None, "audio": None, "lipsync": None}
+    facts = MediaFacts(has_video=True, faces=0, has_audio=True, speech_s=0.0, duration_s=3.0)
+    v = verdict(nothing, W, 0.5, 0.1, facts)
+    assert v.label is Label.NOT_APPLICABLE
     assert v.confidence == 0.5
     assert not any(v.used.values())
+    assert [code for code, _ in v.reasons] == ["no-face", "no-speech"]
+    assert v.unused_reason == {"visual": "no-face", "audio": "no-speech", "lipsync": "no-face"}
+    # an audio file without speech, and a silent video without a track
+    tone = MediaFacts(has_video=False, faces=0, has_audio=True, speech_s=0.0, duration_s=5.0)
+    assert [c for c, _ in verdict(nothing, W, 0.5, 0.1, tone).reasons] == ["no-video", "no-speech"]
+    mute = MediaFacts(has_video=True, faces=0, has_audio=False, speech_s=0.0, duration_s=5.0)
+    assert [c for c, _ in verdict(nothing, W, 0.5, 0.1, mute).reasons] == ["no-face", "no-audio"]
 
 
-def test_verdict_with_only_zero_weighted_modality_is_inconclusive():
+def test_a_silent_face_video_seen_only_by_the_weak_visual_detector_is_not_authentic():
+    facts = MediaFacts(has_video=True, faces=3, has_audio=False, speech_s=0.0, duration_s=3.0)
+    v = verdict(
+        {"visual": items([0.05], [(0, 1)]), "audio": None, "lipsync": None}, W, 0.5, 0.1, facts
+    )
+    assert v.confidence < 0.4
+    assert v.label is Label.INCONCLUSIVE
+    assert "weak-detectors-only" in [code for code, _ in v.reasons]
+    assert v.unused_reason["audio"] == "no-audio"
+
+
+def test_authentic_needs_a_detector_able_to_clear_the_media():
+    v = verdict(
+        {"visual": items([0.1], [(0, 1)]), "audio": items([0.05], [(0, 4)]), "lipsync": None},
+        W,
+        0.5,
+        0.1,
+        FACTS,
+    )
+    assert v.label is Label.AUTHENTIC
+    assert [code for code, _ in v.reasons][0] == "score-below-threshold"
+
+
+def test_a_detector_that_flags_it_is_not_averaged_away():
+    # visual flags the face, audio (weighted more) hears a real voice: not authentic
+    v = verdict(
+        {"visual": items([0.95], [(0, 1)]), "audio": items([0.0], [(0, 4)]), "lipsync": None},
+        (0.2, 0.8, 0.0),
+        0.5,
+        0.1,
+        FACTS,
+    )
+    assert v.confidence < 0.4
+    assert v.label is Label.INCONCLUSIVE
+    assert "detectors-disagree" in [code for code, _ in v.reasons]
+
+
+def test_too_short_media_is_inconclusive():
+    short = MediaFacts(has_video=True, faces=1, has_audio=True, speech_s=0.5, duration_s=0.6)
+    v = verdict(
+        {"visual": None, "audio": items([0.01], [(0, 0.6)]), "lipsync": None}, W, 0.5, 0.1, short
+    )
+    assert v.label is Label.INCONCLUSIVE
+    assert "too-short" in [code for code, _ in v.reasons]
+
+
+def test_a_score_in_the_band_is_near_threshold():
+    v = verdict(
+        {"visual": None, "audio": items([0.5], [(0, 4)]), "lipsync": None}, W, 0.5, 0.1, FACTS
+    )
+    assert v.label is Label.INCONCLUSIVE
+    assert [code for code, _ in v.reasons][0] == "near-threshold"
+
+
+def test_verdict_with_only_zero_weighted_modality_is_not_applicable():
     v = verdict(
         {"visual": items([0.99], [(0, 1)]), "audio": None, "lipsync": None},
         (0.0, 0.5, 0.2),
         0.5,
         0.1,
+        FACTS,
     )
-    assert v.label is Label.INCONCLUSIVE
+    assert v.label is Label.NOT_APPLICABLE
 
 
 def test_renormalised_weights():
@@ -160,3 +232,16 @@ def test_suspicious_order_prefers_visual_then_fused():
         SecondScore(75, 3.0, 0.4, {"visual": 0.9, "audio": 0.1, "lipsync": None}),
     ]
     assert suspicious_order(pts) == [1, 3, 0, 2]
+
+
+def test_the_visual_score_is_the_most_suspicious_face_track():
+    # two faces over four seconds: track 0 real, track 1 swapped; a one-frame false
+    # detection (track 2) scores higher still but is too short to decide
+    spans = [(t, t + 1) for t in (0, 0, 1, 1, 2, 2, 3, 3, 2)]
+    scores = [0.1, 0.9, 0.1, 0.8, 0.2, 0.9, 0.1, 0.7, 0.99]
+    visual = ScoredItems(np.asarray(scores, np.float32), tuple(spans), (0, 1, 0, 1, 0, 1, 0, 1, 2))
+    assert visual.most_suspicious_track() == 1
+    v = verdict({"visual": visual, "audio": None, "lipsync": None}, W, 0.5, 0.1, FACTS)
+    assert v.scores["visual"] == pytest.approx((0.9 + 0.8 + 0.9 + 0.7) / 4)
+    points = timeline([(i * 25, float(i)) for i in range(4)], {"visual": visual}, W, 1.0)
+    assert [p.modalities["visual"] for p in points] == pytest.approx([0.9, 0.8, 0.9, 0.7])

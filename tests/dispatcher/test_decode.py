@@ -11,8 +11,10 @@ import pytest
 from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaError
 from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
-from dispatcher import decode as decode_mod
-from dispatcher.decode import choose_decoder, decode, decode_pyav, output_size
+from dispatcher import decode_dali
+from dispatcher.decode import choose_decoder, decode
+from dispatcher.decode_pyav import decode_pyav
+from dispatcher.media import audio_energy_db, output_size
 from tests.fixtures.media import with_display_rotation
 
 VIDEOS = [
@@ -125,7 +127,12 @@ def test_sample_rate_setting(media_corpus):
 
 
 @pytest.mark.integration
-def test_audio_only_is_refused(media_corpus, settings):
+def test_an_audio_file_decodes_to_its_track_alone(media_corpus, settings):
+    media = decode(media_corpus["audio_only"], settings, audio_only=True)
+    assert media.frames == () and media.segments == ()
+    assert media.audio is not None and media.audio.dtype == np.float32
+    assert media.audio.size / AUDIO_RATE == pytest.approx(3.0, abs=0.1)
+    # without saying so it is decoded as a video, and that needs a video stream
     with pytest.raises(UnsupportedMediaError, match="no video stream"):
         decode(media_corpus["audio_only"], settings)
 
@@ -147,7 +154,7 @@ def test_output_size_never_upscales():
 
 @pytest.mark.unit
 def test_dali_requested_without_dali_is_a_configuration_error(monkeypatch):
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: False)
+    monkeypatch.setattr("dispatcher.decode.dali_available", lambda: False)
     with pytest.raises(ConfigurationError, match="DALI"):
         choose_decoder(Settings(decoder="dali"))
     assert choose_decoder(Settings(decoder="auto")) == "pyav"
@@ -155,25 +162,25 @@ def test_dali_requested_without_dali_is_a_configuration_error(monkeypatch):
 
 @pytest.mark.unit
 def test_auto_picks_dali_only_with_a_gpu(monkeypatch):
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
-    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: False)
+    monkeypatch.setattr("dispatcher.decode.dali_available", lambda: True)
+    monkeypatch.setattr("dispatcher.decode.gpu_present", lambda: False)
     assert choose_decoder(Settings(decoder="auto")) == "pyav"
-    monkeypatch.setattr(decode_mod, "_gpu_present", lambda: True)
+    monkeypatch.setattr("dispatcher.decode.gpu_present", lambda: True)
     assert choose_decoder(Settings(decoder="auto")) == "dali"
     assert choose_decoder(Settings(decoder="pyav")) == "pyav"
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(
-    not decode_mod._dali_available(),
+    not decode_dali.dali_available(),
     reason="NVIDIA DALI is not installed (nvidia-dali comes from NVIDIA's package index, "
     "not reachable here); its CPU build would decode this VP9 clip",
 )
 def test_dali_matches_pyav_on_vp9(media_corpus, settings):
     path = media_corpus["webm_vp9"]
     ref = decode_pyav(path, settings)
-    device = "mixed" if decode_mod._gpu_present() else "cpu"
-    got = decode_mod.decode_dali(path, settings, device=device)
+    device = "mixed" if decode_dali.gpu_present() else "cpu"
+    got = decode_dali.decode_dali(path, settings, device=device)
     assert got.decoder == "dali"
     assert [f.index for f in got.frames] == [f.index for f in ref.frames]
     assert [f.time_s for f in got.frames] == pytest.approx([f.time_s for f in ref.frames], abs=1e-3)
@@ -204,12 +211,12 @@ def test_skipping_unneeded_frames_changes_nothing_picked(media_corpus):
 
 
 @pytest.mark.unit
-@pytest.mark.skipif(decode_mod._dali_available(), reason="DALI is installed here")
+@pytest.mark.skipif(decode_dali.dali_available(), reason="DALI is installed here")
 def test_dali_path_without_dali_says_what_is_missing(tmp_path):
     path = tmp_path / "clip.webm"
     path.write_bytes(b"\x1a\x45\xdf\xa3")
     with pytest.raises(ConfigurationError, match="NVIDIA DALI is not installed"):
-        decode_mod.decode_dali(path, Settings(decoder="dali"))
+        decode_dali.decode_dali(path, Settings(decoder="dali"))
     with pytest.raises(ConfigurationError, match="DALI"):
         decode(path, Settings(decoder="dali"))
 
@@ -263,11 +270,11 @@ def test_dali_path_applies_the_rotation_too(media_corpus, settings, tmp_path, mo
         with av.open(str(path)) as container:
             return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
-    monkeypatch.setattr(decode_mod, "_dali_available", lambda: True)
-    monkeypatch.setattr(decode_mod, "_dali_frames", stored_frames)
+    monkeypatch.setattr(decode_dali, "dali_available", lambda: True)
+    monkeypatch.setattr(decode_dali, "_dali_frames", stored_frames)
     assert stored_frames(rotated, "cpu").shape[1:] == (288, 360, 3)  # stored sideways
     ref = decode_pyav(rotated, settings)
-    got = decode_mod.decode_dali(rotated, settings, device="cpu")
+    got = decode_dali.decode_dali(rotated, settings, device="cpu")
     assert (got.width, got.height, got.quarter_turns) == (ref.width, ref.height, 1)
     assert [f.index for f in got.frames] == [f.index for f in ref.frames]
     for a, b in zip(got.frames, ref.frames, strict=True):
@@ -298,7 +305,7 @@ def test_a_nan_sample_in_a_float_track_does_not_silence_the_audio(media_corpus, 
     )  # fmt: skip
     media = decode_pyav(mov, settings)
     assert media.audio is not None and np.all(np.isfinite(media.audio))
-    assert decode_mod.audio_energy_db(media.audio) > -50
+    assert audio_energy_db(media.audio) > -50
 
 
 @pytest.mark.integration
@@ -332,3 +339,22 @@ def test_a_gap_in_the_audio_timestamps_stays_a_gap(media_corpus, settings, tmp_p
         return np.sqrt(np.square(part.reshape(-1, AUDIO_RATE // 50)).mean(axis=1))
 
     assert np.corrcoef(loudness(media.audio), loudness(whole.audio))[0, 1] > 0.8
+
+
+@pytest.mark.integration
+def test_an_animated_webp_is_probed_and_decoded_with_pillow(tmp_path, settings):
+    from PIL import Image
+
+    from dispatcher.probe import probe
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)) for _ in range(12)]
+    path = tmp_path / "anim.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
+    info = probe(path, settings)
+    assert (info.kind, info.width, info.height, info.frame_count) == ("webp", 64, 48, 12)
+    assert info.duration_s == pytest.approx(3.0) and not info.has_audio
+    media = decode(path, settings, info.duration_s, animation=True)
+    assert [f.time_s for f in media.frames] == [0.0, 1.0, 2.0]
+    assert [f.index for f in media.frames] == [0, 4, 8]
+    assert media.frames[0].image.shape == (48, 64, 3) and media.audio is None

@@ -13,7 +13,6 @@ from dfd.schemas import Evidence
 from dfd.settings import Settings
 from dfd.specs import FACE_SIZE, HEATMAP_SIZE
 from dispatcher.aggregate import SecondScore
-from dispatcher.decode import DecodedMedia, SampledFrame
 from dispatcher.evidence import (
     build_evidence,
     colormap,
@@ -22,6 +21,7 @@ from dispatcher.evidence import (
     timeline_points,
 )
 from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult
+from dispatcher.media import DecodedMedia, SampledFrame
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from dfd.specs import (
     MFCC_COEFFS,
     MFCC_PER_FRAME,
 )
-from dispatcher.decode import DecodedMedia, LipsyncSegment, SampledFrame, decode
+from dispatcher.decode import decode
 from dispatcher.faces import (
     LIGHT_ASD_PAD_GREY,
     CropGeometry,
@@ -33,8 +33,10 @@ from dispatcher.faces import (
     lipsync_clips,
     lipsync_crop,
     select_faces,
+    track_faces,
     visual_crop,
 )
+from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 
 
 @pytest.mark.unit
@@ -356,3 +358,22 @@ def test_a_phone_video_stored_sideways_shows_its_face(triton, media_corpus, tmp_
         assert np.allclose(face.center, want.center, atol=8)
         assert np.allclose(face.landmarks, want.landmarks, atol=8)
     assert len(result.clips) == len(media.segments) > 0
+
+
+def _face(cx: float, cy: float, side: float) -> Face:
+    box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+    return Face(box=box, landmarks=np.zeros((5, 2), np.float32), score=0.9)
+
+
+@pytest.mark.unit
+def test_faces_are_tracked_across_frames_by_position_and_size():
+    left, right = (100.0, 100.0), (400.0, 100.0)
+    detections = [
+        [_face(*left, 80), _face(*right, 80)],
+        [_face(right[0] + 20, 105, 85), _face(left[0] - 10, 95, 75)],  # order swapped
+        [_face(*left, 80)],  # the right face looks away for a frame
+        [_face(*right, 80), _face(*left, 82), _face(700, 300, 40)],  # and a newcomer
+    ]
+    assert track_faces(detections) == [[0, 1], [1, 0], [0], [1, 0, 2]]
+    # a face much larger or far away is someone else
+    assert track_faces([[_face(*left, 80)], [_face(*left, 300)]]) == [[0], [1]]

@@ -19,16 +19,16 @@ from dfd.specs import (
     MFCC_COEFFS,
     MFCC_PER_FRAME,
 )
-from dispatcher.decode import DecodedMedia, SampledFrame
 from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult, LipsyncClip
 from dispatcher.infer import (
     VideoItems,
     build_inputs,
     chunk_requests,
-    has_speech_level,
     run_ensemble,
     window_spans,
 )
+from dispatcher.media import DecodedMedia, SampledFrame
+from dispatcher.speech import NO_SPEECH, Speech
 
 pytestmark = pytest.mark.unit
 IN = {t.name: t for t in ENSEMBLE_INPUTS}
@@ -83,6 +83,7 @@ def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> VideoItems:
     return VideoItems(
         faces=rng.random((nv, 3, FACE_SIZE, FACE_SIZE), dtype=np.float32),
         face_spans=tuple((float(i), i + 1.0) for i in range(nv)),
+        face_tracks=tuple(i % 2 for i in range(nv)),
         audio=(rng.standard_normal((na, AUDIO_SAMPLES)) * rng.random((na, 1)) * 0.3).astype(
             np.float32
         ),
@@ -198,27 +199,36 @@ def _faces(n_clips: int) -> FaceResult:
     return FaceResult(((), (face,), ()), (crop,), (clip,) * n_clips)
 
 
-def test_build_inputs_with_speech():
-    t = np.arange(3 * AUDIO_RATE) / AUDIO_RATE
-    inputs = build_inputs(
-        _media((0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)), _faces(1), Settings()
-    )
+def _tone(seconds: float = 3.0) -> np.ndarray:
+    t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+    return (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_build_inputs_keeps_the_windows_and_clips_with_speech():
+    speech = Speech(np.ones(94, np.float32), ((0.5, 2.5),))
+    inputs = build_inputs(_media(_tone()), _faces(1), speech, Settings())
     assert inputs.mask == (1.0, 1.0, 1.0)
     assert inputs.face_spans == ((1.0, 2.0),)
     assert inputs.audio.shape == (1, AUDIO_SAMPLES)
     assert inputs.lipsync_spans == ((1.0, 2.0),)
 
 
-def test_silent_or_missing_audio_disables_audio_and_lipsync():
-    for audio in (
-        None,
-        np.zeros(3 * AUDIO_RATE, np.float32),
-        np.full(3 * AUDIO_RATE, 1e-4, np.float32),
-    ):
-        inputs = build_inputs(_media(audio), _faces(1), Settings())
+def test_no_speech_disables_audio_and_lipsync_whatever_the_level():
+    # A loud tone with no speech in it, silence and no track at all: the audio and
+    # lip-sync detectors would be judging what they were never trained on.
+    for audio in (None, np.zeros(3 * AUDIO_RATE, np.float32), _tone()):
+        inputs = build_inputs(_media(audio), _faces(1), NO_SPEECH, Settings())
         assert inputs.mask == (1.0, 0.0, 0.0)
-    assert not has_speech_level(None)
-    assert has_speech_level(np.full(100, 0.1, np.float32))
+
+
+def test_only_windows_that_hold_enough_speech_are_scored():
+    audio = np.concatenate([_tone(4.04), _tone(4.04)])
+    # speech only in the second window (4.04 s .. 8.08 s), and a blip in the first
+    speech = Speech(np.zeros(0, np.float32), ((0.1, 0.4), (5.0, 7.5)))
+    inputs = build_inputs(_media(audio), _faces(1), speech, Settings(audio_hop_s=4.04))
+    assert len(inputs.audio_spans) >= 1
+    assert all(start >= 4.0 for start, _ in inputs.audio_spans)  # not the first window
+    assert inputs.lipsync_spans == ()  # the clip at 1-2 s holds no speech
 
 
 def test_requests_never_exceed_what_the_served_models_batch():

@@ -1,18 +1,19 @@
 """dispatcher.jobs: failure classification, non-retry of input errors, upload clean-up.
 
-The rq parts run in-process on a real Redis with rq's ``SimpleWorker`` (no fork), wired
-with the same exception handler as ``dfd worker``; the end-to-end versions with real
+The rq parts run in-process on a real Redis with ``InProcessWorker`` (``dfd worker``'s
+class without the fork); the end-to-end versions with real
 worker processes are in ``test_worker.py``.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC
 from pathlib import Path
 
 import pytest
 import redis.exceptions
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
@@ -21,13 +22,7 @@ from rq.timeouts import JobTimeoutException
 from dfd import errors
 from dispatcher import jobs
 from dispatcher.errors import StoreUnavailableError
-
-
-@pytest.fixture(autouse=True)
-def _fresh_job_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    # jobs.configure() sets module state (as dfd worker does once per process); undo it.
-    monkeypatch.setattr(jobs, "_settings", None)
-    monkeypatch.setattr(jobs, "_context", None)
+from dispatcher.worker import DfdWorker, InProcessWorker, build_worker
 
 
 @pytest.mark.unit
@@ -116,16 +111,10 @@ def test_delete_upload_only_touches_the_uploads_folder(tmp_path, make_settings) 
     assert outside.exists()
 
 
-def _queue_and_worker(redis, settings) -> tuple[Queue, SimpleWorker]:
+def _queue_and_worker(redis, settings) -> tuple[Queue, DfdWorker]:
     """The default queue and an in-process worker wired as ``dfd worker`` wires its own."""
-    jobs.configure(settings)
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker(
-        [queue],
-        connection=redis,
-        serializer=JSONSerializer,
-        exception_handlers=[jobs.handle_job_exception],
-    )
+    worker = build_worker(settings, redis, ["default"], worker_class=InProcessWorker)
     return queue, worker
 
 
@@ -281,7 +270,6 @@ def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
     from datetime import datetime, timedelta
 
     settings, path, payload = upload
-    jobs.configure(settings)
     queue = Queue("default", connection=redis, serializer=JSONSerializer)
     job = queue.enqueue(
         "tests.dispatcher.jobfuncs.marker",
@@ -291,7 +279,52 @@ def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
         job_timeout=600,
     )
     job.started_at = datetime.now(UTC) - timedelta(seconds=running_s)
-    jobs.handle_horse_killed(job, 1234, signal.SIGKILL, None)
+    jobs.handle_horse_killed(settings, job, 1234, signal.SIGKILL, None)
     assert job.meta["error"]["type"] == expected
     assert job.should_retry is (expected == "worker-lost")
-    assert path.exists() is (expected == "worker-lost")
+    assert path.exists(), "the input is released only once the failure is recorded"
+
+
+@pytest.mark.integration
+def test_a_dequeued_job_whose_reply_was_lost_is_requeued_once(redis, make_settings) -> None:
+    """rq's BLPOP over several queues loses a job whose reply never reaches the worker;
+    dfd's dequeue moves it to the intermediate list, and maintenance puts it back."""
+    from dispatcher.worker import DfdQueue, requeue_lost
+
+    queue = DfdQueue("default", connection=redis, serializer=JSONSerializer)
+    lost = queue.enqueue("builtins.len", [1])
+    done = queue.enqueue("builtins.len", [2])
+    # Both dequeued (moved to the intermediate list); the worker never heard of `lost`,
+    # `done` ran and finished, its entry left behind.
+    for job in (lost, done):
+        key, job_id = DfdQueue.lpop([queue.key], None, connection=redis)
+        assert (key.decode(), job_id.decode()) == (queue.key, job.id)
+    done.set_status(JobStatus.FINISHED)
+    assert requeue_lost(queue, grace_s=30) == []  # first seen now
+    assert requeue_lost(queue, grace_s=30) == []  # within the grace
+    later = time.time() + 60
+    assert requeue_lost(queue, grace_s=30, now=later) == [lost.id]
+    assert requeue_lost(queue, grace_s=30, now=later) == []  # once
+    assert queue.get_job_ids() == [lost.id]
+    assert redis.llen(queue.intermediate_queue_key) == 0
+
+
+@pytest.mark.integration
+def test_the_worker_takes_jobs_by_priority_and_leaves_no_intermediate_entries(
+    redis, make_settings
+) -> None:
+    settings = make_settings()
+    worker = build_worker(settings, redis, worker_class=InProcessWorker)
+    queues = {q.name: q for q in worker.queues}
+    order = [("low", "a"), ("default", "b"), ("high", "c")]
+    for name, arg in order:
+        queues[name].enqueue("tests.dispatcher.jobfuncs.echo", arg)
+    worker.work(burst=True)
+    finished = [
+        Job.fetch(j, connection=redis, serializer=JSONSerializer)
+        for q in queues.values()
+        for j in q.finished_job_registry.get_job_ids()
+    ]
+    by_start = sorted(finished, key=lambda j: j.started_at)
+    assert [j.args[0] for j in by_start] == ["c", "b", "a"]
+    assert all(redis.llen(q.intermediate_queue_key) == 0 for q in queues.values())

@@ -12,6 +12,7 @@ from dfd import signing
 from dfd.errors import ConfigurationError, InternalError
 from dfd.ports import free_port
 from dfd.settings import Settings
+from dispatcher.cleanup import purge_expired
 from dispatcher.errors import StoreUnavailableError
 from dispatcher.store import (
     LIFECYCLE_RULE_ID,
@@ -19,7 +20,6 @@ from dispatcher.store import (
     LocalStore,
     S3Store,
     make_store,
-    purge_expired,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -145,7 +145,7 @@ def test_local_delete_job_and_purge_expired(tmp_path):
     assert store.purge_expired() == 1
     assert not store.path(old).exists() and not store.path(old).parent.exists()
     assert store.path(new).exists()
-    assert purge_expired(s, now=time.time() + 7200) == 1  # the module-level maintenance entry
+    assert purge_expired(make_store(s), s, now=time.time() + 7200) == 1  # the maintenance entry
     assert not store.path(new).exists()
 
 

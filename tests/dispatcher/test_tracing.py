@@ -6,23 +6,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from dispatcher import jobs
+from dispatcher.worker import InProcessWorker, build_worker
 from tests.fixtures.tracing import Collector
 
 pytestmark = pytest.mark.integration
 
-STAGES = ["probe", "decode", "faces", "infer", "evidence"]  # an upload has no fetch
-
-
-@pytest.fixture(autouse=True)
-def _fresh_worker_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The in-process worker builds its settings and clients anew under the test's tracer."""
-    monkeypatch.setattr(jobs, "_settings", None)
-    monkeypatch.setattr(jobs, "_context", None)
+STAGES = ["probe", "decode", "speech", "faces", "infer", "evidence"]  # an upload has no fetch
 
 
 def test_request_job_and_stage_spans_form_one_trace(
@@ -36,9 +29,7 @@ def test_request_job_and_stage_spans_form_one_trace(
         settings = client.settings
     job_id = response.json()["jobId"]
 
-    jobs.configure(settings)
-    queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    worker = SimpleWorker([queue], connection=redis, serializer=JSONSerializer)
+    worker = build_worker(settings, redis, worker_class=InProcessWorker)
     worker.work(burst=True)
     job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     assert job.get_status() == JobStatus.FINISHED, job.meta.get("error")

@@ -45,6 +45,22 @@ def _count(stats: dict, kind: str) -> int:
     return int(stats.get("inference_stats", {}).get(kind, {}).get("count", 0))
 
 
+def settled_statistics(client, model: str, until=None, timeout_s: float = 10.0) -> dict:
+    """The model's statistics once they stop changing (two reads 0.1 s apart agree) and
+    ``until(stats)`` holds: Triton records a request's statistics after sending its
+    response, so a read right after the last response may miss some (once 19 of 32)."""
+    deadline = time.monotonic() + timeout_s
+    last = client.model_statistics(model)
+    while True:
+        time.sleep(0.1)
+        stats = client.model_statistics(model)
+        if stats == last and (until is None or until(stats)):
+            return stats
+        if time.monotonic() > deadline:
+            return stats  # the caller's assertions say what is missing
+        last = stats
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("role", ["face_detector", "visual", "audio", "lipsync", "fusion"])
 def test_every_model_matches_onnxruntime_on_real_inputs(triton, media_dir, role):
@@ -64,11 +80,13 @@ def test_every_model_matches_onnxruntime_on_real_inputs(triton, media_dir, role)
 def test_concurrent_requests_are_dynamically_batched(triton, media_dir):
     client = triton.client
     face = model_inputs.faces(media_dir, 1)
-    before = client.model_statistics("visual")
+    before = settled_statistics(client, "visual")
     n = 32
     with ThreadPoolExecutor(max_workers=n) as pool:
         scores = list(pool.map(lambda _: client.infer("visual", {"face": face})["score"], range(n)))
-    after = client.model_statistics("visual")
+    after = settled_statistics(
+        client, "visual", until=lambda s: _count(s, "success") - _count(before, "success") >= n
+    )
     requests = _count(after, "success") - _count(before, "success")
     executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
     print(f"visual: {requests} requests -> {executions} executions")
@@ -100,10 +118,10 @@ _FACE = (1, 3, 256, 256)
     ids=["shape", "dtype", "empty", "oversized", "name", "nan"],
 )
 def test_bad_inputs_fail_before_sending_with_clear_errors(triton, inputs, message):
-    before = triton.client.model_statistics("visual")
+    before = settled_statistics(triton.client, "visual")
     with pytest.raises(InputError, match=message):
         triton.client.infer("visual", inputs)
-    after = triton.client.model_statistics("visual")
+    after = settled_statistics(triton.client, "visual")
     assert _count(after, "fail") == _count(before, "fail")
     assert after.get("inference_count") == before.get("inference_count")
 

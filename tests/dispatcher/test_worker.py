@@ -59,6 +59,15 @@ def wait_for(
         time.sleep(0.05)
 
 
+def gone(path: Path, timeout_s: float = 5.0) -> bool:
+    """Whether ``path`` is deleted within ``timeout_s``: the worker releases a job's upload
+    just after it has recorded the outcome a client already reads."""
+    deadline = time.monotonic() + timeout_s
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not path.exists()
+
+
 def finished(view: dict) -> bool:
     return view["status"] in ("completed", "failed")
 
@@ -78,7 +87,7 @@ def test_waiting_active_completed(gateway, redis, worker_process, tmp_path) -> N
         view, seen = wait_for(client, job_id, finished)
     assert seen[-2:] == ["active", "completed"]
     assert view["result"]["media"] == {"job_id": job_id, "attempts": 1}
-    assert not upload.exists(), "the upload outlived its job"
+    assert gone(upload), "the upload outlived its job"
 
 
 def test_transient_failure_is_retried_then_completes(gateway, redis, worker_process) -> None:
@@ -114,7 +123,7 @@ def test_failing_job_fails_after_the_configured_retries(
         "message": "fetch: expected an answer from the test server, got a reset",
         "stage": "fetch",
     }
-    assert not upload.exists()
+    assert gone(upload)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +146,7 @@ def test_input_errors_and_bugs_fail_once(
     assert again["attempt"] == 1
     assert again["error"]["type"] == error_type
     assert again["error"].get("stage") == stage
-    assert not upload.exists()
+    assert gone(upload)
 
 
 def test_jobs_survive_a_redis_restart(make_settings, worker_process, tmp_path) -> None:
@@ -248,7 +257,9 @@ def test_upload_through_the_real_pipeline(
         result = Result.model_validate(view["result"])
         assert 0 <= result.confidence <= 1
         assert result.evidence.timeline, "no timeline"
-        assert list(client.settings.uploads_dir.iterdir()) == [], "the upload outlived its job"
+        assert all(gone(p) for p in client.settings.uploads_dir.iterdir()), (
+            "the upload outlived its job"
+        )
         # Evidence links are signed URLs served by this gateway.
         for url in result.evidence.thumbnails[:1] + result.evidence.heatmaps[:1]:
             path = url.removeprefix(client.settings.public_base_url)

@@ -66,7 +66,7 @@ def small_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class GatewayServer:
-    """``uvicorn gateway.app:app_from_env`` in a subprocess on a free port."""
+    """``dfd gateway`` (uvicorn, httptools with the head limits) in a subprocess on a free port."""
 
     def __init__(self, settings: Settings, workers: int = 1) -> None:
         self.settings = settings
@@ -80,23 +80,14 @@ class GatewayServer:
             [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "gateway.app:app_from_env",
-                "--factory",
+                "cli.main",
+                "gateway",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.port),
                 "--workers",
                 str(self.workers),
-                "--no-access-log",
-                "--no-proxy-headers",
-                "--http",
-                "httptools",
-                "--loop",
-                "uvloop",
-                "--log-level",
-                "warning",
             ],
             cwd=ROOT,
             env=settings_env(self.settings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -72,6 +73,37 @@ def test_job_ids_are_unguessable(gateway, grid_clip) -> None:
     assert all(len(i) >= 32 for i in ids)
 
 
+@pytest.fixture(scope="session")
+def audio_and_animations(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A second of a tone as WAV, FLAC, MP3, M4A and Opus, and a GIF animation (ffmpeg)."""
+    out = tmp_path_factory.mktemp("audio")
+    recipes = {
+        "wav": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"],
+        "flac": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"],
+        "mp3": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "libmp3lame"],
+        "m4a": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac"],
+        "opus": ["-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "libopus"],
+        "gif": ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=5", "-t", "1"],
+    }
+    paths = {}
+    for ext, args in recipes.items():
+        path = out / f"media.{ext}"
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-nostdin", "-y", *args, str(path)], check=True
+        )
+        paths[ext] = path
+    return paths
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "mp3", "m4a", "opus", "gif"])
+def test_accepts_audio_files_and_animations(gateway, redis, audio_and_animations, ext) -> None:
+    with gateway() as client:
+        data = audio_and_animations[ext].read_bytes()
+        response = client.post("/api/upload", files={"file": (f"x.{ext}", data)})
+        assert response.status_code == 202, response.text
+    assert _queued(redis) == 1
+
+
 def test_renamed_text_file_is_415_and_not_kept(gateway, redis) -> None:
     with gateway() as client:
         response = client.post(
@@ -88,7 +120,7 @@ def test_renamed_text_file_is_415_and_not_kept(gateway, redis) -> None:
 
 def test_tiny_non_video_is_415(gateway, redis) -> None:
     with gateway() as client:
-        response = client.post("/api/upload", files={"file": ("a.mp4", b"GIF89a")})
+        response = client.post("/api/upload", files={"file": ("a.mp4", b"\x89PNG\r\n\x1a\n")})
         assert response.status_code == 415
     assert _queued(redis) == 0
 

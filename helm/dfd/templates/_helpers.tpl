@@ -88,6 +88,18 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ .Values.config.existingApiKeysSecret }}
       key: {{ .Values.config.apiKeysSecretKey }}
 {{- end }}
+{{- if .Values.config.existingAdminKeysSecret }}
+- name: DFD_ADMIN_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.config.existingAdminKeysSecret }}
+      key: {{ .Values.config.adminKeysSecretKey }}
+{{- end }}
+{{ include "dfd.redisEnv" . }}
+{{- end -}}
+
+{{/* DFD_REDIS_URL (and the REDIS_PASSWORD it expands): all the exporter needs of dfd.env. */}}
+{{- define "dfd.redisEnv" -}}
 {{- if .Values.redis.enabled }}
 {{- $host := include "dfd.componentName" (dict "root" . "component" "redis") }}
 {{- if .Values.redis.auth.existingSecret }}
@@ -115,6 +127,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* Whether the cluster serves the Prometheus Operator's CRDs (helm template: --api-versions monitoring.coreos.com/v1). */}}
+{{- define "dfd.hasPrometheusOperator" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- end -}}
+
 {{/* Volumes and mounts of the dfd pods: shared data and a writable /tmp (the root filesystem is read-only). */}}
 {{- define "dfd.volumes" -}}
 - name: data
@@ -129,4 +146,16 @@ app.kubernetes.io/component: {{ .component }}
   mountPath: /var/lib/dfd
 - name: tmp
   mountPath: /tmp
+{{- end -}}
+
+{{/* Whether an autoscaler owns the worker Deployment's replica count (KEDA or the HPA, never both). */}}
+{{- define "dfd.worker.autoscaled" -}}
+{{- $scaling := .Values.worker.autoscaling }}
+{{- if and $scaling.keda.enabled $scaling.hpa.enabled -}}
+{{- fail "worker.autoscaling: enable keda or hpa, not both (KEDA makes its own HPA)" -}}
+{{- end -}}
+{{- if gt (int $scaling.minReplicas) (int $scaling.maxReplicas) -}}
+{{- fail "worker.autoscaling.minReplicas is above worker.autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- if or $scaling.keda.enabled $scaling.hpa.enabled -}}true{{- end -}}
 {{- end -}}

@@ -1,0 +1,534 @@
+"""The detection scorecard: the whole pipeline over a labelled folder, per kind and detector.
+
+    .venv/bin/python -m benchmarks.bench_detection [FOLDER] [--tag wild] [--triton-url URL]
+        [--resume] [--report-only] [--limit N]
+
+``FOLDER`` (default ``$DFD_MEDIA_DIR/wild``) holds a ``labels.csv`` with the columns
+``path,label,kind,method,has_audio,has_face_guess,source`` (``label`` is ``fake`` or
+``real``; ``path`` is relative to the folder). Every listed file goes through
+``dispatcher.pipeline.analyze`` against one real Triton (started here on the ``cpu``
+repository, or ``--triton-url``). Per item it records the raw score of each detector (the
+result's ``detectors`` when it has them, else its ``modalities``), the verdict and its
+confidence, or the error of a file the pipeline refused: a refused file is counted as "not
+accepted" and as an abstention, never dropped.
+
+Writes, under ``benchmarks/results/``:
+
+- ``detection_scores[_TAG].json``: the raw per-item scores (file names, labels, scores
+  only), so the metrics and ``dfd models calibrate`` can be recomputed without re-running
+  (``--report-only``; ``--resume`` re-runs only the items missing from it);
+- ``detection[_TAG].md`` and ``.json``: per kind (and ``all``), per detector and fused:
+  AUC, EER, TPR at 5 % FPR, real items labelled ``manipulated``, fakes labelled
+  ``authentic``, abstain rate, calibration error (ECE) and counts, with the machine and
+  the command.
+
+The tag defaults to nothing for the wild set and to the folder's name otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import describe, load_average
+from dfd import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SCORES_VERSION = 1
+KIND_ORDER = ("faceswap", "reenactment", "lipsync", "talking_head", "ai_video", "audio")
+ABSTAIN_LABELS = ("inconclusive", "not_applicable")
+FUSED = "fused"
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """One row of ``labels.csv``."""
+
+    path: str
+    label: str  # fake | real
+    kind: str
+    method: str
+    has_audio: str
+
+
+def read_labels(folder: Path) -> list[LabelledItem]:
+    """The rows of ``folder/labels.csv``, checked (a missing file or a bad label is an error)."""
+    csv_path = folder / "labels.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"bench_detection: {csv_path} not found")
+    items = []
+    with csv_path.open(newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            label = (row.get("label") or "").strip()
+            if label not in ("fake", "real"):
+                raise ValueError(f"{csv_path}:{n}: label must be fake or real, got {label!r}")
+            path = (row.get("path") or "").strip()
+            if not (folder / path).is_file():
+                raise FileNotFoundError(f"{csv_path}:{n}: {path} is not a file")
+            items.append(
+                LabelledItem(
+                    path=path,
+                    label=label,
+                    kind=(row.get("kind") or "").strip() or "unknown",
+                    method=(row.get("method") or "").strip(),
+                    has_audio=(row.get("has_audio") or "").strip(),
+                )
+            )
+    return items
+
+
+def raw_scores(doc: dict[str, Any]) -> tuple[dict[str, float | None], str]:
+    """Detector -> raw score (None when it had no input), and where they came from.
+
+    The result's ``detectors`` (raw ``score`` per detector) when it has them, else its
+    ``modalities`` (an unused modality scores None).
+    """
+    detectors = doc.get("detectors")
+    if isinstance(detectors, dict) and detectors:
+        return {
+            name: (d.get("score") if d.get("used", d.get("score") is not None) else None)
+            for name, d in detectors.items()
+        }, "detectors"
+    return {
+        name: (m.get("score") if m.get("used") else None)
+        for name, m in (doc.get("modalities") or {}).items()
+    }, "modalities"
+
+
+def score_item(item: LabelledItem, folder: Path, settings: Any, client: Any, store: Any) -> dict:
+    """One item through the pipeline: its record for the scores file."""
+    from dfd.errors import DfdError, InputError
+    from dispatcher.pipeline import analyze
+
+    record: dict[str, Any] = {
+        "path": item.path,
+        "label": item.label,
+        "kind": item.kind,
+        "method": item.method,
+    }
+    started = time.perf_counter()
+    try:
+        result = analyze(folder / item.path, settings, client, store)
+    except DfdError as exc:
+        stage = getattr(exc, "stage", None)
+        record.update(
+            status="refused" if isinstance(exc, InputError) else "failed",
+            verdict=None,
+            confidence=None,
+            scores={},
+            error={
+                "type": exc.type,
+                "message": exc.message,
+                "stage": getattr(stage, "value", stage),
+            },
+        )
+    else:
+        doc = result.model_dump(mode="json")
+        scores, source = raw_scores(doc)
+        record.update(
+            status="scored",
+            verdict=doc["label"],
+            confidence=doc["confidence"],
+            scores=scores,
+            scores_from=source,
+            reasons=doc.get("reasons"),
+            models=doc.get("models"),
+        )
+    record["wall_s"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def _rate(k: int, n: int) -> float | None:
+    return None if n == 0 else round(k / n, 4)
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def score_metrics(pairs: Sequence[tuple[float, int]]) -> dict[str, Any]:
+    """AUC, EER, TPR at 5 % FPR and ECE over ``(score, label)`` pairs."""
+    s = [p[0] for p in pairs]
+    y = [p[1] for p in pairs]
+    return {
+        "auc": _r(metrics.auc(s, y)),
+        "eer": _r(metrics.eer(s, y)),
+        "tpr_at_5fpr": _r(metrics.tpr_at_fpr(s, y, 0.05)),
+        "ece": _r(metrics.ece(s, y)) if s else None,
+        "n_scored": len(s),
+        "n_fake_scored": sum(y),
+        "n_real_scored": len(y) - sum(y),
+    }
+
+
+def group_report(records: Sequence[dict]) -> dict[str, Any]:
+    """Verdict counts and per-detector and fused metrics of one group of items."""
+    y = {id(r): int(r["label"] == "fake") for r in records}
+    fakes = [r for r in records if r["label"] == "fake"]
+    reals = [r for r in records if r["label"] == "real"]
+    refused = [r for r in records if r["status"] != "scored"]
+    abstained = [r for r in records if r["status"] != "scored" or r["verdict"] in ABSTAIN_LABELS]
+    real_manip = [r for r in reals if r.get("verdict") == "manipulated"]
+    fake_auth = [r for r in fakes if r.get("verdict") == "authentic"]
+    names = sorted({name for r in records for name in r.get("scores", {})})
+    detectors = {}
+    for name in names:
+        pairs = [
+            (r["scores"][name], y[id(r)])
+            for r in records
+            if r["status"] == "scored" and r["scores"].get(name) is not None
+        ]
+        detectors[name] = score_metrics(pairs)
+    fused = score_metrics([(r["confidence"], y[id(r)]) for r in records if r["status"] == "scored"])
+    return {
+        "n": len(records),
+        "n_fake": len(fakes),
+        "n_real": len(reals),
+        "not_accepted": len(refused),
+        "not_accepted_items": [
+            {"path": r["path"], "error": r.get("error", {}).get("type")} for r in refused
+        ],
+        "real_labelled_manipulated": len(real_manip),
+        "real_labelled_manipulated_rate": _rate(len(real_manip), len(reals)),
+        "real_labelled_manipulated_items": [r["path"] for r in real_manip],
+        "fake_labelled_authentic": len(fake_auth),
+        "fake_labelled_authentic_rate": _rate(len(fake_auth), len(fakes)),
+        "abstained": len(abstained),
+        "abstain_rate": _rate(len(abstained), len(records)),
+        "verdicts": {
+            v: sum(1 for r in records if (r.get("verdict") or "not accepted") == v)
+            for v in sorted({r.get("verdict") or "not accepted" for r in records})
+        },
+        "detectors": detectors,
+        FUSED: fused,
+    }
+
+
+def build_report(records: Sequence[dict]) -> dict[str, Any]:
+    """Per kind (the known kinds first, then any others), then ``all``."""
+    kinds = [k for k in KIND_ORDER if any(r["kind"] == k for r in records)]
+    kinds += sorted({r["kind"] for r in records} - set(kinds))
+    groups = {k: group_report([r for r in records if r["kind"] == k]) for k in kinds}
+    groups["all"] = group_report(records)
+    return groups
+
+
+BLIND_AUC = 0.6
+
+
+def targets(g: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(what, measured, target, met) for the issue's targets on one group."""
+    fa = g["fake_labelled_authentic_rate"] or 0.0
+    ab = g["abstain_rate"] or 0.0
+    return [
+        (
+            "real items labelled `manipulated`",
+            f"{g['real_labelled_manipulated']} of {g['n_real']}",
+            "none",
+            g["real_labelled_manipulated"] == 0,
+        ),
+        (
+            "fakes labelled `authentic`",
+            f"{g['fake_labelled_authentic']} of {g['n_fake']} ({fa * 100:.0f} %)",
+            "at most 15 %",
+            fa <= 0.15,
+        ),
+        ("abstain rate", f"{ab * 100:.0f} %", "at most 50 %", ab <= 0.5),
+        (
+            "files not accepted",
+            f"{g['not_accepted']} of {g['n']}",
+            "none",
+            g["not_accepted"] == 0,
+        ),
+    ]
+
+
+def blind_kinds(kinds: dict[str, Any]) -> dict[str, str]:
+    """The kinds the served models do not separate from real: kind -> why."""
+    out = {}
+    for kind, g in kinds.items():
+        if kind == "all":
+            continue
+        auc = g[FUSED]["auc"]
+        if g["not_accepted"] == g["n"]:
+            out[kind] = "no file accepted"
+        elif auc is None:
+            out[kind] = "no real counterpart scored" if g["n_real"] == 0 else "too few scored"
+        elif auc <= BLIND_AUC:
+            out[kind] = f"fused AUC {auc:.2f}"
+    return out
+
+
+def _f(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x * 100:.0f} %" if pct else f"{x:.2f}"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The scorecard as a Markdown page."""
+    m = doc["machine"]
+    lines = [
+        f"# Detection scorecard: {doc['folder']}",
+        "",
+        f"{doc['n_items']} labelled items from `{doc['folder']}/labels.csv`, each through the "
+        f"whole pipeline (`dispatcher.pipeline.analyze`, real Triton, {doc['triton_target']} "
+        f"repository). Command: `{doc['command']}`"
+        + (
+            f" (tables recomputed from its scores by `{doc['report_command']}`)"
+            if doc["report_command"] != doc["command"]
+            else ""
+        )
+        + f". Machine: {m['cpu']}, {m['cores']} cores "
+        f"(load {m.get('load_average')}); models: "
+        + ", ".join(f"{k} `{v}`" for k, v in sorted(doc["models"].items()))
+        + f". Raw scores: `{doc['scores_file']}`; scores read from the result's "
+        f"`{doc['scores_from']}`.",
+        "",
+        "Fused = the verdict's confidence. Abstain = `inconclusive`, `not_applicable` or not "
+        "accepted (refused by the pipeline). ECE: 10 equal-width bins. AUC/EER/TPR need both "
+        "fakes and reals among the scored items (else n/a). These figures are of the served "
+        "models as they are (nothing here is fitted on this set).",
+        "",
+        "## Verdicts per kind",
+        "",
+        "| kind | n (fake/real) | not accepted | real → manipulated | fake → authentic "
+        "| abstain | fused AUC | fused EER | fused TPR@5%FPR | fused ECE |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, g in doc["kinds"].items():
+        fu = g[FUSED]
+        lines.append(
+            f"| {kind} | {g['n']} ({g['n_fake']}/{g['n_real']}) | {g['not_accepted']} "
+            f"| {g['real_labelled_manipulated']}/{g['n_real']} "
+            f"| {g['fake_labelled_authentic']}/{g['n_fake']} "
+            f"| {_f(g['abstain_rate'], True)} | {_f(fu['auc'])} | {_f(fu['eer'])} "
+            f"| {_f(fu['tpr_at_5fpr'])} | {_f(fu['ece'])} |"
+        )
+    blind = blind_kinds(doc["kinds"])
+    if blind:
+        lines += [
+            "",
+            "Blind spots (no fused AUC above "
+            f"{BLIND_AUC:.2f} on the accepted items, or nothing accepted): "
+            + "; ".join(f"{k} ({why})" for k, why in blind.items())
+            + ".",
+        ]
+    lines += ["", "## The targets of issue 10 (all items)", ""] + [
+        f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
+        for what, got, want, ok in targets(doc["kinds"]["all"])
+    ]
+    lines += [
+        "",
+        "## Per detector and kind",
+        "",
+        "| kind | detector | scored (fake/real) | AUC | EER | TPR@5%FPR | ECE |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for kind, g in doc["kinds"].items():
+        for name, d in [*g["detectors"].items(), (FUSED, g[FUSED])]:
+            lines.append(
+                f"| {kind} | {name} | {d['n_scored']} ({d['n_fake_scored']}/"
+                f"{d['n_real_scored']}) | {_f(d['auc'])} | {_f(d['eer'])} "
+                f"| {_f(d['tpr_at_5fpr'])} | {_f(d['ece'])} |"
+            )
+    allg = doc["kinds"]["all"]
+    lines += ["", "## Items", ""]
+    if allg["real_labelled_manipulated_items"]:
+        lines.append(
+            "Real items labelled `manipulated`: "
+            + ", ".join(f"`{p}`" for p in allg["real_labelled_manipulated_items"])
+            + "."
+        )
+    if allg["not_accepted_items"]:
+        by_error: dict[str, int] = {}
+        for it in allg["not_accepted_items"]:
+            by_error[it["error"]] = by_error.get(it["error"], 0) + 1
+        lines.append(
+            f"Not accepted: {allg['not_accepted']} "
+            f"({', '.join(f'{n} {e}' for e, n in sorted(by_error.items()))}); "
+            "listed with their errors in the scores file."
+        )
+    lines += [
+        "",
+        "| item | label | kind | verdict | confidence | "
+        + " | ".join(doc["detector_names"])
+        + " |",
+        "|---|---|---|---|---:|" + "---:|" * len(doc["detector_names"]),
+    ]
+    for r in doc["items"]:
+        scores = r.get("scores", {})
+        cells = [
+            _f(scores.get(n)) if scores.get(n) is not None else "–" for n in doc["detector_names"]
+        ]
+        verdict = r["verdict"] or f"not accepted ({r['error']['type']})"
+        lines.append(
+            f"| `{r['path']}` | {r['label']} | {r['kind']} | {verdict} "
+            f"| {_f(r['confidence'])} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def _paths(tag: str, results: Path) -> tuple[Path, Path, Path]:
+    suffix = f"_{tag}" if tag else ""
+    return (
+        results / f"detection_scores{suffix}.json",
+        results / f"detection{suffix}.json",
+        results / f"detection{suffix}.md",
+    )
+
+
+def machine() -> dict[str, Any]:
+    import av
+    import numpy
+    import onnxruntime
+
+    return describe(
+        pyav=av.__version__,
+        onnxruntime=onnxruntime.__version__,
+        numpy=numpy.__version__,
+        load_average=load_average(),
+    )
+
+
+def run_items(
+    items: Sequence[LabelledItem],
+    folder: Path,
+    triton_url: str | None,
+    log: Any = print,
+) -> tuple[list[dict], dict[str, str]]:
+    """Score ``items`` against Triton at ``triton_url`` (or one started here)."""
+    from cli.analyze import FolderStore
+    from cli.local_triton import LocalTriton
+    from dfd.settings import Settings
+    from dispatcher.pipeline import models_used
+    from dispatcher.triton_client import TritonClient
+    from export.triton_repo import build_repository
+
+    settings = Settings()
+    server = None
+    evidence = Path(tempfile.mkdtemp(prefix="dfd-bench-detection-"))
+    try:
+        if triton_url is None:
+            server = LocalTriton(settings, build_repository(settings, "cpu"))
+            server.start()
+            triton_url = server.grpc_url
+        records = []
+        with TritonClient(
+            triton_url, timeout_s=settings.triton_timeout_s, retries=settings.triton_retries
+        ) as client:
+            store = FolderStore(evidence)
+            for n, item in enumerate(items, start=1):
+                record = score_item(item, folder, settings, client, store)
+                records.append(record)
+                log(
+                    f"[{n}/{len(items)}] {item.path}: {record['status']} "
+                    f"{record.get('verdict') or record.get('error', {}).get('type')} "
+                    f"({record['wall_s']:.1f} s)"
+                )
+        return records, models_used(settings)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(evidence, ignore_errors=True)
+
+
+def report_document(scores_doc: dict[str, Any], command: str, scores_file: str) -> dict:
+    records = scores_doc["items"]
+    names = sorted({n for r in records for n in r.get("scores", {})})
+    sources = sorted({r["scores_from"] for r in records if r.get("scores_from")})
+    return {
+        "folder": scores_doc["folder"],
+        # The command that ran the pipeline; a --report-only rerun is named beside it.
+        "command": scores_doc.get("command", command),
+        "report_command": command,
+        "scores_file": scores_file,
+        "scores_from": "/".join(sources) or "n/a",
+        "machine": scores_doc["machine"],
+        "triton_target": "cpu",
+        "models": scores_doc["models"],
+        "n_items": len(records),
+        "detector_names": names,
+        "kinds": build_report(records),
+        "items": [
+            {
+                k: r.get(k)
+                for k in ("path", "label", "kind", "status", "verdict", "confidence", "scores")
+            }
+            | ({"error": r["error"]} if r.get("error") else {})
+            for r in records
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    media = Path(os.environ.get("DFD_MEDIA_DIR", ROOT.parent / "shared" / "media"))
+    parser.add_argument("folder", type=Path, nargs="?", default=media / "wild")
+    parser.add_argument("--tag", default=None, help="results file suffix (default: see above)")
+    parser.add_argument("--triton-url", help="use this Triton (gRPC) instead of starting one")
+    parser.add_argument("--resume", action="store_true", help="re-run only items not yet scored")
+    parser.add_argument("--report-only", action="store_true", help="metrics from the scores file")
+    parser.add_argument("--limit", type=int, help="only the first N items (a quick look)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write")
+    args = parser.parse_args(argv)
+
+    folder = args.folder.resolve()
+    tag = args.tag if args.tag is not None else ("" if folder.name == "wild" else folder.name)
+    scores_path, json_path, md_path = _paths(tag, args.results)
+    command = " ".join(
+        ["python -m benchmarks.bench_detection", *(argv if argv is not None else sys.argv[1:])]
+    )
+    if args.report_only:
+        scores_doc = json.loads(scores_path.read_text())
+    else:
+        items = read_labels(folder)[: args.limit]
+        done: dict[str, dict] = {}
+        if args.resume and scores_path.is_file():
+            old = json.loads(scores_path.read_text())
+            done = {r["path"]: r for r in old["items"] if r["status"] != "failed"}
+        todo = [it for it in items if it.path not in done]
+        new, models = run_items(todo, folder, args.triton_url, lambda s: print(s, file=sys.stderr))
+        by_path = done | {r["path"]: r for r in new}
+        scores_doc = {
+            "version": SCORES_VERSION,
+            "folder": folder.name,
+            "command": command,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": machine(),
+            "models": models,
+            "items": [by_path[it.path] for it in items],
+        }
+        args.results.mkdir(parents=True, exist_ok=True)
+        scores_path.write_text(json.dumps(scores_doc, indent=1) + "\n")
+    doc = report_document(scores_doc, command, scores_path.name)
+    json_path.write_text(json.dumps(doc, indent=1) + "\n")
+    md_path.write_text(markdown(doc))
+    allg = doc["kinds"]["all"]
+    print(
+        f"{md_path}: {allg['n']} items, {allg['not_accepted']} not accepted, fused AUC "
+        f"{_f(allg[FUSED]['auc'])}, real->manipulated {allg['real_labelled_manipulated']}, "
+        f"fake->authentic {allg['fake_labelled_authentic']}, abstain {_f(allg['abstain_rate'], True)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

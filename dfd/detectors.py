@@ -1,0 +1,120 @@
+"""The detectors: what each looks at, which model it runs, its licence, and what its
+"nothing seen" is worth.
+
+One entry per detector, keyed by its name in results (``Result.detectors``). The verdict
+reads :attr:`Detector.can_clear` from here (a weak detector's low score never makes media
+``authentic``), the result's ``detectors`` and ``models`` are derived from the entries,
+and the web page and the scorecard name detectors as they are named here.
+
+Today the fused detectors are one per modality of ``deepfake_ensemble`` (the ensemble's
+tensors and wiring are in :mod:`dfd.ensemble`); the speech gate is a detector too, not
+fused: it decides what the voice detectors may judge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class LooksAt(StrEnum):
+    """What a detector is given."""
+
+    FACE_TRACK = "face_track"  # the crops of one face across the sampled frames
+    FRAME = "frame"  # whole sampled frames
+    SPEECH_WINDOW = "speech_window"  # ~4 s windows of 16 kHz audio that hold speech
+    FACE_AUDIO_CLIP = "face_audio_clip"  # one second of a face at 25 fps with its audio
+    FILE = "file"  # the whole track or file
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One detector.
+
+    Attributes:
+        name: its name in results.
+        modality: the fusion input it feeds (``visual``, ``audio``, ``lipsync``), or
+            ``None`` for a gate or evidence-only detector.
+        looks_at: what it is given.
+        model_setting: the ``Settings`` field naming its checkpoint (``visual_model``), or
+            the fixed checkpoint for detectors with one (``silero_vad``).
+        licence: the licence of its weights.
+        default_on: whether it runs unless turned off.
+        fused: whether its score enters the fused confidence (else evidence or gate only).
+        can_clear: whether its finding nothing is evidence of authenticity for what it
+            looks at; a detector too weak or too old for today's fakes cannot clear media.
+        about: what it detects, in a line.
+    """
+
+    name: str
+    modality: str | None
+    looks_at: LooksAt
+    model_setting: str
+    licence: str
+    default_on: bool
+    fused: bool
+    can_clear: bool
+    about: str
+
+
+DETECTORS: dict[str, Detector] = {
+    d.name: d
+    for d in (
+        Detector(
+            name="visual",
+            modality="visual",
+            looks_at=LooksAt.FACE_TRACK,
+            model_setting="visual_model",
+            licence="Apache-2.0 (MesoNet)",
+            default_on=True,
+            fused=True,
+            # 2018 face swaps; on real GRID faces it gives 0.04-0.34: a hint, not a clearance
+            can_clear=False,
+            about="face-swap artefacts in aligned face crops (MesoNet, 2018 training data)",
+        ),
+        Detector(
+            name="audio",
+            modality="audio",
+            looks_at=LooksAt.SPEECH_WINDOW,
+            model_setting="audio_model",
+            licence="MIT (AASIST)",
+            default_on=True,
+            fused=True,
+            # ASVspoof 2019 LA EER 0.83 %: it can clear a voice of the spoofing it knows
+            can_clear=True,
+            about="synthetic or converted speech (AASIST, ASVspoof 2019 LA)",
+        ),
+        Detector(
+            name="lipsync",
+            modality="lipsync",
+            looks_at=LooksAt.FACE_AUDIO_CLIP,
+            model_setting="lipsync_model",
+            licence="MIT (Light-ASD)",
+            default_on=True,
+            fused=True,
+            can_clear=False,  # an active-speaker model; experimental as a sync check
+            about="a face not speaking in step with the voice (Light-ASD, experimental)",
+        ),
+        Detector(
+            name="speech",
+            modality=None,
+            looks_at=LooksAt.FILE,
+            model_setting="silero_vad",
+            licence="MIT (silero-vad)",
+            default_on=True,
+            fused=False,
+            can_clear=False,
+            about="where the speech is; the voice detectors judge only speech",
+        ),
+    )
+}
+
+
+def fused_detectors() -> list[Detector]:
+    """The detectors whose scores are fused, in the fusion's modality order."""
+    return [d for d in DETECTORS.values() if d.fused]
+
+
+def can_clear(modality: str) -> bool:
+    """Whether the fused detector of ``modality`` can clear media (see :class:`Detector`)."""
+    return any(d.can_clear for d in DETECTORS.values() if d.fused and d.modality == modality)

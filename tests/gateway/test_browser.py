@@ -1,0 +1,258 @@
+"""The page and the console in a real browser (Debian's chromium through Playwright).
+
+A real gateway (uvicorn, real Redis) serves them; jobs are put into Redis as a worker
+leaves them (``tests.gateway.jobstore``), so no worker or Triton runs here: the test
+moves a job through its states and the page must follow. Each page may reach only the
+gateway, and a console error, page error or failed request fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rq.job import Job
+
+from dfd.settings import Settings
+from dfd.states import Stage
+from gateway.queue import SERIALIZER
+from tests.fixtures.browser import DESKTOP, PHONE, UNLABELLED_CONTROLS, fits_width, shot
+from tests.gateway import jobstore
+from tests.gateway.conftest import GatewayServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+ADMIN = "admin-key-for-the-browser-test"
+
+
+@pytest.fixture(scope="module")
+def server(redis_server, tmp_path_factory) -> Iterator[GatewayServer]:
+    """One gateway for the module (starting one costs seconds); each test's ``redis``
+    fixture empties its database, so no test sees another's jobs."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("browser-data"),
+        redis_url=redis_server.url,
+        url_signing_key="k" * 32,
+        admin_keys=[ADMIN],
+    )
+    gateway = GatewayServer(settings).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def completed_job(server, redis) -> Job:
+    job = jobstore.enqueue(redis, server.settings)
+    jobstore.finish(job, jobstore.result_with_evidence(server.settings, job.id, server.url))
+    return job
+
+
+def images_loaded(page) -> list[tuple[str, int]]:
+    return page.eval_on_selector_all(
+        "#result img",
+        "els => els.map(e => [e.getAttribute('alt'), e.complete ? e.naturalWidth : -1])",
+    )
+
+
+def test_result_view_timeline_share_json_and_print(server, redis, open_page, tmp_path) -> None:
+    job = completed_job(server, redis)
+    page = open_page(server.url, f"/r/{job.id}")
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+    assert "87%" in page.inner_text(".confidence")
+    # Each detector says whether it ran; the unused ones say why not.
+    assert page.inner_text("[data-detector=visual] .detector-score") == "91%"
+    assert "Not used" in page.inner_text("[data-detector=audio]")
+    assert "6 frames examined, one for each second." in page.inner_text(".examined")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    loaded = images_loaded(page)
+    assert len(loaded) == 1 + 2 + 2 + 1  # readout frame, 2 frames, 2 heatmaps, chart (details)
+    assert all(width > 0 for _, width in loaded), loaded
+    # The readout opens on the most suspicious second (5 s); hovering 3 s shows that frame.
+    assert "At 5.0 s (frame 125)" in page.inner_text("#timeline-readout")
+    page.locator("svg.timeline circle").nth(3).hover()  # the point of second 3
+    page.wait_for_function(
+        "() => document.querySelector('#timeline-readout').textContent.includes('At 3.0 s')"
+    )
+    assert "faces: 92%" in page.inner_text("#timeline-readout")
+    assert page.locator("#timeline-readout img").get_attribute("src").count("_f75.jpg") == 1
+    # The keyboard moves it too.
+    page.locator("svg.timeline").focus()
+    page.keyboard.press("ArrowLeft")
+    assert "At 2.0 s" in page.inner_text("#timeline-readout")
+    assert "No picture kept" in page.inner_text("#timeline-readout")
+    page.keyboard.press("End")
+    assert "At 5.0 s" in page.inner_text("#timeline-readout")
+    shot(page, "result-1280")
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
+
+    with page.expect_download() as download:
+        page.click("#download-json")
+    saved = json.loads(Path(download.value.path()).read_text())
+    assert saved["jobId"] == job.id and saved["result"]["confidence"] == 0.87
+
+    # The printable report: print media shows every evidence image, the controls go.
+    page.emulate_media(media="print")
+    assert page.locator(".actions").is_hidden() and page.locator("svg.timeline").is_visible()
+    assert page.locator(".frames img").count() == 4
+    shot(page, "result-print")
+    pdf = tmp_path / "report.pdf"
+    page.pdf(path=str(pdf))
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 20_000
+
+    # The shared link, in a fresh context (nothing carried over), at phone width.
+    link = page.input_value("#share-link")
+    assert link == f"{server.url}/r/{job.id}"
+    phone = open_page(server.url, link.removeprefix(server.url), width=PHONE)
+    phone.get_by_role("heading", name="Likely manipulated").wait_for()
+    phone.wait_for_function(
+        "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert fits_width(phone) == (PHONE, PHONE)
+    shot(phone, "result-375")
+
+
+def test_submit_a_url_and_follow_its_progress(server, redis, open_page) -> None:
+    page = open_page(server.url, "/")
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
+    # With the keyboard alone: tab to the address field, type, Enter.
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "url":
+            break
+    assert page.evaluate("() => document.activeElement.id") == "url"
+    page.keyboard.type("http://93.184.216.34/clip.mp4")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/r/*")
+    page.get_by_text("Waiting for a free worker").wait_for()
+    job_id = page.url.rsplit("/", 1)[1]
+    assert f"{server.url}/r/{job_id} shows the result" in page.inner_text("#progress-link")
+    job = Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+    assert job.args[0]["source"]["url"] == "http://93.184.216.34/clip.mp4"
+    jobstore.start(job, "faces", 0.5)
+    stages = [stage.value for stage in Stage]
+    overall = int((stages.index("faces") + 0.5) / len(stages) * 100 + 0.5)
+    page.get_by_text(f"Finding faces ({overall}% overall)").wait_for()
+    assert page.locator("[data-stage=decode]").get_attribute("class") == "stage stage-done"
+    assert page.locator("[aria-current=step]").get_attribute("data-stage") == "faces"
+    shot(page, "progress-1280")
+    jobstore.start(job, "infer", 0.5)
+    page.get_by_text("Running the detectors").wait_for()
+    jobstore.finish(job, jobstore.result_with_evidence(server.settings, job.id, server.url))
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+
+
+def test_upload_by_picker_and_by_drop_and_see_errors(
+    server, redis, open_page, page_log, small_videos
+) -> None:
+    page_log.allow("status of 415")  # the text file, refused as it must be
+    page = open_page(server.url, "/", width=PHONE)
+    assert fits_width(page) == (PHONE, PHONE)
+    shot(page, "submit-375")
+    # Nothing chosen: the page says so and sends nothing.
+    page.get_by_role("button", name="Check this file").click()
+    assert page.inner_text("#submit-error") == "Choose a video file first."
+    page.set_input_files("#file", str(small_videos["mp4"]))
+    page.get_by_role("button", name="Check this file").click()
+    page.wait_for_url("**/r/*")
+    first = page.url.rsplit("/", 1)[1]
+    page.get_by_text("Waiting for a free worker").wait_for()
+
+    # Back on the form, a file dropped onto it is sent at once.
+    page.go_back()
+    page.get_by_role("heading", name="Is this video manipulated?").wait_for()
+    data = list(small_videos["webm"].read_bytes())
+    transfer = page.evaluate_handle(
+        "bytes => { const t = new DataTransfer();"
+        " t.items.add(new File([new Uint8Array(bytes)], 'dropped.webm', {type: 'video/webm'}));"
+        " return t; }",
+        data,
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_url(lambda url: "/r/" in url and not url.endswith(first))
+    second = page.url.rsplit("/", 1)[1]
+    kinds = {
+        j: Job.fetch(j, connection=redis, serializer=SERIALIZER).args[0]["source"]["filename"]
+        for j in (first, second)
+    }
+    assert kinds == {first: "clip.mp4", second: "dropped.webm"}
+
+    # Not a video: the gateway's own message, shown beside the form.
+    page.goto(server.url + "/")
+    page.set_input_files(
+        "#file", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello " * 100}
+    )
+    page.get_by_role("button", name="Check this file").click()
+    page.locator("#submit-error").wait_for()
+    assert "expected a video" in page.inner_text("#submit-error")
+
+
+def test_failed_and_unknown_jobs_say_so(server, redis, open_page, page_log) -> None:
+    page_log.allow("status of 404")  # the unknown job's lookup, which the page reports
+    job = jobstore.enqueue(redis, server.settings)
+    jobstore.fail(job, "unsupported-media", "probe: expected a video stream, got none")
+    page = open_page(server.url, f"/r/{job.id}")
+    page.get_by_role("heading", name="The analysis failed").wait_for()
+    assert page.inner_text(".error-box") == "probe: expected a video stream, got none"
+    page.goto(server.url + "/r/" + "x" * 22)
+    page.get_by_role("heading", name="Result not found").wait_for()
+
+
+def test_console_lists_jobs_retries_and_cancels(server, redis, open_page) -> None:
+    s = server.settings
+    failed = jobstore.enqueue(redis, s, "high")
+    jobstore.fail(failed)
+    waiting = jobstore.enqueue(redis, s, "low")
+    completed_job(server, redis)
+    page = open_page(server.url, "/console")
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
+    page.get_by_label("Admin key (DFD_ADMIN_KEYS)").fill(ADMIN)
+    page.keyboard.press("Enter")
+    page.locator("#panels").wait_for()
+    assert page.inner_text("[data-queue=low] td:nth-of-type(1)") == "1"
+    assert page.inner_text("[data-queue=high] td:nth-of-type(4)") == "1"  # failed
+    assert "1 completed, 1 failed in the last hour" in page.inner_text("#hour-summary")
+    assert page.locator("#jobs tbody tr").count() == 3
+    shot(page, "console-1280")
+
+    page.select_option("#f-status", "failed")
+    page.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 1")
+    page.get_by_role("button", name=f"Retry job {failed.id}").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#jobs tbody tr[data-job]').length === 0"
+    )
+    assert Job.fetch(failed.id, connection=redis, serializer=SERIALIZER).get_status() == "queued"
+
+    page.select_option("#f-status", "waiting")
+    page.locator(f"tr[data-job='{waiting.id}']").wait_for()
+    page.get_by_role("button", name=f"Cancel job {waiting.id}").click()
+    page.wait_for_function(f"() => !document.querySelector(\"tr[data-job='{waiting.id}']\")")
+    assert Job.fetch(waiting.id, connection=redis, serializer=SERIALIZER).get_status() == "canceled"
+
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    page.select_option("#f-status", "")
+    page.wait_for_function("() => document.querySelectorAll('#jobs tbody tr').length === 3")
+    assert fits_width(page) == (PHONE, PHONE)
+    shot(page, "console-375")
+
+
+def test_a_wrong_admin_key_is_refused_in_words(server, open_page, page_log) -> None:
+    page_log.allow("status of 401")
+    page = open_page(server.url, "/console")
+    page.get_by_label("Admin key (DFD_ADMIN_KEYS)").fill("not-the-key-at-all")
+    page.get_by_role("button", name="Open").click()
+    page.locator("#console-error").wait_for()
+    assert "expected a known admin key" in page.inner_text("#console-error")
+    assert page.locator("#panels").is_hidden()
+
+
+def test_docs_render_their_operations_offline(server, open_page) -> None:
+    page = open_page(server.url, "/docs", width=DESKTOP)
+    page.locator(".opblock").first.wait_for()
+    summaries = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/api/upload" in " ".join(summaries) and "/api/admin/overview" in " ".join(summaries)
+    shot(page, "docs-1280", full_page=False)
+    redoc = open_page(server.url, "/redoc")
+    redoc.locator("h2", has_text="A job's state, progress and result").wait_for()
