@@ -94,6 +94,93 @@ class Evidence(BaseModel):
     expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
 
 
+class ValidationCode(BaseModel):
+    code: str = Field(description="C2PA validation status code (signingCredential.untrusted, ...).")
+    explanation: str | None = None
+
+
+class Signer(BaseModel):
+    issuer: str | None = Field(None, description="The signing certificate's organisation.")
+    common_name: str | None = Field(None, description="The signing certificate's common name.")
+    time: str | None = Field(None, description="Signing time, if a time stamp says so.")
+
+
+class ProvenanceAction(BaseModel):
+    action: str = Field(description="c2pa.created, c2pa.edited, c2pa.converted, ...")
+    software_agent: str | None = None
+    digital_source_type: str | None = Field(
+        None, description="IPTC digital source type URI, if the action declares one."
+    )
+
+
+class Ingredient(BaseModel):
+    title: str | None = None
+    format: str | None = None
+    relationship: str | None = Field(None, description="parentOf, componentOf or inputTo.")
+
+
+class Provenance(BaseModel):
+    """C2PA Content Credentials as read from the file: facts, not a score.
+
+    An absent manifest says nothing about authenticity: most media carries none, and a
+    manifest is removed by any re-encode.
+    """
+
+    present: bool = Field(description="Whether the file carries a C2PA manifest store.")
+    supported: bool = Field(
+        True, description="False when the file's format cannot carry Content Credentials."
+    )
+    state: Literal["trusted", "valid", "invalid"] | None = Field(
+        None,
+        description="trusted: signed by a configured trust anchor; valid: intact but the "
+        "signer is not trusted here; invalid: fails validation. Null without a manifest.",
+    )
+    codes: list[ValidationCode] = Field(
+        default_factory=list, description="Validation failures of the active manifest."
+    )
+    tampered: bool = Field(
+        False, description="The file or manifest was changed after signing (a hash mismatch)."
+    )
+    signer: Signer | None = None
+    claim_generator: str | None = Field(None, description="The tool that wrote the manifest.")
+    title: str | None = None
+    actions: list[ProvenanceAction] = Field(default_factory=list)
+    ai_generated: bool = Field(
+        False,
+        description="An action declares digitalSourceType trainedAlgorithmicMedia or "
+        "compositeWithTrainedAlgorithmicMedia.",
+    )
+    ingredients: list[Ingredient] = Field(default_factory=list)
+    error: str | None = Field(None, description="Why a present manifest could not be read.")
+
+
+class MetadataFinding(BaseModel):
+    """A container or stream tag that says something about how the file was made."""
+
+    key: str = Field(description="Where it was found: format.encoder, stream0.handler_name, ...")
+    value: str | None
+    kind: Literal["tool", "creation_time", "reencode"] = Field(
+        description="tool: names the software; creation_time: missing or reset; "
+        "reencode: traces of a re-encode."
+    )
+    explanation: str
+
+
+class KnownFakeMatch(BaseModel):
+    """A hit in the bank of known fakes (perceptual hashes of media already judged fake)."""
+
+    entry_id: str
+    label: str = Field(description="The bank entry's label, as its admin gave it.")
+    note: str | None = None
+    distance: int = Field(ge=0, description="Median PDQ Hamming distance of the matched frames.")
+    matched_share: float = Field(
+        ge=0, le=1, description="Share of this video's hashed frames that matched the entry."
+    )
+    entry_share: float = Field(
+        ge=0, le=1, description="Share of the entry's frames that this video matched."
+    )
+
+
 class Result(BaseModel):
     confidence: float = Field(
         ge=0, le=1, description="Fused probability that the video is manipulated."
@@ -111,6 +198,15 @@ class Result(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Per-stage wall time.")
     media: dict[str, float | int | str | None] = Field(
         default_factory=dict, description="What was analysed: duration, resolution, fps, codecs."
+    )
+    provenance: Provenance | None = Field(
+        None, description="C2PA Content Credentials; null when they were not read."
+    )
+    metadata: list[MetadataFinding] = Field(
+        default_factory=list, description="Container tags that name a tool or show a re-encode."
+    )
+    matches: list[KnownFakeMatch] | None = Field(
+        None, description="Known fakes this video matches; null when no bank was looked up."
     )
 
 

@@ -306,7 +306,32 @@ class Settings(BaseSettings):
     admin_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Keys of the operator console and /api/admin (bearer), each at least 16 "
-        "characters; empty means the console is off.",
+        "characters; empty means the console is off. Also the keys of /api/known-fakes.",
+    )
+
+    # --- provenance and known fakes -----------------------------------------------
+    c2pa_trust_anchors: Path | None = Field(
+        None,
+        description="PEM bundle of C2PA trust anchors: a manifest signed under one is "
+        "`trusted`; unset, intact manifests are `valid` (untrusted signer) at best.",
+    )
+    known_fake_max_distance: int = Field(
+        31,
+        ge=0,
+        le=256,
+        description="PDQ Hamming distance (of 256 bits) at or under which two frames match.",
+    )
+    known_fake_min_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a video's hashed frames that must match a known fake's frames.",
+    )
+    pdq_min_quality: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="Frames whose PDQ quality is below this (flat or blank) are not hashed.",
     )
 
     # --- derived paths ------------------------------------------------------------

@@ -188,12 +188,21 @@ def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
         raise UploadLostError(
             f"job {request.job_id}: expected its uploaded file, it is gone (attempt {attempt})"
         )
+    from dispatcher.known_fakes import RedisBank
     from dispatcher.pipeline import analyze
 
+    # The bank of known fakes lives in the queue's Redis; its connection is the job's.
+    bank = RedisBank(job.connection, ctx.settings.result_ttl_s) if job is not None else None
     traceparent = job.meta.get("traceparent") if job is not None else None
     with job_span(request.job_id, source.kind, attempt, traceparent):
         result = analyze(
-            source, ctx.settings, ctx.triton, ctx.store, Progress(job), job_id=request.job_id
+            source,
+            ctx.settings,
+            ctx.triton,
+            ctx.store,
+            Progress(job),
+            job_id=request.job_id,
+            bank=bank,
         )
     return result.model_dump(mode="json")
 

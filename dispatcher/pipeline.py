@@ -1,6 +1,7 @@
 """One video from a file or a URL to a :class:`dfd.schemas.Result`: every stage in order.
 
-    workspace -> fetch (URL) -> probe -> decode -> speech -> faces -> infer -> evidence -> Result
+    workspace -> fetch (URL) -> probe (+ provenance, tags) -> decode (+ hashes, known
+    fakes) -> speech -> faces -> infer -> evidence -> Result (facts may decide the label)
 
 The worker (``dispatcher.jobs``) and ``dfd analyze`` both call :func:`analyze`; Triton and
 the evidence store are passed in. Each stage is timed; a failure names its stage. Input
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
@@ -35,11 +36,18 @@ from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
 from dispatcher.faces import NO_FACES, find_faces
+from dispatcher.facts import apply_facts
 from dispatcher.fetch import fetch
 from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.known_fakes import find_matches, hash_frames
 from dispatcher.media import DecodedMedia
+from dispatcher.metadata import telltale_metadata
 from dispatcher.probe import probe
+from dispatcher.provenance import read_provenance
 from dispatcher.speech import Speech, find_speech
+
+if TYPE_CHECKING:
+    from dispatcher.known_fakes import RedisBank
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +141,38 @@ class _Stages:
         return lambda fraction: self.report(stage, fraction)
 
     @contextmanager
+    def timed(self, key: str, stage: Stage) -> Iterator[None]:
+        """Time a step inside ``stage`` under its own ``timings_ms`` key, without progress."""
+        started = time.perf_counter()
+        try:
+            with self.failures(stage):
+                yield
+        finally:
+            self.timings_ms[key] = round((time.perf_counter() - started) * 1000, 1)
+
+    @contextmanager
+    def failures(self, stage: Stage) -> Iterator[None]:
+        """Give a failure the stage's name; anything not a ``DfdError`` is a bug."""
+        try:
+            yield
+        except DfdError as exc:
+            if getattr(exc, "stage", None) is None:
+                exc.stage = stage  # type: ignore[attr-defined]
+            raise
+        except Exception as exc:
+            err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
+            err.stage = stage  # type: ignore[attr-defined]
+            raise err from exc
+
+    @contextmanager
     def run(self, stage: Stage) -> Iterator[None]:
         self.report(stage, 0.0)
         started = time.perf_counter()
         # One child span of the current (job) span per stage; it records the stage's error.
         with tracer().start_as_current_span(f"dfd.stage.{stage.value}"):
             try:
-                yield
-            except DfdError as exc:
-                if getattr(exc, "stage", None) is None:
-                    exc.stage = stage  # type: ignore[attr-defined]
-                raise
-            except Exception as exc:
-                err = InternalError(f"{stage.value}: unexpected {type(exc).__name__}: {exc}")
-                err.stage = stage  # type: ignore[attr-defined]
-                raise err from exc
+                with self.failures(stage):
+                    yield
             finally:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 self.timings_ms[_TIMING_KEYS[stage]] = round(elapsed_ms, 1)
@@ -186,6 +211,7 @@ def analyze(
     store: Any,
     progress: Progress | None = None,
     job_id: str | None = None,
+    bank: RedisBank | None = None,
 ) -> Result:
     """Analyse one video.
 
@@ -196,6 +222,8 @@ def analyze(
         store: an evidence store (``put``/``url``).
         progress: called with ``(stage, 0..1)`` as work advances.
         job_id: names the temp folder and the evidence prefix; random when omitted.
+        bank: the known fakes to look the video's hashes up in (and where they are
+            kept); ``None``: no look-up (``matches`` is null).
 
     Raises:
         InputError: the media or URL cannot be analysed (never worth a retry).
@@ -216,6 +244,9 @@ def analyze(
         assert path is not None
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
+        with stages.timed("provenance", Stage.PROBE):
+            provenance = read_provenance(path, settings)
+            metadata = telltale_metadata(path)
         with stages.run(Stage.DECODE):
             media = decode(
                 path,
@@ -224,6 +255,12 @@ def analyze(
                 audio_only=not info.has_video,
                 animation=info.kind == "webp",
             )
+        matches = None
+        with stages.timed("hashes", Stage.DECODE):
+            hashes = hash_frames(media.frames, settings)
+            if bank is not None:
+                matches = find_matches(hashes, bank.entries(), settings)
+                bank.keep(job_id, hashes)
         with stages.run(Stage.SPEECH):
             speech = find_speech(media.audio, triton)
         with stages.run(Stage.FACES):
@@ -291,11 +328,17 @@ def analyze(
         )
         for m in MODALITY_ORDER
     }
+    label, decided = apply_facts(final.label, provenance, matches)
+    reasons = [Reason(code=code, message=message) for code, message in decided]
+    reasons += [Reason(code=code, message=message) for code, message in final.reasons]
     return Result(
         confidence=round(final.confidence, 4),
-        label=final.label,
-        reasons=[Reason(code=code, message=message) for code, message in final.reasons],
+        label=label,
+        reasons=reasons,
         detectors=detector_results(final, speech, facts.has_audio, settings),
+        provenance=provenance,
+        metadata=metadata,
+        matches=matches,
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings),

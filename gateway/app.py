@@ -31,7 +31,7 @@ from gateway.deps import GatewayState
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import admin, analyze, evidence, health, jobs, pages, upload
+from gateway.routes import admin, analyze, evidence, health, jobs, known_fakes, pages, upload
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, health, evidence, admin):
+    for module in (upload, analyze, jobs, health, evidence, admin, known_fakes):
         app.include_router(module.router)
     pages.install(app)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
