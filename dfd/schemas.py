@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dfd.states import JobState, Label, Priority, Stage
+
+
+def timestamp() -> str:
+    """Now in UTC as rq writes its timestamps (ISO 8601, microseconds, ``Z``), so the
+    job view's times compare as strings."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ModalityResult(BaseModel):
@@ -85,6 +92,16 @@ class JobError(BaseModel):
     stage: Stage | None = None
 
 
+class WebhookDelivery(BaseModel):
+    """How the job's ``callback_url`` delivery went (``dispatcher.webhooks``)."""
+
+    status: Literal["pending", "delivered", "retrying", "failed"]
+    attempts: int = Field(0, ge=0, description="Deliveries tried so far.")
+    statusCode: int | None = Field(None, description="The receiver's last HTTP status.")
+    error: str | None = Field(None, description="Why the last try failed.")
+    deliveredAt: str | None = None
+
+
 class JobView(BaseModel):
     """The body of ``GET /api/job/{id}``."""
 
@@ -96,4 +113,8 @@ class JobView(BaseModel):
     result: Result | None = None
     error: JobError | None = None
     createdAt: str | None = None
-    updatedAt: str | None = None
+    updatedAt: str | None = Field(
+        None, description="When the job last changed: a state, a stage or its progress."
+    )
+    webhook: WebhookDelivery | None = None
+    batchId: str | None = None

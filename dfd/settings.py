@@ -11,13 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The longest an S3 (SigV4) presigned URL may live.
 S3_MAX_PRESIGN_S = 7 * 86400
 # The shortest bearer key accepted (url_signing_key asks as much).
 MIN_API_KEY_LENGTH = 16
+
+
+class TenantSettings(BaseModel):
+    """One tenant of ``Settings.tenants``: its keys, quotas and powers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys: list[SecretStr] = Field(min_length=1, description="Its bearer keys (16+ characters).")
+    uploads_per_hour: int | None = Field(
+        None, ge=0, description="Uploads per hour, all its keys together; unset: no tenant quota."
+    )
+    analyze_per_hour: int | None = Field(None, ge=0, description="URL analyses per hour.")
+    max_priority: Literal["high", "default", "low"] = Field(
+        "high", description="The highest queue priority its jobs may ask for."
+    )
+    admin: bool = Field(False, description="Sees every tenant's jobs.")
 
 
 class Settings(BaseSettings):
@@ -261,6 +277,41 @@ class Settings(BaseSettings):
         None,
         description="OTLP/HTTP traces endpoint (http://collector:4318/v1/traces); unset: "
         "no traces are recorded or exported.",
+    )
+
+    # --- integrations: webhooks, events, batches (issue 14) ----------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key signing webhook bodies (X-DFD-Signature); while unset, "
+        "requests with a callback_url are refused.",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Connect and read timeout of one webhook delivery."
+    )
+    webhook_retries: int = Field(
+        5, ge=0, description="Redeliveries after a failed webhook (network error, 5xx, 408, 429)."
+    )
+    webhook_backoff_s: float = Field(
+        2.0, ge=0, description="Wait before the first redelivery; doubles each time."
+    )
+    events_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often a server-sent events stream looks at its job."
+    )
+    events_max_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest one events stream stays open (and always under request_timeout_s); "
+        "clients reconnect with Last-Event-ID.",
+    )
+    max_batch_items: int = Field(50, ge=1, description="Most items in one POST /api/batch.")
+    tenants: dict[str, TenantSettings] = Field(
+        default_factory=dict,
+        description='Tenants by name, as JSON: {"acme": {"keys": ["<key>"], "uploads_per_hour": 30, '
+        '"analyze_per_hour": 60, "max_priority": "default", "admin": false}}. A key reads only '
+        "its tenant's jobs; keys in api_keys belong to the tenant `default`.",
+    )
+    tenants_file: Path | None = Field(
+        None, description="A JSON file of the same shape as tenants, merged into it at start-up."
     )
 
     # --- derived paths ------------------------------------------------------------

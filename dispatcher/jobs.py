@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,10 +35,11 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from dfd import errors
-from dfd.schemas import JobError, JobPayload
+from dfd.schemas import JobError, JobPayload, timestamp
 from dfd.settings import Settings
 from dfd.states import Stage
 from dfd.tracing import job_span
+from dispatcher.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -100,34 +100,6 @@ def worker_context() -> WorkerContext:
     return _context
 
 
-class Progress:
-    """Writes a job's stage and progress to ``job.meta``; the pipeline calls it.
-
-    A new stage is written at once; progress within a stage at most every
-    ``min_interval_s``, so a pipeline reporting per frame costs Redis a few writes a second.
-    """
-
-    def __init__(self, job: Job | None, min_interval_s: float = 0.25) -> None:
-        self._job = job
-        self._min_interval_s = min_interval_s
-        self._last_write = 0.0
-
-    def __call__(self, stage: Stage | str, fraction: float) -> None:
-        if self._job is None:
-            return
-        stage_value = Stage(stage).value
-        now = time.monotonic()
-        if (
-            stage_value == self._job.meta.get("stage")
-            and now - self._last_write < self._min_interval_s
-        ):
-            return
-        self._job.meta["stage"] = stage_value
-        self._job.meta["progress"] = round(min(max(float(fraction), 0.0), 1.0), 4)
-        self._job.save_meta()
-        self._last_write = now
-
-
 def attempt_of(job: Job) -> int:
     """Which run of the job this is: 1, then 2... as rq's remaining retries count down."""
     retries = int(job.meta.get("retries") or 0)
@@ -156,7 +128,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     attempt = 1
     if job is not None:
         attempt = attempt_of(job)
-        job.meta.update({"attempt": attempt, "progress": 0.0})
+        job.meta.update({"attempt": attempt, "progress": 0.0, "updated_at": timestamp()})
         job.meta.pop("error", None)
         job.meta.pop("stage", None)
         job.save_meta()
@@ -191,7 +163,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 # Failures whose message a client may read: about its own media or its own URL.
-_CLIENT_FACING = (errors.InputError, errors.FetchTransientError)
+_CLIENT_FACING = (errors.InputError, errors.FetchTransientError, errors.JobCancelledError)
 # What a client reads for every other failure: the service's own trouble, whose text
 # names internal hosts, paths and exception details. The worker's log has the text.
 _SERVICE_MESSAGES = {

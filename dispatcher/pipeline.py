@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dfd.errors import DfdError, InternalError
+from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import JobSource, ModalityResult, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
@@ -71,6 +71,8 @@ class _Stages:
         if self._progress is not None:
             try:
                 self._progress(stage, fraction)
+            except JobCancelledError:
+                raise  # the client cancelled: stop at this stage boundary
             except Exception:  # progress is advisory; a lost update must not fail the job
                 log.warning("progress report for %s failed", stage.value, exc_info=True)
 

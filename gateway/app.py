@@ -31,7 +31,8 @@ from gateway.deps import GatewayState
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import analyze, evidence, health, jobs, upload
+from gateway.routes import analyze, cancel, events, evidence, health, jobs, upload
+from gateway.tenants import load_tenants
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     else:
         redis_url = _url_of(redis)
     metrics = GatewayMetrics()
+    tenant_keys = load_tenants(settings)  # a bad tenants file stops start-up, not a request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             limiter=RateLimiter(aredis, settings),
             metrics=metrics,
             trusted_proxies=parse_networks(settings.trusted_proxies),
-            api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
+            api_keys=tenant_keys,
             signing_secret=signing.load_secret(settings),
         )
         try:
@@ -118,7 +120,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, health, evidence):
+    for module in (upload, analyze, jobs, events, cancel, health, evidence):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)

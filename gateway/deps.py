@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from gateway.errors import UnauthorizedError
 from gateway.metrics import GatewayMetrics
 from gateway.queue import JobQueue
 from gateway.ratelimit import Decision, RateLimiter, client_ip
+from gateway.tenants import Tenant, match_key
 
 
 @dataclass
@@ -30,7 +30,7 @@ class GatewayState:
     limiter: RateLimiter
     metrics: GatewayMetrics
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    api_keys: tuple[bytes, ...]
+    api_keys: tuple[tuple[bytes, Tenant], ...]
     signing_secret: bytes
 
 
@@ -52,27 +52,34 @@ def get_client_ip(request: Request, state: State) -> str:
 ClientIP = Annotated[str, Depends(get_client_ip)]
 
 
-def require_api_key(request: Request, state: State) -> None:
-    """Bearer auth when ``settings.api_keys`` is set; open otherwise.
+def require_api_key(request: Request, state: State) -> Tenant | None:
+    """Bearer auth when keys are configured (``api_keys``, ``tenants``); open otherwise.
+
+    The key's tenant is kept on ``request.state.tenant`` (see ``gateway.tenants``).
 
     Raises:
         UnauthorizedError: no ``Authorization: Bearer`` header, or an unknown key.
     """
     if not state.api_keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
     challenge = {"WWW-Authenticate": 'Bearer realm="dfd"'}
-    if scheme.lower() != "bearer" or not token:
+    if not header:
         raise UnauthorizedError(
             "auth: expected an Authorization: Bearer <key> header, got none", challenge
         )
-    given = token.strip().encode()
-    # Compare against every key in constant time, so timing says nothing about which matched.
-    matched = False
-    for key in state.api_keys:
-        matched |= hmac.compare_digest(given, key)
-    if not matched:
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError(
+            "auth: expected the Authorization header as 'Bearer <key>', got it without the "
+            "'Bearer ' scheme",
+            challenge,
+        )
+    tenant = match_key(token.strip().encode(), state.api_keys)
+    if tenant is None:
         raise UnauthorizedError("auth: expected a known API key, got an unknown one", challenge)
+    request.state.tenant = tenant
+    return tenant
 
 
 def rate_limited(

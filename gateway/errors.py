@@ -11,6 +11,7 @@ single handler that renders it as ``application/problem+json`` (RFC 9457) with a
         ├── UnauthorizedError     missing or wrong bearer key                      401
         ├── ForbiddenError        bad or expired evidence signature                403
         ├── NotFoundError         unknown or expired job, missing evidence         404
+        ├── ConflictError         the job's state forbids it (cancel a finished job) 409
         ├── RateLimitedError      a per-IP limit is used up                        429
         └── TooManyUploadsError   too many uploads in flight from one IP           429
 """
@@ -59,6 +60,10 @@ class NotFoundError(GatewayError):
     type = "not-found"
 
 
+class ConflictError(GatewayError):
+    type = "conflict"
+
+
 class RateLimitedError(GatewayError):
     type = "rate-limited"
 
@@ -79,6 +84,7 @@ _STATUS: dict[type[core.DfdError], int] = {
     UnauthorizedError: 401,
     ForbiddenError: 403,
     NotFoundError: 404,
+    ConflictError: 409,
     RateLimitedError: 429,
     TooManyUploadsError: 429,
     core.TransientError: 503,
@@ -94,6 +100,7 @@ _TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     408: "Request timeout",
+    409: "Conflict",
     413: "Content too large",
     415: "Unsupported media type",
     422: "Unprocessable content",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64decode
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
@@ -66,10 +67,13 @@ class JobQueue:
     def queue(self, priority: str) -> Queue:
         return self._queues[priority]
 
-    def enqueue(self, payload: JobPayload, func: str = JOB_FUNC) -> Job:
+    def enqueue(
+        self, payload: JobPayload, func: str = JOB_FUNC, extra_meta: dict[str, Any] | None = None
+    ) -> Job:
         """Put ``payload`` on its priority's queue, with retries, timeout and TTLs from settings."""
         s = self._settings
         meta: dict[str, Any] = {"retries": s.job_retries, "kind": payload.source.kind}
+        meta.update(extra_meta or {})  # tenant, batch, webhook state (gateway.routes.accepted)
         traceparent = current_traceparent()
         if traceparent is not None:  # the worker's job span continues the request's trace
             meta["traceparent"] = traceparent
@@ -103,7 +107,12 @@ def _text(value: bytes | None) -> str | None:
     return value.decode() if value else None
 
 
-def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> bytes | None:
+def view_json(
+    job_id: str,
+    fields: list[bytes | None],
+    latest: list[Any],
+    visible: Callable[[dict[str, Any]], bool] | None = None,
+) -> bytes | None:
     """The ``JobView`` JSON of a job from its hash fields and latest rq result, or ``None``.
 
     rq stores timestamps as ISO 8601 UTC strings and (with the JSON serializer) the meta
@@ -115,6 +124,8 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         return None  # unknown, or expired with its result TTL
     status = JobStatus(raw_status.decode())
     meta = SERIALIZER.loads(raw_meta) if raw_meta else {}
+    if visible is not None and not visible(meta):
+        return None  # another tenant's job reads as an unknown one
     attempt = int(meta.get("attempt") or 1)
     doc: dict[str, Any] = {"jobId": job_id}
     result_json: bytes | None = None
@@ -135,7 +146,8 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         if entry.get(b"return_value"):
             result_json = b64decode(entry[b"return_value"])
     elif status in _FAILED:
-        doc["status"] = JobState.FAILED.value
+        cancelled = (meta.get("error") or {}).get("type") == "cancelled"
+        doc["status"] = (JobState.CANCELLED if cancelled else JobState.FAILED).value
         exc_string = ""
         if latest:
             result_id, entry = latest[0]
@@ -148,7 +160,13 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         doc["status"] = JobState.WAITING.value
     doc["attempt"] = max(attempt, 1)
     doc["createdAt"] = _text(created)
-    doc["updatedAt"] = _text(ended or started or enqueued or created)
+    # The latest of rq's timestamps and the worker's last progress write (same format).
+    stamps = [
+        t for t in (_text(ended or started or enqueued or created), meta.get("updated_at")) if t
+    ]
+    doc["updatedAt"] = max(stamps) if stamps else None
+    doc["webhook"] = meta.get("webhook")
+    doc["batchId"] = meta.get("batch_id")
     body = json.dumps(
         {k: v for k, v in doc.items() if v is not None}, separators=(",", ":")
     ).encode()

@@ -35,6 +35,11 @@ class AnalyzeRequest(BaseModel):
         description="Public http(s) address of a video or a video page.",
     )
     priority: Priority = Priority.DEFAULT
+    callback_url: str | None = Field(
+        None,
+        max_length=4096,
+        description="Where to POST the final job view when the job ends (signed; see README).",
+    )
 
 
 class Health(BaseModel):
@@ -50,6 +55,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         403: "Bad or expired signature",
         404: "Unknown or expired",
         408: "Request took longer than the gateway's timeout",
+        409: "The job's state does not allow it",
         413: "Upload over the size cap",
         415: "Not a supported video container (by magic bytes)",
         422: "URL rejected (scheme, allow/blocklist, private address)",

@@ -59,4 +59,5 @@ pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.tracing",
     "tests.fixtures.models",
+    "tests.fixtures.webhook_receiver",
 ]

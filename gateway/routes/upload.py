@@ -12,7 +12,9 @@ from dfd.schemas import JobPayload, JobSource
 from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
+from gateway.routes.analyze import vet_callback_url
 from gateway.schemas import JobAccepted, Priority, problem_responses
+from gateway.tenants import check_priority
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
 
 router = APIRouter(tags=["jobs"])
@@ -25,7 +27,10 @@ _MULTIPART_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "callback_url": {"type": "string", "maxLength": 4096},
+                    },
                 }
             }
         },
@@ -57,6 +62,7 @@ async def upload(
         )
         refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
         raise refused
+    check_priority(request, priority)
     slot = await state.limiter.acquire_upload_slot(ip)
     job_id = new_job_id()
     try:
@@ -83,7 +89,9 @@ async def upload(
         priority=priority,
     )
     try:
-        await enqueue(state, payload)
+        raw_callback = saved.fields.get("callback_url")
+        callback = await vet_callback_url(raw_callback, settings) if raw_callback else None
+        await enqueue(state, payload, request, callback)
     except BaseException:
         saved.path.unlink(missing_ok=True)
         raise

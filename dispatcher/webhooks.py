@@ -1,0 +1,158 @@
+"""Webhook delivery: POST a finished job's view to its ``callback_url``, signed.
+
+The gateway enqueues :func:`deliver` (by path) when it accepts a job with a
+``callback_url``, as an rq job that depends on the analysis job with failure allowed:
+rq runs it once the job has ended, however it ended (completed, failed, cancelled, its
+worker lost), and never while it is still being retried. The body is the final job
+view (``dfd.schemas.JobView``, as ``GET /api/job/{id}`` gives it, evidence links signed
+at delivery), signed as :mod:`dfd.webhook_signature` describes.
+
+The callback URL passes the same SSRF checks as fetched media, here at delivery (every
+address vetted, the connection pinned to it, redirects not followed) as at submit.
+Network errors, timeouts, 5xx, 408 and 429 are retried by rq with backoff
+(``webhook_retries``, ``webhook_backoff_s`` doubling: the gateway sets the policy); any
+other answer is final. Every try is recorded in the job's ``meta["webhook"]``, which the
+job view shows as ``webhook``: ``pending``, ``retrying``, ``delivered`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from dfd import errors
+from dfd.schemas import JobError, WebhookDelivery, timestamp
+from dfd.settings import Settings
+from dfd.states import JobState
+from dfd.webhook_signature import headers as signed_headers
+from dispatcher.guarded_http import GuardedClient
+from dispatcher.jobs import settings as worker_settings
+
+log = logging.getLogger(__name__)
+
+DELIVER_FUNC = "dispatcher.webhooks.deliver"
+_RETRY_STATUS = (408, 425, 429)
+
+
+class WebhookFailedError(errors.TransientError):
+    """The receiver could not be reached or answered 5xx/408/429; retried."""
+
+    type = "webhook-failed"
+
+
+class WebhookRefusedError(errors.InputError):
+    """The receiver refused the delivery (4xx), or its URL is refused; not retried."""
+
+    type = "webhook-refused"
+
+
+def final_view(job: Job) -> dict[str, Any]:
+    """The job's view as ``GET /api/job/{id}`` gives it once the job has ended."""
+    status = job.get_status(refresh=True)
+    meta = job.get_meta(refresh=True)
+    view: dict[str, Any] = {"jobId": job.id, "attempt": int(meta.get("attempt") or 1)}
+    if status == JobStatus.FINISHED:
+        view["status"] = JobState.COMPLETED.value
+        view["result"] = job.return_value()
+    else:
+        recorded = meta.get("error")
+        error = (
+            JobError.model_validate(recorded)
+            if isinstance(recorded, dict) and recorded.get("message")
+            else JobError(type="internal", message="job: internal error")
+        )
+        view["status"] = (
+            JobState.CANCELLED if error.type == "cancelled" else JobState.FAILED
+        ).value
+        view["error"] = error.model_dump(mode="json", exclude_none=True)
+    stamps = [
+        t.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for t in (job.created_at, job.ended_at) if t is not None
+    ]
+    view["createdAt"] = stamps[0] if stamps else None
+    view["updatedAt"] = max([*stamps[1:], meta.get("updated_at") or ""]) or None
+    if meta.get("batch_id"):
+        view["batchId"] = meta["batch_id"]
+    return {k: v for k, v in view.items() if v is not None}
+
+
+def post(url: str, body: bytes, settings: Settings) -> int:
+    """POST ``body`` to ``url`` through the guarded client; the receiver's status code.
+
+    Raises:
+        RejectedURLError: the URL (or an address it resolves to) is refused.
+        FetchTransientError: no connection, or no answer in time.
+    """
+    secret = settings.webhook_secret
+    if secret is None:
+        raise errors.ConfigurationError("webhook: DFD_WEBHOOK_SECRET is unset on the worker")
+    timeout = settings.webhook_timeout_s
+    guarded = settings.model_copy(
+        update={
+            "fetch_connect_timeout_s": timeout,
+            "fetch_read_timeout_s": timeout,
+            "fetch_max_redirects": 0,  # a receiver answers; it does not send us elsewhere
+        }
+    )
+    request_headers = {
+        "Content-Type": "application/json",
+        **signed_headers(secret.get_secret_value().encode(), body),
+    }
+    with (
+        GuardedClient(guarded) as client,
+        client.stream("POST", url, headers=request_headers, content=body) as response,
+    ):
+        return response.status_code
+
+
+def record(job: Job, outcome: WebhookDelivery) -> None:
+    meta = job.get_meta(refresh=True)
+    meta["webhook"] = outcome.model_dump(mode="json", exclude_none=True)
+    job.meta = meta
+    job.save_meta()
+
+
+def deliver(job_id: str, url: str) -> dict[str, Any]:
+    """The rq job: deliver job ``job_id``'s final view to ``url`` (one try; rq retries)."""
+    current = get_current_job()
+    if current is None:
+        raise errors.InternalError("webhook: deliver runs as an rq job")
+    settings = worker_settings()
+    target = Job.fetch(job_id, connection=current.connection, serializer=JSONSerializer)
+    body = json.dumps(final_view(target), separators=(",", ":")).encode()
+    attempts = int((target.meta.get("webhook") or {}).get("attempts") or 0) + 1
+    last_try = not current.retries_left  # rq counts the retries left down to 0
+    try:
+        code = post(url, body, settings)
+    except errors.InputError as exc:  # refused by the SSRF checks, or a redirect
+        record(target, WebhookDelivery(status="failed", attempts=attempts, error=str(exc)))
+        raise WebhookRefusedError(f"webhook: {exc}") from exc
+    except errors.TransientError as exc:
+        status = "failed" if last_try else "retrying"
+        record(target, WebhookDelivery(status=status, attempts=attempts, error=str(exc)))
+        raise WebhookFailedError(f"webhook: {exc}") from exc
+    if 200 <= code < 300:
+        record(
+            target,
+            WebhookDelivery(
+                status="delivered", attempts=attempts, statusCode=code, deliveredAt=timestamp()
+            ),
+        )
+        log.info("webhook delivered", extra={"job_id": job_id, "status": code})
+        return {"statusCode": code, "attempts": attempts}
+    message = f"webhook: expected a 2xx answer from the receiver, got {code}"
+    if code >= 500 or code in _RETRY_STATUS:
+        status = "failed" if last_try else "retrying"
+        record(
+            target,
+            WebhookDelivery(status=status, attempts=attempts, statusCode=code, error=message),
+        )
+        raise WebhookFailedError(message)
+    record(
+        target, WebhookDelivery(status="failed", attempts=attempts, statusCode=code, error=message)
+    )
+    raise WebhookRefusedError(message)
