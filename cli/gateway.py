@@ -14,9 +14,9 @@ from cli.local_redis import start_redis
 def _handle(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from dfd.settings import Settings
+    from dfd.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
     # the local Redis below is stopped (and its AOF flushed) instead of left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -313,9 +313,9 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from dfd.settings import Settings
+    from dfd.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
 
     def log(line: str) -> None:
         print(f"dfd serve: {line}", flush=True)

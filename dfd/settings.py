@@ -365,3 +365,57 @@ class Settings(BaseSettings):
     def fusion_weights(self) -> tuple[float, float, float]:
         """Weights in the fusion model's order (visual, audio, lipsync)."""
         return (self.weight_visual, self.weight_audio, self.weight_lipsync)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """``Settings(**overrides)``, with a bad ``DFD_*`` value reported on one line.
+
+    Raises:
+        ConfigurationError: naming each bad variable, what was expected and what came
+            (secrets are not echoed).
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from dfd.errors import ConfigurationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a JSON value: name the variable it was for.
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        name = f"DFD_{field.upper()}" if field else "a DFD_* variable"
+        raise ConfigurationError(
+            f"settings: {name}: expected JSON, got a value that does not parse"
+        ) from None
+
+
+def _secret_fields() -> set[str]:
+    return {
+        name
+        for name, info in Settings.model_fields.items()
+        if "SecretStr" in str(info.annotation) or "TenantSettings" in str(info.annotation)
+    }
+
+
+def describe_settings_error(exc: object) -> str:
+    """One line for a ``ValidationError`` of :class:`Settings`."""
+    secret = _secret_fields()
+    parts = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if not loc:  # a check across fields names its own fields
+            parts.append(msg)
+            continue
+        name = f"DFD_{loc[0].upper()}" + "".join(f"[{p}]" for p in loc[1:])
+        if msg.startswith(f"{loc[0]}: "):  # our own validators already say expected/got
+            parts.append(f"{name}: {msg.removeprefix(f'{loc[0]}: ')}")
+            continue
+        expected = msg.removeprefix("Input should be ").removeprefix("Field required")
+        expected = expected[0].lower() + expected[1:] if expected else "a value"
+        got = "a secret (not shown)" if loc[0] in secret else repr(err.get("input"))
+        parts.append(f"{name}: expected {expected}, got {got}")
+    return "settings: " + "; ".join(parts)

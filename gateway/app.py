@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from dfd import __version__, signing
 from dfd.errors import ConfigurationError
 from dfd.logs import configure_logging
-from dfd.settings import Settings
+from dfd.settings import Settings, load_settings
 from dfd.tracing import setup_tracing
 from gateway import errors
 from gateway.bodylimit import BodyLimitMiddleware
@@ -129,6 +129,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (``gateway.app:app_from_env``): one Settings per worker process."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     return create_app(settings)

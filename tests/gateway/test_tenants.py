@@ -1,0 +1,86 @@
+"""Tenants through the gateway and a real Redis: a key sees only its tenant's jobs,
+both ways; an admin sees all; priorities are capped per tenant; auth errors say what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dfd.jobid import new_job_id
+from dfd.schemas import JobPayload, JobSource
+from gateway.queue import JobQueue
+
+pytestmark = pytest.mark.integration
+
+A, B, ROOT = "a" * 24, "b" * 24, "r" * 24
+TENANTS = {
+    "acme": {"keys": [A], "max_priority": "default"},
+    "bravo": {"keys": [B]},
+    "ops": {"keys": [ROOT], "admin": True},
+}
+
+
+def job_of(client, redis, tenant: str) -> str:
+    payload = JobPayload(
+        job_id=new_job_id(), source=JobSource(kind="url", url="http://93.184.216.34/a.mp4")
+    )
+    JobQueue(redis, None, client.settings).enqueue(payload, extra_meta={"tenant": tenant})  # type: ignore[arg-type]
+    return payload.job_id
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_key_reads_only_its_tenants_jobs_both_ways(gateway, redis) -> None:
+    with gateway(tenants=TENANTS) as client:
+        of_a, of_b = job_of(client, redis, "acme"), job_of(client, redis, "bravo")
+        for key, own, other in ((A, of_a, of_b), (B, of_b, of_a)):
+            assert client.get(f"/api/job/{own}", headers=auth(key)).status_code == 200
+            hidden = client.get(f"/api/job/{other}", headers=auth(key))
+            assert hidden.status_code == 404
+            # Indistinguishable from an unknown id: the other tenant's job is not revealed.
+            assert hidden.json()["detail"] == (
+                f"job: expected a known job id, got {other!r} (unknown or expired)"
+            )
+            assert client.get(f"/api/job/{other}/events", headers=auth(key)).status_code == 404
+            assert client.delete(f"/api/job/{other}", headers=auth(key)).status_code == 404
+        assert client.get(f"/api/job/{of_a}", headers=auth(B)).status_code == 404
+        assert client.get(f"/api/job/{of_b}", headers=auth(B)).status_code == 200
+        for job_id in (of_a, of_b):
+            assert client.get(f"/api/job/{job_id}", headers=auth(ROOT)).status_code == 200
+
+
+def test_submitted_jobs_belong_to_the_submitting_tenant(gateway, redis) -> None:
+    with gateway(tenants=TENANTS, fetch_allowed_networks=["93.184.216.0/24"]) as client:
+        response = client.post(
+            "/api/analyze", json={"url": "http://93.184.216.34/a.mp4"}, headers=auth(B)
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["jobId"]
+        assert client.get(f"/api/job/{job_id}", headers=auth(B)).status_code == 200
+        assert client.get(f"/api/job/{job_id}", headers=auth(A)).status_code == 404
+        meta = json.loads(redis.hget(f"rq:job:{job_id}", "meta"))
+        assert meta["tenant"] == "bravo"
+
+
+def test_priority_above_the_tenants_cap_is_refused(gateway, redis) -> None:
+    with gateway(tenants=TENANTS, fetch_allowed_networks=["93.184.216.0/24"]) as client:
+        response = client.post(
+            "/api/analyze",
+            json={"url": "http://93.184.216.34/a.mp4", "priority": "high"},
+            headers=auth(A),
+        )
+        assert response.status_code == 403
+        assert response.json()["detail"] == (
+            "priority: expected at most default for tenant 'acme', got high"
+        )
+        assert redis.llen("rq:queue:high") == 0
+
+
+def test_a_key_without_the_bearer_scheme_is_told_so(gateway) -> None:
+    with gateway(tenants=TENANTS) as client:
+        response = client.get(f"/api/job/{new_job_id()}", headers={"Authorization": A})
+    assert response.status_code == 401
+    assert "without the 'Bearer ' scheme" in response.json()["detail"]
