@@ -25,7 +25,7 @@ from rq import get_current_job
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from dfd import errors
+from dfd import errors, signing
 from dfd.schemas import JobError, WebhookDelivery, timestamp
 from dfd.settings import Settings
 from dfd.states import JobState
@@ -124,6 +124,8 @@ def deliver(job_id: str, url: str) -> dict[str, Any]:
     settings = worker_settings()
     target = Job.fetch(job_id, connection=current.connection, serializer=JSONSerializer)
     body = json.dumps(final_view(target), separators=(",", ":")).encode()
+    # Evidence links signed now, as a read of the job would sign them.
+    body = signing.resign_links(body, signing.load_secret(settings), settings.evidence_url_ttl_s)
     attempts = int((target.meta.get("webhook") or {}).get("attempts") or 0) + 1
     last_try = not current.retries_left  # rq counts the retries left down to 0
     try:

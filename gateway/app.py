@@ -28,6 +28,7 @@ from dfd.tracing import setup_tracing
 from gateway import errors
 from gateway.bodylimit import BodyLimitMiddleware
 from gateway.deps import GatewayState
+from gateway.evidence_links import resigner
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         aredis = AsyncRedis.from_url(redis_url, **_timeouts(settings))
+        secret = signing.load_secret(settings)
         app.state.gateway = GatewayState(
             settings=settings,
             redis=redis,
@@ -100,7 +102,8 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             metrics=metrics,
             trusted_proxies=parse_networks(settings.trusted_proxies),
             api_keys=tenant_keys,
-            signing_secret=signing.load_secret(settings),
+            signing_secret=secret,
+            resign=resigner(settings, secret),
         )
         try:
             await app.state.gateway.limiter.load()

@@ -32,6 +32,7 @@ class GatewayState:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     api_keys: tuple[tuple[bytes, Tenant], ...]
     signing_secret: bytes
+    resign: Callable[[bytes], bytes]  # evidence links signed at read (gateway.evidence_links)
 
 
 def get_state(request: Request) -> GatewayState:

@@ -169,7 +169,7 @@ def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _body_problem(request: Request, err: dict[str, object]) -> str | None:
     """A message a person can act on for a body that is not JSON at all, or none."""
-    loc = tuple(err.get("loc", ()))  # type: ignore[arg-type]
+    loc: tuple[object, ...] = tuple(err.get("loc", ()))  # type: ignore[arg-type]
     if not loc or loc[0] != "body":
         return None
     content_type = request.headers.get("content-type", "")

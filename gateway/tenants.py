@@ -77,11 +77,11 @@ def load_tenants(settings: Settings) -> tuple[tuple[bytes, Tenant], ...]:
                 )
             keys.append((value.encode(), tenant))
     seen: dict[bytes, str] = {}
-    for key, tenant in keys:
-        if seen.setdefault(key, tenant.name) != tenant.name:
+    for raw, owner in keys:
+        if seen.setdefault(raw, owner.name) != owner.name:
             raise ConfigurationError(
                 f"tenants: expected each key to belong to one tenant, got one key for both "
-                f"{seen[key]!r} and {tenant.name!r}"
+                f"{seen[raw]!r} and {owner.name!r}"
             )
     return tuple(keys)
 

@@ -50,7 +50,11 @@ async def read_job(
             f"queue: expected Redis to answer for job {job_id}, got {exc}"
         ) from exc
     meta = SERIALIZER.loads(fields[1]) if fields[1] else {}
-    body = view_json(job_id, fields, latest) if job_visible(request, meta) else None
+    body = (
+        view_json(job_id, fields, latest, resign=state.resign)
+        if job_visible(request, meta)
+        else None
+    )
     if body is None:
         return None
     return json.loads(body), int(meta.get("seq") or 0), body

@@ -64,7 +64,13 @@ async def get_job(job_id: str, request: Request) -> Response:
     # guessed at polling speed without limit.
     require_api_key(request, state)
     body = (
-        view_json(job_id, *replies, visible=lambda meta: job_visible(request, meta))
+        view_json(
+            job_id,
+            replies[0],
+            replies[1],
+            lambda meta: job_visible(request, meta),
+            state.resign,
+        )
         if replies is not None
         else None
     )
