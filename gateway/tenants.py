@@ -21,6 +21,7 @@ from dfd.errors import ConfigurationError
 from dfd.settings import MIN_API_KEY_LENGTH, Settings, TenantSettings
 from dfd.states import Priority
 from gateway.errors import ForbiddenError
+from gateway.ratelimit import Policy, RateLimiter
 
 DEFAULT_TENANT = "default"
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.DEFAULT: 1, Priority.HIGH: 2}
@@ -114,6 +115,28 @@ def check_priority(request: Request, priority: Priority) -> None:
             f"priority: expected at most {tenant.max_priority.value} for tenant "
             f"{tenant.name!r}, got {Priority(priority).value}"
         )
+
+
+async def charge_tenant(
+    request: Request, limiter: RateLimiter, endpoint: str, cost: int = 1
+) -> None:
+    """Count ``cost`` submissions against the tenant's hourly quota for ``endpoint``.
+
+    Raises:
+        RateLimitedError: the tenant's quota is used up (nothing is counted then).
+    """
+    tenant = request_tenant(request)
+    if tenant is None:
+        return
+    limit = tenant.uploads_per_hour if endpoint == "upload" else tenant.analyze_per_hour
+    if limit is None:
+        return
+    await limiter.hit(
+        f"tenant {tenant.name!r}",
+        [Policy(f"{endpoint}-tenant", limit)],
+        cost,
+        client=f"tenant:{tenant.name}",
+    )
 
 
 def tenant_name(request: Request) -> str | None:

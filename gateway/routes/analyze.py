@@ -23,7 +23,7 @@ from gateway.deps import State, rate_limit_headers, rate_limited, require_api_ke
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
 from gateway.schemas import AnalyzeRequest, JobAccepted, problem_responses
-from gateway.tenants import check_priority
+from gateway.tenants import charge_tenant, check_priority
 
 router = APIRouter(tags=["jobs"])
 
@@ -136,6 +136,7 @@ async def analyze(body: AnalyzeRequest, request: Request, state: State) -> JSONR
         await check_reachable(str(addresses[0]), port, settings)
     callback = await vet_callback_url(body.callback_url, settings) if body.callback_url else None
     check_priority(request, body.priority)
+    await charge_tenant(request, state.limiter, "analyze")
     job_id = new_job_id()
     payload = JobPayload(
         job_id=job_id, source=JobSource(kind="url", url=url), priority=body.priority

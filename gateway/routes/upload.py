@@ -14,7 +14,7 @@ from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
 from gateway.routes.analyze import vet_callback_url
 from gateway.schemas import JobAccepted, Priority, problem_responses
-from gateway.tenants import check_priority
+from gateway.tenants import charge_tenant, check_priority
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
 
 router = APIRouter(tags=["jobs"])
@@ -63,6 +63,7 @@ async def upload(
         refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
         raise refused
     check_priority(request, priority)
+    await charge_tenant(request, state.limiter, "upload")
     slot = await state.limiter.acquire_upload_slot(ip)
     job_id = new_job_id()
     try:

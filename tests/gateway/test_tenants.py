@@ -84,3 +84,19 @@ def test_a_key_without_the_bearer_scheme_is_told_so(gateway) -> None:
         response = client.get(f"/api/job/{new_job_id()}", headers={"Authorization": A})
     assert response.status_code == 401
     assert "without the 'Bearer ' scheme" in response.json()["detail"]
+
+
+def test_a_tenants_quota_counts_all_its_keys_and_only_its_own(gateway, redis) -> None:
+    tenants = {
+        "acme": {"keys": [A, "c" * 24], "analyze_per_hour": 2},
+        "bravo": {"keys": [B]},
+    }
+    body = {"url": "http://93.184.216.34/a.mp4"}
+    with gateway(tenants=tenants, fetch_allowed_networks=["93.184.216.0/24"]) as client:
+        assert client.post("/api/analyze", json=body, headers=auth(A)).status_code == 202
+        assert client.post("/api/analyze", json=body, headers=auth("c" * 24)).status_code == 202
+        refused = client.post("/api/analyze", json=body, headers=auth(A))
+        assert refused.status_code == 429
+        assert "tenant 'acme'" in refused.json()["detail"] and "Retry-After" in refused.headers
+        assert client.post("/api/analyze", json=body, headers=auth(B)).status_code == 202
+    assert redis.llen("rq:queue:default") == 3
