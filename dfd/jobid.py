@@ -29,3 +29,8 @@ def cancel_key(job_id: str) -> str:
     """The Redis key whose presence asks a job to stop: set by ``DELETE /api/job/{id}``,
     read by the worker at each stage boundary."""
     return f"dfd:cancel:{job_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    """The Redis key of a batch's record (``POST /api/batch``): its tenant and job ids."""
+    return f"dfd:batch:{batch_id}"

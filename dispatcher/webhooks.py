@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rq import get_current_job
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from dfd import errors, signing
+from dfd.jobid import batch_key
 from dfd.schemas import JobError, WebhookDelivery, timestamp
 from dfd.settings import Settings
 from dfd.states import JobState
@@ -116,45 +119,93 @@ def record(job: Job, outcome: WebhookDelivery) -> None:
     job.save_meta()
 
 
-def deliver(job_id: str, url: str) -> dict[str, Any]:
-    """The rq job: deliver job ``job_id``'s final view to ``url`` (one try; rq retries)."""
-    current = get_current_job()
-    if current is None:
-        raise errors.InternalError("webhook: deliver runs as an rq job")
+Recorder = Callable[[WebhookDelivery], None]
+
+
+def send(url: str, body: bytes, attempts: int, last_try: bool, save: Recorder) -> dict[str, Any]:
+    """One try at delivering ``body``; every outcome is passed to ``save``.
+
+    Raises:
+        WebhookFailedError: worth another try (rq retries it).
+        WebhookRefusedError: final.
+    """
     settings = worker_settings()
-    target = Job.fetch(job_id, connection=current.connection, serializer=JSONSerializer)
-    body = json.dumps(final_view(target), separators=(",", ":")).encode()
-    # Evidence links signed now, as a read of the job would sign them.
-    body = signing.resign_links(body, signing.load_secret(settings), settings.evidence_url_ttl_s)
-    attempts = int((target.meta.get("webhook") or {}).get("attempts") or 0) + 1
-    last_try = not current.retries_left  # rq counts the retries left down to 0
     try:
         code = post(url, body, settings)
     except errors.InputError as exc:  # refused by the SSRF checks, or a redirect
-        record(target, WebhookDelivery(status="failed", attempts=attempts, error=str(exc)))
+        save(WebhookDelivery(status="failed", attempts=attempts, error=str(exc)))
         raise WebhookRefusedError(f"webhook: {exc}") from exc
     except errors.TransientError as exc:
         status = "failed" if last_try else "retrying"
-        record(target, WebhookDelivery(status=status, attempts=attempts, error=str(exc)))
+        save(WebhookDelivery(status=status, attempts=attempts, error=str(exc)))
         raise WebhookFailedError(f"webhook: {exc}") from exc
     if 200 <= code < 300:
-        record(
-            target,
+        save(
             WebhookDelivery(
                 status="delivered", attempts=attempts, statusCode=code, deliveredAt=timestamp()
-            ),
+            )
         )
-        log.info("webhook delivered", extra={"job_id": job_id, "status": code})
         return {"statusCode": code, "attempts": attempts}
     message = f"webhook: expected a 2xx answer from the receiver, got {code}"
-    if code >= 500 or code in _RETRY_STATUS:
-        status = "failed" if last_try else "retrying"
-        record(
-            target,
-            WebhookDelivery(status=status, attempts=attempts, statusCode=code, error=message),
-        )
-        raise WebhookFailedError(message)
-    record(
-        target, WebhookDelivery(status="failed", attempts=attempts, statusCode=code, error=message)
-    )
-    raise WebhookRefusedError(message)
+    retry = code >= 500 or code in _RETRY_STATUS
+    status = "retrying" if retry and not last_try else "failed"
+    save(WebhookDelivery(status=status, attempts=attempts, statusCode=code, error=message))
+    raise (WebhookFailedError if retry else WebhookRefusedError)(message)
+
+
+def _current() -> Job:
+    current = get_current_job()
+    if current is None:
+        raise errors.InternalError("webhook: deliveries run as rq jobs")
+    return current
+
+
+def _signed_links(body: bytes) -> bytes:
+    """Evidence links signed now, as a read of the job would sign them."""
+    settings = worker_settings()
+    return signing.resign_links(body, signing.load_secret(settings), settings.evidence_url_ttl_s)
+
+
+def deliver(job_id: str, url: str) -> dict[str, Any]:
+    """The rq job: deliver job ``job_id``'s final view to ``url`` (one try; rq retries)."""
+    current = _current()
+    target = Job.fetch(job_id, connection=current.connection, serializer=JSONSerializer)
+    body = _signed_links(json.dumps(final_view(target), separators=(",", ":")).encode())
+    attempts = int((target.meta.get("webhook") or {}).get("attempts") or 0) + 1
+    # rq counts the retries left down to 0
+    return send(url, body, attempts, not current.retries_left, lambda o: record(target, o))
+
+
+def batch_view(connection: Any, batch_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The batch's stored record and its final view: counts by state and each job's view."""
+    raw = connection.get(batch_key(batch_id))
+    if raw is None:
+        raise errors.InternalError(f"webhook: batch {batch_id} expired before its delivery")
+    stored = json.loads(raw)
+    views = []
+    for job_id in stored["jobs"]:
+        try:
+            job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            continue
+        views.append(final_view(job))
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view["status"]] = counts.get(view["status"], 0) + 1
+    return stored, {"batchId": batch_id, "done": True, "counts": counts, "jobs": views}
+
+
+def deliver_batch(batch_id: str, url: str) -> dict[str, Any]:
+    """The rq job: deliver the batch's final view to ``url`` once all its jobs ended."""
+    current = _current()
+    connection = current.connection
+    stored, view = batch_view(connection, batch_id)
+    body = _signed_links(json.dumps(view, separators=(",", ":")).encode())
+    attempts = int((stored.get("webhook") or {}).get("attempts") or 0) + 1
+
+    def save(outcome: WebhookDelivery) -> None:
+        latest = json.loads(connection.get(batch_key(batch_id)) or "{}") or stored
+        latest["webhook"] = outcome.model_dump(mode="json", exclude_none=True)
+        connection.set(batch_key(batch_id), json.dumps(latest), keepttl=True)
+
+    return send(url, body, attempts, not current.retries_left, save)

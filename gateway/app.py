@@ -32,7 +32,7 @@ from gateway.evidence_links import resigner
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import analyze, cancel, events, evidence, health, jobs, upload
+from gateway.routes import analyze, batch, cancel, events, evidence, health, jobs, upload
 from gateway.tenants import load_tenants
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, events, cancel, health, evidence):
+    for module in (upload, analyze, jobs, events, cancel, batch, health, evidence):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)

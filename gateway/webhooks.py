@@ -14,7 +14,7 @@ from dfd.settings import Settings
 from dfd.states import Priority
 
 DELIVER_FUNC = "dispatcher.webhooks.deliver"
-DELIVER_BATCH_FUNC = "dispatcher.batches.deliver_batch"
+DELIVER_BATCH_FUNC = "dispatcher.webhooks.deliver_batch"
 
 
 def delivery_retry(settings: Settings) -> Retry | None:
