@@ -25,7 +25,7 @@ from dfd.errors import ConfigurationError
 from dfd.logs import configure_logging
 from dfd.settings import Settings, load_settings
 from dfd.tracing import setup_tracing
-from gateway import errors
+from gateway import audit, errors
 from gateway.bodylimit import BodyLimitMiddleware
 from gateway.deps import GatewayState
 from gateway.evidence_links import resigner
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, events, cancel, batch, health, evidence):
+    for module in (upload, analyze, jobs, events, cancel, batch, audit, health, evidence):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)

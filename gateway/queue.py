@@ -26,7 +26,7 @@ from typing import Any
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
-from rq.job import Job, JobStatus, Retry
+from rq.job import Callback, Job, JobStatus, Retry
 from rq.results import Result as RQResult
 from rq.serializers import JSONSerializer
 
@@ -37,6 +37,7 @@ from dfd.states import QUEUE_NAMES, JobState
 from dfd.tracing import current_traceparent
 
 JOB_FUNC = "dispatcher.jobs.run_job"
+AUDIT_VERDICT_FUNC = "dispatcher.audit.on_verdict"
 SERIALIZER = JSONSerializer
 
 
@@ -89,6 +90,7 @@ class JobQueue:
             failure_ttl=s.failure_ttl_s,
             description=f"{payload.source.kind} job {payload.job_id}",
             meta=meta,
+            on_success=Callback(AUDIT_VERDICT_FUNC),  # the verdict's audit entry (dfd.audit)
         )
 
     def add_view(self, pipe: Any, job_id: str) -> bool:

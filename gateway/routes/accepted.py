@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from dfd.errors import UpstreamUnavailableError
 from dfd.schemas import JobPayload
 from dfd.states import JobState
+from gateway.audit import record
 from gateway.deps import GatewayState
 from gateway.tenants import tenant_name
 from gateway.webhooks import DELIVER_FUNC, delivery_queue_name, enqueue_delivery
@@ -78,6 +79,16 @@ async def enqueue(
             f"queue: expected Redis to accept job {payload.job_id}, got {exc}"
         ) from exc
     state.metrics.enqueued.labels(payload.source.kind, payload.priority).inc()
+    await record(
+        state,
+        request,
+        "submit",
+        job_id=payload.job_id,
+        kind=payload.source.kind,
+        priority=payload.priority.value,
+        url=payload.source.url,
+        callback_url=callback_url,
+    )
 
 
 def accepted(job_id: str, headers: dict[str, str]) -> JSONResponse:

@@ -26,6 +26,7 @@ from dfd.jobid import batch_key, new_job_id
 from dfd.schemas import JobPayload, JobSource, timestamp
 from dfd.states import FINAL_STATES, JobState, Priority
 from dfd.urlcheck import check_url
+from gateway.audit import record
 from gateway.deps import GatewayState, State, get_client_ip, require_api_key
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.queue import view_json
@@ -139,6 +140,7 @@ async def create_batch(body: BatchRequest, request: Request, state: State) -> JS
             f"queue: expected Redis to accept batch {batch_id}, got {exc}"
         ) from exc
     state.metrics.enqueued.labels("url", body.priority.value).inc(count)
+    await record(state, request, "batch", batch_id=batch_id, jobs=ids, callback_url=callback)
     return JSONResponse(
         {
             "batchId": batch_id,

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dfd.schemas import JobView
 from dfd.states import JobState
+from gateway.audit import record
 from gateway.cancel import cancel_job, fetch_job
 from gateway.deps import State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import NotFoundError
@@ -32,6 +33,7 @@ async def cancel(job_id: str, request: Request, state: State) -> Response:
     if not job_visible(request, job.meta):
         raise NotFoundError(f"job: expected a known job id, got {job_id!r} (unknown or expired)")
     now = await run_in_threadpool(cancel_job, state.redis, job, state.settings)
+    await record(state, request, "cancel", job_id=job_id, was=now.value)
     found = await read_job(state, job_id, request)
     if found is None:
         raise NotFoundError(f"job: expected a known job id, got {job_id!r} (unknown or expired)")

@@ -100,3 +100,37 @@ def test_a_tenants_quota_counts_all_its_keys_and_only_its_own(gateway, redis) ->
         assert "tenant 'acme'" in refused.json()["detail"] and "Retry-After" in refused.headers
         assert client.post("/api/analyze", json=body, headers=auth(B)).status_code == 202
     assert redis.llen("rq:queue:default") == 3
+
+
+@pytest.mark.slow
+def test_the_audit_log_records_who_did_what_and_each_verdicts_models(
+    gateway, redis, worker_process
+) -> None:
+    from tests.dispatcher.test_worker import FAST, finished, wait_for
+
+    nets = ["93.184.216.0/24"]
+    with gateway(**FAST, tenants=TENANTS, fetch_allowed_networks=nets) as client:
+        submitted = client.post(
+            "/api/analyze", json={"url": "http://93.184.216.34/a.mp4"}, headers=auth(B)
+        ).json()["jobId"]
+        assert client.delete(f"/api/job/{submitted}", headers=auth(B)).status_code == 200
+        payload = JobPayload(
+            job_id=new_job_id(), source=JobSource(kind="url", url="http://93.184.216.34/a.mp4")
+        )
+        done = payload.job_id
+        JobQueue(redis, None, client.settings).enqueue(  # type: ignore[arg-type]
+            payload, func="tests.dispatcher.jobfuncs.slow_job", extra_meta={"tenant": "acme"}
+        )
+        client.headers.update(auth(ROOT))
+        worker_process(client.settings)
+        wait_for(client, done, finished, timeout_s=60)
+        assert client.get("/api/audit", headers=auth(A)).status_code == 403
+        entries = client.get("/api/audit", headers=auth(ROOT)).json()["entries"]
+    actions = [(e["action"], e.get("tenant"), e.get("job_id")) for e in entries]
+    assert ("submit", "bravo", submitted) in actions
+    assert ("cancel", "bravo", submitted) in actions
+    verdict = next(e for e in entries if e["action"] == "verdict")
+    assert verdict["job_id"] == done and verdict["tenant"] == "acme"
+    assert verdict["threshold"] == client.settings.threshold
+    assert set(verdict["weights"]) == {"visual", "audio", "lipsync"} and "models" in verdict
+    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
