@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.connection import SSLConnection
@@ -61,6 +62,35 @@ def _timeouts(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": settings.redis_timeout_s,
     }
+
+
+def install_bearer_scheme(app: FastAPI, required: bool) -> None:
+    """Declare the bearer key in the OpenAPI schema, on every ``/api`` operation
+    (optional, ``{}``, when the gateway runs without keys)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key from DFD_API_KEYS or DFD_TENANTS: "
+                "`Authorization: Bearer <key>`.",
+            }
+            security: list[dict[str, list[str]]] = (
+                [{"bearer": []}] if required else [{"bearer": []}, {}]
+            )
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/api/"):
+                    for operation in operations.values():
+                        operation["security"] = security
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
@@ -125,6 +155,7 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     errors.install(app)
     for module in (upload, analyze, jobs, events, cancel, batch, audit, health, evidence):
         app.include_router(module.router)
+    install_bearer_scheme(app, required=bool(tenant_keys))
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
     return app

@@ -174,6 +174,11 @@ def _body_problem(request: Request, err: dict[str, object]) -> str | None:
         return None
     content_type = request.headers.get("content-type", "")
     is_json = content_type.split(";", 1)[0].strip().lower() == "application/json"
+    if err.get("type") == "string_pattern_mismatch" and str(loc[-1]).endswith("url"):
+        return (
+            f"{'.'.join(str(p) for p in loc[1:])}: expected an absolute URL like "
+            f"https://host/path, got {err.get('input')!r}"
+        )
     if err.get("type") == "json_invalid":
         why = (err.get("ctx") or {}).get("error", "invalid")  # type: ignore[attr-defined]
         where = f" at character {loc[1]}" if len(loc) > 1 else ""

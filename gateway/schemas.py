@@ -26,18 +26,26 @@ class JobAccepted(BaseModel):
     status: JobState = JobState.WAITING
 
 
+URL_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$"
+"""What a URL field accepts (the schema says so, and validation checks the same): an
+absolute URL with a scheme and no whitespace. Policy (scheme, host, address) is checked
+after it, answering 422."""
+
+
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         min_length=1,
         max_length=4096,
+        pattern=URL_PATTERN,
         description="Public http(s) address of a video or a video page.",
     )
     priority: Priority = Priority.DEFAULT
     callback_url: str | None = Field(
         None,
         max_length=4096,
+        pattern=URL_PATTERN,
         description="Where to POST the final job view when the job ends (signed; see README).",
     )
 

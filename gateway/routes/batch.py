@@ -32,7 +32,7 @@ from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.queue import view_json
 from gateway.routes.accepted import job_meta
 from gateway.routes.analyze import check_syntax, resolve, vet_callback_url
-from gateway.schemas import problem_responses
+from gateway.schemas import URL_PATTERN, problem_responses
 from gateway.tenants import charge_tenant, check_priority, job_visible
 from gateway.webhooks import DELIVER_BATCH_FUNC, delivery_queue_name, enqueue_delivery
 
@@ -42,7 +42,9 @@ router = APIRouter(tags=["batches"])
 class BatchItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=4096, description="A public video URL.")
+    url: str = Field(
+        min_length=1, max_length=4096, pattern=URL_PATTERN, description="A public video URL."
+    )
 
 
 class BatchRequest(BaseModel):
@@ -50,7 +52,10 @@ class BatchRequest(BaseModel):
 
     items: list[BatchItem] = Field(min_length=1, description="Up to DFD_MAX_BATCH_ITEMS URLs.")
     callback_url: str | None = Field(
-        None, max_length=4096, description="Gets one webhook when every job has ended."
+        None,
+        max_length=4096,
+        pattern=URL_PATTERN,
+        description="Gets one webhook when every job has ended.",
     )
     priority: Priority = Priority.DEFAULT
 

@@ -13,11 +13,13 @@ from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, requ
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
 from gateway.routes.analyze import vet_callback_url
-from gateway.schemas import JobAccepted, Priority, problem_responses
+from gateway.schemas import URL_PATTERN, JobAccepted, Priority, problem_responses
 from gateway.tenants import charge_tenant, check_priority
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
 
 router = APIRouter(tags=["jobs"])
+
+VIDEO_TYPES = ("video/*", "application/octet-stream")
 
 _MULTIPART_BODY = {
     "requestBody": {
@@ -28,10 +30,16 @@ _MULTIPART_BODY = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "callback_url": {"type": "string", "maxLength": 4096},
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "callback_url": {
+                            "type": "string",
+                            "maxLength": 4096,
+                            "pattern": URL_PATTERN,
+                        },
                     },
-                }
+                },
+                # The container is sniffed from the bytes: anything else is 415.
+                "encoding": {"file": {"contentType": ", ".join(VIDEO_TYPES)}},
             }
         },
     }
