@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dfd.settings import Settings
 from dfd.states import JobState, Label, Priority, Stage
 
 
@@ -76,6 +77,42 @@ class JobSource(BaseModel):
     filename: str | None = None
 
 
+DetectorName = Literal["visual", "audio", "lipsync"]
+
+
+class JobOptions(BaseModel):
+    """Per-request analysis options, within the bounds the operator sets
+    (``option_threshold_min``/``_max``); unset fields keep the service's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detectors: list[DetectorName] | None = Field(
+        None,
+        min_length=1,
+        description="The detectors fused into the verdict; the others still run and are "
+        "reported, with weight 0.",
+    )
+    weights: dict[DetectorName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="Fusion weights by detector (each 0..1); the others keep theirs."
+    )
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Fused confidence above which the video is manipulated."
+    )
+
+    def applied_to(self, settings: Settings) -> Settings:
+        """``settings`` with these options in place (the worker analyses with them)."""
+        update: dict[str, float] = {}
+        for name, weight in (self.weights or {}).items():
+            update[f"weight_{name}"] = weight
+        if self.detectors is not None:
+            for name in ("visual", "audio", "lipsync"):
+                if name not in self.detectors:
+                    update[f"weight_{name}"] = 0.0
+        if self.threshold is not None:
+            update["threshold"] = self.threshold
+        return settings.model_copy(update=update)
+
+
 class JobPayload(BaseModel):
     """What the gateway enqueues and the worker receives."""
 
@@ -84,6 +121,7 @@ class JobPayload(BaseModel):
     job_id: str
     source: JobSource
     priority: Priority = Priority.DEFAULT
+    options: JobOptions | None = None
 
 
 class JobError(BaseModel):

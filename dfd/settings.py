@@ -313,6 +313,12 @@ class Settings(BaseSettings):
     tenants_file: Path | None = Field(
         None, description="A JSON file of the same shape as tenants, merged into it at start-up."
     )
+    option_threshold_min: float = Field(
+        0.3, gt=0, lt=1, description="Lowest threshold a request's options may ask for."
+    )
+    option_threshold_max: float = Field(
+        0.7, gt=0, lt=1, description="Highest threshold a request's options may ask for."
+    )
 
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys")

@@ -9,6 +9,7 @@ from typing import Any
 from rq.job import Job
 
 from dfd import audit
+from dfd.schemas import JobOptions
 from dispatcher.jobs import settings as worker_settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ def on_verdict(job: Job, connection: Any, result: Any, *args: Any, **kwargs: Any
 
 
 def _append(connection: Any, job: Job, result: dict[str, Any], s: Any) -> None:
+    payload = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+    options = JobOptions.model_validate(payload["options"]) if payload.get("options") else None
+    used = options.applied_to(s) if options else s  # what the verdict was made with
     audit.append(
         connection,
         "verdict",
@@ -34,7 +38,8 @@ def _append(connection: Any, job: Job, result: dict[str, Any], s: Any) -> None:
         label=result.get("label"),
         confidence=result.get("confidence"),
         models=result.get("models"),
-        threshold=s.threshold,
-        inconclusive_band=s.inconclusive_band,
-        weights=dict(zip(("visual", "audio", "lipsync"), s.fusion_weights(), strict=True)),
+        threshold=used.threshold,
+        inconclusive_band=used.inconclusive_band,
+        weights=dict(zip(("visual", "audio", "lipsync"), used.fusion_weights(), strict=True)),
+        options=options.model_dump(mode="json", exclude_none=True) if options else None,
     )

@@ -139,7 +139,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
     with job_span(request.job_id, request.source.kind, attempt, traceparent):
         result = analyze(
             request.source,
-            context.settings,
+            request.options.applied_to(context.settings) if request.options else context.settings,
             context.triton,
             context.store,
             Progress(job),

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dfd.schemas import JobOptions
 from dfd.states import JobState, Priority
 
 
@@ -42,6 +43,7 @@ class AnalyzeRequest(BaseModel):
         description="Public http(s) address of a video or a video page.",
     )
     priority: Priority = Priority.DEFAULT
+    options: JobOptions | None = None
     callback_url: str | None = Field(
         None,
         max_length=4096,

@@ -88,6 +88,9 @@ async def enqueue(
         priority=payload.priority.value,
         url=payload.source.url,
         callback_url=callback_url,
+        options=payload.options.model_dump(mode="json", exclude_none=True)
+        if payload.options
+        else None,
     )
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from dfd.errors import DfdError, TooLargeError
 from dfd.jobid import new_job_id
-from dfd.schemas import JobPayload, JobSource
+from dfd.schemas import JobOptions, JobPayload, JobSource
 from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
-from gateway.routes.analyze import vet_callback_url
+from gateway.routes.analyze import check_options, vet_callback_url
 from gateway.schemas import URL_PATTERN, JobAccepted, Priority, problem_responses
 from gateway.tenants import charge_tenant, check_priority
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
@@ -31,6 +32,10 @@ _MULTIPART_BODY = {
                     "required": ["file"],
                     "properties": {
                         "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "options": {
+                            "type": "string",
+                            "description": "JobOptions as JSON: detectors, weights, threshold.",
+                        },
                         "callback_url": {
                             "type": "string",
                             "maxLength": 4096,
@@ -44,6 +49,24 @@ _MULTIPART_BODY = {
         },
     }
 }
+
+
+def parse_options(raw: str | None) -> JobOptions | None:
+    """The ``options`` form field: ``JobOptions`` as JSON.
+
+    Raises:
+        InvalidRequestError: not JSON, or not of the documented shape.
+    """
+    if not raw:
+        return None
+    try:
+        return JobOptions.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidRequestError(
+            f"options: expected JSON options ({where or 'body'}: {first.get('msg')}), got {raw[:100]!r}"
+        ) from None
 
 
 @router.post(
@@ -92,12 +115,14 @@ async def upload(
         raise
     finally:
         await state.limiter.release_upload_slot(slot)
-    payload = JobPayload(
-        job_id=job_id,
-        source=JobSource(kind="upload", path=str(saved.path), filename=saved.filename),
-        priority=priority,
-    )
     try:
+        options = check_options(parse_options(saved.fields.get("options")), settings)
+        payload = JobPayload(
+            job_id=job_id,
+            source=JobSource(kind="upload", path=str(saved.path), filename=saved.filename),
+            priority=priority,
+            options=options,
+        )
         raw_callback = saved.fields.get("callback_url")
         callback = await vet_callback_url(raw_callback, settings) if raw_callback else None
         await enqueue(state, payload, request, callback)
