@@ -40,17 +40,26 @@ def choose_decoder(settings: Settings) -> str:
     return "dali" if dali and gpu else "pyav"
 
 
-def decode(path: Path, settings: Settings, duration_s: float | None = None) -> DecodedMedia:
+def decode(
+    path: Path,
+    settings: Settings,
+    duration_s: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> DecodedMedia:
     """Decode ``path`` with the decoder ``settings.decoder`` selects.
 
     Args:
         path: a file that probing accepted.
         settings: sampling rate, clip count, size cap, decoder choice.
         duration_s: the probed duration; places the lip-sync clips.
+        progress: called with 0..1 as the stream is read (PyAV; DALI decodes in one call).
 
     Raises:
         UnsupportedMediaError: no video stream.
         CorruptMediaError: nothing decodable, or too many broken packets.
         ConfigurationError: DALI asked for but missing.
     """
-    return DECODERS[choose_decoder(settings)](path, settings, duration_s)
+    name = choose_decoder(settings)
+    if name == "pyav" and progress is not None:
+        return decode_pyav(path, settings, duration_s, progress=progress)
+    return DECODERS[name](path, settings, duration_s)

@@ -155,7 +155,7 @@ def analyze(
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
         with stages.run(Stage.DECODE):
-            media = decode(path, settings, info.duration_s)
+            media = decode(path, settings, info.duration_s, progress=stages.reporter(Stage.DECODE))
         with stages.run(Stage.FACES):
             speech = has_speech_level(media.audio)
             faces = find_faces(
