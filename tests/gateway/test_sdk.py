@@ -100,3 +100,39 @@ def test_dfd_submit_prints_progress_and_the_final_view(
     assert "dfd submit: job " in done.stderr
     view = json.loads(done.stdout)
     assert view["status"] == "failed" and view["error"]["type"] == "configuration"
+
+
+def test_a_real_video_through_the_real_pipeline_with_events_and_a_webhook(
+    gateway_server, redis, worker_process, webhook_receiver, triton, weights_dir, media_dir
+) -> None:
+    """Gateway (uvicorn) -> Redis -> worker -> real pipeline on the real Triton: progress
+    advances within the stages, the webhook arrives signed, evidence links work and do
+    not name the job."""
+    secret = "w" * 32
+    server = gateway_server(
+        **EVENTS,
+        triton_url=triton.grpc_url,
+        weights_dir=weights_dir,
+        webhook_secret=secret,
+        fetch_allowed_networks=["127.0.0.1/32"],
+    )
+    worker_process(server.settings)
+    clip = media_dir / "grid" / "id2_vcd_swwp2s.mpg"
+    seen = []
+    with Client(server.url) as client:
+        job = client.submit_file(clip, callback_url=webhook_receiver.url)
+        view = client.wait(job.jobId, on_progress=seen.append, timeout_s=300)
+        assert view.status.value == "completed", view
+        assert view.result is not None
+        thumb = view.result.evidence.thumbnails[0]
+        assert job.jobId not in thumb
+        assert (
+            client.evidence(thumb.removeprefix(server.settings.public_base_url))[:2] == b"\xff\xd8"
+        )
+    active = [v for v in seen if v.status.value == "active" and v.progress is not None]
+    values = [v.progress for v in active]
+    assert values == sorted(values) and len(set(values)) >= 4, values
+    assert len({v.stage for v in active}) >= 3
+    (delivery,) = webhook_receiver.wait(1, timeout_s=60)
+    assert verify_webhook(secret, delivery.headers, delivery.body)
+    assert json.loads(delivery.body)["result"]["label"] == view.result.label.value
