@@ -79,6 +79,7 @@ async def enqueue(
             f"queue: expected Redis to accept job {payload.job_id}, got {exc}"
         ) from exc
     state.metrics.enqueued.labels(payload.source.kind, payload.priority).inc()
+    state.metrics.tenant_jobs.labels(tenant_name(request) or "none", payload.source.kind).inc()
     await record(
         state,
         request,

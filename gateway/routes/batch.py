@@ -33,7 +33,7 @@ from gateway.queue import view_json
 from gateway.routes.accepted import job_meta
 from gateway.routes.analyze import check_syntax, resolve, vet_callback_url
 from gateway.schemas import URL_PATTERN, problem_responses
-from gateway.tenants import charge_tenant, check_priority, job_visible
+from gateway.tenants import charge_tenant, check_priority, job_visible, tenant_name
 from gateway.webhooks import DELIVER_BATCH_FUNC, delivery_queue_name, enqueue_delivery
 
 router = APIRouter(tags=["batches"])
@@ -145,6 +145,7 @@ async def create_batch(body: BatchRequest, request: Request, state: State) -> JS
             f"queue: expected Redis to accept batch {batch_id}, got {exc}"
         ) from exc
     state.metrics.enqueued.labels("url", body.priority.value).inc(count)
+    state.metrics.tenant_jobs.labels(tenant_name(request) or "none", "url").inc(count)
     await record(state, request, "batch", batch_id=batch_id, jobs=ids, callback_url=callback)
     return JSONResponse(
         {

@@ -63,6 +63,8 @@ def test_submitted_jobs_belong_to_the_submitting_tenant(gateway, redis) -> None:
         assert client.get(f"/api/job/{job_id}", headers=auth(A)).status_code == 404
         meta = json.loads(redis.hget(f"rq:job:{job_id}", "meta"))
         assert meta["tenant"] == "bravo"
+        metrics = client.get("/metrics").text
+        assert 'dfd_tenant_jobs_total{source="url",tenant="bravo"} 1.0' in metrics
 
 
 def test_priority_above_the_tenants_cap_is_refused(gateway, redis) -> None:
