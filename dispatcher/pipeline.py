@@ -148,7 +148,9 @@ def analyze(
     with job_workspace(settings, job_id) as workdir:
         if url is not None:
             with stages.run(Stage.FETCH):
-                path = fetch(url, Path(workdir), settings).path
+                path = fetch(
+                    url, Path(workdir), settings, progress=stages.reporter(Stage.FETCH)
+                ).path
         else:
             stages.timings_ms["download"] = 0.0
         assert path is not None
