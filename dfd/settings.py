@@ -333,6 +333,17 @@ class Settings(BaseSettings):
             )
         return keys
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_hard_to_guess(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or not secret.get_secret_value():
+            return None  # empty: unset, so callback_url is refused rather than signed with ""
+        if len(secret.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"webhook_secret: expected at least {MIN_API_KEY_LENGTH} characters, got fewer"
+            )
+        return secret
+
     @model_validator(mode="after")
     def _s3_presigns_at_most_a_week(self) -> Settings:
         # S3 (SigV4) presigned URLs live at most 7 days; a longer TTL failed every job's

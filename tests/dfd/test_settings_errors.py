@@ -74,3 +74,14 @@ def test_the_command_prints_one_line_not_a_traceback() -> None:
         "dfd: configuration: settings: DFD_JOB_TIMEOUT_S: expected a valid integer, unable to "
         "parse string as an integer, got 'abc'"
     ]
+
+
+def test_a_short_webhook_secret_is_refused_and_an_empty_one_is_unset(monkeypatch) -> None:
+    monkeypatch.setenv("DFD_WEBHOOK_SECRET", "short")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "settings: DFD_WEBHOOK_SECRET: expected at least 16 characters, got fewer"
+    )
+    monkeypatch.setenv("DFD_WEBHOOK_SECRET", "")
+    assert load_settings().webhook_secret is None
