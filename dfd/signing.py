@@ -112,6 +112,15 @@ def private_key(shown: str, secret: bytes) -> str:
     return f"{int(prefix[1:], 16) ^ _pad(rest, secret):032x}/{rest}"
 
 
+def job_alias(job_id: str, secret: bytes) -> str:
+    """The folder an S3 store keeps a job's evidence under: for a gateway-made id, 32 hex
+    digits derived from it with the secret (presigned S3 links show the key itself);
+    other ids (``dfd analyze``'s, tests') as they are."""
+    if not _HEX_ID.fullmatch(job_id):
+        return job_id
+    return hmac.new(secret, b"evidence-folder\n" + job_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def key_of_url(url: str, secret: bytes) -> str | None:
     """The local store's key a signed evidence URL points at; ``None`` for another URL (S3)."""
     at = url.find("/evidence/")
