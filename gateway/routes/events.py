@@ -96,6 +96,7 @@ async def job_events(job_id: str, request: Request, state: State) -> StreamingRe
         deadline = time.monotonic() + lifetime_s
         quiet_since = time.monotonic()
         current: tuple[dict[str, Any], int, bytes] | None = first
+        reported_status: str | None = None
         while True:
             if current is None:  # expired while we watched
                 return
@@ -103,12 +104,13 @@ async def job_events(job_id: str, request: Request, state: State) -> StreamingRe
             if JobState(view["status"]) in FINAL_STATES:
                 yield _event("done", body.decode(), "done")
                 return
-            if seq > last:
+            # A new write, or a state change without one (active -> waiting for a retry).
+            if seq > last or (reported_status is not None and view["status"] != reported_status):
                 data = {
                     k: view.get(k) for k in ("status", "stage", "progress", "attempt", "updatedAt")
                 }
                 yield _event("progress", json.dumps(data, separators=(",", ":")), str(seq))
-                last = seq
+                last, reported_status = seq, view["status"]
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > _KEEPALIVE_S:
                 yield b": keep-alive\n\n"
