@@ -115,10 +115,10 @@ class ProgressPrinter:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from dfd.settings import Settings
+    from dfd.settings import load_settings
 
     overrides = dict(args.weights or {})
-    return Settings(**overrides)
+    return load_settings(**overrides)
 
 
 def _summary(result: Result) -> str:

@@ -24,7 +24,7 @@ import httpx
 
 from cli.stack import Shutdown, Stack, describe, signals_raise_shutdown
 from dfd.errors import DfdError, InputError, UpstreamUnavailableError
-from dfd.settings import Settings
+from dfd.settings import load_settings
 
 _URL = re.compile(r"^https?://", re.IGNORECASE)
 TERMINAL = ("completed", "failed")
@@ -184,7 +184,7 @@ def run_demo(
 
     if not is_url(source) and not Path(source).is_file():
         raise InputError(f"demo: expected a video file or an http(s) URL, got {source!r}")
-    settings = Settings()
+    settings = load_settings()
     log_dir = settings.data_dir.resolve() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -43,10 +43,10 @@ def metrics_folder(workers: int) -> tuple[Path | None, bool]:
 def _handle(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from dfd.settings import Settings
+    from dfd.settings import load_settings
     from gateway.protocol import GuardedHttpToolsProtocol, HeadLimits
 
-    settings = Settings()
+    settings = load_settings()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit through Python then, so
     # the local Redis below is stopped (and its AOF flushed) instead of left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

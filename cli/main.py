@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import analyze, demo, exporter, gateway, hashes, models, stack, worker
+from cli import analyze, demo, exporter, gateway, hashes, models, stack, submit, worker
 from dfd import __version__
 from dfd.errors import DfdError
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfd", description="Deepfake detection service.")
     parser.add_argument("--version", action="version", version=f"dfd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (analyze, worker, gateway, exporter, stack, demo, models, hashes):
+    for module in (analyze, submit, worker, gateway, exporter, stack, demo, models, hashes):
         module.register(sub)
     return parser
 

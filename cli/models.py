@@ -126,9 +126,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _settings():
     from dfd.logs import configure_logging
-    from dfd.settings import Settings
+    from dfd.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     return settings
 

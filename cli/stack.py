@@ -40,7 +40,7 @@ from cli.local_triton import LocalTriton
 from cli.supervisor import GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
-from dfd.settings import Settings
+from dfd.settings import Settings, load_settings
 
 GATEWAY_READY_TIMEOUT_S = 60.0
 
@@ -301,7 +301,7 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
 
     def log(line: str) -> None:
         print(f"dfd serve: {line}", flush=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dfd.settings import Settings
+from dfd.settings import load_settings
 from dfd.states import QUEUE_NAMES
 from dispatcher.worker import main
 
 
 def _handle(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     return main(settings, burst=args.burst, queues=queues, name=args.name, max_jobs=args.max_jobs)
 

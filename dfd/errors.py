@@ -14,6 +14,7 @@ came. Third-party exceptions are translated once, at the edge, with ``raise X fr
     ├── TransientError        may succeed if tried again; retried with backoff
     │   ├── UpstreamUnavailableError  Triton, Redis or the object store is down
     │   └── FetchTransientError       a network hiccup while fetching media
+    ├── JobCancelledError     the client cancelled the job (DELETE /api/job/{id}); never retried
     ├── ConfigurationError    the service is set up wrongly (missing weights, bad settings)
     └── InternalError         a bug or an unexpected state in a named stage
 """
@@ -69,6 +70,12 @@ class UpstreamUnavailableError(TransientError):
 
 class FetchTransientError(TransientError):
     type = "fetch-failed"
+
+
+class JobCancelledError(DfdError):
+    """The client asked the job to stop; the job ends ``cancelled``."""
+
+    type = "cancelled"
 
 
 class ConfigurationError(DfdError):

@@ -23,3 +23,14 @@ def new_job_id() -> str:
 
 def is_job_id(value: str) -> bool:
     return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
+
+
+def cancel_key(job_id: str) -> str:
+    """The Redis key whose presence asks a job to stop: set by ``DELETE /api/job/{id}``,
+    read by the worker at each stage boundary."""
+    return f"dfd:cancel:{job_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    """The Redis key of a batch's record (``POST /api/batch``): its tenant and job ids."""
+    return f"dfd:batch:{batch_id}"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dfd.settings import Settings
 from dfd.states import JobState, Label, Priority, Stage
+
+
+def timestamp() -> str:
+    """Now in UTC as rq writes its timestamps (ISO 8601, microseconds, ``Z``), so the
+    job view's times compare as strings."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ModalityResult(BaseModel):
@@ -219,6 +227,42 @@ class JobSource(BaseModel):
     filename: str | None = None
 
 
+DetectorName = Literal["visual", "audio", "lipsync"]
+
+
+class JobOptions(BaseModel):
+    """Per-request analysis options, within the bounds the operator sets
+    (``option_threshold_min``/``_max``); unset fields keep the service's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detectors: list[DetectorName] | None = Field(
+        None,
+        min_length=1,
+        description="The detectors fused into the verdict; the others still run and are "
+        "reported, with weight 0.",
+    )
+    weights: dict[DetectorName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="Fusion weights by detector (each 0..1); the others keep theirs."
+    )
+    threshold: float | None = Field(
+        None, gt=0, lt=1, description="Fused confidence above which the video is manipulated."
+    )
+
+    def applied_to(self, settings: Settings) -> Settings:
+        """``settings`` with these options in place (the worker analyses with them)."""
+        update: dict[str, float] = {}
+        for name, weight in (self.weights or {}).items():
+            update[f"weight_{name}"] = weight
+        if self.detectors is not None:
+            for name in ("visual", "audio", "lipsync"):
+                if name not in self.detectors:
+                    update[f"weight_{name}"] = 0.0
+        if self.threshold is not None:
+            update["threshold"] = self.threshold
+        return settings.model_copy(update=update)
+
+
 class JobPayload(BaseModel):
     """What the gateway enqueues and the worker receives."""
 
@@ -227,12 +271,23 @@ class JobPayload(BaseModel):
     job_id: str
     source: JobSource
     priority: Priority = Priority.DEFAULT
+    options: JobOptions | None = None
 
 
 class JobError(BaseModel):
     type: str = Field(description="Stable error slug, as in dfd.errors.")
     message: str
     stage: Stage | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """How the job's ``callback_url`` delivery went (``dispatcher.webhooks``)."""
+
+    status: Literal["pending", "delivered", "retrying", "failed"]
+    attempts: int = Field(0, ge=0, description="Deliveries tried so far.")
+    statusCode: int | None = Field(None, description="The receiver's last HTTP status.")
+    error: str | None = Field(None, description="Why the last try failed.")
+    deliveredAt: str | None = None
 
 
 class JobView(BaseModel):
@@ -246,4 +301,8 @@ class JobView(BaseModel):
     result: Result | None = None
     error: JobError | None = None
     createdAt: str | None = None
-    updatedAt: str | None = None
+    updatedAt: str | None = Field(
+        None, description="When the job last changed: a state, a stage or its progress."
+    )
+    webhook: WebhookDelivery | None = None
+    batchId: str | None = None

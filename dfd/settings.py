@@ -11,13 +11,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The longest an S3 (SigV4) presigned URL may live.
 S3_MAX_PRESIGN_S = 7 * 86400
 # The shortest bearer key accepted (url_signing_key asks as much).
 MIN_API_KEY_LENGTH = 16
+
+
+class TenantSettings(BaseModel):
+    """One tenant of ``Settings.tenants``: its keys, quotas and powers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys: list[SecretStr] = Field(min_length=1, description="Its bearer keys (16+ characters).")
+    uploads_per_hour: int | None = Field(
+        None, ge=0, description="Uploads per hour, all its keys together; unset: no tenant quota."
+    )
+    analyze_per_hour: int | None = Field(None, ge=0, description="URL analyses per hour.")
+    max_priority: Literal["high", "default", "low"] = Field(
+        "high", description="The highest queue priority its jobs may ask for."
+    )
+    admin: bool = Field(False, description="Sees every tenant's jobs.")
 
 
 class Settings(BaseSettings):
@@ -334,6 +358,47 @@ class Settings(BaseSettings):
         description="Frames whose PDQ quality is below this (flat or blank) are not hashed.",
     )
 
+    # --- integrations: webhooks, events, batches (issue 14) ----------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key signing webhook bodies (X-DFD-Signature); while unset, "
+        "requests with a callback_url are refused.",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Connect and read timeout of one webhook delivery."
+    )
+    webhook_retries: int = Field(
+        5, ge=0, description="Redeliveries after a failed webhook (network error, 5xx, 408, 429)."
+    )
+    webhook_backoff_s: float = Field(
+        2.0, ge=0, description="Wait before the first redelivery; doubles each time."
+    )
+    events_poll_interval_s: float = Field(
+        0.5, gt=0, description="How often a server-sent events stream looks at its job."
+    )
+    events_max_s: float = Field(
+        600.0,
+        gt=0,
+        description="Longest one events stream stays open (and always under request_timeout_s); "
+        "clients reconnect with Last-Event-ID.",
+    )
+    max_batch_items: int = Field(50, ge=1, description="Most items in one POST /api/batch.")
+    tenants: dict[str, TenantSettings] = Field(
+        default_factory=dict,
+        description='Tenants by name, as JSON: {"acme": {"keys": ["<key>"], "uploads_per_hour": 30, '
+        '"analyze_per_hour": 60, "max_priority": "default", "admin": false}}. A key reads only '
+        "its tenant's jobs; keys in api_keys belong to the tenant `default`.",
+    )
+    tenants_file: Path | None = Field(
+        None, description="A JSON file of the same shape as tenants, merged into it at start-up."
+    )
+    option_threshold_min: float = Field(
+        0.3, gt=0, lt=1, description="Lowest threshold a request's options may ask for."
+    )
+    option_threshold_max: float = Field(
+        0.7, gt=0, lt=1, description="Highest threshold a request's options may ask for."
+    )
+
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys", "admin_keys")
     @classmethod
@@ -346,6 +411,17 @@ class Settings(BaseSettings):
                 "makes one)"
             )
         return keys
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_hard_to_guess(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or not secret.get_secret_value():
+            return None  # empty: unset, so callback_url is refused rather than signed with ""
+        if len(secret.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"webhook_secret: expected at least {MIN_API_KEY_LENGTH} characters, got fewer"
+            )
+        return secret
 
     @model_validator(mode="after")
     def _s3_presigns_at_most_a_week(self) -> Settings:
@@ -385,3 +461,57 @@ class Settings(BaseSettings):
     def fusion_weights(self) -> tuple[float, float, float]:
         """Weights in the fusion model's order (visual, audio, lipsync)."""
         return (self.weight_visual, self.weight_audio, self.weight_lipsync)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """``Settings(**overrides)``, with a bad ``DFD_*`` value reported on one line.
+
+    Raises:
+        ConfigurationError: naming each bad variable, what was expected and what came
+            (secrets are not echoed).
+    """
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from dfd.errors import ConfigurationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a JSON value: name the variable it was for.
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        name = f"DFD_{field.upper()}" if field else "a DFD_* variable"
+        raise ConfigurationError(
+            f"settings: {name}: expected JSON, got a value that does not parse"
+        ) from None
+
+
+def _secret_fields() -> set[str]:
+    return {
+        name
+        for name, info in Settings.model_fields.items()
+        if "SecretStr" in str(info.annotation) or "TenantSettings" in str(info.annotation)
+    }
+
+
+def describe_settings_error(exc: object) -> str:
+    """One line for a ``ValidationError`` of :class:`Settings`."""
+    secret = _secret_fields()
+    parts = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if not loc:  # a check across fields names its own fields
+            parts.append(msg)
+            continue
+        name = f"DFD_{loc[0].upper()}" + "".join(f"[{p}]" for p in loc[1:])
+        if msg.startswith(f"{loc[0]}: "):  # our own validators already say expected/got
+            parts.append(f"{name}: {msg.removeprefix(f'{loc[0]}: ')}")
+            continue
+        expected = msg.removeprefix("Input should be ").removeprefix("Field required")
+        expected = expected[0].lower() + expected[1:] if expected else "a value"
+        got = "a secret (not shown)" if loc[0] in secret else repr(err.get("input"))
+        parts.append(f"{name}: expected {expected}, got {got}")
+    return "settings: " + "; ".join(parts)

@@ -10,6 +10,7 @@ mode 0600 under ``data_dir``, so every process sharing the folder agrees on it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -73,9 +74,85 @@ def is_valid_key(key: str) -> bool:
 
 
 def signed_url(base_url: str, key: str, exp: int, secret: bytes) -> str:
-    """``{base_url}/evidence/{key}?exp=..&sig=..``."""
-    query = urllib.parse.urlencode({"exp": int(exp), "sig": sign(key, exp, secret)})
-    return f"{base_url.rstrip('/')}/evidence/{urllib.parse.quote(key)}?{query}"
+    """``{base_url}/evidence/{public key}?exp=..&sig=..`` (see :func:`public_key`)."""
+    shown = public_key(key, secret)
+    if not is_valid_key(private_key(shown, secret)):  # only store keys: URL-safe as they are
+        shown = urllib.parse.quote(shown)
+    return f"{base_url.rstrip('/')}/evidence/{shown}?exp={int(exp)}&sig={sign(key, exp, secret)}"
+
+
+# A job id as the gateway makes it (dfd.jobid.new_job_id): 32 hex digits. In a URL it is
+# masked: "m" then the id XOR an HMAC keystream of the rest of the key (which is random
+# per object), so a link shows nothing of the job it belongs to. Both directions are
+# cached: a polled job's links are masked and unmasked again on every read.
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_MASKED = re.compile(r"m[0-9a-f]{32}")
+
+
+def _pad(rest: str, secret: bytes) -> int:
+    digest = hmac.new(secret, b"evidence-link\n" + rest.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:16], "big")
+
+
+@functools.lru_cache(maxsize=8192)
+def public_key(key: str, secret: bytes) -> str:
+    """The key as a URL shows it: its job id masked (other ids, as ``dfd analyze``'s, stay)."""
+    job_id, sep, rest = key.partition("/")
+    if not sep or not _HEX_ID.fullmatch(job_id):
+        return key
+    return f"m{int(job_id, 16) ^ _pad(rest, secret):032x}/{rest}"
+
+
+@functools.lru_cache(maxsize=8192)
+def private_key(shown: str, secret: bytes) -> str:
+    """The store's key behind a URL's :func:`public_key` (a key shown unmasked is returned as is)."""
+    prefix, sep, rest = shown.partition("/")
+    if not sep or not _MASKED.fullmatch(prefix):
+        return shown
+    return f"{int(prefix[1:], 16) ^ _pad(rest, secret):032x}/{rest}"
+
+
+def job_alias(job_id: str, secret: bytes) -> str:
+    """The folder an S3 store keeps a job's evidence under: for a gateway-made id, 32 hex
+    digits derived from it with the secret (presigned S3 links show the key itself);
+    other ids (``dfd analyze``'s, tests') as they are."""
+    if not _HEX_ID.fullmatch(job_id):
+        return job_id
+    return hmac.new(secret, b"evidence-folder\n" + job_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def key_of_url(url: str, secret: bytes) -> str | None:
+    """The local store's key a signed evidence URL points at; ``None`` for another URL (S3)."""
+    at = url.find("/evidence/")
+    path, sep, query = url[at + len("/evidence/") :].partition("?")
+    if at < 0 or not sep or "exp=" not in query:
+        return None
+    key = private_key(urllib.parse.unquote(path) if "%" in path else path, secret)
+    return key if is_valid_key(key) else None
+
+
+# A local evidence link inside a JSON document: the key (as shown) and its query.
+_LINK = re.compile(rb"/evidence/([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)\?exp=[0-9]+&sig=[0-9a-f]{64}")
+
+
+def resign_links(document: bytes, secret: bytes, ttl_s: int, now: float | None = None) -> bytes:
+    """``document`` (JSON) with every local evidence link signed afresh, valid ``ttl_s``
+    from ``now``; only each link's ``exp`` and ``sig`` change.
+
+    Works on the bytes, so a stored result is never parsed: links are plain ASCII in
+    JSON (keys are URL-safe, no escapes). Other URLs (S3's presigned ones) are left as
+    they were signed.
+    """
+    exp = int(time.time() if now is None else now) + ttl_s
+
+    def fresh(match: re.Match[bytes]) -> bytes:
+        shown = match.group(1).decode()
+        key = private_key(shown, secret)
+        if not is_valid_key(key):
+            return match.group(0)
+        return f"/evidence/{shown}?exp={exp}&sig={sign(key, exp, secret)}".encode()
+
+    return _LINK.sub(fresh, document)
 
 
 def evidence_path(settings: Settings, key: str) -> Path:

@@ -6,15 +6,18 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
-    """What ``GET /api/job/{id}`` reports: ``waiting -> active -> completed | failed``.
+    """What ``GET /api/job/{id}`` reports: ``waiting -> active -> completed | failed | cancelled``.
 
-    A job waiting for a retry is ``waiting`` with its attempt count.
+    A job waiting for a retry is ``waiting`` with its attempt count. ``cancelled``: the
+    client cancelled it (``DELETE /api/job/{id}``), at once while it waited, at the next
+    stage boundary while it ran.
     """
 
     WAITING = "waiting"
     ACTIVE = "active"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Priority(StrEnum):
@@ -66,3 +69,9 @@ class Modality(StrEnum):
 
 
 MODALITY_ORDER: tuple[Modality, ...] = (Modality.VISUAL, Modality.AUDIO, Modality.LIPSYNC)
+
+
+FINAL_STATES: frozenset[JobState] = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
+)
+"""The states a job never leaves."""

@@ -47,15 +47,17 @@ def decode(
     *,
     audio_only: bool = False,
     animation: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> DecodedMedia:
     """Decode ``path`` with the decoder ``settings.decoder`` selects (an audio file,
     ``audio_only``, with PyAV: DALI reads no audio; an animated WebP, ``animation``, with
-    Pillow).
+    Pillow); ``progress`` gets the PyAV decoder's 0..1 as it goes.
 
     Args:
         path: a file that probing accepted.
         settings: sampling rate, clip count, size cap, decoder choice.
         duration_s: the probed duration; places the lip-sync clips.
+        progress: called with 0..1 as the stream is read (PyAV; DALI decodes in one call).
 
     Raises:
         UnsupportedMediaError: no video stream.
@@ -66,4 +68,7 @@ def decode(
         return decode_audio_file(path, settings, duration_s)
     if animation:
         return decode_animation(path, settings, duration_s)
-    return DECODERS[choose_decoder(settings)](path, settings, duration_s)
+    name = choose_decoder(settings)
+    if name == "pyav" and progress is not None:
+        return decode_pyav(path, settings, duration_s, progress=progress)
+    return DECODERS[name](path, settings, duration_s)

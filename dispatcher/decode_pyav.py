@@ -6,6 +6,7 @@ in the same pass and resampled by libswresample to 16 kHz mono float."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -123,7 +124,12 @@ def _needed(
 
 
 def decode_pyav(
-    path: Path, settings: Settings, duration_s: float | None = None, *, skip_unneeded: bool = True
+    path: Path,
+    settings: Settings,
+    duration_s: float | None = None,
+    *,
+    skip_unneeded: bool = True,
+    progress: Callable[[float], None] | None = None,
 ) -> DecodedMedia:
     """The CPU decoder: one sequential, threaded pass with PyAV.
 
@@ -197,6 +203,7 @@ def decode_pyav(
                 clips.assign(clip_hits, index, grey)
 
         streams = [s for s in (vstream, astream) if s is not None]
+        furthest = 0.0
         for packet in container.demux(*streams):
             if skip_unneeded and packet.stream is vstream and packet.pts is not None:
                 t = float(packet.pts * packet.time_base) - v_start
@@ -219,6 +226,13 @@ def decode_pyav(
                         f"decode: {path.name}: more than {_MAX_BAD_PACKETS} undecodable packets"
                     ) from exc
                 continue
+            if progress is not None and packet.stream is vstream and packet.pts is not None:
+                # How far into the stream, by time (packets come in decode order, so
+                # timestamps may step back: report the furthest); the caller throttles.
+                reached = float(packet.pts * packet.time_base) - v_start
+                if reached > furthest:
+                    furthest = reached
+                    progress(min(furthest / (duration or 1.0), 1.0))
             for frame in decoded:
                 if isinstance(frame, av.VideoFrame):
                     ts = (

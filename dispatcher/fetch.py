@@ -30,6 +30,7 @@ def fetch(
     resolver: Resolver | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[float], None] | None = None,
 ) -> Fetched:
     """Download the video behind a URL into ``dest_dir``.
 
@@ -42,6 +43,7 @@ def fetch(
         resolver: ``socket.getaddrinfo`` stand-in (tests).
         transport: httpx transport stand-in (tests).
         sleep: Backoff sleep (tests).
+        progress: called with 0..1 as a direct download arrives (not through yt-dlp).
 
     Raises:
         RejectedURLError: The URL or a redirect is refused, or the server answered 4xx.
@@ -56,7 +58,13 @@ def fetch(
         )
     try:
         return download(
-            url, dest_dir, settings, resolver=resolver, transport=transport, sleep=sleep
+            url,
+            dest_dir,
+            settings,
+            resolver=resolver,
+            transport=transport,
+            sleep=sleep,
+            progress=progress,
         )
     except PageNotMedia as page:
         if not settings.ytdlp_enabled:

@@ -95,12 +95,14 @@ def download(
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
     accept_pages: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> Fetched:
     """Stream one URL to a file, with the SSRF guard, byte cap and retries.
 
     Args:
         accept_pages: Save an HTML answer too; otherwise a page raises ``PageNotMedia``
             (handled by `fetch`).
+        progress: called with 0..1 as the body arrives, when its length is announced.
 
     Raises:
         See `fetch`.
@@ -122,7 +124,9 @@ def download(
             sleep(delay)
         try:
             with GuardedClient(settings, resolver=resolver, transport=transport) as client:
-                return _download_once(client, url, dest_dir, settings, headers, accept_pages)
+                return _download_once(
+                    client, url, dest_dir, settings, headers, accept_pages, progress
+                )
         except FetchTransientError as exc:
             last = exc
     raise FetchRetriesExhaustedError(
@@ -137,6 +141,7 @@ def _download_once(
     settings: Settings,
     headers: Mapping[str, str] | None,
     accept_pages: bool,
+    progress: Callable[[float], None] | None = None,
 ) -> Fetched:
     cap = settings.max_download_bytes
     with client.stream("GET", url, headers=headers) as response:
@@ -172,6 +177,8 @@ def _download_once(
                         )
                     digest.update(chunk)
                     fh.write(chunk)
+                    if progress is not None and announced is not None and announced.isdigit():
+                        progress(min(size / max(int(announced), 1), 1.0))
         except BaseException:
             path.unlink(missing_ok=True)
             raise

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
@@ -41,11 +40,12 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from dfd import errors
-from dfd.schemas import JobError, JobPayload
+from dfd.schemas import JobError, JobPayload, timestamp
 from dfd.settings import Settings
 from dfd.states import Stage
 from dfd.tracing import job_span
 from dispatcher.metrics import record_attempt_failure
+from dispatcher.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -117,32 +117,15 @@ class DfdJob(Job):
         return self.func(self.context_factory(), *self.args, **self.kwargs)
 
 
-class Progress:
-    """Writes a job's stage and progress to ``job.meta``; the pipeline calls it.
-
-    A new stage is written at once; progress within a stage at most every
-    ``min_interval_s``, so a pipeline reporting per frame costs Redis a few writes a second.
-    """
-
-    def __init__(self, job: Job | None, min_interval_s: float = 0.25) -> None:
-        self._job = job
-        self._min_interval_s = min_interval_s
-        self._last_write = 0.0
-
-    def __call__(self, stage: Stage | str, fraction: float) -> None:
-        if self._job is None:
-            return
-        stage_value = Stage(stage).value
-        now = time.monotonic()
-        if (
-            stage_value == self._job.meta.get("stage")
-            and now - self._last_write < self._min_interval_s
-        ):
-            return
-        self._job.meta["stage"] = stage_value
-        self._job.meta["progress"] = round(min(max(float(fraction), 0.0), 1.0), 4)
-        self._job.save_meta()
-        self._last_write = now
+def worker_settings() -> Settings:
+    """The settings of the worker running this process's jobs, for what rq calls without
+    a context (its success and failure callbacks)."""
+    if DfdJob.context_factory is None:
+        raise errors.ConfigurationError(
+            "job callback: expected to run under `dfd worker` (which passes the worker "
+            "context), got a worker without one"
+        )
+    return DfdJob.context_factory().settings
 
 
 def attempt_of(job: Job) -> int:
@@ -179,7 +162,7 @@ def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
     attempt = 1
     if job is not None:
         attempt = attempt_of(job)
-        job.meta.update({"attempt": attempt, "progress": 0.0})
+        job.meta.update({"attempt": attempt, "progress": 0.0, "updated_at": timestamp()})
         job.meta.pop("error", None)
         job.meta.pop("stage", None)
         job.save_meta()
@@ -197,7 +180,7 @@ def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
     with job_span(request.job_id, source.kind, attempt, traceparent):
         result = analyze(
             source,
-            ctx.settings,
+            request.options.applied_to(ctx.settings) if request.options else ctx.settings,
             ctx.triton,
             ctx.store,
             Progress(job),
@@ -221,7 +204,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 # Failures whose message a client may read: about its own media or its own URL.
-_CLIENT_FACING = (errors.InputError, errors.FetchTransientError)
+_CLIENT_FACING = (errors.InputError, errors.FetchTransientError, errors.JobCancelledError)
 # What a client reads for every other failure: the service's own trouble, whose text
 # names internal hosts, paths and exception details. The worker's log has the text.
 _SERVICE_MESSAGES = {

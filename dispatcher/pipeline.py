@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
 from dfd.detectors import DETECTORS, Detector
-from dfd.errors import DfdError, InternalError
+from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import SPECS, spec
@@ -134,6 +134,8 @@ class _Stages:
         if self._progress is not None:
             try:
                 self._progress(stage, fraction)
+            except JobCancelledError:
+                raise  # the client cancelled: stop at this stage boundary
             except Exception:  # progress is advisory; a lost update must not fail the job
                 log.warning("progress report for %s failed", stage.value, exc_info=True)
 
@@ -238,7 +240,9 @@ def analyze(
     with job_workspace(settings, job_id) as workdir:
         if url is not None:
             with stages.run(Stage.FETCH):
-                path = fetch(url, Path(workdir), settings).path
+                path = fetch(
+                    url, Path(workdir), settings, progress=stages.reporter(Stage.FETCH)
+                ).path
         else:
             stages.timings_ms["download"] = 0.0
         assert path is not None
@@ -254,6 +258,7 @@ def analyze(
                 info.duration_s,
                 audio_only=not info.has_video,
                 animation=info.kind == "webp",
+                progress=stages.reporter(Stage.DECODE),
             )
         matches = None
         with stages.timed("hashes", Stage.DECODE):

@@ -11,7 +11,10 @@ Two implementations of one small interface (`EvidenceStore`):
   ``evidence_url_ttl_s``.
 
 Keys are ``<job id>/<random token>-<name>``: a prefix per job (so a job's evidence can be
-deleted at once) and 128 random bits, so a key cannot be guessed from another.
+deleted at once) and 128 random bits, so a key cannot be guessed from another. No link
+shows a gateway-made job id: the local store's URLs mask it (``dfd.signing.public_key``),
+and the S3 store, whose presigned URLs show the key, files a job under an alias of its id
+(``dfd.signing.job_alias``).
 """
 
 from __future__ import annotations
@@ -183,6 +186,8 @@ class S3Store:
         self._client = client if client is not None else _minio_client(settings)
         # Presigning is local computation; a second client signs for the address clients use.
         self._signer = _public_signer(settings) if settings.s3_public_url else self._client
+        # Presigned links show the key: a job's folder is an alias of its id.
+        self._secret = signing.load_secret(settings)
         self.ensure_bucket()
 
     @property
@@ -215,7 +220,7 @@ class S3Store:
             self._client.set_bucket_lifecycle(self._bucket, LifecycleConfig([rule]))
 
     def put(self, job_id: str, name: str, data: bytes, content_type: str) -> str:
-        key = new_key(job_id, name, content_type)
+        key = new_key(signing.job_alias(job_id, self._secret), name, content_type)
         with self._translated(key):
             self._client.put_object(
                 self._bucket, key, io.BytesIO(data), len(data), content_type=content_type
@@ -240,11 +245,12 @@ class S3Store:
     def delete_job(self, job_id: str) -> int:
         if not is_job_id(job_id):
             raise InternalError(f"store: job id {job_id!r} is not a safe key prefix")
-        with self._translated(f"{job_id}/"):
+        folder = signing.job_alias(job_id, self._secret)
+        with self._translated(f"{folder}/"):
             names = [
                 o.object_name
                 for o in self._client.list_objects(
-                    self._bucket, prefix=f"{job_id}/", recursive=True
+                    self._bucket, prefix=f"{folder}/", recursive=True
                 )
             ]
             self._remove(names)

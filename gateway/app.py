@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.connection import SSLConnection
@@ -23,15 +24,29 @@ from redis.exceptions import RedisError
 from dfd import __version__, signing
 from dfd.errors import ConfigurationError
 from dfd.logs import configure_logging
-from dfd.settings import Settings
+from dfd.settings import Settings, load_settings
 from dfd.tracing import setup_tracing
-from gateway import errors
+from gateway import audit, errors
 from gateway.bodylimit import BodyLimitMiddleware
 from gateway.deps import GatewayState
+from gateway.evidence_links import resigner
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.queue import JobQueue
 from gateway.ratelimit import RateLimiter, parse_networks
-from gateway.routes import admin, analyze, evidence, health, jobs, known_fakes, pages, upload
+from gateway.routes import (
+    admin,
+    analyze,
+    batch,
+    cancel,
+    events,
+    evidence,
+    health,
+    jobs,
+    known_fakes,
+    pages,
+    upload,
+)
+from gateway.tenants import load_tenants
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +76,35 @@ def _timeouts(settings: Settings) -> dict[str, Any]:
     }
 
 
+def install_bearer_scheme(app: FastAPI, required: bool) -> None:
+    """Declare the bearer key in the OpenAPI schema, on every ``/api`` operation
+    (optional, ``{}``, when the gateway runs without keys)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key from DFD_API_KEYS or DFD_TENANTS: "
+                "`Authorization: Bearer <key>`.",
+            }
+            security: list[dict[str, list[str]]] = (
+                [{"bearer": []}] if required else [{"bearer": []}, {}]
+            )
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/api/"):
+                    for operation in operations.values():
+                        operation["security"] = security
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, redis: Redis | None = None) -> FastAPI:
     """Build the gateway.
 
@@ -84,11 +128,13 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     else:
         redis_url = _url_of(redis)
     metrics = GatewayMetrics()
+    tenant_keys = load_tenants(settings)  # a bad tenants file stops start-up, not a request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.uploads_dir.mkdir(parents=True, exist_ok=True)
         aredis = AsyncRedis.from_url(redis_url, **_timeouts(settings))
+        secret = signing.load_secret(settings)
         app.state.gateway = GatewayState(
             settings=settings,
             redis=redis,
@@ -97,8 +143,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
             limiter=RateLimiter(aredis, settings),
             metrics=metrics,
             trusted_proxies=parse_networks(settings.trusted_proxies),
-            api_keys=tuple(k.get_secret_value().encode() for k in settings.api_keys),
-            signing_secret=signing.load_secret(settings),
+            api_keys=tenant_keys,
+            signing_secret=secret,
+            resign=resigner(settings, secret),
             admin_keys=tuple(k.get_secret_value().encode() for k in settings.admin_keys),
         )
         try:
@@ -122,9 +169,22 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
     )
     app.state.metrics = metrics
     errors.install(app)
-    for module in (upload, analyze, jobs, health, evidence, admin, known_fakes):
+    for module in (
+        upload,
+        analyze,
+        jobs,
+        events,
+        cancel,
+        batch,
+        audit,
+        health,
+        evidence,
+        admin,
+        known_fakes,
+    ):
         app.include_router(module.router)
     pages.install(app)
+    install_bearer_scheme(app, required=bool(tenant_keys))
     app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
     return app
@@ -132,6 +192,6 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
 
 def app_from_env() -> FastAPI:
     """uvicorn factory (``gateway.app:app_from_env``): one Settings per worker process."""
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings)
     return create_app(settings)

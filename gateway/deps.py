@@ -17,6 +17,7 @@ from gateway.errors import ForbiddenError, UnauthorizedError
 from gateway.metrics import GatewayMetrics
 from gateway.queue import JobQueue
 from gateway.ratelimit import Decision, RateLimiter, client_ip
+from gateway.tenants import Tenant, match_key
 
 
 @dataclass
@@ -30,8 +31,9 @@ class GatewayState:
     limiter: RateLimiter
     metrics: GatewayMetrics
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    api_keys: tuple[bytes, ...]
+    api_keys: tuple[tuple[bytes, Tenant], ...]
     signing_secret: bytes
+    resign: Callable[[bytes], bytes]  # evidence links signed at read (gateway.evidence_links)
     admin_keys: tuple[bytes, ...] = ()
 
 
@@ -70,15 +72,34 @@ def _bearer_matches(request: Request, keys: tuple[bytes, ...], what: str) -> Non
         raise UnauthorizedError(f"auth: expected a known {what}, got an unknown one", challenge)
 
 
-def require_api_key(request: Request, state: State) -> None:
-    """Bearer auth when ``settings.api_keys`` is set; open otherwise.
+def require_api_key(request: Request, state: State) -> Tenant | None:
+    """Bearer auth when keys are configured (``api_keys``, ``tenants``); open otherwise.
+
+    The key's tenant is kept on ``request.state.tenant`` (see ``gateway.tenants``).
 
     Raises:
         UnauthorizedError: no ``Authorization: Bearer`` header, or an unknown key.
     """
     if not state.api_keys:
-        return
-    _bearer_matches(request, state.api_keys, "API key")
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="dfd"'}
+    if not header:
+        raise UnauthorizedError(
+            "auth: expected an Authorization: Bearer <key> header, got none", challenge
+        )
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError(
+            "auth: expected the Authorization header as 'Bearer <key>', got it without the "
+            "'Bearer ' scheme",
+            challenge,
+        )
+    tenant = match_key(token.strip().encode(), state.api_keys)
+    if tenant is None:
+        raise UnauthorizedError("auth: expected a known API key, got an unknown one", challenge)
+    request.state.tenant = tenant
+    return tenant
 
 
 def require_admin_key(request: Request, state: State) -> None:

@@ -11,7 +11,7 @@ single handler that renders it as ``application/problem+json`` (RFC 9457) with a
         ├── UnauthorizedError     missing or wrong bearer key                      401
         ├── ForbiddenError        bad or expired evidence signature                403
         ├── NotFoundError         unknown or expired job, missing evidence         404
-        ├── ConflictError         an operator action the job's state forbids       409
+        ├── ConflictError         the job's state forbids it (cancel a finished job) 409
         ├── RateLimitedError      a per-IP limit is used up                        429
         └── TooManyUploadsError   too many uploads in flight from one IP           429
 """
@@ -167,10 +167,41 @@ def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(status, exc.type, detail, request.url.path, headers)
 
 
+def _body_problem(request: Request, err: dict[str, object]) -> str | None:
+    """A message a person can act on for a body that is not JSON at all, or none."""
+    loc: tuple[object, ...] = tuple(err.get("loc", ()))  # type: ignore[arg-type]
+    if not loc or loc[0] != "body":
+        return None
+    content_type = request.headers.get("content-type", "")
+    is_json = content_type.split(";", 1)[0].strip().lower() == "application/json"
+    if err.get("type") == "string_pattern_mismatch" and str(loc[-1]).endswith("url"):
+        return (
+            f"{'.'.join(str(p) for p in loc[1:])}: expected an absolute URL like "
+            f"https://host/path, got {err.get('input')!r}"
+        )
+    if err.get("type") == "json_invalid":
+        why = (err.get("ctx") or {}).get("error", "invalid")  # type: ignore[attr-defined]
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return f"request: expected the body to be JSON, got invalid JSON{where} ({why})"
+    if len(loc) == 1 and err.get("type") in ("model_attributes_type", "dict_type", "missing"):
+        if err.get("type") == "missing":
+            return "request: expected a JSON body, got none"
+        if not is_json:
+            return (
+                "request: expected a JSON body with Content-Type: application/json, got "
+                f"{content_type or 'no Content-Type'}"
+            )
+        return "request: expected the body to be a JSON object, got another JSON value"
+    return None
+
+
 def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for err in exc.errors():
+        plain = _body_problem(request, err)
+        if plain is not None:
+            return _on_domain_error(request, InvalidRequestError(plain))
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return _on_domain_error(request, InvalidRequestError("request: " + "; ".join(parts)))

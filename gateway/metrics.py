@@ -81,6 +81,13 @@ class GatewayMetrics:
         self.upload_bytes = Counter(
             "dfd_upload_bytes_total", "Bytes of accepted uploads.", registry=self.registry
         )
+        # Tenants are the operator's list (DFD_TENANTS): a bounded label.
+        self.tenant_jobs = Counter(
+            "dfd_tenant_jobs_total",
+            "Jobs accepted per tenant and source kind (tenant 'none' without auth).",
+            ["tenant", "source"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         folder = multiprocess_dir()

@@ -9,21 +9,24 @@ Reading a job is one Redis round trip (the job hash and its latest result, pipel
 so the status endpoint stays cheap under heavy polling. A failed job's entry is decoded
 with rq's own ``Result.restore``. A finished job's result document is the one place that
 does not go through rq: rq would parse the document only for the view to serialise it
-again, 6x the cost of a status read (``benchmarks/results/job_view.md``: 47 vs 283 µs
-for a 30 s video's result), so its bytes are base64-decoded and spliced in as the worker
-wrote them; ``tests/gateway/test_jobs.py`` checks the splice against rq's own decoding.
+again, (``benchmarks/results/job_view.md``, on a loaded 2-core machine: 76 µs spliced vs
+724 µs through rq for a 30 s video's result), so its bytes are base64-decoded and spliced
+in as the worker wrote them; ``tests/gateway/test_jobs.py`` checks the splice against rq's
+own decoding. The evidence links in them are re-signed in the bytes at each read
+(``resign``, ``gateway.evidence_links``): 253 µs in all, the HMACs of 9 links.
 """
 
 from __future__ import annotations
 
 import json
 from base64 import b64decode
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
-from rq.job import Job, JobStatus, Retry
+from rq.job import Callback, Job, JobStatus, Retry
 from rq.results import Result as RQResult
 from rq.serializers import JSONSerializer
 
@@ -34,6 +37,7 @@ from dfd.states import QUEUE_NAMES, JobState
 from dfd.tracing import current_traceparent
 
 JOB_FUNC = "dispatcher.jobs.run_job"
+AUDIT_VERDICT_FUNC = "dispatcher.audit.on_verdict"
 SERIALIZER = JSONSerializer
 
 
@@ -66,10 +70,13 @@ class JobQueue:
     def queue(self, priority: str) -> Queue:
         return self._queues[priority]
 
-    def enqueue(self, payload: JobPayload, func: str = JOB_FUNC) -> Job:
+    def enqueue(
+        self, payload: JobPayload, func: str = JOB_FUNC, extra_meta: dict[str, Any] | None = None
+    ) -> Job:
         """Put ``payload`` on its priority's queue, with retries, timeout and TTLs from settings."""
         s = self._settings
         meta: dict[str, Any] = {"retries": s.job_retries, "kind": payload.source.kind}
+        meta.update(extra_meta or {})  # tenant, batch, webhook state (gateway.routes.accepted)
         traceparent = current_traceparent()
         if traceparent is not None:  # the worker's job span continues the request's trace
             meta["traceparent"] = traceparent
@@ -83,6 +90,7 @@ class JobQueue:
             failure_ttl=s.failure_ttl_s,
             description=f"{payload.source.kind} job {payload.job_id}",
             meta=meta,
+            on_success=Callback(AUDIT_VERDICT_FUNC),  # the verdict's audit entry (dfd.audit)
         )
 
     def add_view(self, pipe: Any, job_id: str) -> bool:
@@ -103,7 +111,13 @@ def _text(value: bytes | None) -> str | None:
     return value.decode() if value else None
 
 
-def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> bytes | None:
+def view_json(
+    job_id: str,
+    fields: list[bytes | None],
+    latest: list[Any],
+    visible: Callable[[dict[str, Any]], bool] | None = None,
+    resign: Callable[[bytes], bytes] | None = None,
+) -> bytes | None:
     """The ``JobView`` JSON of a job from its hash fields and latest rq result, or ``None``.
 
     rq stores timestamps as ISO 8601 UTC strings and (with the JSON serializer) the meta
@@ -115,6 +129,8 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         return None  # unknown, or expired with its result TTL
     status = JobStatus(raw_status.decode())
     meta = SERIALIZER.loads(raw_meta) if raw_meta else {}
+    if visible is not None and not visible(meta):
+        return None  # another tenant's job reads as an unknown one
     attempt = int(meta.get("attempt") or 1)
     doc: dict[str, Any] = {"jobId": job_id}
     result_json: bytes | None = None
@@ -135,7 +151,8 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         if entry.get(b"return_value"):
             result_json = b64decode(entry[b"return_value"])
     elif status in _FAILED:
-        doc["status"] = JobState.FAILED.value
+        cancelled = (meta.get("error") or {}).get("type") == "cancelled"
+        doc["status"] = (JobState.CANCELLED if cancelled else JobState.FAILED).value
         exc_string = ""
         if latest:
             result_id, entry = latest[0]
@@ -148,11 +165,19 @@ def view_json(job_id: str, fields: list[bytes | None], latest: list[Any]) -> byt
         doc["status"] = JobState.WAITING.value
     doc["attempt"] = max(attempt, 1)
     doc["createdAt"] = _text(created)
-    doc["updatedAt"] = _text(ended or started or enqueued or created)
+    # The latest of rq's timestamps and the worker's last progress write (same format).
+    stamps = [
+        t for t in (_text(ended or started or enqueued or created), meta.get("updated_at")) if t
+    ]
+    doc["updatedAt"] = max(stamps) if stamps else None
+    doc["webhook"] = meta.get("webhook")
+    doc["batchId"] = meta.get("batch_id")
     body = json.dumps(
         {k: v for k, v in doc.items() if v is not None}, separators=(",", ":")
     ).encode()
     if result_json is not None:
+        if resign is not None:  # evidence links signed now (gateway.evidence_links)
+            result_json = resign(result_json)
         body = body[:-1] + b',"result":' + result_json + b"}"
     return body
 

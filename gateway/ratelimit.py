@@ -29,14 +29,16 @@ from gateway.errors import RateLimitedError, TooManyUploadsError
 
 KEY_PREFIX = "dfd:rl:"
 
-# KEYS: one counter per policy; ARGV: window_s, then one limit per key.
-# Returns {allowed, index of the deciding policy (1-based), limit, remaining, reset_s}.
+# KEYS: one counter per policy; ARGV: window_s, cost (1, or a batch's item count), then
+# one limit per key. Returns {allowed, index of the deciding policy (1-based), limit,
+# remaining, reset_s}.
 _HIT = """
 local window = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
+  local limit = tonumber(ARGV[i + 2])
   local used = tonumber(redis.call('GET', key) or '0')
-  if used >= limit then
+  if used + cost > limit then
     local ttl = redis.call('TTL', key)
     if ttl < 0 then ttl = window end
     return {0, i, limit, 0, ttl}
@@ -44,8 +46,8 @@ for i, key in ipairs(KEYS) do
 end
 local best_i, best_limit, best_remaining, best_reset = 0, 0, -1, 0
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[i + 1])
-  local used = redis.call('INCR', key)
+  local limit = tonumber(ARGV[i + 2])
+  local used = redis.call('INCRBY', key, cost)
   local ttl = redis.call('TTL', key)
   if ttl < 0 then
     redis.call('EXPIRE', key, window)
@@ -146,12 +148,14 @@ class RateLimiter:
             policies.append(self.endpoint_policies[endpoint])
         return [p for p in policies if p.limit > 0]
 
-    def _keys_args(self, ip: str, policies: Sequence[Policy]) -> tuple[list[str], list[int]]:
+    def _keys_args(
+        self, ip: str, policies: Sequence[Policy], cost: int = 1, client: str | None = None
+    ) -> tuple[list[str], list[int]]:
         # All policies of one request share the window length; per-policy windows would
         # need one script call per window.
-        client = limit_key(ip)
+        client = client or limit_key(ip)
         keys = [f"{KEY_PREFIX}{p.scope}:{client}" for p in policies]
-        return keys, [policies[0].window_s, *(p.limit for p in policies)]
+        return keys, [policies[0].window_s, cost, *(p.limit for p in policies)]
 
     def add_hit(self, pipe: Any, ip: str, policies: Sequence[Policy]) -> None:
         """Queue the limiter on ``pipe`` (by SHA: the script is loaded at start-up and
@@ -179,15 +183,19 @@ class RateLimiter:
             )
         return decision
 
-    async def hit(self, ip: str, policies: Sequence[Policy]) -> Decision | None:
-        """Count one request from ``ip`` against ``policies``; ``None`` when none applies.
+    async def hit(
+        self, ip: str, policies: Sequence[Policy], cost: int = 1, client: str | None = None
+    ) -> Decision | None:
+        """Count ``cost`` requests (a batch counts each item) from ``ip`` against
+        ``policies``; ``None`` when none applies. ``client`` names another counter than
+        the IP's (a tenant's quota: ``tenant:<name>``).
 
         Raises:
             RateLimitedError: when one of the policies is used up (nothing is counted then).
         """
         if not policies:
             return None
-        keys, args = self._keys_args(ip, policies)
+        keys, args = self._keys_args(ip, policies, cost, client)
         with _redis_errors("rate limit"):
             reply = await self._hit(keys=keys, args=args)
         return self.decide(reply, ip, policies)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dfd.schemas import JobError
+from dfd.schemas import JobError, JobOptions
 from dfd.states import JobState, Priority
 
 
@@ -27,15 +27,29 @@ class JobAccepted(BaseModel):
     status: JobState = JobState.WAITING
 
 
+URL_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$"
+"""What a URL field accepts (the schema says so, and validation checks the same): an
+absolute URL with a scheme and no whitespace. Policy (scheme, host, address) is checked
+after it, answering 422."""
+
+
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         min_length=1,
         max_length=4096,
+        pattern=URL_PATTERN,
         description="Public http(s) address of a video or a video page.",
     )
     priority: Priority = Priority.DEFAULT
+    options: JobOptions | None = None
+    callback_url: str | None = Field(
+        None,
+        max_length=4096,
+        pattern=URL_PATTERN,
+        description="Where to POST the final job view when the job ends (signed; see README).",
+    )
 
 
 class Health(BaseModel):
@@ -114,7 +128,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         403: "Bad or expired signature",
         404: "Unknown or expired",
         408: "Request took longer than the gateway's timeout",
-        409: "The job's state does not allow this action",
+        409: "The job's state does not allow it",
         413: "Upload over the size cap",
         415: "Not a supported video container (by magic bytes)",
         422: "URL rejected (scheme, allow/blocklist, private address)",

@@ -31,6 +31,8 @@ SNIFF_BYTES = HEAD_BYTES
 BODY_OVERHEAD_BYTES = 1 << 20
 # Disk writes are batched and done off the event loop.
 WRITE_BUFFER_BYTES = 1 << 20
+# A text field beside the file (callback_url) is kept in memory up to this size.
+TEXT_FIELD_MAX_BYTES = 8192
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class SavedUpload:
     filename: str | None
     size: int
     mime: str
+    fields: dict[str, str]  # the small text fields beside the file (callback_url)
 
 
 def sniff_container(head: bytes) -> Sniffed:
@@ -66,7 +69,7 @@ def _safe_filename(raw: bytes | None) -> str | None:
 
 
 class _Receiver:
-    """Callbacks of the multipart parser; keeps only the ``file`` field's bytes."""
+    """Callbacks of the multipart parser; keeps the ``file`` field's bytes and small text fields."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -80,6 +83,9 @@ class _Receiver:
         self._headers: dict[bytes, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
+        self.fields: dict[str, str] = {}
+        self._text: bytearray | None = None
+        self._text_name = ""
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -105,8 +111,18 @@ class _Receiver:
         if params.get(b"name") == FIELD and not self.seen_file:
             self.seen_file = self.in_file = True
             self.filename = _safe_filename(params.get(b"filename"))
+        elif params.get(b"name") and b"filename" not in params:
+            self._text, self._text_name = bytearray(), params[b"name"].decode("utf-8", "replace")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._text is not None:
+            if len(self._text) + end - start > TEXT_FIELD_MAX_BYTES:
+                raise TooLargeError(
+                    f"upload: expected field {self._text_name!r} of at most "
+                    f"{TEXT_FIELD_MAX_BYTES} bytes, got more"
+                )
+            self._text.extend(data[start:end])
+            return
         if not self.in_file:
             return
         self.size += end - start
@@ -115,6 +131,9 @@ class _Receiver:
             self.pending_bytes += end - start
 
     def _part_end(self) -> None:
+        if self._text is not None:
+            self.fields[self._text_name] = self._text.decode("utf-8", "replace")
+            self._text = None
         if self.in_file:
             self.in_file = False
             self.file_done = True
@@ -200,7 +219,9 @@ async def receive_upload(
         final = dest_dir / f"{stem}{sniffed.suffix}"
         os.replace(part_path, final)
         done = True
-        return SavedUpload(final, receiver.filename, receiver.size, sniffed.mime or "")
+        return SavedUpload(
+            final, receiver.filename, receiver.size, sniffed.mime or "", receiver.fields
+        )
     finally:
         if out is not None and not out.closed:
             out.close()

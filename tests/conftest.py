@@ -60,4 +60,5 @@ pytest_plugins = [
     "tests.fixtures.tracing",
     "tests.fixtures.models",
     "tests.fixtures.browser",
+    "tests.fixtures.webhook_receiver",
 ]

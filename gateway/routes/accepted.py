@@ -4,18 +4,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
+from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from dfd.errors import UpstreamUnavailableError
 from dfd.schemas import JobPayload
 from dfd.states import JobState
+from gateway.audit import record
 from gateway.deps import GatewayState
+from gateway.tenants import tenant_name
+from gateway.webhooks import DELIVER_FUNC, delivery_queue_name, enqueue_delivery
 
 
-async def enqueue(state: GatewayState, payload: JobPayload) -> None:
+def submit(
+    state: GatewayState,
+    payload: JobPayload,
+    meta: dict[str, Any],
+    callback_url: str | None = None,
+) -> Job:
+    """Enqueue the job and, with a ``callback_url``, its webhook delivery after it."""
+    if callback_url is not None:
+        meta = {**meta, "webhook": {"status": "pending", "attempts": 0}}
+    job = state.queue.enqueue(payload, extra_meta=meta)
+    if callback_url is not None:
+        enqueue_delivery(
+            state.queue.queue(delivery_queue_name()),
+            [job],
+            DELIVER_FUNC,
+            (job.id, callback_url),
+            state.settings,
+        )
+    return job
+
+
+def job_meta(request: Request) -> dict[str, Any]:
+    """What the gateway records on a job it accepts: its tenant."""
+    tenant = tenant_name(request)
+    return {"tenant": tenant} if tenant is not None else {}
+
+
+async def enqueue(
+    state: GatewayState,
+    payload: JobPayload,
+    request: Request,
+    callback_url: str | None = None,
+) -> None:
     """Enqueue ``payload`` (rq's client is synchronous: run it off the event loop).
 
     Once started, the enqueue is seen through even if the request is cancelled meanwhile
@@ -28,7 +66,9 @@ async def enqueue(state: GatewayState, payload: JobPayload) -> None:
     Raises:
         UpstreamUnavailableError: Redis did not take the job.
     """
-    work = asyncio.ensure_future(run_in_threadpool(state.queue.enqueue, payload))
+    work = asyncio.ensure_future(
+        run_in_threadpool(submit, state, payload, job_meta(request), callback_url)
+    )
     try:
         while not work.done():
             with contextlib.suppress(asyncio.CancelledError):
@@ -39,6 +79,20 @@ async def enqueue(state: GatewayState, payload: JobPayload) -> None:
             f"queue: expected Redis to accept job {payload.job_id}, got {exc}"
         ) from exc
     state.metrics.enqueued.labels(payload.source.kind, payload.priority).inc()
+    state.metrics.tenant_jobs.labels(tenant_name(request) or "none", payload.source.kind).inc()
+    await record(
+        state,
+        request,
+        "submit",
+        job_id=payload.job_id,
+        kind=payload.source.kind,
+        priority=payload.priority.value,
+        url=payload.source.url,
+        callback_url=callback_url,
+        options=payload.options.model_dump(mode="json", exclude_none=True)
+        if payload.options
+        else None,
+    )
 
 
 def accepted(job_id: str, headers: dict[str, str]) -> JSONResponse:

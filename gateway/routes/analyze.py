@@ -16,13 +16,14 @@ from fastapi.responses import JSONResponse
 
 from dfd.errors import FetchTransientError, RejectedURLError
 from dfd.jobid import new_job_id
-from dfd.schemas import JobPayload, JobSource
+from dfd.schemas import JobOptions, JobPayload, JobSource
 from dfd.settings import Settings
 from dfd.urlcheck import MAX_URL_LENGTH, check_url, resolve_and_vet
 from gateway.deps import State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
 from gateway.schemas import AnalyzeRequest, JobAccepted, problem_responses
+from gateway.tenants import charge_tenant, check_priority
 
 router = APIRouter(tags=["jobs"])
 
@@ -94,6 +95,47 @@ async def resolve(host: str, port: int, settings: Settings) -> list:
         ) from exc
 
 
+async def vet_callback_url(url: str, settings: Settings) -> str:
+    """The callback URL, normalised, after the checks a fetched URL gets (the worker
+    checks again at delivery).
+
+    Raises:
+        InvalidRequestError: malformed, or the server has no webhook secret to sign with.
+        RejectedURLError: refused by scheme, host lists or address.
+    """
+    if settings.webhook_secret is None:
+        raise InvalidRequestError(
+            "callback_url: expected a server with DFD_WEBHOOK_SECRET set to sign webhooks, "
+            "got none set; leave callback_url out or ask the operator"
+        )
+    check_syntax(url)
+    normalised = check_url(url, settings)
+    parts = urllib.parse.urlsplit(normalised)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    await resolve(parts.hostname or "", port, settings)
+    return normalised
+
+
+def check_options(options: JobOptions | None, settings: Settings) -> JobOptions | None:
+    """The request's options, within the operator's bounds.
+
+    Raises:
+        InvalidRequestError: a threshold outside the bounds, or every detector weighted 0.
+    """
+    if options is None:
+        return None
+    lo, hi = settings.option_threshold_min, settings.option_threshold_max
+    if options.threshold is not None and not lo <= options.threshold <= hi:
+        raise InvalidRequestError(
+            f"options.threshold: expected between {lo:g} and {hi:g}, got {options.threshold:g}"
+        )
+    if not any(options.applied_to(settings).fusion_weights()):
+        raise InvalidRequestError(
+            "options: expected at least one fused detector with a weight above 0, got none"
+        )
+    return options
+
+
 @router.post(
     "/api/analyze",
     status_code=202,
@@ -112,9 +154,16 @@ async def analyze(body: AnalyzeRequest, request: Request, state: State) -> JSONR
     addresses = await resolve(parts.hostname or "", port, settings)
     if settings.check_url_reachable:
         await check_reachable(str(addresses[0]), port, settings)
+    callback = await vet_callback_url(body.callback_url, settings) if body.callback_url else None
+    check_priority(request, body.priority)
+    options = check_options(body.options, settings)
+    await charge_tenant(request, state.limiter, "analyze")
     job_id = new_job_id()
     payload = JobPayload(
-        job_id=job_id, source=JobSource(kind="url", url=url), priority=body.priority
+        job_id=job_id,
+        source=JobSource(kind="url", url=url),
+        priority=body.priority,
+        options=options,
     )
-    await enqueue(state, payload)
+    await enqueue(state, payload, request, callback)
     return accepted(job_id, rate_limit_headers(request))

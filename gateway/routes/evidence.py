@@ -26,15 +26,17 @@ router = APIRouter(tags=["evidence"])
     },
 )
 async def evidence(key: str, state: State, exp: str = "", sig: str = "") -> FileResponse:
+    shown = key
+    key = signing.private_key(shown, state.signing_secret)  # the job id is masked in links
     if not signing.is_valid_key(key):
-        raise NotFoundError(f"evidence: expected a key the store handed out, got {key!r}")
+        raise NotFoundError(f"evidence: expected a key the store handed out, got {shown!r}")
     if not signing.verify(key, exp, sig, state.signing_secret):
         raise ForbiddenError(
             "evidence: expected a valid, unexpired signature, got a bad or expired one"
         )
     path = signing.evidence_path(state.settings, key)
     if not path.is_file():
-        raise NotFoundError(f"evidence: {key!r} no longer exists")
+        raise NotFoundError(f"evidence: {shown!r} no longer exists")
     max_age = max(int(exp) - int(time.time()), 0)
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(

@@ -19,6 +19,7 @@ from gateway.errors import NotFoundError
 from gateway.queue import view_json
 from gateway.ratelimit import Decision
 from gateway.schemas import problem_responses
+from gateway.tenants import job_visible
 
 router = APIRouter(tags=["jobs"])
 
@@ -62,7 +63,17 @@ async def get_job(job_id: str, request: Request) -> Response:
     # After the limit was counted: a wrong key costs quota too, so keys cannot be
     # guessed at polling speed without limit.
     require_api_key(request, state)
-    body = view_json(job_id, *replies) if replies is not None else None
+    body = (
+        view_json(
+            job_id,
+            replies[0],
+            replies[1],
+            lambda meta: job_visible(request, meta),
+            state.resign,
+        )
+        if replies is not None
+        else None
+    )
     if body is None:
         raise NotFoundError(f"job: expected a known job id, got {job_id!r} (unknown or expired)")
     headers = {"Cache-Control": "no-store", **(decision.headers() if decision else {})}

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from dfd.errors import DfdError, TooLargeError
 from dfd.jobid import new_job_id
-from dfd.schemas import JobPayload, JobSource
+from dfd.schemas import JobOptions, JobPayload, JobSource
 from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
-from gateway.schemas import JobAccepted, Priority, problem_responses
+from gateway.routes.analyze import check_options, vet_callback_url
+from gateway.schemas import URL_PATTERN, JobAccepted, Priority, problem_responses
+from gateway.tenants import charge_tenant, check_priority
 from gateway.uploads import BODY_OVERHEAD_BYTES, receive_upload
 
 router = APIRouter(tags=["jobs"])
+
+VIDEO_TYPES = ("video/*", "application/octet-stream")
 
 _MULTIPART_BODY = {
     "requestBody": {
@@ -25,12 +30,43 @@ _MULTIPART_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "minLength": 1},
+                        "options": {
+                            "type": "string",
+                            "description": "JobOptions as JSON: detectors, weights, threshold.",
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "maxLength": 4096,
+                            "pattern": URL_PATTERN,
+                        },
+                    },
+                },
+                # The container is sniffed from the bytes: anything else is 415.
+                "encoding": {"file": {"contentType": ", ".join(VIDEO_TYPES)}},
             }
         },
     }
 }
+
+
+def parse_options(raw: str | None) -> JobOptions | None:
+    """The ``options`` form field: ``JobOptions`` as JSON.
+
+    Raises:
+        InvalidRequestError: not JSON, or not of the documented shape.
+    """
+    if not raw:
+        return None
+    try:
+        return JobOptions.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidRequestError(
+            f"options: expected JSON options ({where or 'body'}: {first.get('msg')}), got {raw[:100]!r}"
+        ) from None
 
 
 @router.post(
@@ -57,6 +93,8 @@ async def upload(
         )
         refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
         raise refused
+    check_priority(request, priority)
+    await charge_tenant(request, state.limiter, "upload")
     slot = await state.limiter.acquire_upload_slot(ip)
     job_id = new_job_id()
     try:
@@ -77,13 +115,17 @@ async def upload(
         raise
     finally:
         await state.limiter.release_upload_slot(slot)
-    payload = JobPayload(
-        job_id=job_id,
-        source=JobSource(kind="upload", path=str(saved.path), filename=saved.filename),
-        priority=priority,
-    )
     try:
-        await enqueue(state, payload)
+        options = check_options(parse_options(saved.fields.get("options")), settings)
+        payload = JobPayload(
+            job_id=job_id,
+            source=JobSource(kind="upload", path=str(saved.path), filename=saved.filename),
+            priority=priority,
+            options=options,
+        )
+        raw_callback = saved.fields.get("callback_url")
+        callback = await vet_callback_url(raw_callback, settings) if raw_callback else None
+        await enqueue(state, payload, request, callback)
     except BaseException:
         saved.path.unlink(missing_ok=True)
         raise

@@ -66,6 +66,14 @@ def test_direct_fetch_streams_the_file_with_its_digest(server, clip, trusted, tm
     assert got.final_url == server.url("/clip.mpg")
 
 
+def test_direct_fetch_reports_its_progress_as_the_body_arrives(server, clip, trusted, tmp_path):
+    server.file("/clip.mpg", clip, "video/mpeg")
+    seen: list[float] = []
+    fetch(server.url("/clip.mpg"), tmp_path / "job", trusted, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert len(clip) <= 1 << 16 or any(0 < f < 1 for f in seen), seen
+
+
 def test_connects_to_the_first_vetted_address_so_rebinding_cannot_switch_it(
     server, clip, trusted, tmp_path
 ):

@@ -246,20 +246,6 @@ def test_maintenance_sweeps_orphaned_uploads(redis, make_settings) -> None:
 
 
 @pytest.mark.integration
-def test_progress_writes_each_stage_and_throttles_within_one(redis) -> None:
-    queue = Queue("default", connection=redis, serializer=JSONSerializer)
-    job = queue.enqueue("builtins.len", [1])
-    progress = jobs.Progress(job, min_interval_s=60)
-    progress("decode", 0.1)
-    for i in range(100):
-        progress("decode", 0.1 + i / 1000)  # per-frame reports within the interval: not written
-    assert Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta["progress"] == 0.1
-    progress("infer", 0.5)  # a new stage is written at once
-    meta = Job.fetch(job.id, connection=redis, serializer=JSONSerializer).meta
-    assert (meta["stage"], meta["progress"]) == ("infer", 0.5)
-
-
-@pytest.mark.integration
 @pytest.mark.parametrize(("running_s", "expected"), [(700.0, "timeout"), (5.0, "worker-lost")])
 def test_horse_killed_past_its_timeout_is_a_timeout_not_retried(
     redis, upload, running_s, expected

@@ -229,6 +229,16 @@ def test_s3_public_url_must_be_a_bare_origin(tmp_path):
 
 
 @pytest.mark.integration
+def test_s3_links_do_not_show_a_gateway_made_job_id(s3_settings):
+    store = S3Store(s3_settings)
+    job_id = "0123456789abcdef0123456789abcdef"
+    key = store.put(job_id, "thumb_00.jpg", b"\xff\xd8jpeg", "image/jpeg")
+    url = store.url(key)
+    assert job_id not in key and job_id not in url
+    assert store.get(key) == b"\xff\xd8jpeg"
+    assert store.delete_job(job_id) == 1
+
+
 def test_s3_delete_job_and_purge(s3_settings):
     store = S3Store(s3_settings)
     mine = [store.put("job-a", f"t{i}.png", PNG, "image/png") for i in range(3)]

@@ -84,3 +84,26 @@ def test_a_redis_that_never_answers_gets_503_within_the_timeout(tmp_path: Path) 
         for conn in held:
             conn.close()
         listener.close()
+
+
+@pytest.mark.integration
+def test_openapi_declares_the_bearer_scheme_and_the_url_pattern(gateway) -> None:
+    with gateway(api_keys=["k" * 24]) as client:
+        schema = client.get("/openapi.json").json()
+        assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert schema["paths"]["/api/job/{job_id}"]["get"]["security"] == [{"bearer": []}]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
+        pattern = schema["components"]["schemas"]["AnalyzeRequest"]["properties"]["url"]["pattern"]
+        # What the schema refuses, validation refuses, with a message to act on.
+        for url in ("0", "P:"):
+            response = client.post(
+                "/api/analyze", json={"url": url}, headers={"Authorization": "Bearer " + "k" * 24}
+            )
+            assert response.status_code == 400
+            assert response.json()["detail"] == (
+                f"url: expected an absolute URL like https://host/path, got {url!r}"
+            )
+        assert pattern
+    with gateway() as client:
+        open_schema = client.get("/openapi.json").json()
+        assert open_schema["paths"]["/api/job/{job_id}"]["get"]["security"] == [{"bearer": []}, {}]
