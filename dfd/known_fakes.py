@@ -50,9 +50,14 @@ class FrameHash(BaseModel):
 
 
 class MediaHashes(BaseModel):
-    """The perceptual hashes of one analysed video."""
+    """The perceptual hashes of one analysed video (its frames) or audio file (its sound)."""
 
     frames: list[FrameHash] = Field(default_factory=list)
+    audio_fingerprint: list[int] | None = Field(
+        None,
+        description="Chromaprint's raw fingerprint of an audio file (fpcalc -raw): one 32-bit "
+        "sub-fingerprint per ~0.124 s.",
+    )
 
 
 class KnownFake(BaseModel):

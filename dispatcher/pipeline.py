@@ -39,7 +39,7 @@ from dispatcher.faces import NO_FACES, find_faces
 from dispatcher.facts import apply_facts
 from dispatcher.fetch import fetch
 from dispatcher.infer import build_inputs, run_ensemble
-from dispatcher.known_fakes import find_matches, hash_frames
+from dispatcher.known_fakes import audio_fingerprint, find_matches, hash_frames
 from dispatcher.media import DecodedMedia
 from dispatcher.metadata import telltale_metadata
 from dispatcher.probe import probe
@@ -263,6 +263,8 @@ def analyze(
         matches = None
         with stages.timed("hashes", Stage.DECODE):
             hashes = hash_frames(media.frames, settings)
+            if not media.frames:  # an audio file: its sound's fingerprint
+                hashes.audio_fingerprint = audio_fingerprint(path)
             if bank is not None:
                 matches = find_matches(hashes, bank.entries(), settings)
                 bank.keep(job_id, hashes)

@@ -4,6 +4,7 @@
 #   espeak-ng (tests make synthetic speech to dub clips with)
 #   chromium  (the browser tests drive it through Playwright; Playwright's own download is not used)
 #   promtool  (Debian's prometheus package: the alert rules' unit tests)
+#   fpcalc    (libchromaprint-tools: the audio fingerprint of audio files, for known fakes)
 #   cmake, pkg-config, g++ and FFmpeg's development headers (the `vpdq` package, Meta's
 #             reference vPDQ that tests check dfd's video hashes against, builds from source)
 # Uses apt-get as root or through sudo; elsewhere it says what is missing and carries on.
@@ -13,6 +14,7 @@ command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v fpcalc >/dev/null 2>&1 || missing+=(libchromaprint-tools)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)

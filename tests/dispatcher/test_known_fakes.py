@@ -153,3 +153,55 @@ def test_hashes_of_scaled_down_hd_frames_stay_within_matching_distance_of_vpdq(
         frame.pdq_center = None
     found = _vpdq_distances(big, ours)
     assert all(bits <= 24 for _, _, bits in found), found
+
+
+def _ffmpeg(*args: object) -> None:
+    import subprocess
+
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-nostdin", "-y", *map(str, args)], check=True)
+
+
+@pytest.fixture(scope="module")
+def audio_copies(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """GRID voices joined into 12 s as WAV, the same as a 48 kbit/s MP3 trimmed by 0.7 s,
+    and other clips' voices joined the same way (Chromaprint needs a few seconds)."""
+    out = tmp_path_factory.mktemp("audio_fp")
+    clips = sorted((media_dir / "grid").glob("*.mpg"))
+    paths = {
+        "original": out / "original.wav",
+        "reupload": out / "reupload.mp3",
+        "other": out / "other.wav",
+    }
+    for name, chosen in (("original", clips[:4]), ("other", clips[4:8])):
+        inputs = [a for c in chosen for a in ("-i", c)]
+        streams = "".join(f"[{i}:a]" for i in range(len(chosen)))
+        _ffmpeg(
+            *inputs,
+            "-filter_complex",
+            f"{streams}concat=n={len(chosen)}:v=0:a=1,aformat=channel_layouts=mono",
+            paths[name],
+        )
+    _ffmpeg(
+        "-ss",
+        "0.7",
+        "-i",
+        paths["original"],
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "48k",
+        paths["reupload"],
+    )
+    return paths
+
+
+@pytest.mark.integration
+def test_an_audio_file_is_matched_by_its_fingerprint(audio_copies, settings) -> None:
+    from dispatcher.known_fakes import audio_fingerprint
+
+    prints = {name: audio_fingerprint(path) for name, path in audio_copies.items()}
+    assert all(prints.values()), "fpcalc (libchromaprint-tools) must fingerprint every file"
+    bank = [_entry(MediaHashes(audio_fingerprint=prints["original"]), label="cloned voice")]
+    (hit,) = find_matches(MediaHashes(audio_fingerprint=prints["reupload"]), bank, settings)
+    assert hit.label == "cloned voice" and hit.matched_share > 0.5
+    assert find_matches(MediaHashes(audio_fingerprint=prints["other"]), bank, settings) == []
