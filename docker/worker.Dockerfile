@@ -10,7 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DFD_DATA_DIR=/var/lib/dfd
 
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
+# fpcalc (Chromaprint): the fingerprint of audio files, for the bank of known fakes.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libchromaprint-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/dfd --create-home dfd
 
 # The worker's share of pyproject.toml's dependencies (until they are split into extras).
 # numpy<2: the wire format Triton's python backend expects (see ARCHITECTURE.md).
