@@ -31,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,17 +53,24 @@ os.execvp(sys.argv[2], sys.argv[2:])
 """
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def die_with_parent(argv: Sequence[str]) -> list[str]:
     """``argv`` run so that the kernel sends it SIGTERM when this process dies.
 
     Linux only (PR_SET_PDEATHSIG); elsewhere ``argv`` as it is, and the :class:`Watchdog`
     alone cleans up. Set by a small exec wrapper rather than a ``preexec_fn``: running
     Python between fork and exec in a process with threads (gRPC's, in the tests and in
-    ``dfd analyze``) can hang or crash the child before it starts. The signal follows the
-    thread that started the child: start children from a long-lived thread (``dfd
-    serve`` starts and restarts them all from its main thread).
+    ``dfd analyze``) can hang or crash the child before it starts.
+
+    The kernel sends the signal when the *thread* that started the child ends, so only a
+    child started from the main thread gets it (``dfd serve`` starts and restarts all
+    of its children there); one started from another thread (a test's fault injector)
+    would die with that thread, and gets ``argv`` as it is.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or not _in_main_thread():
         return list(argv)
     return [sys.executable, "-I", "-S", "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *argv]
 

@@ -331,3 +331,20 @@ def test_a_watchdog_told_goodbye_stops_nothing() -> None:
         assert gone(watchdog_pid)
         time.sleep(0.2)
         assert group.running("a")
+
+
+def test_a_child_started_from_another_thread_outlives_that_thread() -> None:
+    """The parent-death signal fires when the starting *thread* ends: a child a short-lived
+    thread starts (a test's fault injector restarting Redis) must not die with it."""
+    import threading
+
+    def start_then_linger() -> None:
+        group.start("a", SLEEPER)
+        time.sleep(1.0)  # the child has set up its signals by now; then the thread ends
+
+    with ProcessGroup(stop_timeout_s=5) as group:
+        starter = threading.Thread(target=start_then_linger)
+        starter.start()
+        starter.join()
+        time.sleep(0.5)
+        assert group.running("a")
