@@ -19,9 +19,8 @@ def on_verdict(job: Job, connection: Any, result: Any, *args: Any, **kwargs: Any
     """rq ``on_success``: record the verdict of ``job``."""
     if not isinstance(result, dict):
         return
-    s = worker_settings()
     try:
-        _append(connection, job, result, s)
+        _append(connection, job, result, worker_settings(job))
     except Exception:  # rq would fail the job for its callback's error: the verdict stands
         log.warning("audit: could not record the verdict of job %s", job.id, exc_info=True)
 

@@ -117,15 +117,16 @@ class DfdJob(Job):
         return self.func(self.context_factory(), *self.args, **self.kwargs)
 
 
-def worker_settings() -> Settings:
-    """The settings of the worker running this process's jobs, for what rq calls without
-    a context (its success and failure callbacks)."""
-    if DfdJob.context_factory is None:
+def worker_settings(job: Job) -> Settings:
+    """The settings of the worker running ``job``, for what rq calls with the job but
+    without a context (its success and failure callbacks)."""
+    factory = getattr(job, "context_factory", None)
+    if factory is None:
         raise errors.ConfigurationError(
-            "job callback: expected to run under `dfd worker` (which passes the worker "
-            "context), got a worker without one"
+            f"job {job.id} callback: expected to run under `dfd worker` (which passes the "
+            "worker context), got a worker without one"
         )
-    return DfdJob.context_factory().settings
+    return factory().settings
 
 
 def attempt_of(job: Job) -> int:

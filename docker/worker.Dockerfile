@@ -22,6 +22,7 @@ RUN pip install \
       "pydantic>=2.6" "pydantic-settings>=2.2" "numpy>=1.24,<2" \
       "redis>=5" "rq>=1.16,<3" "prometheus-client>=0.20" "psutil>=5.9" \
       "httpx>=0.27" "av>=12" "pillow>=10" "yt-dlp>=2024.1" "minio>=7.2" \
+      "c2pa-python>=0.38,<0.39" "pdqhash>=0.2.8" \
       "tritonclient[grpc,http]>=2.40" \
       "opentelemetry-api>=1.25" "opentelemetry-sdk>=1.25" "opentelemetry-exporter-otlp-proto-http>=1.25"
 
