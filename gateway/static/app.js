@@ -218,12 +218,14 @@
   }
 
   function detectorRows(result) {
-    if (Array.isArray(result.detectors) || (result.detectors && typeof result.detectors === "object")) {
+    var named = result.detectors && typeof result.detectors === "object" ? Object.keys(result.detectors) : [];
+    if (named.length) {
       var list = Array.isArray(result.detectors) ? result.detectors : Object.keys(result.detectors).map(function (k) {
         var d = result.detectors[k]; d.name = d.name || k; return d;
       });
+      list = list.filter(function (d) { return d.score != null || !d.used || d.fused; });
       return list.map(function (d) {
-        var score = d.calibrated !== undefined ? d.calibrated : d.score;
+        var score = d.calibrated != null ? d.calibrated : d.score;
         return [d.name, d.modality || "", score, d.used, d.reason || d.why || ""];
       });
     }
