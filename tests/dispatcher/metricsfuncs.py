@@ -10,13 +10,14 @@ from typing import Any
 
 from dfd.schemas import Evidence, Result
 from dfd.states import Label
+from dispatcher.jobs import WorkerContext
 from tests.dispatcher.jobfuncs import _start
 
 TIMINGS_MS = {"download": 0.0, "probe": 120.0, "decode": 1500.0, "inference": 2500.0}
 MODELS = {"visual": "meso4_df@1", "audio": "aasist@2"}
 
 
-def timed_job(payload: dict[str, Any]) -> dict[str, Any]:
+def timed_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
     _start()
     doc = Result(
         confidence=0.2,
@@ -30,7 +31,7 @@ def timed_job(payload: dict[str, Any]) -> dict[str, Any]:
     return doc.model_dump(mode="json")
 
 
-def audio_only_job(payload: dict[str, Any]) -> dict[str, Any]:
+def audio_only_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
     _start()
     doc = Result(
         confidence=0.9,

@@ -63,7 +63,11 @@ def total(samples: Samples, name: str, **labels: str) -> float:
 def enqueue(settings, redis, func: str, priority: str = "default", kind: str = "url") -> str:
     job_id = new_job_id()
     if kind == "upload":
-        source = JobSource(kind="upload", path="/nonexistent/x.mp4", filename="x.mp4")
+        # A real file: the job functions read their upload as probing would.
+        upload = settings.uploads_dir / f"{job_id}.mp4"
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        upload.write_bytes(b"\0\0\0\x18ftypmp42")
+        source = JobSource(kind="upload", path=str(upload), filename="x.mp4")
     else:
         source = JobSource(kind="url", url="http://93.184.216.34/a.mp4")
     payload = JobPayload(job_id=job_id, source=source, priority=priority)  # type: ignore[arg-type]
