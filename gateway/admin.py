@@ -13,7 +13,6 @@ is the workers' maintenance, done with dfd's exception handlers.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from rq.results import Result as RQResult
 
 from dfd.jobid import is_job_id
 from dfd.states import QUEUE_NAMES, JobState
+from gateway.cancel import cancel_waiting
 from gateway.errors import ConflictError, NotFoundError
 from gateway.queue import SERIALIZER, job_error
 from gateway.schemas import (
@@ -337,10 +337,7 @@ class Console:
                 f"cancel: expected a waiting job, got one that is "
                 f"{client_state(status).value} ({status.value if status else 'unknown'})"
             )
-        job.meta["error"] = dict(CANCELLED_ERROR)
-        job.save_meta()
-        job.cancel()
-        self._delete_upload(job)
+        cancel_waiting(job, self._uploads_dir, CANCELLED_ERROR["message"])
         return self._row(self._known(job_id))
 
     def _upload_of(self, job: Job) -> Path | None:
@@ -352,9 +349,3 @@ class Console:
             return None
         file = Path(path)
         return file if file.resolve().parent == self._uploads_dir.resolve() else None
-
-    def _delete_upload(self, job: Job) -> None:
-        file = self._upload_of(job)
-        if file is not None:
-            with contextlib.suppress(FileNotFoundError):
-                file.unlink()

@@ -58,9 +58,21 @@ def cancel_job(redis: Redis, job: Job, settings: Settings) -> JobState:
     redis.set(cancel_key(job.id), b"1", ex=settings.failure_ttl_s + settings.job_timeout_s)
     if status == JobStatus.STARTED:
         return JobState.ACTIVE
-    job.meta["error"] = JobError(
-        type="cancelled", message="job: cancelled by the client while it waited"
-    ).model_dump(mode="json", exclude_none=True)
+    cancel_waiting(job, settings.uploads_dir, "job: cancelled by the client while it waited")
+    return JobState.CANCELLED
+
+
+def cancel_waiting(job: Job, uploads_dir: Path, message: str) -> None:
+    """End a waiting job as cancelled: its error recorded, off its queue (its dependents,
+    such as a webhook delivery, still run), its upload deleted. The API's cancel and the
+    operator console's both end a waiting job this way.
+
+    Raises:
+        ConflictError: a concurrent request cancelled it first.
+    """
+    job.meta["error"] = JobError(type="cancelled", message=message).model_dump(
+        mode="json", exclude_none=True
+    )
     job.meta["updated_at"] = timestamp()
     job.save_meta()
     try:
@@ -69,11 +81,10 @@ def cancel_job(redis: Redis, job: Job, settings: Settings) -> JobState:
         raise ConflictError(
             "job: expected a waiting or active job to cancel, got cancelled"
         ) from exc
-    delete_upload(job, settings)
-    return JobState.CANCELLED
+    delete_upload(job, uploads_dir)
 
 
-def delete_upload(job: Job, settings: Settings) -> None:
+def delete_upload(job: Job, uploads_dir: Path) -> None:
     """Delete a cancelled job's uploaded file, if it is one of ours (inside ``uploads_dir``)."""
     try:
         payload = job.args[0] if job.args else {}
@@ -83,5 +94,5 @@ def delete_upload(job: Job, settings: Settings) -> None:
     if source.get("kind") != "upload" or not source.get("path"):
         return
     path = Path(source["path"]).resolve()
-    if settings.uploads_dir.resolve() in path.parents:
+    if uploads_dir.resolve() in path.parents:
         path.unlink(missing_ok=True)
