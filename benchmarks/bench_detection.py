@@ -23,6 +23,15 @@ Writes, under ``benchmarks/results/``:
   the command.
 
 The tag defaults to nothing for the wild set and to the folder's name otherwise.
+
+The verdict is a fitted calibration's (``dfd/calibration.json``), and that calibration is
+fitted on this very set (with the generated calibration set beside it): the served verdicts
+of these items are in-sample. So the scorecard's verdicts are **held out**: the items of
+``--pool`` (default: this set's scores and ``detection_scores_calibration.json``) are dealt
+into 5 stratified folds as ``dfd models calibrate`` deals them, each fold's items get the
+verdict of ``dispatcher.aggregate.verdict`` under a calibration fitted on the other folds,
+and the report counts those (``verdict_served`` keeps the served one). Detector figures
+are of the raw scores (nothing fitted).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.machine import describe, load_average
 from dfd import metrics
@@ -301,8 +312,22 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "Fused = the verdict's confidence. Abstain = `inconclusive`, `not_applicable` or not "
         "accepted (refused by the pipeline). ECE: 10 equal-width bins. AUC/EER/TPR need both "
-        "fakes and reals among the scored items (else n/a). These figures are of the served "
-        "models as they are (nothing here is fitted on this set).",
+        "fakes and reals among the scored items (else n/a). Detector rows are raw scores "
+        "(nothing fitted). "
+        + (
+            "Verdicts and fused figures are **held out**: each item judged by "
+            "`dispatcher.aggregate.verdict` under a calibration fitted without it "
+            f"({doc['held_out']['folds']} stratified folds, seed {doc['held_out']['seed']}, "
+            f"over {', '.join(doc['held_out']['pool'])})."
+            if doc.get("held_out") and "skipped" not in doc["held_out"]
+            else "Verdicts are the served ones (in-sample where the calibration was fitted on "
+            "these items)"
+            + (
+                f"; no held-out replay: {doc['held_out']['skipped']}."
+                if doc.get("held_out")
+                else "."
+            )
+        ),
         "",
         "## Verdicts per kind",
         "",
@@ -450,8 +475,84 @@ def run_items(
         shutil.rmtree(evidence, ignore_errors=True)
 
 
-def report_document(scores_doc: dict[str, Any], command: str, scores_file: str) -> dict:
+def held_out(
+    records: Sequence[dict], pool: Sequence[Path], k: int = 5, seed: int = 0
+) -> tuple[list[dict], dict[str, Any]]:
+    """``records`` with each verdict and confidence replaced by its held-out one (see the
+    module docstring), and a note of how they were made."""
+    from dfd.detectors import DETECTORS
+    from dfd.settings import Settings
+    from dispatcher.aggregate import MediaFacts, ScoredItems, verdict
+    from export.calibrate import _as_calibration, fit, read_scores, stratified_folds
+
+    files = [read_scores(p) for p in pool]
+    items = [it for f in files for it in f.items]
+    usable = [it for it in items if it.accepted and any(v is not None for v in it.scores.values())]
+    detectors = sorted({n for it in usable for n, v in it.scores.items() if v is not None})
+    folds = stratified_folds([int(it.fake) for it in usable], k, seed)
+    settings = Settings()
+    replay: dict[tuple[str, str], tuple[str, float]] = {}
+    for f in range(k):
+        cal = _as_calibration(
+            fit([it for it, g in zip(usable, folds, strict=True) if g != f], detectors)
+        )
+        for it, g in zip(usable, folds, strict=True):
+            if g != f:
+                continue
+            found = {
+                d: None
+                if it.scores.get(d) is None
+                else ScoredItems(np.asarray([it.scores[d]], np.float32), ((0.0, 1.0),))
+                for d in it.scores
+                if d in DETECTORS and DETECTORS[d].scorer
+            }
+            # What the verdict needs beyond the scores (the unused detectors' reasons come
+            # from them; "too short" is not replayed: no item of these sets is under 1 s).
+            facts = MediaFacts(
+                has_video=True, faces=1, has_audio=True, speech_s=1.0, duration_s=60.0
+            )
+            v = verdict(
+                found,
+                cal,
+                settings.fusion_scales(),
+                settings.threshold,
+                settings.inconclusive_band,
+                facts,
+            )
+            replay[(it.source, it.path)] = (v.label.value, round(v.confidence, 4))
+    folder = files[0].folder if files else ""
+    out = []
+    for r in records:
+        r = dict(r)
+        key = (folder, r["path"])
+        if key in replay:
+            r["verdict_served"] = r.get("verdict")
+            r["verdict"], r["confidence"] = replay[key]
+        out.append(r)
+    note = {
+        "folds": k,
+        "seed": seed,
+        "pool": [f"{f.folder} ({len(f.items)} items, sha256 {f.sha256[:12]})" for f in files],
+        "detectors": detectors,
+    }
+    return out, note
+
+
+def report_document(
+    scores_doc: dict[str, Any],
+    command: str,
+    scores_file: str,
+    pool: Sequence[Path] | None = None,
+) -> dict:
     records = scores_doc["items"]
+    held: dict[str, Any] | None = None
+    if pool:
+        from export.calibrate import CalibrationDataError
+
+        try:
+            records, held = held_out(records, pool)
+        except CalibrationDataError as exc:  # too few items of a class to fit folds
+            held = {"skipped": str(exc)}
     names = sorted({n for r in records for n in r.get("scores", {})})
     sources = sorted({r["scores_from"] for r in records if r.get("scores_from")})
     return {
@@ -466,6 +567,7 @@ def report_document(scores_doc: dict[str, Any], command: str, scores_file: str) 
         "models": scores_doc["models"],
         "n_items": len(records),
         "detector_names": names,
+        "held_out": held,
         "kinds": build_report(records),
         "items": [
             {
@@ -488,6 +590,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="metrics from the scores file")
     parser.add_argument("--limit", type=int, help="only the first N items (a quick look)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write")
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="scores files the held-out calibrations are fitted on (default: this set's and "
+        "detection_scores_calibration.json; none: the served verdicts)",
+    )
     args = parser.parse_args(argv)
 
     folder = args.folder.resolve()
@@ -518,7 +628,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.results.mkdir(parents=True, exist_ok=True)
         scores_path.write_text(json.dumps(scores_doc, indent=1) + "\n")
-    doc = report_document(scores_doc, command, scores_path.name)
+    if args.pool is None:
+        extra = args.results / "detection_scores_calibration.json"
+        pool = [scores_path] + ([extra] if extra.is_file() and extra != scores_path else [])
+    else:
+        pool = list(args.pool)
+    doc = report_document(scores_doc, command, scores_path.name, pool)
     json_path.write_text(json.dumps(doc, indent=1) + "\n")
     md_path.write_text(markdown(doc))
     allg = doc["kinds"]["all"]

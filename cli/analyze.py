@@ -29,7 +29,7 @@ _BAR_WIDTH = 28
 
 
 def parse_weights(text: str) -> dict[str, float]:
-    """``visual=0.3,audio=0.5,lipsync=0.2`` (any subset) -> settings overrides."""
+    """``visual=0,audio=1,lipsync=0.5`` (any subset) -> settings overrides."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -44,8 +44,10 @@ def parse_weights(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(
                 f"--weights: {name} must be a number, got {value!r}"
             ) from None
-        if weight < 0:
-            raise argparse.ArgumentTypeError(f"--weights: {name} must be >= 0, got {weight}")
+        if not 0 <= weight <= 1:
+            raise argparse.ArgumentTypeError(
+                f"--weights: {name} must be between 0 and 1, got {weight}"
+            )
         out[f"weight_{name}"] = weight
     if not out:
         raise argparse.ArgumentTypeError("--weights: expected at least one name=value")
@@ -65,7 +67,7 @@ def register(subparsers: Any) -> None:
         "--weights",
         type=parse_weights,
         metavar="visual=W,audio=W,lipsync=W",
-        help="fusion weights for this run (default: DFD_WEIGHT_*)",
+        help="per modality, the share of its fitted fusion weight kept, 0..1 (default: DFD_WEIGHT_*)",
     )
     parser.set_defaults(handler=run)
 

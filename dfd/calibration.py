@@ -115,13 +115,19 @@ class Calibration:
         """The log-odds ``calibrated`` adds over the detector's prior (0: no evidence)."""
         return logit(calibrated) - logit(self.priors.get(detector, 0.5))
 
-    def fused(self, calibrated_scores: Mapping[str, float | None]) -> float:
-        """The fused probability over the detectors that looked (``None`` = missing)."""
+    def fused(
+        self,
+        calibrated_scores: Mapping[str, float | None],
+        weights: Mapping[str, float] | None = None,
+    ) -> float:
+        """The fused probability over the detectors that looked (``None`` = missing), with
+        the fitted weights or ``weights`` in their place."""
+        w = self.weights if weights is None else weights
         z = self.bias
         for name, p in calibrated_scores.items():
-            if p is None or name not in self.weights:
+            if p is None or not w.get(name):
                 continue
-            z += self.weights[name] * self.evidence(name, p)
+            z += w[name] * self.evidence(name, p)
         return sigmoid(z)
 
     def fused_raw(self, raw_scores: Mapping[str, float | None]) -> float:

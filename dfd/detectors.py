@@ -6,15 +6,23 @@ reads :attr:`Detector.can_clear` from here (a weak detector's low score never ma
 ``authentic``), the result's ``detectors`` and ``models`` are derived from the entries,
 and the web page and the scorecard name detectors as they are named here.
 
-Today the fused detectors are one per modality of ``deepfake_ensemble`` (the ensemble's
-tensors and wiring are in :mod:`dfd.ensemble`); the speech gate is a detector too, not
-fused: it decides what the voice detectors may judge.
+The scorers that are enabled (``DFD_DETECTORS``, default: those ``default_on``) are the
+steps of ``deepfake_ensemble`` (:mod:`dfd.ensemble` derives its tensors and wiring from
+them), the models of the repository, the fusion's inputs and the result's ``detectors``.
+The speech gate is a detector too, not fused and not an ensemble step: the dispatcher
+calls it first, and it decides what the voice detectors may judge.
+
+Adding a detector: its model code and spec (``dfd.specs``), its manifest rows, an entry
+here, and a calibration entry (``dfd models calibrate``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+
+from dfd.errors import ConfigurationError
+from dfd.settings import Settings
 
 
 class LooksAt(StrEnum):
@@ -44,6 +52,8 @@ class Detector:
         can_clear: whether its finding nothing is evidence of authenticity for what it
             looks at; a detector too weak or too old for today's fakes cannot clear media.
         about: what it detects, in a line.
+        evidence_outputs: model output -> ensemble output, besides its ``score``
+            (the visual detector's Grad-CAM heatmaps).
     """
 
     name: str
@@ -55,6 +65,21 @@ class Detector:
     fused: bool
     can_clear: bool
     about: str
+    evidence_outputs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def scorer(self) -> bool:
+        """Whether it scores items in the ensemble (the speech gate does not)."""
+        return self.looks_at is not LooksAt.FILE
+
+    @property
+    def scores_tensor(self) -> str:
+        """The ensemble output holding its per-item scores."""
+        return f"{self.name}_scores"
+
+    def checkpoint(self, settings: Settings) -> str:
+        """The checkpoint it runs with ``settings``."""
+        return str(getattr(settings, self.model_setting, self.model_setting))
 
 
 DETECTORS: dict[str, Detector] = {
@@ -71,6 +96,7 @@ DETECTORS: dict[str, Detector] = {
             # 2018 face swaps; on real GRID faces it gives 0.04-0.34: a hint, not a clearance
             can_clear=False,
             about="face-swap artefacts in aligned face crops (MesoNet, 2018 training data)",
+            evidence_outputs=(("heatmap", "heatmaps"),),
         ),
         Detector(
             name="audio",
@@ -110,11 +136,41 @@ DETECTORS: dict[str, Detector] = {
 }
 
 
+def enabled(settings: Settings) -> list[Detector]:
+    """The detectors that run with ``settings`` (``DFD_DETECTORS``; empty: those on by
+    default), in registry order; the speech gate always runs."""
+    wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(DETECTORS))
+    if unknown:
+        raise ConfigurationError(
+            f"DFD_DETECTORS: no detector named {', '.join(unknown)}; known: "
+            + ", ".join(d.name for d in DETECTORS.values() if d.scorer)
+        )
+    if wanted and not any(DETECTORS[n].scorer for n in wanted):
+        raise ConfigurationError("DFD_DETECTORS: expected at least one scoring detector")
+    return [
+        d
+        for d in DETECTORS.values()
+        if not d.scorer or (d.name in wanted if wanted else d.default_on)
+    ]
+
+
+def scorers(settings: Settings) -> list[Detector]:
+    """The enabled detectors that are steps of the ensemble."""
+    return [d for d in enabled(settings) if d.scorer]
+
+
+def of_modality(modality: str, settings: Settings) -> list[Detector]:
+    """The enabled scorers of ``modality``."""
+    return [d for d in scorers(settings) if d.modality == modality]
+
+
 def fused_detectors() -> list[Detector]:
-    """The detectors whose scores are fused, in the fusion's modality order."""
+    """Every detector whose score may enter the fused confidence, in registry order."""
     return [d for d in DETECTORS.values() if d.fused]
 
 
-def can_clear(modality: str) -> bool:
-    """Whether the fused detector of ``modality`` can clear media (see :class:`Detector`)."""
-    return any(d.can_clear for d in DETECTORS.values() if d.fused and d.modality == modality)
+def can_clear(name: str) -> bool:
+    """Whether the detector ``name`` can clear media (see :class:`Detector`)."""
+    d = DETECTORS.get(name)
+    return d is not None and d.fused and d.can_clear

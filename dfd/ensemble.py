@@ -1,19 +1,25 @@
-"""The ``deepfake_ensemble`` contract: its tensors and how its steps are wired.
+"""The ``deepfake_ensemble`` contract: its tensors and how its steps are wired, derived from
+the enabled detectors (:mod:`dfd.detectors`).
 
 One request per video: its face crops, audio windows and lip-sync clips (leading ``-1``
-dims are the per-video item counts) plus the fusion mask and weights. The ensemble's
-steps run ``visual``, ``audio`` and ``lipsync`` and then ``fusion`` on their per-item
-scores. Everything that speaks to the ensemble reads it from here: the Triton config
-(``ensemble_config.ensemble``), the dispatcher's requests (``dispatcher.infer``) and the
-client's input checks (``dispatcher.triton_client``). Tensors are addressed by these
+dims are the per-video item counts). Each enabled scorer is one step, fed the input group
+of what it looks at, and answers ``<detector>_scores`` (plus evidence outputs such as the
+visual detector's ``heatmaps``). The ensemble does not fuse: the verdict's calibrated
+fusion (:mod:`dfd.calibration`) is computed by ``dispatcher.aggregate`` over every
+detector's findings. Everything that speaks to the ensemble reads it from here: the Triton
+config (``ensemble_config.ensemble``), the dispatcher's requests (``dispatcher.infer``) and
+the client's input checks (``dispatcher.triton_client``). Tensors are addressed by these
 names, never by position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+from dfd.detectors import Detector, LooksAt, scorers
 from dfd.errors import ConfigurationError
+from dfd.settings import Settings
 from dfd.specs import (
     AUDIO_SAMPLES,
     FACE_SIZE,
@@ -24,105 +30,144 @@ from dfd.specs import (
     MFCC_PER_FRAME,
     ModelSpec,
     TensorSpec,
+    spec,
 )
 
 ENSEMBLE_NAME = "deepfake_ensemble"
 
-# Inputs.
+# Inputs, grouped by what a detector looks at.
 FACES = "faces"
 AUDIO = "audio"
 LIPSYNC_VIDEO = "lipsync_video"
 LIPSYNC_MFCC = "lipsync_mfcc"
-MASK = "mask"
-WEIGHTS = "weights"
-# Outputs.
-CONFIDENCE = "confidence"
-MODALITY_SCORES = "modality_scores"
-VISUAL_SCORES = "visual_scores"
 HEATMAPS = "heatmaps"
-AUDIO_SCORES = "audio_scores"
-LIPSYNC_SCORES = "lipsync_scores"
 
-ENSEMBLE_INPUTS = (
-    TensorSpec(FACES, "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),
-    TensorSpec(AUDIO, "FP32", (-1, AUDIO_SAMPLES)),
-    TensorSpec(LIPSYNC_VIDEO, "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
-    TensorSpec(LIPSYNC_MFCC, "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
-    TensorSpec(MASK, "FP32", (3,)),
-    TensorSpec(WEIGHTS, "FP32", (3,)),
-)
-ENSEMBLE_OUTPUTS = (
-    TensorSpec(CONFIDENCE, "FP32", (1,)),
-    TensorSpec(MODALITY_SCORES, "FP32", (3,)),
-    TensorSpec(VISUAL_SCORES, "FP32", (-1, 1)),
-    TensorSpec(HEATMAPS, "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),
-    TensorSpec(AUDIO_SCORES, "FP32", (-1, 1)),
-    TensorSpec(LIPSYNC_SCORES, "FP32", (-1, 1)),
-)
-INPUTS = {t.name: t for t in ENSEMBLE_INPUTS}
-OUTPUTS = {t.name: t for t in ENSEMBLE_OUTPUTS}
-
-# In every step: key = the composing model's tensor, value = the ensemble's tensor.
-# (Triton's input_map/output_map use that orientation; getting it backwards is the
-# classic ensemble bug, so the generated config repeats it in a comment.)
-WIRING: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "visual": ({"face": FACES}, {"score": VISUAL_SCORES, "heatmap": HEATMAPS}),
-    "audio": ({"waveform": AUDIO}, {"score": AUDIO_SCORES}),
-    "lipsync": ({"video": LIPSYNC_VIDEO, "mfcc": LIPSYNC_MFCC}, {"score": LIPSYNC_SCORES}),
-    "fusion": (
-        {n: n for n in (VISUAL_SCORES, AUDIO_SCORES, LIPSYNC_SCORES, MASK, WEIGHTS)},
-        {MODALITY_SCORES: MODALITY_SCORES, CONFIDENCE: CONFIDENCE},
+GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
+    LooksAt.FACE_TRACK: (TensorSpec(FACES, "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),),
+    LooksAt.SPEECH_WINDOW: (TensorSpec(AUDIO, "FP32", (-1, AUDIO_SAMPLES)),),
+    LooksAt.FACE_AUDIO_CLIP: (
+        TensorSpec(LIPSYNC_VIDEO, "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
+        TensorSpec(LIPSYNC_MFCC, "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
     ),
 }
-
-
-# Ensemble inputs whose leading item axis becomes a composing model's batch axis, so that
-# model's max_batch_size bounds the items of one request.
-ITEM_ROLES: dict[str, str] = {
-    ensemble_tensor: role
-    for role, (inputs, _) in WIRING.items()
-    if role != "fusion"
-    for ensemble_tensor in inputs.values()
+EVIDENCE_OUTPUTS: dict[str, TensorSpec] = {
+    HEATMAPS: TensorSpec(HEATMAPS, "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),
 }
+# Every input any ensemble may have (the client checks names against these).
+ALL_INPUTS: dict[str, TensorSpec] = {t.name: t for group in GROUPS.values() for t in group}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One composing model: its Triton name and its tensors' ensemble names.
+
+    ``inputs`` and ``outputs`` map the composing model's tensor (key) to the ensemble's
+    tensor (value), the orientation of Triton's input_map/output_map (getting it backwards
+    is the classic ensemble bug, so the generated config repeats it in a comment).
+    """
+
+    detector: Detector
+    model: ModelSpec
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The ensemble over a set of enabled scorers."""
+
+    steps: tuple[Step, ...]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        seen: dict[str, TensorSpec] = {}
+        for step in self.steps:
+            for t in GROUPS[step.detector.looks_at]:
+                seen.setdefault(t.name, t)
+        return tuple(seen.values())
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        out = []
+        for step in self.steps:
+            for name in step.outputs.values():
+                out.append(EVIDENCE_OUTPUTS.get(name) or TensorSpec(name, "FP32", (-1, 1)))
+        return tuple(out)
+
+    @property
+    def item_limits(self) -> dict[str, int]:
+        """Per input, the most items one request may carry: the smallest max_batch_size
+        of the steps it feeds (the item axis becomes their batch axis)."""
+        limits: dict[str, int] = {}
+        for step in self.steps:
+            for name in step.inputs.values():
+                size = step.model.max_batch_size
+                limits[name] = min(limits.get(name, size), size)
+        return limits
+
+    def step(self, detector: str) -> Step:
+        for s in self.steps:
+            if s.detector.name == detector:
+                return s
+        raise KeyError(detector)
 
 
 def _full_dims(s: ModelSpec, t: TensorSpec) -> tuple[int, ...]:
-    """A role tensor's dims as the non-batching ensemble sees them (batch axis included)."""
+    """A model tensor's dims as the non-batching ensemble sees them (batch axis included)."""
     return (-1, *t.dims) if s.max_batch_size > 0 else t.dims
 
 
-def check_wiring(roles: Mapping[str, ModelSpec]) -> None:
-    """Fails when the wiring and the specs disagree (names, dims, dtypes, coverage)."""
-    ensemble = {t.name: t for t in (*ENSEMBLE_INPUTS, *ENSEMBLE_OUTPUTS)}
-    produced = {t.name for t in ENSEMBLE_INPUTS}
-    for role, (inputs, outputs) in WIRING.items():
-        s = roles[role]
-        for kind, mapping, tensors in (("input", inputs, s.inputs), ("output", outputs, s.outputs)):
-            by_name = {t.name: t for t in tensors}
-            for key, value in mapping.items():
-                if key not in by_name:
-                    raise ConfigurationError(
-                        f"{ENSEMBLE_NAME}: step {role!r} maps {kind} {key!r}, which the {role} "
-                        f"spec does not have (it has {sorted(by_name)})"
-                    )
-                if value not in ensemble:
-                    raise ConfigurationError(
-                        f"{ENSEMBLE_NAME}: step {role!r} maps {key!r} to {value!r}, which is "
-                        "not an ensemble tensor"
-                    )
-                want, got = ensemble[value], by_name[key]
-                if want.dtype != got.dtype or want.dims != _full_dims(s, got):
-                    raise ConfigurationError(
-                        f"{ENSEMBLE_NAME}: {value!r} is {want.dtype}{list(want.dims)} in the "
-                        f"ensemble, {role}.{key} is {got.dtype}{list(_full_dims(s, got))}"
-                    )
-            if kind == "input":
-                unmapped = sorted(set(by_name) - set(mapping))
-                if unmapped:
-                    raise ConfigurationError(
-                        f"{ENSEMBLE_NAME}: step {role!r} leaves inputs {unmapped} unfed"
-                    )
-        produced |= set(outputs.values())
-    missing = sorted({t.name for t in ENSEMBLE_OUTPUTS} - produced)
+def _step(detector: Detector, model: ModelSpec) -> Step:
+    group = GROUPS[detector.looks_at]
+    if len(model.inputs) != len(group):
+        raise ConfigurationError(
+            f"{ENSEMBLE_NAME}: detector {detector.name!r} looks at {detector.looks_at} "
+            f"({len(group)} tensors), its model {model.tag} takes {len(model.inputs)}"
+        )
+    inputs = {}
+    for mine, theirs in zip(model.inputs, group, strict=True):
+        if mine.dtype != theirs.dtype or _full_dims(model, mine) != theirs.dims:
+            raise ConfigurationError(
+                f"{ENSEMBLE_NAME}: {theirs.name!r} is {theirs.dtype}{list(theirs.dims)} in the "
+                f"ensemble, {model.name}.{mine.name} is {mine.dtype}"
+                f"{list(_full_dims(model, mine))}"
+            )
+        inputs[mine.name] = theirs.name
+    names = {t.name for t in model.outputs}
+    wanted = {"score": detector.scores_tensor, **dict(detector.evidence_outputs)}
+    missing = sorted(set(wanted) - names)
     if missing:
-        raise ConfigurationError(f"{ENSEMBLE_NAME}: outputs {missing} are produced by no step")
+        raise ConfigurationError(
+            f"{ENSEMBLE_NAME}: step {model.name!r} has no output {missing} (it has {sorted(names)})"
+        )
+    return Step(detector, model, inputs, wanted)
+
+
+def ensemble(detectors: Sequence[Detector], models: Mapping[str, ModelSpec]) -> Ensemble:
+    """The ensemble over the scorers ``detectors``, each served by ``models[name]``.
+
+    Raises:
+        ConfigurationError: a model whose tensors do not fit what its detector looks at,
+            two detectors on one Triton model, or no scorer at all.
+    """
+    steps = tuple(_step(d, models[d.name]) for d in detectors if d.scorer)
+    if not steps:
+        raise ConfigurationError(f"{ENSEMBLE_NAME}: no scoring detector is enabled")
+    served = [s.model.name for s in steps]
+    if len(set(served)) != len(served):
+        raise ConfigurationError(f"{ENSEMBLE_NAME}: two detectors on one model in {served}")
+    return Ensemble(steps)
+
+
+def for_settings(settings: Settings, models: Mapping[str, ModelSpec] | None = None) -> Ensemble:
+    """The ensemble of the detectors ``settings`` enables, each served by the checkpoint its
+    setting names, or by ``models[detector]`` where given (a role override)."""
+    chosen = scorers(settings)
+    specs = {d.name: (models or {}).get(d.name) or spec(d.checkpoint(settings)) for d in chosen}
+    for name, s in specs.items():
+        if s.name != name:
+            raise ConfigurationError(
+                f"{ENSEMBLE_NAME}: detector {name!r} is served by Triton model {s.name!r} "
+                f"({s.tag}); a detector's checkpoint must serve the model of its name"
+            )
+    return ensemble(chosen, specs)

@@ -239,14 +239,16 @@ class JobOptions(BaseModel):
     detectors: list[DetectorName] | None = Field(
         None,
         min_length=1,
-        description="The detectors fused into the verdict; the others still run and are "
-        "reported, with weight 0.",
+        description="The modalities whose detectors are fused into the verdict; the others "
+        "still run and are reported, with weight 0.",
     )
     weights: dict[DetectorName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
-        None, description="Fusion weights by detector (each 0..1); the others keep theirs."
+        None,
+        description="Per modality, the share (0..1) of its detectors' fitted fusion weight "
+        "they keep; the others keep theirs.",
     )
     threshold: float | None = Field(
-        None, gt=0, lt=1, description="Fused confidence above which the video is manipulated."
+        None, gt=0, lt=1, description="Fused probability above which the media is manipulated."
     )
 
     def applied_to(self, settings: Settings) -> Settings:

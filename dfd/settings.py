@@ -64,11 +64,30 @@ class Settings(BaseSettings):
     audio_model: str = Field("aasist", description="Checkpoint serving the audio role.")
     lipsync_model: str = Field("light_asd", description="Checkpoint serving the lipsync role.")
     face_model: str = Field("yunet_n", description="Face detector checkpoint.")
-    weight_visual: float = Field(0.3, ge=0, description="Fusion weight of the visual score.")
-    weight_audio: float = Field(0.5, ge=0, description="Fusion weight of the audio score.")
-    weight_lipsync: float = Field(0.2, ge=0, description="Fusion weight of the lipsync score.")
+    detectors: str = Field(
+        "",
+        description="The detectors that run, comma-separated (`dfd models list` names them); "
+        "empty: those on by default. The ensemble, the model repository, the fusion and the "
+        "result follow this set.",
+    )
+    weight_visual: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of their fitted fusion weight (dfd/calibration.json) the visual "
+        "detectors keep; 0 leaves them out of the verdict (still run and reported).",
+    )
+    weight_audio: float = Field(
+        1.0, ge=0, le=1, description="The same for the audio (voice) detectors."
+    )
+    weight_lipsync: float = Field(
+        1.0, ge=0, le=1, description="The same for the lip-sync detectors."
+    )
     threshold: float = Field(
-        0.5, gt=0, lt=1, description="Fused confidence above which a video is manipulated."
+        0.5,
+        gt=0,
+        lt=1,
+        description="Fused (calibrated) probability above which media is manipulated.",
     )
     inconclusive_band: float = Field(
         0.1,
@@ -458,9 +477,13 @@ class Settings(BaseSettings):
         """Uploaded videos waiting for a worker; shared storage between gateway and workers."""
         return self.data_dir / "uploads"
 
-    def fusion_weights(self) -> tuple[float, float, float]:
-        """Weights in the fusion model's order (visual, audio, lipsync)."""
-        return (self.weight_visual, self.weight_audio, self.weight_lipsync)
+    def fusion_scales(self) -> dict[str, float]:
+        """Per modality, the share of its detectors' fitted fusion weight they keep."""
+        return {
+            "visual": self.weight_visual,
+            "audio": self.weight_audio,
+            "lipsync": self.weight_lipsync,
+        }
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -217,29 +217,6 @@ SPECS: dict[str, ModelSpec] = {
             "sha256": "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
         },
     ),
-    "fusion": ModelSpec(
-        name="fusion",
-        checkpoint="fusion",
-        version=1,
-        inputs=(
-            TensorSpec("visual_scores", "FP32", (-1, 1)),
-            TensorSpec("audio_scores", "FP32", (-1, 1)),
-            TensorSpec("lipsync_scores", "FP32", (-1, 1)),
-            TensorSpec("mask", "FP32", (3,)),
-            TensorSpec("weights", "FP32", (3,)),
-        ),
-        outputs=(
-            TensorSpec("modality_scores", "FP32", (3,)),
-            TensorSpec("confidence", "FP32", (1,)),
-        ),
-        max_batch_size=0,
-        batching=None,
-        weights=(),
-        preprocessing="per-item P(manipulated) per modality (at least one row each; rows of an "
-        "unused modality are ignored), mask 1/0 per modality, non-negative weights",
-        output_meaning="modality_scores: mean per modality; confidence: weighted mean over "
-        "available modalities, weights renormalised",
-    ),
 }
 
 

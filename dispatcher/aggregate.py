@@ -1,10 +1,12 @@
 """From per-item scores to the verdict and the per-second timeline. Pure: no I/O.
 
-Every item the ensemble scores covers a span of the video: a face crop the sampling
-interval of its frame, an audio window its ~4 s, a lip-sync clip its second. A timeline
-point (one per sampled frame) takes, per modality, the mean of the items overlapping its
-interval, and fuses them with :func:`dfd.fusion.fuse`, the same rule the
-ensemble applies to the whole video.
+Every item a detector scores covers a span of the video: a face crop the sampling
+interval of its frame, an audio window its ~4 s, a lip-sync clip its second. A detector's
+score is the mean of its items (for the face detectors, those of the most suspicious face
+track); the fitted calibration (:mod:`dfd.calibration`) maps it to a probability, and the
+fused probability is the calibration's logistic fusion over the detectors that looked.
+A timeline point (one per sampled frame) does the same with the items overlapping its
+interval.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dfd.detectors import can_clear
-from dfd.fusion import fuse
-from dfd.states import MODALITY_ORDER, Label
+from dfd.calibration import Calibration
+from dfd.detectors import DETECTORS, LooksAt, can_clear
+from dfd.states import Label
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,15 @@ MIN_TRACK_CROPS = 2
 
 
 def by_track(items: Mapping[str, ScoredItems | None]) -> dict[str, ScoredItems | None]:
-    """``items`` with the visual items narrowed to the most suspicious face track: a video's
-    visual evidence is its most suspicious face, not an average over every face in it."""
-    visual = items.get("visual")
-    if visual is None or visual.tracks is None:
-        return dict(items)
-    track = visual.most_suspicious_track()
-    return {**items, "visual": visual.of_track(track) if track is not None else visual}
+    """``items`` with each face detector's items narrowed to its most suspicious face track:
+    a video's face evidence is its most suspicious face, not an average over every face."""
+    out = dict(items)
+    for name, scored in items.items():
+        if scored is None or scored.tracks is None:
+            continue
+        track = scored.most_suspicious_track()
+        out[name] = scored.of_track(track) if track is not None else scored
+    return out
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class SecondScore:
     frame: int
     time_s: float
     score: float | None
-    modalities: dict[str, float | None]
+    modalities: dict[str, float | None]  # per modality, its primary detector's local score
 
 
 @dataclass(frozen=True)
@@ -120,22 +124,26 @@ class MediaFacts:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The whole-video outcome.
+    """The whole-media outcome, per enabled detector.
 
     Attributes:
         confidence: fused P(manipulated).
         label: see :func:`verdict`.
         reasons: ``(code, message)`` pairs that explain the label.
-        scores: per modality mean item score (None when unused).
-        weights: per modality weight after renormalisation over the used ones.
-        used: per modality, whether it had input.
-        unused_reason: per unused modality, why (``no-face``, ``no-speech``, ...).
+        scores: per detector, its raw score (None when unused).
+        calibrated: per detector, its calibrated probability (None when unused or
+            without a calibration).
+        weights: per detector, its share of the fusion weight among those that looked
+            (0 for the unused, the uncalibrated and those weighted 0).
+        used: per detector, whether it had input.
+        unused_reason: per unused detector, why (``no-face``, ``no-speech``, ...).
     """
 
     confidence: float
     label: Label
     reasons: tuple[tuple[str, str], ...]
     scores: dict[str, float | None]
+    calibrated: dict[str, float | None]
     weights: dict[str, float]
     used: dict[str, bool]
     unused_reason: dict[str, str]
@@ -153,12 +161,29 @@ _UNUSED_MESSAGES = {
 }
 
 
-def renormalised_weights(weights: Sequence[float], used: Mapping[str, bool]) -> dict[str, float]:
-    """Weights in ``MODALITY_ORDER`` with unused modalities at 0 and the rest summing to 1."""
-    names = [m.value for m in MODALITY_ORDER]
-    raw = {n: (float(w) if used.get(n) else 0.0) for n, w in zip(names, weights, strict=True)}
-    total = sum(raw.values())
-    return {n: (w / total if total > 0 else 0.0) for n, w in raw.items()}
+def fusion_weights(
+    detectors: Sequence[str], calibration: Calibration, scales: Mapping[str, float]
+) -> dict[str, float]:
+    """Per detector, its fitted fusion weight times its modality's scale (``DFD_WEIGHT_*``,
+    a request's ``options.weights``); 0 for a detector without a calibration."""
+    out = {}
+    for name in detectors:
+        d = DETECTORS[name]
+        fitted = calibration.weights.get(name, 0.0) if name in calibration.calibrators else 0.0
+        out[name] = fitted * float(scales.get(d.modality or "", 1.0))
+    return out
+
+
+def calibrated_scores(
+    scores: Mapping[str, float | None], calibration: Calibration
+) -> dict[str, float | None]:
+    """Each raw score through its detector's calibration (None without one)."""
+    return {
+        n: (
+            calibration.calibrated(n, s) if s is not None and n in calibration.calibrators else None
+        )
+        for n, s in scores.items()
+    }
 
 
 def label_for(
@@ -178,68 +203,89 @@ def label_for(
 
 
 def unused_reasons(facts: MediaFacts, used: Mapping[str, bool]) -> dict[str, str]:
-    """Why each unused modality had no input."""
+    """Why each unused detector had no input, from what it looks at."""
     picture = "no-video" if not facts.has_video else "no-face"
     voice = "no-audio" if not facts.has_audio else "no-speech"
-    why = {"visual": picture, "audio": voice}
-    # lip-sync needs both a face and speech: name what was missing first
-    why["lipsync"] = picture if not facts.faces else voice
-    return {n: why[n] for n, u in used.items() if not u and n in why}
+    why = {
+        LooksAt.FACE_TRACK: picture,
+        LooksAt.FRAME: "no-video",
+        LooksAt.SPEECH_WINDOW: voice,
+        # lip-sync needs both a face and speech: name what was missing first
+        LooksAt.FACE_AUDIO_CLIP: picture if not facts.faces else voice,
+    }
+    return {n: why[DETECTORS[n].looks_at] for n, u in used.items() if not u}
+
+
+def _mean(scored: ScoredItems | None) -> float | None:
+    if scored is None or np.size(scored.scores) == 0:
+        return None
+    return float(np.mean(np.asarray(scored.scores, dtype=np.float64)))
 
 
 def verdict(
     items: Mapping[str, ScoredItems | None],
-    weights: Sequence[float],
+    calibration: Calibration,
+    scales: Mapping[str, float],
     threshold: float,
     band: float,
     facts: MediaFacts,
 ) -> Verdict:
     """Fuse all items of the media into the verdict, and say why.
 
-    The visual score is that of the most suspicious face track (:func:`by_track`).
+    ``items`` holds every enabled detector, ``None`` for one that had no input. A face
+    detector's score is that of its most suspicious face track (:func:`by_track`). The
+    label:
 
-    A modality with no items is unused (with the reason); its weight goes to the others.
-    The label:
-
-    - ``not_applicable``: no modality had input (no face and no speech);
-    - ``manipulated``: fused score above ``threshold + band``;
+    - ``not_applicable``: no detector had input (no face and no speech);
+    - ``inconclusive`` (``weak-detectors-only``): detectors looked, but none of them has
+      a fusion weight (uncalibrated, fitted to 0 or scaled to 0);
+    - ``manipulated``: fused probability above ``threshold + band``;
     - ``authentic``: below ``threshold - band``, and a detector able to clear the media
       (``dfd.detectors``: ``can_clear``) looked; otherwise ``inconclusive`` (``weak-detectors-only``);
-    - ``inconclusive`` also for a score in the band, detectors that disagree, media
-      shorter than :data:`MIN_DURATION_S`.
+    - ``inconclusive`` also for a probability in the band, detectors that disagree (one
+      calibrated above ``threshold + band`` while the fusion is not), media shorter than
+      :data:`MIN_DURATION_S`.
     """
-    names = [m.value for m in MODALITY_ORDER]
-    items = by_track(items)
-    arrays: dict[str, np.ndarray | None] = {}
-    for n in names:
-        mod = items.get(n)
-        arrays[n] = mod.scores if mod is not None else None
-    modality_scores, confidence = fuse(arrays, weights)
-    used = {n: bool(a is not None and a.size > 0) for n, a in arrays.items()}
-    renorm = renormalised_weights(weights, used)
-    scores = {
-        n: (float(s) if used[n] else None) for n, s in zip(names, modality_scores, strict=True)
-    }
+    names = list(items)
+    narrowed = by_track(items)
+    scores = {n: _mean(narrowed[n]) for n in names}
+    used = {n: scores[n] is not None for n in names}
+    calibrated = calibrated_scores(scores, calibration)
+    weights = fusion_weights(names, calibration, scales)
+    looked = [n for n in names if used[n] and calibrated[n] is not None and weights[n] > 0]
+    total = sum(weights[n] for n in looked)
+    shares = {n: (weights[n] / total if n in looked else 0.0) for n in names}
+    confidence = float(
+        np.clip(calibration.fused({n: calibrated[n] for n in looked}, weights), 0.0, 1.0)
+    )
     unused = unused_reasons(facts, used)
-    confidence = float(np.clip(confidence, 0.0, 1.0))
     reasons: list[tuple[str, str]] = []
-    weighted = [n for n in names if renorm[n] > 0]
-    if not weighted:
+
+    def done(label: Label) -> Verdict:
         for code in dict.fromkeys(unused.values()):
             reasons.append((code, _UNUSED_MESSAGES[code]))
-        if not reasons:  # inputs, but every weight zero
-            reasons.append(("weak-detectors-only", "every detector that had input is weighted 0"))
-        return Verdict(
-            confidence, Label.NOT_APPLICABLE, tuple(reasons), scores, renorm, used, unused
+        return Verdict(confidence, label, tuple(reasons), scores, calibrated, shares, used, unused)
+
+    if not any(used.values()):
+        return done(Label.NOT_APPLICABLE)
+    if not looked:
+        seen = ", ".join(n for n in names if used[n])
+        reasons.append(
+            (
+                "weak-detectors-only",
+                f"only {seen} looked, and none of them is weighted in the verdict (too weak "
+                "on the calibration data, or switched off): nothing to judge by",
+            )
         )
+        return done(Label.INCONCLUSIVE)
 
     label = label_for(confidence, threshold, band)
-    high = [n for n in weighted if (scores[n] or 0.0) > threshold + band]
+    high = [n for n in looked if (calibrated[n] or 0.0) > threshold + band]
     if label is Label.MANIPULATED:
         reasons.append(
             (
                 "score-above-threshold",
-                f"the combined score {confidence:.2f} is above {threshold + band:.2f}"
+                f"the combined probability {confidence:.2f} is above {threshold + band:.2f}"
                 + (f" ({', '.join(high)} flagged it)" if high else ""),
             )
         )
@@ -247,25 +293,26 @@ def verdict(
         reasons.append(
             (
                 "score-below-threshold",
-                f"the combined score {confidence:.2f} is below {threshold - band:.2f}",
+                f"the combined probability {confidence:.2f} is below {threshold - band:.2f}",
             )
         )
     else:
         reasons.append(
             (
                 "near-threshold",
-                f"the combined score {confidence:.2f} is between {threshold - band:.2f} and "
-                f"{threshold + band:.2f}: too close to call",
+                f"the combined probability {confidence:.2f} is between "
+                f"{threshold - band:.2f} and {threshold + band:.2f}: too close to call",
             )
         )
     if label is not Label.MANIPULATED and high:
-        # A detector flagged it, the combined score did not: a manipulation of one
+        # A detector flagged it, the combined probability did not: a manipulation of one
         # modality (a swapped voice, a swapped face) must not be averaged away into
         # "authentic" by detectors that look at something else.
         reasons.append(
             (
                 "detectors-disagree",
-                f"{', '.join(high)} flagged it while the combined score {confidence:.2f} did not",
+                f"{', '.join(high)} flagged it while the combined probability "
+                f"{confidence:.2f} did not",
             )
         )
         label = Label.INCONCLUSIVE
@@ -277,61 +324,69 @@ def verdict(
             )
         )
         label = Label.INCONCLUSIVE
-    if label is Label.AUTHENTIC and not any(can_clear(n) for n in weighted):
-        looked = ", ".join(weighted)
+    if label is Label.AUTHENTIC and not any(can_clear(n) for n in looked):
+        who = ", ".join(looked)
         reasons.append(
             (
                 "weak-detectors-only",
-                f"only {looked} looked, and {'it is' if len(weighted) == 1 else 'they are'} too "
+                f"only {who} looked, and {'it is' if len(looked) == 1 else 'they are'} too "
                 "weak to clear media: a low score from them is not evidence of authenticity",
             )
         )
         label = Label.INCONCLUSIVE
-    for code in dict.fromkeys(unused.values()):
-        reasons.append((code, _UNUSED_MESSAGES[code]))
-    return Verdict(confidence, label, tuple(reasons), scores, renorm, used, unused)
+    return done(label)
+
+
+def primary(modality: str, names: Sequence[str]) -> str | None:
+    """The detector that speaks for ``modality`` in summaries: the one named after it,
+    else its first enabled one."""
+    if modality in names:
+        return modality
+    return next((n for n in names if DETECTORS[n].modality == modality), None)
 
 
 def timeline(
     frames: Sequence[tuple[int, float]],
     items: Mapping[str, ScoredItems | None],
-    weights: Sequence[float],
+    calibration: Calibration,
+    scales: Mapping[str, float],
     interval_s: float,
 ) -> list[SecondScore]:
     """One point per sampled frame with the fused and per-modality scores of its interval.
 
     Args:
         frames: ``(frame index, time_s)`` of each sampled frame, in time order.
-        items: per modality the scored items with their spans (None: unused).
-        weights: fusion weights in ``MODALITY_ORDER``.
+        items: per enabled detector the scored items with their spans (None: unused).
+        calibration, scales: as for :func:`verdict`.
         interval_s: the sampling interval (``1 / sample_fps``); a point stands for
             ``[time_s, time_s + interval_s)``.
 
     Returns:
-        One :class:`SecondScore` per frame. A modality with no item in the interval is
-        None there; a point with no item at all has score None.
+        One :class:`SecondScore` per frame. A modality with no item of its primary
+        detector in the interval is None there; a point where no weighted detector has
+        an item has score None.
     """
-    names = [m.value for m in MODALITY_ORDER]
-    items = by_track(items)  # the visual line follows the most suspicious face
+    names = list(items)
+    narrowed = by_track(items)  # the face lines follow the most suspicious face
+    weights = fusion_weights(names, calibration, scales)
+    modalities = ("visual", "audio", "lipsync")
     points: list[SecondScore] = []
     for frame, t in frames:
         lo, hi = t, t + interval_s
-        local: dict[str, np.ndarray | None] = {}
+        local: dict[str, float | None] = {}
         for name in names:
-            mod = items.get(name)
-            if mod is None:
+            scored = narrowed.get(name)
+            if scored is None:
                 local[name] = None
                 continue
-            hit = [i for i, (a, b) in enumerate(mod.spans) if a < hi and b > lo]
-            local[name] = np.asarray(mod.scores, dtype=np.float64).reshape(-1)[hit] if hit else None
-        if all(v is None for v in local.values()):
-            points.append(SecondScore(frame, t, None, dict.fromkeys(names)))
-            continue
-        per_mod, fused = fuse(local, weights)
-        mods = {n: (None if np.isnan(s) else float(s)) for n, s in zip(names, per_mod, strict=True)}
-        # fuse() answers 0.5 when every weight present is zero; that is no score.
-        has_weight = any(mods[n] is not None and w > 0 for n, w in zip(names, weights, strict=True))
-        points.append(SecondScore(frame, t, float(fused) if has_weight else None, mods))
+            hit = [i for i, (a, b) in enumerate(scored.spans) if a < hi and b > lo]
+            flat = np.asarray(scored.scores, dtype=np.float64).reshape(-1)
+            local[name] = float(flat[hit].mean()) if hit else None
+        cal = calibrated_scores(local, calibration)
+        weighted = {n: p for n, p in cal.items() if p is not None and weights[n] > 0}
+        mods = {m: (local[p] if (p := primary(m, names)) else None) for m in modalities}
+        score = calibration.fused(weighted, weights) if weighted else None
+        points.append(SecondScore(frame, t, score, mods))
     return points
 
 

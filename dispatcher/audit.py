@@ -39,6 +39,6 @@ def _append(connection: Any, job: Job, result: dict[str, Any], s: Any) -> None:
         models=result.get("models"),
         threshold=used.threshold,
         inconclusive_band=used.inconclusive_band,
-        weights=dict(zip(("visual", "audio", "lipsync"), used.fusion_weights(), strict=True)),
+        weights=used.fusion_scales(),
         options=options.model_dump(mode="json", exclude_none=True) if options else None,
     )

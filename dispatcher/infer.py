@@ -1,13 +1,13 @@
 """Inference: the video's face crops, audio windows and lip-sync clips to ``deepfake_ensemble``.
 
 One request carries every item of a short video; a long one is cut into requests of at
-most ``settings.max_items_per_request`` items per modality, and the chunks' per-item scores
-are concatenated. The video's fused score is computed from them once, by
-``dispatcher.aggregate`` (:func:`dfd.fusion.fuse`, the rule the ensemble's fusion step
-also computes for callers of Triton). Tensors are addressed by their names in
-``dfd.ensemble``.
+most ``settings.max_items_per_request`` items per input group, and the chunks' per-item
+scores are concatenated per detector. The verdict is computed from them once, by
+``dispatcher.aggregate``. The ensemble's steps are the enabled detectors
+(``dfd.ensemble.for_settings``); tensors are addressed by their names there.
 
-A modality without items (no face, no speech) is sent as one zero row with mask 0: the ensemble's composing models need at least one row, the fusion ignores it.
+An input group without items in a request (no face, no speech) is sent as one zero row:
+the composing models need at least one row; that row's scores are dropped here.
 Retrying on ``UNAVAILABLE`` is the client's job; the deadline bounds all chunks together.
 """
 
@@ -19,28 +19,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dfd.detectors import LooksAt
 from dfd.ensemble import (
+    ALL_INPUTS,
     AUDIO,
-    AUDIO_SCORES,
     ENSEMBLE_NAME,
-    ENSEMBLE_OUTPUTS,
     FACES,
+    GROUPS,
     HEATMAPS,
     LIPSYNC_MFCC,
-    LIPSYNC_SCORES,
     LIPSYNC_VIDEO,
-    MASK,
-    VISUAL_SCORES,
-    WEIGHTS,
+    Ensemble,
+    for_settings,
 )
-from dfd.ensemble import INPUTS as _IN
-from dfd.ensemble import OUTPUTS as _OUT
 from dfd.errors import UpstreamUnavailableError
 from dfd.features import audio_windows
 from dfd.settings import Settings
-from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, LIPSYNC_FPS, LIPSYNC_FRAMES
-from dfd.specs import spec as model_spec
-from dfd.states import MODALITY_ORDER
+from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, HEATMAP_SIZE, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dispatcher.aggregate import ScoredItems
 from dispatcher.faces import FaceResult
 from dispatcher.media import DecodedMedia
@@ -61,16 +56,21 @@ class VideoItems:
     lipsync_mfcc: np.ndarray  # [Nl, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS]
     lipsync_spans: tuple[tuple[float, float], ...]
 
-    def count(self, modality: str) -> int:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The ensemble inputs by name."""
         return {
-            "visual": len(self.faces),
-            "audio": len(self.audio),
-            "lipsync": len(self.lipsync_video),
-        }[modality]
+            FACES: self.faces,
+            AUDIO: self.audio,
+            LIPSYNC_VIDEO: self.lipsync_video,
+            LIPSYNC_MFCC: self.lipsync_mfcc,
+        }
 
-    @property
-    def mask(self) -> tuple[float, float, float]:
-        return tuple(1.0 if self.count(m.value) else 0.0 for m in MODALITY_ORDER)  # type: ignore[return-value]
+    def spans(self, looks_at: LooksAt) -> tuple[tuple[float, float], ...]:
+        return {
+            LooksAt.FACE_TRACK: self.face_spans,
+            LooksAt.SPEECH_WINDOW: self.audio_spans,
+            LooksAt.FACE_AUDIO_CLIP: self.lipsync_spans,
+        }[looks_at]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class InferenceOutput:
     """The ensemble's answer for the whole video.
 
     Attributes:
-        items: per modality the item scores with their spans (None: unused).
+        items: per enabled detector the item scores with their spans (None: no input).
         heatmaps: ``[Nv, 8, 8]``, one per face crop.
         requests: how many ensemble requests were made.
     """
@@ -89,8 +89,8 @@ class InferenceOutput:
 
 
 def _empty(name: str) -> np.ndarray:
-    dims = _IN[name].dims
-    return np.zeros((0, *dims[1:]), dtype=_IN[name].numpy_dtype)
+    t = ALL_INPUTS[name]
+    return np.zeros((0, *t.dims[1:]), dtype=t.numpy_dtype)
 
 
 def window_spans(n_samples: int, hop_s: float, count: int) -> tuple[tuple[float, float], ...]:
@@ -146,56 +146,41 @@ def build_inputs(
     return VideoItems(face_arr, face_spans, face_tracks, wins, audio_spans, lip_v, lip_a, lip_spans)
 
 
-def max_items(settings: Settings) -> int:
-    """Items per modality in one request: the setting, but never more than a composing
-    model batches (the ensemble hands each modality's items to its model as one batch)."""
-    served = min(
-        model_spec(name).max_batch_size
-        for name in (settings.visual_model, settings.audio_model, settings.lipsync_model)
-    )
-    return max(1, min(settings.max_items_per_request, served))
+def max_items(settings: Settings, ensemble: Ensemble | None = None) -> int:
+    """Items per input group in one request: the setting, but never more than a composing
+    model batches (the ensemble hands each group's items to its models as one batch)."""
+    limits = (ensemble or for_settings(settings)).item_limits
+    return max(1, min(settings.max_items_per_request, *limits.values()))
 
 
 def chunk_requests(
-    inputs: VideoItems, weights: tuple[float, float, float], max_items: int
-) -> list[dict[str, np.ndarray]]:
-    """The ensemble requests for ``inputs``: at most ``max_items`` rows per modality each.
+    inputs: VideoItems, ensemble: Ensemble, max_items: int
+) -> list[tuple[dict[str, np.ndarray], frozenset[LooksAt]]]:
+    """The ensemble requests for ``inputs``: at most ``max_items`` rows per group each, with
+    the groups that carry real items (the others are one zero row).
 
-    Every request carries all three modalities (a zero row and mask 0 where a chunk has
-    none of a modality's items) and the same weights.
+    No request at all when no group has an item (nothing for any detector to look at).
     """
-    arrays = {
-        FACES: inputs.faces,
-        AUDIO: inputs.audio,
-        LIPSYNC_VIDEO: inputs.lipsync_video,
-        LIPSYNC_MFCC: inputs.lipsync_mfcc,
-    }
-    counts = [len(inputs.faces), len(inputs.audio), len(inputs.lipsync_video)]
-    chunks = max(1, *(-(-n // max_items) for n in counts))
-    w = np.asarray(weights, dtype=_IN[WEIGHTS].numpy_dtype)
+    arrays = inputs.arrays()
+    groups = {d.looks_at for d in (step.detector for step in ensemble.steps)}
+    counts = {g: len(arrays[GROUPS[g][0].name]) for g in groups}
+    if not any(counts.values()):
+        return []
+    chunks = max(-(-n // max_items) for n in counts.values())
     requests = []
     for c in range(chunks):
         lo, hi = c * max_items, (c + 1) * max_items
         req: dict[str, np.ndarray] = {}
-        mask = []
-        # In MODALITY_ORDER, the order of the fusion mask and weights.
-        for names, n in (
-            ((FACES,), counts[0]),
-            ((AUDIO,), counts[1]),
-            ((LIPSYNC_VIDEO, LIPSYNC_MFCC), counts[2]),
-        ):
-            present = lo < n
-            mask.append(1.0 if present else 0.0)
-            for name in names:
+        present = frozenset(g for g in groups if lo < counts[g])
+        for g in groups:
+            for t in GROUPS[g]:
                 part = (
-                    arrays[name][lo:hi]
-                    if present
-                    else np.zeros((1, *_IN[name].dims[1:]), _IN[name].numpy_dtype)
+                    arrays[t.name][lo:hi]
+                    if g in present
+                    else np.zeros((1, *t.dims[1:]), t.numpy_dtype)
                 )
-                req[name] = np.ascontiguousarray(part, dtype=_IN[name].numpy_dtype)
-        req[MASK] = np.asarray(mask, dtype=_IN[MASK].numpy_dtype)
-        req[WEIGHTS] = w
-        requests.append(req)
+                req[t.name] = np.ascontiguousarray(part, dtype=t.numpy_dtype)
+        requests.append((req, present))
     return requests
 
 
@@ -205,71 +190,63 @@ def run_ensemble(
     settings: Settings,
     deadline_s: float | None = None,
     progress: Callable[[float], None] | None = None,
+    ensemble: Ensemble | None = None,
 ) -> InferenceOutput:
-    """Send the video's requests and combine their answers.
+    """Send the video's requests and combine their answers per detector.
 
     Args:
         inputs: from :func:`build_inputs`.
         client: reaches Triton (retries on UNAVAILABLE itself).
-        settings: fusion weights and the chunk size.
+        settings: the enabled detectors and the chunk size.
         deadline_s: seconds all requests together may take; past it the stage fails
             as transient (Triton overloaded), so the job is retried later.
         progress: called with 0..1 after each request.
+        ensemble: the ensemble Triton serves (default: that of ``settings``).
 
     Raises:
         UpstreamUnavailableError: Triton unreachable, or the deadline passed.
     """
-    weights = settings.fusion_weights()
-    requests = chunk_requests(inputs, weights, max_items(settings))
+    graph = ensemble or for_settings(settings)
+    requests = chunk_requests(inputs, graph, max_items(settings, graph))
+    outputs = [t.name for t in graph.outputs]
     started = time.monotonic()
-    parts: dict[str, list[np.ndarray]] = {
-        VISUAL_SCORES: [],
-        HEATMAPS: [],
-        AUDIO_SCORES: [],
-        LIPSYNC_SCORES: [],
-    }
-    for i, req in enumerate(requests):
+    parts: dict[str, list[np.ndarray]] = {step.detector.name: [] for step in graph.steps}
+    heat_parts: list[np.ndarray] = []
+    for i, (req, present) in enumerate(requests):
         if deadline_s is not None and time.monotonic() - started > deadline_s:
             raise UpstreamUnavailableError(
-                f"inference: {ENSEMBLE_NAME} did not answer {len(requests)} requests within {deadline_s:.0f} s "
-                f"({i} done)"
+                f"inference: {ENSEMBLE_NAME} did not answer {len(requests)} requests within "
+                f"{deadline_s:.0f} s ({i} done)"
             )
-        out = client.infer(ENSEMBLE_NAME, req, [t.name for t in ENSEMBLE_OUTPUTS])
-        visual, audio, lipsync = (bool(m) for m in req[MASK])  # MODALITY_ORDER
-        if visual:
-            parts[VISUAL_SCORES].append(np.asarray(out[VISUAL_SCORES]).reshape(-1))
-            parts[HEATMAPS].append(np.asarray(out[HEATMAPS]).reshape(-1, *_OUT[HEATMAPS].dims[1:]))
-        if audio:
-            parts[AUDIO_SCORES].append(np.asarray(out[AUDIO_SCORES]).reshape(-1))
-        if lipsync:
-            parts[LIPSYNC_SCORES].append(np.asarray(out[LIPSYNC_SCORES]).reshape(-1))
+        out = client.infer(ENSEMBLE_NAME, req, outputs)
+        for step in graph.steps:
+            d = step.detector
+            if d.looks_at not in present:
+                continue
+            parts[d.name].append(np.asarray(out[d.scores_tensor]).reshape(-1))
+            if HEATMAPS in step.outputs.values():
+                heat_parts.append(np.asarray(out[HEATMAPS]).reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE))
         if progress is not None:
             progress((i + 1) / len(requests))
 
-    def scored(
-        key: str, spans: tuple[tuple[float, float], ...], tracks: tuple[int, ...] | None = None
-    ) -> ScoredItems | None:
-        if not parts[key]:
-            return None
-        scores = np.concatenate(parts[key]).astype(np.float32)
+    items: dict[str, ScoredItems | None] = {}
+    for step in graph.steps:
+        d = step.detector
+        spans = inputs.spans(d.looks_at)
+        if not parts[d.name]:
+            items[d.name] = None
+            continue
+        scores = np.concatenate(parts[d.name]).astype(np.float32)
         if len(scores) != len(spans):
             raise ValueError(
-                f"inference: {ENSEMBLE_NAME} returned {len(scores)} {key} for {len(spans)} items"
+                f"inference: {ENSEMBLE_NAME} returned {len(scores)} {d.name} scores for "
+                f"{len(spans)} items"
             )
-        return ScoredItems(scores=scores, spans=spans, tracks=tracks)
-
-    items = {
-        "visual": scored(VISUAL_SCORES, inputs.face_spans, inputs.face_tracks),
-        "audio": scored(AUDIO_SCORES, inputs.audio_spans),
-        "lipsync": scored(LIPSYNC_SCORES, inputs.lipsync_spans),
-    }
+        tracks = inputs.face_tracks if d.looks_at is LooksAt.FACE_TRACK else None
+        items[d.name] = ScoredItems(scores=scores, spans=spans, tracks=tracks)
     heat = (
-        np.concatenate(parts[HEATMAPS])
-        if parts[HEATMAPS]
-        else np.zeros((0, *_OUT[HEATMAPS].dims[1:]), np.float32)
+        np.concatenate(heat_parts)
+        if heat_parts
+        else np.zeros((0, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
     )
-    return InferenceOutput(
-        items=items,
-        heatmaps=heat.astype(np.float32),
-        requests=len(requests),
-    )
+    return InferenceOutput(items=items, heatmaps=heat.astype(np.float32), requests=len(requests))

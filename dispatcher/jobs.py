@@ -40,6 +40,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from dfd import errors
+from dfd.ensemble import for_settings
 from dfd.schemas import JobError, JobPayload, timestamp
 from dfd.settings import Settings
 from dfd.states import Stage
@@ -86,7 +87,12 @@ class WorkerContext:
             )
         from dispatcher.triton_client import TritonClient
 
-        return TritonClient(s.triton_url, timeout_s=s.triton_timeout_s, retries=s.triton_retries)
+        return TritonClient(
+            s.triton_url,
+            timeout_s=s.triton_timeout_s,
+            retries=s.triton_retries,
+            ensemble=for_settings(s),
+        )
 
     @cached_property
     def store(self) -> Any:

@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
-from dfd.detectors import DETECTORS, Detector
+from dfd.detectors import DETECTORS, Detector, enabled
 from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
-from dfd.specs import SPECS, spec
+from dfd.specs import spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from dispatcher.aggregate import MediaFacts, Verdict, timeline, verdict
+from dispatcher.aggregate import MediaFacts, Verdict, primary, timeline, verdict
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
@@ -80,24 +80,19 @@ def calibration() -> Calibration:
 def detector_results(
     final: Verdict, speech: Speech, has_audio: bool, settings: Settings
 ) -> dict[str, DetectorResult]:
-    """Each detector's finding, from the registry, with its calibrated probability."""
-    cal = calibration()
+    """Each enabled detector's finding, from the registry, with its calibrated probability."""
     out = {}
-    for d in DETECTORS.values():
-        if d.modality is not None:
-            score = final.scores.get(d.modality)
-            calibrated = (
-                round(cal.calibrated(d.name, score), 4)
-                if score is not None and d.name in cal.calibrators
-                else None
-            )
+    for d in enabled(settings):
+        if d.scorer:
+            score = final.scores.get(d.name)
+            calibrated = final.calibrated.get(d.name)
             out[d.name] = DetectorResult(
                 score=None if score is None else round(score, 4),
-                calibrated=calibrated,
-                used=final.used.get(d.modality, False),
-                reason=final.unused_reason.get(d.modality),
+                calibrated=None if calibrated is None else round(calibrated, 4),
+                used=final.used.get(d.name, False),
+                reason=final.unused_reason.get(d.name),
                 model=detector_model(d, settings),
-                fused=d.fused,
+                fused=d.fused and final.weights.get(d.name, 0.0) > 0,
             )
         else:  # the speech gate
             out[d.name] = DetectorResult(
@@ -110,17 +105,31 @@ def detector_results(
     return out
 
 
+def modality_results(final: Verdict) -> dict[str, ModalityResult]:
+    """The per-modality summary: each modality's primary detector's score, the fusion
+    weight share of all its detectors, used when any of them had input."""
+    names = list(final.scores)
+    out = {}
+    for m in MODALITY_ORDER:
+        mine = [n for n in names if DETECTORS[n].modality == m.value]
+        lead = primary(m.value, names)
+        score = final.scores.get(lead) if lead else None
+        out[m.value] = ModalityResult(
+            score=None if score is None else round(score, 4),
+            weight=round(sum(final.weights.get(n, 0.0) for n in mine), 4),
+            used=any(final.used.get(n, False) for n in mine),
+            reason=final.unused_reason.get(lead) if lead else "off",
+        )
+    return out
+
+
 def models_used(settings: Settings) -> dict[str, str]:
     """Role -> ``checkpoint@version`` of every model a result depends on."""
-    return {
-        "face_detector": spec(settings.face_model).tag,
-        "visual": spec(settings.visual_model).tag,
-        "audio": spec(settings.audio_model).tag,
-        "lipsync": spec(settings.lipsync_model).tag,
-        "fusion": SPECS["fusion"].tag,
-        "vad": SPECS["silero_vad"].tag,
-        "calibration": calibration().version,
-    }
+    out = {"face_detector": spec(settings.face_model).tag}
+    for d in enabled(settings):
+        out[spec(d.checkpoint(settings)).name] = detector_model(d, settings)
+    out["calibration"] = calibration().version
+    return out
 
 
 class _Stages:
@@ -292,7 +301,7 @@ def analyze(
                 deadline_s=max(remaining, 1.0),
                 progress=stages.reporter(Stage.INFER),
             )
-            weights = settings.fusion_weights()
+            scales = settings.fusion_scales()
             facts = MediaFacts(
                 has_video=bool(media.frames),
                 faces=len(faces.crops),
@@ -301,16 +310,22 @@ def analyze(
                 duration_s=info.duration_s,
             )
             final = verdict(
-                out.items, weights, settings.threshold, settings.inconclusive_band, facts
+                out.items,
+                calibration(),
+                scales,
+                settings.threshold,
+                settings.inconclusive_band,
+                facts,
             )
             points = timeline(
                 timeline_times(media, settings.sample_fps),
                 out.items,
-                weights,
+                calibration(),
+                scales,
                 1.0 / settings.sample_fps,
             )
         with stages.run(Stage.EVIDENCE):
-            visual = out.items["visual"]
+            visual = out.items.get(primary("visual", list(out.items)) or "")
             evidence = build_evidence(
                 job_id,
                 media,
@@ -320,21 +335,10 @@ def analyze(
                 points,
                 store,
                 settings,
-                audio_windows=out.items["audio"],
+                audio_windows=out.items.get(primary("audio", list(out.items)) or ""),
             )
 
-    def rounded(x: float | None) -> float | None:
-        return None if x is None else round(x, 4)
-
-    modalities = {
-        m.value: ModalityResult(
-            score=rounded(final.scores[m.value]),
-            weight=round(final.weights[m.value], 4),
-            used=final.used[m.value],
-            reason=final.unused_reason.get(m.value),
-        )
-        for m in MODALITY_ORDER
-    }
+    modalities = modality_results(final)
     label, decided = apply_facts(final.label, provenance, matches)
     reasons = [Reason(code=code, message=message) for code, message in decided]
     reasons += [Reason(code=code, message=message) for code, message in final.reasons]

@@ -26,7 +26,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ITEM_ROLES
+from dfd.ensemble import ENSEMBLE_NAME, Ensemble, for_settings
 from dfd.errors import (
     ConfigurationError,
     DfdError,
@@ -34,6 +34,7 @@ from dfd.errors import (
     InternalError,
     UpstreamUnavailableError,
 )
+from dfd.settings import Settings
 from dfd.specs import SPECS, TensorSpec
 
 _MAX_BACKOFF_S = 5.0
@@ -55,14 +56,15 @@ class ModelInputs:
     item_limits: Mapping[str, int]
 
 
-def known_models() -> dict[str, ModelInputs]:
-    """Every Triton model name the specs define, with its inputs."""
+def known_models(ensemble: Ensemble) -> dict[str, ModelInputs]:
+    """Every Triton model name the specs define, with its inputs, and ``ensemble``'s."""
     models: dict[str, ModelInputs] = {}
     for s in SPECS.values():
         # Checkpoints sharing a role share its tensors; the first one describes the role.
         models.setdefault(s.name, ModelInputs({t.name: t for t in s.inputs}, s.max_batch_size, {}))
-    limits = {name: models[role].max_batch_size for name, role in ITEM_ROLES.items()}
-    models[ENSEMBLE_NAME] = ModelInputs({t.name: t for t in ENSEMBLE_INPUTS}, 0, limits)
+    models[ENSEMBLE_NAME] = ModelInputs(
+        {t.name: t for t in ensemble.inputs}, 0, ensemble.item_limits
+    )
     return models
 
 
@@ -145,13 +147,20 @@ class TritonClient:
     """
 
     def __init__(
-        self, url: str, timeout_s: float = 60.0, retries: int = 3, *, backoff_s: float = 0.2
+        self,
+        url: str,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        *,
+        backoff_s: float = 0.2,
+        ensemble: Ensemble | None = None,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self.models = known_models()
+        # the ensemble the server was built with: by default, that of this process's settings
+        self.models = known_models(ensemble or for_settings(Settings()))
         self._client = grpcclient.InferenceServerClient(url)
 
     def infer(

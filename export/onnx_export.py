@@ -1,7 +1,7 @@
 """Export every served model to ONNX, named and shaped exactly as its spec says.
 
 ``export_all(settings)`` writes ``<settings.onnx_dir>/<checkpoint>.onnx`` for each
-checkpoint. PyTorch models (MesoNet, AASIST, Light-ASD, fusion) go through the
+checkpoint. PyTorch models (MesoNet, AASIST, Light-ASD) go through the
 TorchScript-based exporter (opset 17, dynamic batch axis where the spec batches); the
 face detector is the published YuNet graph with our decoding appended. Each file has a
 ``.stamp`` beside it holding a hash of what it was built from (weights' SHA-256, the
@@ -40,7 +40,6 @@ _CODE = {
     "meso": ["models/meso.py"],
     "aasist": ["models/aasist.py"],
     "light_asd": ["models/light_asd.py"],
-    "fusion": ["../ensemble_config/fusion.py"],
     "packaged": [],
 }
 
@@ -51,7 +50,6 @@ def _family(checkpoint: str) -> str:
         ("meso", "meso"),
         ("aasist", "aasist"),
         ("light_asd", "light_asd"),
-        ("fusion", "fusion"),
         ("silero", "packaged"),
     ):
         if checkpoint.startswith(prefix):
@@ -76,10 +74,6 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import light_asd
 
         return light_asd.LipsyncServing(light_asd.build(weights[0])).eval()
-    if family == "fusion":
-        from ensemble_config import fusion
-
-        return fusion.build()
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 

@@ -4,7 +4,7 @@
 
     <repository>/
       face_detector/config.pbtxt   1/model.onnx (+ model.py on cpu)
-      visual/ audio/ lipsync/ fusion/        same layout
+      vad/ and one folder per enabled detector (visual/ audio/ lipsync/ ...): same layout
       deepfake_ensemble/config.pbtxt  1/   (ensemble_config.ensemble)
       .build-stamp.json               hash of everything the build read
 
@@ -41,6 +41,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import model_repository.python_onnx as python_onnx
+from dfd.detectors import scorers
+from dfd.ensemble import for_settings
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from dfd.specs import ModelSpec, spec
@@ -50,14 +52,13 @@ log = logging.getLogger(__name__)
 Target = Literal["cpu", "gpu"]
 Engine = Literal["auto", "onnxruntime", "tensorrt_plan"]
 
-ROLES = ("face_detector", "vad", "visual", "audio", "lipsync", "fusion")
 # The cpu host, found through its package so that a non-editable install finds it too
 # (importing the package does not import model.py, which needs Triton's python backend).
 HOST_FILE = Path(python_onnx.__file__).resolve().parent / "model.py"
 STAMP_FILE = ".build-stamp.json"
-# Roles that get a TensorRT plan when TensorRT is installed; the face detector (free
-# height and width) and the tiny fusion graph stay on onnxruntime with the TRT provider.
-PLAN_ROLES = ("visual", "audio", "lipsync")
+# Roles that stay on onnxruntime with the TRT provider when plans are built for every
+# detector: the face detector (free height and width) and the speech gate.
+ONNXRUNTIME_ROLES = ("face_detector", "vad")
 # Shape the face detector is warmed up with (the dispatcher letterboxes to 640x640).
 _DETECTOR_WARMUP_HW = (640, 640)
 
@@ -93,17 +94,18 @@ class RepositoryOptions:
 def role_specs(
     settings: Settings, checkpoints: Sequence[str] | None = None
 ) -> dict[str, ModelSpec]:
-    """The spec serving each role: the settings' choices, overridden by ``checkpoints``."""
-    chosen = {
-        "face_detector": spec(settings.face_model),
-        "visual": spec(settings.visual_model),
-        "audio": spec(settings.audio_model),
-        "lipsync": spec(settings.lipsync_model),
-        "fusion": spec("fusion"),
-        "vad": spec("silero_vad"),
-    }
+    """The spec serving each role: the face detector, the speech gate and every enabled
+    detector (``DFD_DETECTORS``) as the settings choose them, overridden by ``checkpoints``."""
+    chosen = {"face_detector": spec(settings.face_model), "vad": spec("silero_vad")}
+    for d in scorers(settings):
+        chosen[d.name] = spec(d.checkpoint(settings))
     for checkpoint in checkpoints or ():
         s = spec(checkpoint)
+        if s.name not in chosen:
+            raise ConfigurationError(
+                f"model repository: {checkpoint} serves {s.name!r}, which is not a role of "
+                f"these settings ({', '.join(chosen)}); enable its detector (DFD_DETECTORS)"
+            )
         chosen[s.name] = s
     return chosen
 
@@ -172,11 +174,7 @@ def model_config(
         data = warmup.inputs[t.name]
         data.data_type = mc.DataType.Value(f"TYPE_{t.dtype}")
         data.dims.extend(_warmup_dims(s, t.dims))
-        # Random data exercises the real kernels; zeros for fusion (its mask and weights).
-        if s.name == "fusion":
-            data.zero_data = True
-        else:
-            data.random_data = True
+        data.random_data = True  # random data exercises the real kernels
     return config
 
 
@@ -288,7 +286,7 @@ def build_repository(
     Returns:
         The repository folder, ready for ``tritonserver --model-repository``.
     """
-    from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
+    from ensemble_config.ensemble import ensemble_config, ensemble_header
 
     options = _with_settings(options or RepositoryOptions(), settings)
     if target not in ("cpu", "gpu"):
@@ -299,12 +297,13 @@ def build_repository(
 
     texts = {
         role: render(
-            model_config(s, target, options, plan=plans and role in PLAN_ROLES), _GENERATED
+            model_config(s, target, options, plan=plans and role not in ONNXRUNTIME_ROLES), _GENERATED
         )
         for role, s in roles.items()
     }
-    ensemble = ensemble_config(roles)
-    texts[ensemble.name] = render(ensemble, f"{_GENERATED}\n{ENSEMBLE_HEADER}")
+    graph = for_settings(settings, roles)
+    ensemble = ensemble_config(graph)
+    texts[ensemble.name] = render(ensemble, f"{_GENERATED}\n{ensemble_header(graph)}")
     host = HOST_FILE.read_bytes()
     stamp = _digest(
         [target.encode(), repr(options).encode(), str(plans).encode(), host]
@@ -367,7 +366,7 @@ def _write_tree(staging, texts, ensemble_name, roles, onnx, plans, target) -> No
     for role, s in roles.items():
         version = staging / role / str(s.version)
         version.mkdir()
-        if plans and role in PLAN_ROLES:
+        if plans and role not in ONNXRUNTIME_ROLES:
             build_plan(onnx[role], version / "model.plan", s)
             continue
         shutil.copyfile(onnx[role], version / "model.onnx")

@@ -129,7 +129,7 @@ def check_options(options: JobOptions | None, settings: Settings) -> JobOptions 
         raise InvalidRequestError(
             f"options.threshold: expected between {lo:g} and {hi:g}, got {options.threshold:g}"
         )
-    if not any(options.applied_to(settings).fusion_weights()):
+    if not any(options.applied_to(settings).fusion_scales().values()):
         raise InvalidRequestError(
             "options: expected at least one fused detector with a weight above 0, got none"
         )

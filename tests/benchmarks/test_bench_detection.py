@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import bench_detection as bench
@@ -175,3 +176,38 @@ def test_scorecard_end_to_end_on_three_files(tmp_path: Path, media_dir: Path, tr
     before = report["kinds"]
     assert bench.main([str(folder), "--report-only", "--results", str(results)]) == 0
     assert json.loads((results / "detection_set.json").read_text())["kinds"] == before
+
+
+@pytest.mark.unit
+def test_the_verdicts_are_held_out(tmp_path: Path) -> None:
+    """Each item's verdict comes from a calibration fitted on the other folds of the pool,
+    through the service's own verdict rule; the served one is kept beside it."""
+    from dispatcher.aggregate import MediaFacts, ScoredItems, verdict
+    from export.calibrate import _as_calibration, fit, read_scores, stratified_folds
+
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(40):
+        fake = i % 2 == 0
+        audio = float(np.clip(rng.normal(0.7 if fake else 0.3, 0.2), 0.01, 0.99))
+        records.append(_rec(f"{i}.wav", "fake" if fake else "real", "audio", "authentic",
+                            0.1, audio=audio, visual=None))  # fmt: skip
+    path = tmp_path / "scores.json"
+    path.write_text(json.dumps({"folder": "set", "items": records}))
+    replayed, note = bench.held_out(records, [path])
+    assert note["folds"] == 5 and note["detectors"] == ["audio"]
+    assert all(r["verdict_served"] == "authentic" for r in replayed)
+    # item 0's verdict, by hand: the calibration of the folds without it
+    items = read_scores(path).items
+    folds = stratified_folds([int(it.fake) for it in items], 5, 0)
+    cal = _as_calibration(
+        fit([it for it, g in zip(items, folds, strict=True) if g != folds[0]], ["audio"])
+    )
+    found = {"audio": ScoredItems(np.asarray([records[0]["scores"]["audio"]], np.float32),
+                                  ((0.0, 1.0),)), "visual": None}  # fmt: skip
+    facts = MediaFacts(has_video=True, faces=1, has_audio=True, speech_s=1.0, duration_s=60.0)
+    want = verdict(found, cal, {"audio": 1.0, "visual": 1.0}, 0.5, 0.1, facts)
+    assert replayed[0]["confidence"] == pytest.approx(want.confidence, abs=1e-4)
+    assert replayed[0]["verdict"] == want.label.value
+    labels = {r["verdict"] for r in replayed}
+    assert "manipulated" in labels and labels <= {"manipulated", "authentic", "inconclusive"}

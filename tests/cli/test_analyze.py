@@ -10,6 +10,7 @@ import pytest
 
 from cli.analyze import ProgressPrinter, parse_weights
 from cli.main import main
+from dfd.calibration import load as load_calibration
 from dfd.schemas import Result
 
 
@@ -69,7 +70,9 @@ def test_analyze_json_with_weights_and_out_dir(triton, media_corpus, tmp_path, m
     result = Result.model_validate(json.loads(captured.out))  # stdout is only the document
     assert result.modalities["audio"].weight == pytest.approx(1.0)
     assert result.modalities["visual"].weight == 0.0
-    assert result.confidence == pytest.approx(result.modalities["audio"].score, abs=1e-3)
+    # audio alone in the fusion: the calibration's fused probability of its calibrated score
+    audio = result.detectors["audio"].calibrated
+    assert result.confidence == pytest.approx(load_calibration().fused({"audio": audio}), abs=1e-3)
     assert result.label.value == "manipulated"
     files = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert "timeline.png" in files and any(f.startswith("thumb_") for f in files)

@@ -32,7 +32,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _small_repository(source: Path, dest: Path, models: tuple[str, ...] = ("fusion",)) -> Path:
+def _small_repository(source: Path, dest: Path, models: tuple[str, ...] = ("vad",)) -> Path:
     for name in models:
         shutil.copytree(source / name, dest / name)
     return dest
@@ -43,7 +43,7 @@ def test_session_server_is_ready_on_its_urls(triton):
     status, metrics = _get(triton.metrics_url)
     assert status == 200 and "nv_inference_request_success" in metrics
     assert triton.client.is_ready()
-    for model in ("face_detector", "visual", "audio", "lipsync", "fusion", "deepfake_ensemble"):
+    for model in ("face_detector", "vad", "visual", "audio", "lipsync", "deepfake_ensemble"):
         assert triton.client.is_ready(model), model
     # Start-up (five python-backend models with warm-up, the ensemble) must suit tests.
     print(f"Triton start-up: {triton.startup_s:.2f} s")
@@ -161,7 +161,7 @@ def test_a_killed_server_restarts_on_its_ports_and_leaves_no_shared_memory(trito
         server.start()
 
         assert (server.http_port, server.grpc_port, server.metrics_port) == ports
-        assert _get(f"{server.http_url}/v2/models/fusion/ready")[0] == 200
+        assert _get(f"{server.http_url}/v2/models/vad/ready")[0] == 200
         assert not mine & _regions(), "the killed server's regions are still in /dev/shm"
         assert not any(stub.is_running() and stub.status() != "zombie" for stub in stubs)
         now = {

@@ -67,7 +67,7 @@ def _servers_of(repo, but: int) -> list[int]:
 @pytest.mark.integration
 def test_dfd_triton_runs_in_the_foreground_until_interrupted(triton, tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(triton.repository / "fusion", repo / "fusion")
+    shutil.copytree(triton.repository / "vad", repo / "vad")
     process = _dfd_triton(triton, repo)
     try:
         lines = []

@@ -36,12 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 PROJECT = {"dfd", "cli", "gateway", "dispatcher", "export", "ensemble_config", "benchmarks"}
 # Heavy imports that sit inside functions the serving path never calls, by module.
-OFF_PATH = {
-    (
-        "ensemble_config.fusion",
-        "torch",
-    ): "builds the fusion module for ONNX export (dfd models build)",
-}
+OFF_PATH: dict[tuple[str, str], str] = {}
 
 
 @dataclass

@@ -13,7 +13,7 @@ def test_environment_prefix_units_and_lists(monkeypatch):
     s = Settings()
     assert s.max_upload_bytes == 1234
     assert s.url_blocklist == ["evil.example"]
-    assert s.fusion_weights() == (0.3, 0.7, 0.2)
+    assert s.fusion_scales() == {"visual": 1.0, "audio": 0.7, "lipsync": 1.0}
 
 
 def test_bad_values_are_refused(monkeypatch):

@@ -1,13 +1,14 @@
-"""Ensemble requests: tensors from the specs, unused modalities masked, long videos chunked."""
+"""Ensemble requests: tensors from the enabled detectors, empty groups as one zero row whose
+scores are dropped, long videos chunked."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS
+from dfd.detectors import LooksAt
+from dfd.ensemble import ENSEMBLE_NAME, for_settings
 from dfd.errors import UpstreamUnavailableError
-from dfd.fusion import fuse
 from dfd.settings import Settings
 from dfd.specs import (
     AUDIO_RATE,
@@ -31,15 +32,18 @@ from dispatcher.media import DecodedMedia, SampledFrame
 from dispatcher.speech import NO_SPEECH, Speech
 
 pytestmark = pytest.mark.unit
-IN = {t.name: t for t in ENSEMBLE_INPUTS}
+GRAPH = for_settings(Settings())
+IN = {t.name: t for t in GRAPH.inputs}
+FACES, VOICE, CLIPS = LooksAt.FACE_TRACK, LooksAt.SPEECH_WINDOW, LooksAt.FACE_AUDIO_CLIP
+
+
+def counts(inputs: VideoItems) -> tuple[int, int, int]:
+    return (len(inputs.faces), len(inputs.audio), len(inputs.lipsync_video))
 
 
 class FakeEnsemble:
-    """In-memory stand-in for deepfake_ensemble: item score = a fixed function of its pixels.
-
-    It applies the same fusion rule as the served ensemble, so the dispatcher's chunk
-    combination can be checked against one big request.
-    """
+    """In-memory stand-in for deepfake_ensemble: item score = a fixed function of its pixels,
+    so the dispatcher's chunk combination can be checked against one big request."""
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls: list[dict[str, np.ndarray]] = []
@@ -49,33 +53,26 @@ class FakeEnsemble:
         assert model == ENSEMBLE_NAME
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise UpstreamUnavailableError("triton: UNAVAILABLE")
-        for t in ENSEMBLE_INPUTS:
+        for t in GRAPH.inputs:
+            if t.name not in inputs:
+                continue
             arr = inputs[t.name]
             assert arr.dtype == np.dtype(t.numpy_dtype), t.name
             assert arr.shape[1:] == tuple(d for d in t.dims[1:]) or t.dims[0] != -1, t.name
         self.calls.append(inputs)
-        v = inputs["faces"].mean(axis=(1, 2, 3))[:, None]
-        a = (inputs["audio"].std(axis=1) * 2).clip(0, 1)[:, None]
-        lip = (inputs["lipsync_video"].mean(axis=(1, 2, 3)) / 255)[:, None]
-        heat = np.broadcast_to(v[:, None, :], (len(v), HEATMAP_SIZE, HEATMAP_SIZE)).copy()
-        mask = inputs["mask"]
-        scores, conf = fuse(
-            {
-                "visual": v if mask[0] else None,
-                "audio": a if mask[1] else None,
-                "lipsync": lip if mask[2] else None,
-            },
-            inputs["weights"],
-        )
-        out = {
-            "confidence": np.array([conf], np.float32),
-            "modality_scores": np.nan_to_num(scores).astype(np.float32),
-            "visual_scores": v.astype(np.float32),
-            "heatmaps": heat.astype(np.float32),
-            "audio_scores": a.astype(np.float32),
-            "lipsync_scores": lip.astype(np.float32),
-        }
-        return {k: out[k] for k in (outputs or [t.name for t in ENSEMBLE_OUTPUTS])}
+        out = {}
+        if "faces" in inputs:
+            v = inputs["faces"].mean(axis=(1, 2, 3))[:, None]
+            heat = np.broadcast_to(v[:, None, :], (len(v), HEATMAP_SIZE, HEATMAP_SIZE)).copy()
+            out["visual_scores"] = v.astype(np.float32)
+            out["heatmaps"] = heat.astype(np.float32)
+        if "audio" in inputs:
+            a = (inputs["audio"].std(axis=1) * 2).clip(0, 1)[:, None]
+            out["audio_scores"] = a.astype(np.float32)
+        if "lipsync_video" in inputs:
+            lip = (inputs["lipsync_video"].mean(axis=(1, 2, 3)) / 255)[:, None]
+            out["lipsync_scores"] = lip.astype(np.float32)
+        return {k: out[k] for k in (outputs or list(out))}
 
 
 def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> VideoItems:
@@ -98,30 +95,40 @@ def make_inputs(nv: int, na: int, nl: int, seed: int = 0) -> VideoItems:
     )
 
 
-def test_unused_modality_is_one_zero_row_with_mask_zero():
-    (req,) = chunk_requests(make_inputs(3, 0, 0), (0.3, 0.5, 0.2), 32)
+def test_an_empty_group_is_one_zero_row_and_not_present():
+    ((req, present),) = chunk_requests(make_inputs(3, 0, 0), GRAPH, 32)
     assert set(req) == set(IN)
     assert req["faces"].shape == (3, 3, FACE_SIZE, FACE_SIZE)
     assert req["audio"].shape == (1, AUDIO_SAMPLES) and not req["audio"].any()
     assert req["lipsync_video"].shape == (1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)
     assert req["lipsync_mfcc"].shape == (1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)
-    assert req["mask"].tolist() == [1.0, 0.0, 0.0]
-    assert req["weights"].tolist() == pytest.approx([0.3, 0.5, 0.2])
+    assert present == {FACES}
     for name, t in IN.items():
         assert req[name].dtype == np.dtype(t.numpy_dtype)
+    # the zero row's scores are dropped: only the faces were scored
+    out = run_ensemble(make_inputs(3, 0, 0), FakeEnsemble(), Settings())
+    assert out.items["audio"] is None and out.items["lipsync"] is None
+    assert len(out.items["visual"].scores) == 3
 
 
 def test_chunking_bounds_every_request():
-    reqs = chunk_requests(make_inputs(70, 5, 33), (0.3, 0.5, 0.2), 32)
+    reqs = chunk_requests(make_inputs(70, 5, 33), GRAPH, 32)
     assert len(reqs) == 3
-    assert [len(r["faces"]) for r in reqs] == [32, 32, 6]
-    assert [r["mask"].tolist() for r in reqs] == [[1, 1, 1], [1, 0, 1], [1, 0, 0]]
-    assert [len(r["lipsync_video"]) for r in reqs] == [32, 1, 1]
+    assert [len(r["faces"]) for r, _ in reqs] == [32, 32, 6]
+    assert [p for _, p in reqs] == [{FACES, VOICE, CLIPS}, {FACES, CLIPS}, {FACES}]
+    assert [len(r["lipsync_video"]) for r, _ in reqs] == [32, 1, 1]
+
+
+def test_only_the_enabled_detectors_inputs_are_sent():
+    voice = for_settings(Settings(detectors="audio"))
+    ((req, present),) = chunk_requests(make_inputs(3, 2, 1), voice, 32)
+    assert set(req) == {"audio"} and present == {VOICE}
+    out = run_ensemble(make_inputs(3, 2, 1), FakeEnsemble(), Settings(detectors="audio"))
+    assert set(out.items) == {"audio"} and len(out.items["audio"].scores) == 2
 
 
 def test_chunked_result_equals_one_request():
     inputs = make_inputs(9, 4, 5, seed=3)
-    weights = (0.3, 0.5, 0.2)
     one = run_ensemble(inputs, FakeEnsemble(), Settings(max_items_per_request=32))
     client = FakeEnsemble()
     many = run_ensemble(inputs, client, Settings(max_items_per_request=2))
@@ -130,17 +137,14 @@ def test_chunked_result_equals_one_request():
         assert np.allclose(one.items[m].scores, many.items[m].scores)
         assert one.items[m].spans == many.items[m].spans
     assert many.heatmaps.shape == (9, HEATMAP_SIZE, HEATMAP_SIZE)
-    # fusing the chunks' items is what the server's fusion step computes for one request
-    served = FakeEnsemble().infer(ENSEMBLE_NAME, chunk_requests(inputs, weights, 32)[0])[
-        "confidence"
-    ][0]
-    _, fused = fuse({m: many.items[m].scores for m in ("visual", "audio", "lipsync")}, weights)
-    assert fused == pytest.approx(float(served), abs=1e-6)
+    assert np.allclose(one.heatmaps, many.heatmaps)
 
 
-def test_no_items_at_all_is_inconclusive_signal():
-    out = run_ensemble(make_inputs(0, 0, 0), FakeEnsemble(), Settings())
+def test_no_items_at_all_sends_nothing():
+    client = FakeEnsemble()
+    out = run_ensemble(make_inputs(0, 0, 0), client, Settings())
     assert out.items == {"visual": None, "audio": None, "lipsync": None}
+    assert out.requests == 0 and client.calls == []
     assert out.heatmaps.shape == (0, HEATMAP_SIZE, HEATMAP_SIZE)
 
 
@@ -207,7 +211,7 @@ def _tone(seconds: float = 3.0) -> np.ndarray:
 def test_build_inputs_keeps_the_windows_and_clips_with_speech():
     speech = Speech(np.ones(94, np.float32), ((0.5, 2.5),))
     inputs = build_inputs(_media(_tone()), _faces(1), speech, Settings())
-    assert inputs.mask == (1.0, 1.0, 1.0)
+    assert counts(inputs) == (1, 1, 1)
     assert inputs.face_spans == ((1.0, 2.0),)
     assert inputs.audio.shape == (1, AUDIO_SAMPLES)
     assert inputs.lipsync_spans == ((1.0, 2.0),)
@@ -218,7 +222,7 @@ def test_no_speech_disables_audio_and_lipsync_whatever_the_level():
     # lip-sync detectors would be judging what they were never trained on.
     for audio in (None, np.zeros(3 * AUDIO_RATE, np.float32), _tone()):
         inputs = build_inputs(_media(audio), _faces(1), NO_SPEECH, Settings())
-        assert inputs.mask == (1.0, 0.0, 0.0)
+        assert counts(inputs) == (1, 0, 0)
 
 
 def test_only_windows_that_hold_enough_speech_are_scored():
@@ -236,7 +240,7 @@ def test_requests_never_exceed_what_the_served_models_batch():
     # 32) made every long video fail as if its media were bad (InputError from the client).
     from dispatcher.triton_client import check_inputs, known_models
 
-    ensemble = known_models()[ENSEMBLE_NAME]
+    ensemble = known_models(GRAPH)[ENSEMBLE_NAME]
 
     class Checked(FakeEnsemble):
         def infer(self, model, inputs, outputs=None):
@@ -249,7 +253,7 @@ def test_requests_never_exceed_what_the_served_models_batch():
     assert [len(c["audio"]) for c in client.calls] == [32, 8]
     assert len(out.items["audio"].scores) == 40
     # exactly the chunk size is one request; one more is two
-    assert len(chunk_requests(make_inputs(32, 32, 32), (0.3, 0.5, 0.2), 32)) == 1
-    reqs = chunk_requests(make_inputs(33, 1, 0), (0.3, 0.5, 0.2), 32)
-    assert [len(r["faces"]) for r in reqs] == [32, 1]
-    assert [r["mask"].tolist() for r in reqs] == [[1, 1, 0], [1, 0, 0]]
+    assert len(chunk_requests(make_inputs(32, 32, 32), GRAPH, 32)) == 1
+    reqs = chunk_requests(make_inputs(33, 1, 0), GRAPH, 32)
+    assert [len(r["faces"]) for r, _ in reqs] == [32, 1]
+    assert [p for _, p in reqs] == [{FACES, VOICE}, {FACES}]

@@ -72,8 +72,12 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
     assert result.reasons, "a label always comes with its reasons"
     for mod in result.modalities.values():
         assert (mod.score is None) == (not mod.used)
-        assert (mod.weight > 0) == mod.used
-    assert sum(m.weight for m in result.modalities.values()) == pytest.approx(1.0, abs=1e-3)
+        assert mod.weight == 0 or mod.used  # a share of the fusion only for what looked
+    weighted = sum(m.weight for m in result.modalities.values())
+    # the shares of those that looked sum to one (visual is fitted to weight 0 today)
+    assert weighted == pytest.approx(1.0, abs=1e-3) or (
+        weighted == 0 and result.label.value in ("inconclusive", "not_applicable")
+    )
     assert set(result.timings_ms) == {
         "download",
         "probe",

@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 from cli.local_triton import LocalTriton
 from dfd.errors import ConfigurationError, InputError, UpstreamUnavailableError
 from dfd.ports import free_port
+from dfd.specs import VAD_CONTEXT, VAD_FRAME, VAD_STATE
 from dispatcher import triton_client as tc
 from dispatcher.triton_client import TritonClient
 from export.triton_repo import role_specs
@@ -30,13 +31,12 @@ def _inputs(media_dir, role: str) -> dict[str, np.ndarray]:
     if role == "lipsync":
         video, mfcc = model_inputs.lipsync_clip(media_dir)
         return {"video": video, "mfcc": mfcc}
+    # the speech gate: one block of 32 ms frames and a zero LSTM state
     rng = np.random.default_rng(0)
     return {
-        "visual_scores": rng.random((4, 1), dtype=np.float32),
-        "audio_scores": rng.random((2, 1), dtype=np.float32),
-        "lipsync_scores": rng.random((1, 1), dtype=np.float32),
-        "mask": np.array([1, 1, 0], np.float32),
-        "weights": np.array([0.3, 0.5, 0.2], np.float32),
+        "input": (rng.standard_normal((8, VAD_CONTEXT + VAD_FRAME)) * 0.1).astype(np.float32),
+        "h": np.zeros((1, 1, VAD_STATE), np.float32),
+        "c": np.zeros((1, 1, VAD_STATE), np.float32),
     }
 
 
@@ -62,7 +62,7 @@ def settled_statistics(client, model: str, until=None, timeout_s: float = 10.0) 
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("role", ["face_detector", "visual", "audio", "lipsync", "fusion"])
+@pytest.mark.parametrize("role", ["face_detector", "visual", "audio", "lipsync", "vad"])
 def test_every_model_matches_onnxruntime_on_real_inputs(triton, media_dir, role):
     s = role_specs(triton.settings)[role]
     inputs = _inputs(media_dir, role)
@@ -177,7 +177,7 @@ def test_unreachable_server_is_retried_then_unavailable(monkeypatch):
     client = TritonClient(f"127.0.0.1:{free_port()}", timeout_s=5, retries=3, backoff_s=0.1)
     try:
         with pytest.raises(UpstreamUnavailableError, match="after 4 attempts"):
-            client.infer("fusion", _inputs(None, "fusion"))
+            client.infer("vad", _inputs(None, "vad"))
         assert sleeps == [0.1, 0.2, 0.4]
         assert not client.is_ready()
     finally:
@@ -187,15 +187,15 @@ def test_unreachable_server_is_retried_then_unavailable(monkeypatch):
 @pytest.mark.integration
 def test_stopped_server_becomes_unavailable_and_a_restarted_one_is_found(triton, tmp_path):
     repo = tmp_path / "repo"
-    shutil.copytree(triton.repository / "fusion", repo / "fusion")
+    shutil.copytree(triton.repository / "vad", repo / "vad")
     server = LocalTriton(triton.settings, repo, ready_timeout_s=60).start()
     client = TritonClient(server.grpc_url, timeout_s=10, retries=2, backoff_s=0.05)
     try:
-        assert client.infer("fusion", _inputs(None, "fusion"))["confidence"].shape == (1,)
+        assert client.infer("vad", _inputs(None, "vad"))["speech_probs"].shape == (8,)
         server.stop()
         started = time.monotonic()
         with pytest.raises(UpstreamUnavailableError, match="unavailable"):
-            client.infer("fusion", _inputs(None, "fusion"))
+            client.infer("vad", _inputs(None, "vad"))
         assert time.monotonic() - started < 10
     finally:
         client.close()

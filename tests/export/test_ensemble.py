@@ -14,58 +14,77 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dfd.ensemble import ENSEMBLE_INPUTS, ENSEMBLE_NAME, ENSEMBLE_OUTPUTS, WIRING, check_wiring
+from dfd.detectors import DETECTORS
+from dfd.ensemble import ALL_INPUTS, ENSEMBLE_NAME, ensemble, for_settings
 from dfd.errors import ConfigurationError, InputError
+from dfd.settings import Settings
 from dfd.specs import TensorSpec
-from ensemble_config.ensemble import ENSEMBLE_HEADER, ensemble_config
+from ensemble_config.ensemble import ensemble_config, ensemble_header
 from export.triton_repo import parse, role_specs
 from tests.export import model_inputs
-
-_ENSEMBLE_TENSORS = {t.name for t in (*ENSEMBLE_INPUTS, *ENSEMBLE_OUTPUTS)}
-
-
-def _roles():
-    from dfd.settings import Settings
-
-    return role_specs(Settings())
 
 
 @pytest.mark.unit
 def test_steps_map_composing_tensors_as_keys_to_ensemble_tensors_as_values():
-    roles = _roles()
-    config = ensemble_config(roles)
+    roles = role_specs(Settings())
+    graph = for_settings(Settings())
+    config = ensemble_config(graph)
     assert config.max_batch_size == 0
     assert [s.model_name for s in config.ensemble_scheduling.step] == [
         "visual",
         "audio",
         "lipsync",
-        "fusion",
     ]
+    names = {t.name for t in (*graph.inputs, *graph.outputs)}
     for step in config.ensemble_scheduling.step:
         s = roles[step.model_name]
         assert set(step.input_map) == {t.name for t in s.inputs}, step.model_name
         assert set(step.output_map) <= {t.name for t in s.outputs}
-        assert set(step.input_map.values()) | set(step.output_map.values()) <= _ENSEMBLE_TENSORS
-    assert [(t.name, tuple(t.dims)) for t in config.input] == [
-        (t.name, t.dims) for t in ENSEMBLE_INPUTS
+        assert set(step.input_map.values()) | set(step.output_map.values()) <= names
+    assert [t.name for t in config.input] == ["faces", "audio", "lipsync_video", "lipsync_mfcc"]
+    assert [t.name for t in config.output] == [
+        "visual_scores",
+        "heatmaps",
+        "audio_scores",
+        "lipsync_scores",
     ]
-    assert [(t.name, tuple(t.dims)) for t in config.output] == [
-        (t.name, t.dims) for t in ENSEMBLE_OUTPUTS
-    ]
+    assert graph.item_limits == {
+        "faces": 64,
+        "audio": 32,
+        "lipsync_video": 32,
+        "lipsync_mfcc": 32,
+    }
+
+
+@pytest.mark.unit
+def test_the_ensemble_follows_the_enabled_detectors():
+    voice_only = for_settings(Settings(detectors="audio"))
+    assert [s.model.name for s in voice_only.steps] == ["audio"]
+    assert [t.name for t in voice_only.inputs] == ["audio"]
+    assert [t.name for t in voice_only.outputs] == ["audio_scores"]
+    assert [s.model_name for s in ensemble_config(voice_only).ensemble_scheduling.step] == ["audio"]
+    assert set(role_specs(Settings(detectors="audio"))) == {"face_detector", "vad", "audio"}
+    with pytest.raises(ConfigurationError, match="no detector named nope"):
+        for_settings(Settings(detectors="audio,nope"))
+    with pytest.raises(ConfigurationError, match="at least one scoring detector"):
+        for_settings(Settings(detectors="speech"))
 
 
 @pytest.mark.unit
 def test_wiring_that_disagrees_with_a_spec_is_refused():
-    roles = _roles()
+    roles = role_specs(Settings())
     visual = roles["visual"]
-    renamed = dataclasses.replace(visual, inputs=(TensorSpec("crop", "FP32", (3, 256, 256)),))
-    with pytest.raises(ConfigurationError, match="'face'"):
-        check_wiring({**roles, "visual": renamed})
+    scorers = [DETECTORS[n] for n in ("visual", "audio", "lipsync")]
+    renamed = dataclasses.replace(visual, outputs=(TensorSpec("p", "FP32", (1,)),))
+    with pytest.raises(ConfigurationError, match="no output"):
+        ensemble(scorers, {**roles, "visual": renamed})
     resized = dataclasses.replace(visual, inputs=(TensorSpec("face", "FP32", (3, 128, 128)),))
     with pytest.raises(ConfigurationError, match="faces"):
-        check_wiring({**roles, "visual": resized})
-    assert "key` is the composing model's tensor" in ENSEMBLE_HEADER
-    assert set(WIRING) == {"visual", "audio", "lipsync", "fusion"}
+        ensemble(scorers, {**roles, "visual": resized})
+    with pytest.raises(ConfigurationError, match="must serve the model of its name"):
+        for_settings(Settings(), {"visual": roles["audio"]})
+    assert "key` is the composing model's tensor" in ensemble_header(for_settings(Settings()))
+    assert set(ALL_INPUTS) == {"faces", "audio", "lipsync_video", "lipsync_mfcc"}
 
 
 @pytest.mark.integration
@@ -78,15 +97,13 @@ def test_generated_config_says_which_side_is_which(triton):
     assert parse(text).name == ENSEMBLE_NAME
 
 
-def _request(media_dir, faces: int, windows: int, mask=(1.0, 1.0, 1.0)) -> dict[str, np.ndarray]:
+def _request(media_dir, faces: int, windows: int) -> dict[str, np.ndarray]:
     video, mfcc = model_inputs.lipsync_clip(media_dir)
     return {
         "faces": model_inputs.faces(media_dir, faces),
         "audio": model_inputs.waveforms(media_dir, windows),
         "lipsync_video": video,
         "lipsync_mfcc": mfcc,
-        "mask": np.asarray(mask, dtype=np.float32),
-        "weights": np.asarray([0.3, 0.5, 0.2], dtype=np.float32),
     }
 
 
@@ -99,19 +116,7 @@ def _reference(triton, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     ls = model_inputs.ort_run(
         onnx["lipsync"], {"video": request["lipsync_video"], "mfcc": request["lipsync_mfcc"]}
     )
-    f = model_inputs.ort_run(
-        onnx["fusion"],
-        {
-            "visual_scores": v["score"],
-            "audio_scores": a["score"],
-            "lipsync_scores": ls["score"],
-            "mask": request["mask"],
-            "weights": request["weights"],
-        },
-    )
     return {
-        "confidence": f["confidence"],
-        "modality_scores": f["modality_scores"],
         "visual_scores": v["score"],
         "heatmaps": v["heatmap"],
         "audio_scores": a["score"],
@@ -120,25 +125,14 @@ def _reference(triton, request: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mask", [(1.0, 1.0, 1.0), (1.0, 1.0, 0.0)], ids=["all", "no-lipsync"])
-def test_ensemble_matches_onnxruntime_on_real_media(triton, media_dir, mask):
-    request = _request(media_dir, faces=4, windows=3, mask=mask)
+def test_ensemble_matches_onnxruntime_on_real_media(triton, media_dir):
+    request = _request(media_dir, faces=4, windows=3)
     got = triton.client.infer(ENSEMBLE_NAME, request)
     want = _reference(triton, request)
-    assert set(got) == {t.name for t in ENSEMBLE_OUTPUTS}
+    assert set(got) == {t.name for t in for_settings(triton.settings).outputs}
     for name, value in want.items():
         assert got[name].shape == value.shape, name
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-    # The fused confidence ignores a masked modality: the same as fusing the other two.
-    from dfd.fusion import fuse
-
-    used = {
-        m: got[f"{m}_scores"]
-        for m, on in zip(("visual", "audio", "lipsync"), mask, strict=True)
-        if on
-    }
-    _, confidence = fuse(used, [0.3, 0.5, 0.2])
-    assert got["confidence"][0] == pytest.approx(confidence, abs=1e-5)
 
 
 @pytest.mark.integration
@@ -150,8 +144,8 @@ def test_concurrent_ensemble_requests_are_batched_inside_visual_and_audio(triton
     with ThreadPoolExecutor(max_workers=n) as pool:
         results = list(pool.map(lambda _: client.infer(ENSEMBLE_NAME, request), range(n)))
     after = {m: client.model_statistics(m) for m in before}
-    first = results[0]["confidence"]
-    assert all(np.allclose(r["confidence"], first, atol=1e-5) for r in results)
+    first = results[0]["audio_scores"]
+    assert all(np.allclose(r["audio_scores"], first, atol=1e-5) for r in results)
 
     def delta(model: str, key: str) -> int:
         if key == "requests":

@@ -1,6 +1,6 @@
 import pytest
 
-from dfd.ensemble import ENSEMBLE_INPUTS
+from dfd.detectors import DETECTORS
 from dfd.errors import ConfigurationError
 from dfd.specs import SPECS, spec
 from dfd.states import MODALITY_ORDER
@@ -14,9 +14,7 @@ def test_unknown_checkpoint_names_the_known_ones():
         spec("nope")
 
 
-def test_every_modality_has_a_default_checkpoint_and_fusion_matches_order():
+def test_every_modality_has_a_checkpoint_and_a_detector():
     roles = {s.modality for s in SPECS.values() if s.modality}
     assert roles == set(MODALITY_ORDER)
-    fusion = spec("fusion")
-    assert [t.name for t in fusion.inputs[:3]] == [f"{m.value}_scores" for m in MODALITY_ORDER]
-    assert {t.name for t in ENSEMBLE_INPUTS} >= {"mask", "weights"}
+    assert {d.modality for d in DETECTORS.values() if d.scorer} == {m.value for m in MODALITY_ORDER}

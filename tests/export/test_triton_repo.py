@@ -13,11 +13,11 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from dfd.ensemble import ENSEMBLE_NAME
+from dfd.errors import ConfigurationError
 from dfd.specs import ModelSpec
 from export import triton_repo
 from export.triton_repo import (
     HOST_FILE,
-    ROLES,
     STAMP_FILE,
     RepositoryOptions,
     build_repository,
@@ -104,6 +104,9 @@ def test_checkpoints_override_their_role():
     assert roles["visual"].checkpoint == "mesoinception_f2f"
     assert roles["audio"].checkpoint == "aasist_l"
     assert roles["lipsync"].checkpoint == "light_asd"
+    assert set(roles) == {"face_detector", "vad", "visual", "audio", "lipsync"}
+    with pytest.raises(ConfigurationError, match="not a role of these settings"):
+        role_specs(Settings(detectors="audio"), ["meso4_f2f"])
 
 
 @pytest.mark.integration
@@ -113,7 +116,7 @@ def test_repository_on_disk_agrees_with_specs_and_onnx(triton, tmp_path, target,
     with caplog.at_level(logging.WARNING, logger="export.triton_repo"):
         repo = build_repository(settings, target, destination=tmp_path / target)
     roles = role_specs(settings)
-    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == sorted([*ROLES, ENSEMBLE_NAME])
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == sorted([*roles, ENSEMBLE_NAME])
     for role, s in roles.items():
         config = parse((repo / role / "config.pbtxt").read_text())
         _assert_config_matches_spec(config, s)
@@ -167,7 +170,7 @@ def test_cpu_threads_come_from_the_setting_unless_the_options_say(triton, tmp_pa
             parse((repo / role / "config.pbtxt").read_text())
             .parameters["intra_op_threads"]
             .string_value
-            for role in ROLES
+            for role in role_specs(settings)
         }
 
     assert threads(build_repository(settings, "cpu", destination=tmp_path / "a")) == {"1"}

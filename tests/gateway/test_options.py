@@ -20,7 +20,8 @@ def test_options_apply_over_the_settings() -> None:
     base = Settings(weight_visual=0.3, weight_audio=0.5, weight_lipsync=0.2, threshold=0.5)
     used = JobOptions(detectors=["visual", "lipsync"], weights={"visual": 0.9}, threshold=0.6)
     applied = used.applied_to(base)
-    assert applied.fusion_weights() == (0.9, 0.0, 0.2) and applied.threshold == 0.6
+    assert applied.fusion_scales() == {"visual": 0.9, "audio": 0.0, "lipsync": 0.2}
+    assert applied.threshold == 0.6
     assert JobOptions().applied_to(base) == base
 
 
