@@ -297,7 +297,8 @@ def build_repository(
 
     texts = {
         role: render(
-            model_config(s, target, options, plan=plans and role not in ONNXRUNTIME_ROLES), _GENERATED
+            model_config(s, target, options, plan=plans and role not in ONNXRUNTIME_ROLES),
+            _GENERATED,
         )
         for role, s in roles.items()
     }
