@@ -186,6 +186,12 @@ def score_metrics(pairs: Sequence[tuple[float, int]]) -> dict[str, Any]:
     }
 
 
+def _scorer(name: str) -> bool:
+    from dfd.detectors import DETECTORS
+
+    return name not in DETECTORS or DETECTORS[name].scorer
+
+
 def group_report(records: Sequence[dict]) -> dict[str, Any]:
     """Verdict counts and per-detector and fused metrics of one group of items."""
     y = {id(r): int(r["label"] == "fake") for r in records}
@@ -195,7 +201,8 @@ def group_report(records: Sequence[dict]) -> dict[str, Any]:
     abstained = [r for r in records if r["status"] != "scored" or r["verdict"] in ABSTAIN_LABELS]
     real_manip = [r for r in reals if r.get("verdict") == "manipulated"]
     fake_auth = [r for r in fakes if r.get("verdict") == "authentic"]
-    names = sorted({name for r in records for name in r.get("scores", {})})
+    # the scorers only: the speech gate decides what the voice detectors judge, it scores nothing
+    names = sorted({name for r in records for name in r.get("scores", {}) if _scorer(name)})
     detectors = {}
     for name in names:
         pairs = [
@@ -476,7 +483,11 @@ def run_items(
 
 
 def held_out(
-    records: Sequence[dict], pool: Sequence[Path], k: int = 5, seed: int = 0
+    records: Sequence[dict],
+    pool: Sequence[Path],
+    folder: str | None = None,
+    k: int = 5,
+    seed: int = 0,
 ) -> tuple[list[dict], dict[str, Any]]:
     """``records`` with each verdict and confidence replaced by its held-out one (see the
     module docstring), and a note of how they were made."""
@@ -520,7 +531,7 @@ def held_out(
                 facts,
             )
             replay[(it.source, it.path)] = (v.label.value, round(v.confidence, 4))
-    folder = files[0].folder if files else ""
+    folder = folder if folder is not None else (files[0].folder if files else "")
     out = []
     for r in records:
         r = dict(r)
@@ -550,10 +561,10 @@ def report_document(
         from export.calibrate import CalibrationDataError
 
         try:
-            records, held = held_out(records, pool)
+            records, held = held_out(records, pool, scores_doc["folder"])
         except CalibrationDataError as exc:  # too few items of a class to fit folds
             held = {"skipped": str(exc)}
-    names = sorted({n for r in records for n in r.get("scores", {})})
+    names = sorted({n for r in records for n in r.get("scores", {}) if _scorer(n)})
     sources = sorted({r["scores_from"] for r in records if r.get("scores_from")})
     return {
         "folder": scores_doc["folder"],
@@ -628,9 +639,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.results.mkdir(parents=True, exist_ok=True)
         scores_path.write_text(json.dumps(scores_doc, indent=1) + "\n")
-    if args.pool is None:
-        extra = args.results / "detection_scores_calibration.json"
-        pool = [scores_path] + ([extra] if extra.is_file() and extra != scores_path else [])
+    if args.pool is None:  # the files `dfd models calibrate` fits on, and this set's
+        pool = [scores_path] + [
+            p
+            for p in (
+                args.results / "detection_scores.json",
+                args.results / "detection_scores_calibration.json",
+            )
+            if p.is_file() and p != scores_path
+        ]
     else:
         pool = list(args.pool)
     doc = report_document(scores_doc, command, scores_path.name, pool)
