@@ -44,8 +44,10 @@ def test_snippet_runs_against_triton(triton, index):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     if index == 0:
-        confidence = float(re.search(r"confidence: ([0-9.eE+-]+)", done.stdout).group(1))
-        assert 0.0 <= confidence <= 1.0
+        spoof = re.search(r"P\(spoof\) per audio window: \[([^\]]*)\]", done.stdout)
+        assert spoof is not None, done.stdout
+        assert all(0.0 <= float(x) <= 1.0 for x in spoof.group(1).split())
+        assert len(spoof.group(1).split()) == 2  # one per window
         assert "heatmaps: (4, 8, 8)" in done.stdout
     else:
         assert "visual scores:" in done.stdout and "heatmaps: (2, 8, 8)" in done.stdout
