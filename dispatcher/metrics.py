@@ -22,7 +22,11 @@ What is read, at each scrape:
   twice;
 - failed attempts by error type and stage (retried ones included): a Redis hash the
   failure hooks increment, so it is shared by all workers and survives an exporter
-  restart.
+  restart;
+- restarts by ``dfd serve``'s supervisor, by process kind (``worker``, ``gateway``,
+  ``redis``, ``triton``, ``exporter``): a Redis hash :class:`RestartCounter` increments
+  from ``dfd serve`` (the supervisor serves no ``/metrics`` of its own, and its restarts
+  outlive the exporter's).
 
 Run one exporter per Redis: two would report the same jobs twice.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +55,9 @@ log = logging.getLogger(__name__)
 
 ATTEMPT_FAILURES_KEY = "dfd:metrics:attempt_failures"
 """Redis hash: ``"<type>|<stage>"`` -> failed attempts (the failure hooks add to it)."""
+
+SUPERVISOR_RESTARTS_KEY = "dfd:metrics:supervisor_restarts"
+"""Redis hash: process kind -> restarts by ``dfd serve``'s supervisor (:class:`RestartCounter`)."""
 
 # The registries an operator watches (started: running now).
 REGISTRIES = ("started", "scheduled", "deferred", "finished", "failed", "canceled")
@@ -94,6 +102,52 @@ def record_attempt_failure(connection: Any, error: JobError) -> None:
         connection.hincrby(ATTEMPT_FAILURES_KEY, f"{error.type}|{stage}", 1)
     except RedisError:
         log.warning("could not count a failed attempt", extra={"error_type": error.type})
+
+
+def process_kind(name: str) -> str:
+    """The kind of a supervised child: ``worker-2`` -> ``worker``, ``redis`` -> ``redis``."""
+    return re.sub(r"-\d+$", "", name)
+
+
+class RestartCounter:
+    """Counts ``dfd serve``'s restarts in Redis by process kind, for the exporter.
+
+    Called with a child's name after each restart. A count Redis does not take (Redis
+    is down; often it is Redis that just crashed) is kept and written with the next
+    restart; the restarted Redis counts itself, so its own restart carries the counts of
+    its outage. Never raises: counting must not change what the supervisor does.
+
+    Args:
+        connection: a ``redis.Redis`` client (short timeouts: it runs in the
+            supervisor's loop).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.pending: dict[str, int] = {}
+
+    def __call__(self, name: str) -> None:
+        kind = process_kind(name)
+        self.pending[kind] = self.pending.get(kind, 0) + 1
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write the pending counts (all or none); whether Redis took them."""
+        if not self.pending:
+            return True
+        try:
+            pipe = self.connection.pipeline(transaction=True)
+            for kind, count in self.pending.items():
+                pipe.hincrby(SUPERVISOR_RESTARTS_KEY, kind, count)
+            pipe.execute()
+        except RedisError as exc:
+            log.warning(
+                "could not count a restart; kept for the next one",
+                extra={"detail": f"{type(exc).__name__}: {exc}", "pending": dict(self.pending)},
+            )
+            return False
+        self.pending.clear()
+        return True
 
 
 @dataclass
@@ -212,19 +266,22 @@ class JobSystemCollector(Collector):
                 gauges = list(self._gauges())
                 self._read_ended_jobs()
                 attempts = self._attempt_failures()
+                restarts = self._supervisor_restarts()
             except RedisError as exc:
                 self.redis_errors.inc()
                 log.warning(
                     "could not read Redis", extra={"detail": f"{type(exc).__name__}: {exc}"}
                 )
                 up.add_metric([], 0)
-                gauges, attempts = [], None
+                gauges, attempts, restarts = [], None, None
             else:
                 up.add_metric([], 1)
             yield up
             yield from gauges
             if attempts is not None:
                 yield attempts
+            if restarts is not None:
+                yield restarts
             if self.triton_ready is not None:
                 ready = GaugeMetricFamily(
                     "dfd_triton_ready", "Whether Triton answers ready (1 or 0)."
@@ -312,6 +369,20 @@ class JobSystemCollector(Collector):
         for key, value in sorted(self.connection.hgetall(ATTEMPT_FAILURES_KEY).items()):
             error_type, _, stage = key.decode().partition("|")
             family.add_metric([error_type, stage], int(value))
+        return family
+
+    def _supervisor_restarts(self) -> Metric:
+        from prometheus_client.core import CounterMetricFamily
+
+        # Named even while empty (no dfd serve, as under Kubernetes, where the kubelet
+        # restarts): a scrape always says what the exporter can report.
+        family = CounterMetricFamily(
+            "dfd_supervisor_restarts",
+            "Children restarted by dfd serve's supervisor, by process kind.",
+            labels=["process"],
+        )
+        for key, value in sorted(self.connection.hgetall(SUPERVISOR_RESTARTS_KEY).items()):
+            family.add_metric([key.decode()], int(value))
         return family
 
     # -- ended jobs, each read once -----------------------------------------------
