@@ -26,7 +26,9 @@ What is read, at each scrape:
 - restarts by ``dfd serve``'s supervisor, by process kind (``worker``, ``gateway``,
   ``redis``, ``triton``, ``exporter``): a Redis hash :class:`RestartCounter` increments
   from ``dfd serve`` (the supervisor serves no ``/metrics`` of its own, and its restarts
-  outlive the exporter's).
+  outlive the exporter's);
+- model rollouts under way (:mod:`dispatcher.rollout`): the plan, and what each version
+  scored, with the drift between them on the jobs both scored.
 
 Run one exporter per Redis: two would report the same jobs twice.
 """
@@ -267,13 +269,14 @@ class JobSystemCollector(Collector):
                 self._read_ended_jobs()
                 attempts = self._attempt_failures()
                 restarts = self._supervisor_restarts()
+                rollouts = list(self._rollouts())
             except RedisError as exc:
                 self.redis_errors.inc()
                 log.warning(
                     "could not read Redis", extra={"detail": f"{type(exc).__name__}: {exc}"}
                 )
                 up.add_metric([], 0)
-                gauges, attempts, restarts = [], None, None
+                gauges, attempts, restarts, rollouts = [], None, None, []
             else:
                 up.add_metric([], 1)
             yield up
@@ -282,6 +285,7 @@ class JobSystemCollector(Collector):
                 yield attempts
             if restarts is not None:
                 yield restarts
+            yield from rollouts
             if self.triton_ready is not None:
                 ready = GaugeMetricFamily(
                     "dfd_triton_ready", "Whether Triton answers ready (1 or 0)."
@@ -384,6 +388,69 @@ class JobSystemCollector(Collector):
         for key, value in sorted(self.connection.hgetall(SUPERVISOR_RESTARTS_KEY).items()):
             family.add_metric([key.decode()], int(value))
         return family
+
+    def _rollouts(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        from dispatcher import rollout
+
+        info = GaugeMetricFamily(
+            "dfd_rollout_share",
+            "Share of jobs whose fused score is the candidate's, per rollout under way "
+            "(0 for a shadow: scored beside, never fused).",
+            labels=["role", "mode", "current", "candidate"],
+        )
+        scores = HistogramMetricFamily(
+            "dfd_rollout_scores",
+            "Video-level scores of each version in a rollout, since it started.",
+            labels=["role", "version", "arm"],
+        )
+        flagged = CounterMetricFamily(
+            "dfd_rollout_flagged",
+            f"Jobs a version scored at or above {rollout.FLAG_THRESHOLD}, in a rollout.",
+            labels=["role", "version", "arm"],
+        )
+        pairs = CounterMetricFamily(
+            "dfd_rollout_shadow_pairs",
+            "Jobs scored by both versions of a shadow rollout.",
+            labels=["role"],
+        )
+        diff = CounterMetricFamily(
+            "dfd_rollout_shadow_abs_diff",
+            "Sum over the shadow pairs of |candidate score - current score| (divide by "
+            "the pairs: the drift).",
+            labels=["role"],
+        )
+        disagree = CounterMetricFamily(
+            "dfd_rollout_shadow_disagreements",
+            "Shadow pairs where one version flags the video and the other does not.",
+            labels=["role"],
+        )
+        drift = GaugeMetricFamily(
+            "dfd_rollout_score_drift",
+            "Mean |candidate - current| score over the shadow pairs so far.",
+            labels=["role"],
+        )
+        for role, plan in sorted(rollout.plans(self.connection).items()):
+            share = plan.share if plan.mode is rollout.Mode.CANARY else 0.0
+            info.add_metric([role, plan.mode.value, str(plan.current), str(plan.candidate)], share)
+            seen = rollout.comparison(self.connection, plan)
+            for arm, version in (("current", seen.current), ("candidate", seen.candidate)):
+                labels = [role, str(version.version), arm]
+                cumulative, running = [], 0
+                for le, count in zip(rollout.SCORE_BUCKETS, version.buckets, strict=True):
+                    running += count
+                    cumulative.append((str(le), running))
+                cumulative.append(("+Inf", running))  # every score is at most 1.0
+                scores.add_metric(labels, cumulative, version.total)
+                flagged.add_metric(labels, version.flagged)
+            if plan.mode is rollout.Mode.SHADOW:
+                pairs.add_metric([role], seen.pairs)
+                diff.add_metric([role], seen.abs_diff_total)
+                disagree.add_metric([role], seen.disagreements)
+                if seen.drift is not None:
+                    drift.add_metric([role], seen.drift)
+        yield from (info, scores, flagged, pairs, diff, disagree, drift)
 
     # -- ended jobs, each read once -----------------------------------------------
 
