@@ -4,6 +4,7 @@
     dfd models export                ONNX for the served checkpoints (skipped when current)
     dfd models build --target cpu    pull + export + the Triton repository (``make models``)
     dfd models list                  what serves each role: the settings' checkpoints, Triton's versions
+    dfd models rollout ...           canary or shadow rollout of a new version (cli/rollout.py)
     dfd models calibrate             fit dfd/calibration.json on the scorecard's raw scores
     dfd triton                       a local Triton on the cpu repository until Ctrl-C
 
@@ -88,6 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Triton's gRPC host:port (default: DFD_TRITON_URL; none: only the configuration).",
     )
     listing.set_defaults(handler=_list)
+
+    from cli import rollout  # light: it imports its handlers' needs inside them
+
+    rollout.add_parser(sub)
 
     calibrate = sub.add_parser(
         "calibrate",
@@ -185,7 +190,9 @@ def _list(args: argparse.Namespace) -> int:
     url = args.url or settings.triton_url
     served: dict[str, list[tuple[str, str]]] = {}
     if url:
-        served = _served_versions(url)
+        from cli.triton_index import served_versions
+
+        served = served_versions(url, "models list")
     rows = [("role / Triton model", "configured", "Triton serves")]
     roles = role_specs(settings)
     for role, model in roles.items():
@@ -197,30 +204,6 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
     return 0
-
-
-def _served_versions(url: str) -> dict[str, list[tuple[str, str]]]:
-    """Triton's repository index: model -> [(version, state)], every version it knows."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    from dfd.errors import UpstreamUnavailableError
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        index = client.get_model_repository_index(as_json=True, client_timeout=10)
-    except InferenceServerException as exc:
-        raise UpstreamUnavailableError(
-            f"models list: expected Triton's repository index at {url}, got {exc.message()}"
-        ) from exc
-    finally:
-        client.close()
-    out: dict[str, list[tuple[str, str]]] = {}
-    for model in index.get("models", []):
-        out.setdefault(model["name"], []).append(
-            (model.get("version", "?"), model.get("state", "UNAVAILABLE"))
-        )
-    return out
 
 
 def _versions(versions: list[tuple[str, str]]) -> str:

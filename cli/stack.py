@@ -2,15 +2,18 @@
 
 :class:`Stack` starts, in this order, a local Redis (unless ``DFD_REDIS_URL`` is set), a
 local Triton on the repository rendering of ``DFD_TRITON_TARGET`` (unless
-``DFD_TRITON_URL`` is set; the repository is built first when it is missing), N
+``DFD_TRITON_URL`` is set; the repository is built first when it is missing), a
+``dfd exporter`` (when given a port: ``dfd serve`` does, 9120 unless told otherwise), N
 ``dfd worker`` processes and one ``dfd gateway`` process. The children learn the
 resolved addresses through the environment (``DFD_REDIS_URL``, ``DFD_TRITON_URL``,
 ``DFD_DATA_DIR``, ``DFD_PUBLIC_BASE_URL``), so each builds the same settings. It stops
 in the reverse order: gateway and workers, then Triton, then Redis.
 
 While it runs, :meth:`Stack.supervise` restarts whatever ends (a worker, the gateway,
-the local Redis, the local Triton; the servers on their old ports, so the URLs the
-children hold stay right) with backoff, and gives up only on a crash loop. A
+the local Redis, the local Triton, the exporter; the servers on their old ports, so the
+URLs the children hold stay right) with backoff, and gives up only on a crash loop. Each
+restart is counted in Redis by process kind (:class:`dispatcher.metrics.RestartCounter`),
+which the exporter serves as ``dfd_supervisor_restarts_total``. A
 :class:`cli.supervisor.Watchdog` and parent-death signals make sure nothing it started
 outlives it, even when it is killed with SIGKILL.
 
@@ -43,6 +46,8 @@ from dfd.ports import free_port, port_is_free
 from dfd.settings import Settings, load_settings
 
 GATEWAY_READY_TIMEOUT_S = 60.0
+EXPORTER_PORT = 9120
+"""``dfd serve``'s exporter port unless ``--exporter-port`` says otherwise (as ``dfd exporter``'s)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Endpoints:
     evidence_dir: Path | None
     redis_local: bool
     triton_local: bool
+    exporter: str | None = None
 
 
 def gateway_url(host: str, port: int) -> str:
@@ -79,6 +85,8 @@ class Stack:
         stop_timeout_s: Grace period for the children after SIGTERM.
         restart_policy: Backoff between restarts and when to give up (default
             :class:`RestartPolicy`'s).
+        exporter_port: Port of a ``dfd exporter`` on ``host`` (0: a free one); ``None``:
+            no exporter.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class Stack:
         log: Callable[[str], None] = print,
         stop_timeout_s: float = 10.0,
         restart_policy: RestartPolicy | None = None,
+        exporter_port: int | None = None,
     ) -> None:
         if workers < 0:
             raise ConfigurationError(f"dfd serve: expected 0 or more workers, got {workers}")
@@ -99,6 +108,12 @@ class Stack:
         self.host = host
         self.port = port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.workers = workers
+        if exporter_port is not None and not 0 <= exporter_port <= 65535:
+            raise ConfigurationError(
+                f"dfd serve: expected an exporter port from 0 to 65535, got {exporter_port}"
+            )
+        loopback = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+        self.exporter_port = exporter_port if exporter_port != 0 else free_port(loopback)
         self.child_output = child_output
         self.log = log
         self.restart_policy = restart_policy or RestartPolicy()
@@ -125,6 +140,12 @@ class Stack:
                 f"dfd serve: expected port {self.port} on {self.host} to be free for the "
                 "gateway, got it in use (choose another with --port)"
             )
+        if self.exporter_port is not None and not port_is_free(self.host, self.exporter_port):
+            raise ConfigurationError(
+                f"dfd serve: expected port {self.exporter_port} on {self.host} to be free for "
+                "the exporter, got it in use (choose another with --exporter-port, or "
+                "--no-exporter)"
+            )
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         self._exit.callback(self.watchdog.close)  # last: after everything it watches stopped
@@ -144,6 +165,18 @@ class Stack:
 
         out = self.child_output
         self._exit.callback(self._stop_children)
+        exporter = None
+        if self.exporter_port is not None:
+            # Before the workers: it counts the jobs that end after its first read.
+            exporter = gateway_url(self.host, self.exporter_port)
+            self.group.start(
+                "exporter",
+                dfd_command("exporter", "--host", self.host, "--port", str(self.exporter_port)),
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+            self._wait_ready("exporter", f"{exporter}/metrics")
         for index in range(self.workers):
             self.group.start(
                 f"worker-{index + 1}", dfd_command("worker"), env=env, stdout=out, stderr=out
@@ -155,7 +188,7 @@ class Stack:
             stdout=out,
             stderr=out,
         )
-        self._wait_gateway(url)
+        self._wait_ready("gateway", f"{url}/healthz")
         self.endpoints = Endpoints(
             gateway=url,
             redis=redis_url,
@@ -164,6 +197,7 @@ class Stack:
             evidence_dir=(data_dir / "evidence") if self.settings.store == "local" else None,
             redis_local=redis_local,
             triton_local=triton_local,
+            exporter=f"{exporter}/metrics" if exporter else None,
         )
         return self.endpoints
 
@@ -182,7 +216,7 @@ class Stack:
         self.triton = triton
         return url, triton.http_url, True
 
-    def _wait_gateway(self, url: str) -> None:
+    def _wait_ready(self, name: str, url: str) -> None:
         deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             ended = self.group.exited()
@@ -192,20 +226,32 @@ class Stack:
                     f"exiting with status {ended[0].returncode} during start-up"
                 )
             try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(url, timeout=1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
         raise UpstreamUnavailableError(
-            f"dfd serve: expected the gateway to answer on {url} within "
+            f"dfd serve: expected the {name} to answer on {url} within "
             f"{GATEWAY_READY_TIMEOUT_S:.0f} s, got no answer"
         )
 
     # -- run and stop --------------------------------------------------------------------
     def supervise(self, poll_s: float = 0.5) -> GaveUp:
         """Restart whatever ends, until one child crashes too often too fast; that one."""
-        supervisor = Supervisor(self.restart_policy, log=self.log)
+        from redis import Redis
+
+        from dispatcher.metrics import RestartCounter
+
+        assert self.endpoints is not None, "supervise() after start()"
+        # Short timeouts: the count is written from the supervisor's loop.
+        connection = Redis.from_url(
+            self.endpoints.redis, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._exit.callback(connection.close)
+        supervisor = Supervisor(
+            self.restart_policy, log=self.log, on_restart=RestartCounter(connection)
+        )
         if self.redis is not None:
             redis = self.redis
             supervisor.watch("redis", lambda: redis.returncode, redis.start)
@@ -291,6 +337,7 @@ def describe(endpoints: Endpoints, workers: int) -> list[str]:
         + (f", http {endpoints.triton_http}" if endpoints.triton_http else "")
         + ("  (local)" if endpoints.triton_local else ""),
         f"  workers   {workers}",
+        *([f"  metrics   {endpoints.exporter}  (dfd exporter)"] if endpoints.exporter else []),
         f"  page      {endpoints.gateway}/  (upload a video or paste a URL; results at /r/<job id>)",
         f"  console   {endpoints.gateway}/console  (needs DFD_ADMIN_KEYS)",
         f"  API docs  {endpoints.gateway}/docs",
@@ -306,7 +353,14 @@ def serve(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(f"dfd serve: {line}", flush=True)
 
-    stack = Stack(settings, host=args.host, port=args.port, workers=args.workers, log=log)
+    stack = Stack(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log=log,
+        exporter_port=None if args.no_exporter else args.exporter_port,
+    )
     status = 0
     try:
         with signals_raise_shutdown():
@@ -329,7 +383,7 @@ def register(subparsers: Any) -> None:
         "serve",
         help="run the whole service on this machine",
         description="Start a local Redis and Triton (unless DFD_REDIS_URL / DFD_TRITON_URL "
-        "are set), N workers and the gateway; restart any that ends (giving up after "
+        "are set), the metrics exporter, N workers and the gateway; restart any that ends (giving up after "
         "repeated fast crashes); Ctrl-C stops them all.",
     )
     p.add_argument(
@@ -342,4 +396,12 @@ def register(subparsers: Any) -> None:
         help="gateway port, 0 for a free one (default %(default)s)",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default %(default)s)")
+    p.add_argument(
+        "--exporter-port",
+        type=int,
+        default=EXPORTER_PORT,
+        help="port of dfd exporter's /metrics, on the gateway's host; 0 for a free one "
+        "(default %(default)s)",
+    )
+    p.add_argument("--no-exporter", action="store_true", help="do not start dfd exporter")
     p.set_defaults(handler=serve)

@@ -293,6 +293,9 @@ class Supervisor:
         policy: Backoff and when to give up.
         log: Prints one line per crash and per restart.
         clock: Monotonic seconds (a test may pass its own).
+        on_restart: Called with the child's name after each restart (``dfd serve``
+            counts them for ``dfd exporter``); an exception from it is logged, and
+            changes nothing of the supervision.
     """
 
     def __init__(
@@ -300,10 +303,12 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         log: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
+        on_restart: Callable[[str], object] | None = None,
     ) -> None:
         self.policy = policy or RestartPolicy()
         self.log = log
         self.clock = clock
+        self.on_restart = on_restart
         self._watched: list[_Watched] = []
         self.restarts = 0
 
@@ -359,6 +364,11 @@ class Supervisor:
                     continue
                 self.restarts += 1
                 self.log(f"{child.name} restarted")
+                if self.on_restart is not None:
+                    try:
+                        self.on_restart(child.name)
+                    except Exception as exc:  # noqa: BLE001 (counting must not stop restarts)
+                        self.log(f"{child.name}'s restart was not counted: {exc}")
         return None
 
     def run(self, poll_s: float = 0.5, until: Callable[[], bool] | None = None) -> GaveUp | None:

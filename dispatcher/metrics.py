@@ -22,7 +22,13 @@ What is read, at each scrape:
   twice;
 - failed attempts by error type and stage (retried ones included): a Redis hash the
   failure hooks increment, so it is shared by all workers and survives an exporter
-  restart.
+  restart;
+- restarts by ``dfd serve``'s supervisor, by process kind (``worker``, ``gateway``,
+  ``redis``, ``triton``, ``exporter``): a Redis hash :class:`RestartCounter` increments
+  from ``dfd serve`` (the supervisor serves no ``/metrics`` of its own, and its restarts
+  outlive the exporter's);
+- model rollouts under way (:mod:`dispatcher.rollout`): the plan, and what each version
+  scored, with the drift between them on the jobs both scored.
 
 Run one exporter per Redis: two would report the same jobs twice.
 """
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +57,9 @@ log = logging.getLogger(__name__)
 
 ATTEMPT_FAILURES_KEY = "dfd:metrics:attempt_failures"
 """Redis hash: ``"<type>|<stage>"`` -> failed attempts (the failure hooks add to it)."""
+
+SUPERVISOR_RESTARTS_KEY = "dfd:metrics:supervisor_restarts"
+"""Redis hash: process kind -> restarts by ``dfd serve``'s supervisor (:class:`RestartCounter`)."""
 
 # The registries an operator watches (started: running now).
 REGISTRIES = ("started", "scheduled", "deferred", "finished", "failed", "canceled")
@@ -94,6 +104,52 @@ def record_attempt_failure(connection: Any, error: JobError) -> None:
         connection.hincrby(ATTEMPT_FAILURES_KEY, f"{error.type}|{stage}", 1)
     except RedisError:
         log.warning("could not count a failed attempt", extra={"error_type": error.type})
+
+
+def process_kind(name: str) -> str:
+    """The kind of a supervised child: ``worker-2`` -> ``worker``, ``redis`` -> ``redis``."""
+    return re.sub(r"-\d+$", "", name)
+
+
+class RestartCounter:
+    """Counts ``dfd serve``'s restarts in Redis by process kind, for the exporter.
+
+    Called with a child's name after each restart. A count Redis does not take (Redis
+    is down; often it is Redis that just crashed) is kept and written with the next
+    restart; the restarted Redis counts itself, so its own restart carries the counts of
+    its outage. Never raises: counting must not change what the supervisor does.
+
+    Args:
+        connection: a ``redis.Redis`` client (short timeouts: it runs in the
+            supervisor's loop).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.pending: dict[str, int] = {}
+
+    def __call__(self, name: str) -> None:
+        kind = process_kind(name)
+        self.pending[kind] = self.pending.get(kind, 0) + 1
+        self.flush()
+
+    def flush(self) -> bool:
+        """Write the pending counts (all or none); whether Redis took them."""
+        if not self.pending:
+            return True
+        try:
+            pipe = self.connection.pipeline(transaction=True)
+            for kind, count in self.pending.items():
+                pipe.hincrby(SUPERVISOR_RESTARTS_KEY, kind, count)
+            pipe.execute()
+        except RedisError as exc:
+            log.warning(
+                "could not count a restart; kept for the next one",
+                extra={"detail": f"{type(exc).__name__}: {exc}", "pending": dict(self.pending)},
+            )
+            return False
+        self.pending.clear()
+        return True
 
 
 @dataclass
@@ -212,19 +268,24 @@ class JobSystemCollector(Collector):
                 gauges = list(self._gauges())
                 self._read_ended_jobs()
                 attempts = self._attempt_failures()
+                restarts = self._supervisor_restarts()
+                rollouts = list(self._rollouts())
             except RedisError as exc:
                 self.redis_errors.inc()
                 log.warning(
                     "could not read Redis", extra={"detail": f"{type(exc).__name__}: {exc}"}
                 )
                 up.add_metric([], 0)
-                gauges, attempts = [], None
+                gauges, attempts, restarts, rollouts = [], None, None, []
             else:
                 up.add_metric([], 1)
             yield up
             yield from gauges
             if attempts is not None:
                 yield attempts
+            if restarts is not None:
+                yield restarts
+            yield from rollouts
             if self.triton_ready is not None:
                 ready = GaugeMetricFamily(
                     "dfd_triton_ready", "Whether Triton answers ready (1 or 0)."
@@ -313,6 +374,83 @@ class JobSystemCollector(Collector):
             error_type, _, stage = key.decode().partition("|")
             family.add_metric([error_type, stage], int(value))
         return family
+
+    def _supervisor_restarts(self) -> Metric:
+        from prometheus_client.core import CounterMetricFamily
+
+        # Named even while empty (no dfd serve, as under Kubernetes, where the kubelet
+        # restarts): a scrape always says what the exporter can report.
+        family = CounterMetricFamily(
+            "dfd_supervisor_restarts",
+            "Children restarted by dfd serve's supervisor, by process kind.",
+            labels=["process"],
+        )
+        for key, value in sorted(self.connection.hgetall(SUPERVISOR_RESTARTS_KEY).items()):
+            family.add_metric([key.decode()], int(value))
+        return family
+
+    def _rollouts(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        from dispatcher import rollout
+
+        info = GaugeMetricFamily(
+            "dfd_rollout_share",
+            "Share of jobs whose fused score is the candidate's, per rollout under way "
+            "(0 for a shadow: scored beside, never fused).",
+            labels=["role", "mode", "current", "candidate"],
+        )
+        scores = HistogramMetricFamily(
+            "dfd_rollout_scores",
+            "Video-level scores of each version in a rollout, since it started.",
+            labels=["role", "version", "arm"],
+        )
+        flagged = CounterMetricFamily(
+            "dfd_rollout_flagged",
+            f"Jobs a version scored at or above {rollout.FLAG_THRESHOLD}, in a rollout.",
+            labels=["role", "version", "arm"],
+        )
+        pairs = CounterMetricFamily(
+            "dfd_rollout_shadow_pairs",
+            "Jobs scored by both versions of a shadow rollout.",
+            labels=["role"],
+        )
+        diff = CounterMetricFamily(
+            "dfd_rollout_shadow_abs_diff",
+            "Sum over the shadow pairs of |candidate score - current score| (divide by "
+            "the pairs: the drift).",
+            labels=["role"],
+        )
+        disagree = CounterMetricFamily(
+            "dfd_rollout_shadow_disagreements",
+            "Shadow pairs where one version flags the video and the other does not.",
+            labels=["role"],
+        )
+        drift = GaugeMetricFamily(
+            "dfd_rollout_score_drift",
+            "Mean |candidate - current| score over the shadow pairs so far.",
+            labels=["role"],
+        )
+        for role, plan in sorted(rollout.plans(self.connection).items()):
+            share = plan.share if plan.mode is rollout.Mode.CANARY else 0.0
+            info.add_metric([role, plan.mode.value, str(plan.current), str(plan.candidate)], share)
+            seen = rollout.comparison(self.connection, plan)
+            for arm, version in (("current", seen.current), ("candidate", seen.candidate)):
+                labels = [role, str(version.version), arm]
+                cumulative, running = [], 0
+                for le, count in zip(rollout.SCORE_BUCKETS, version.buckets, strict=True):
+                    running += count
+                    cumulative.append((str(le), running))
+                cumulative.append(("+Inf", running))  # every score is at most 1.0
+                scores.add_metric(labels, cumulative, version.total)
+                flagged.add_metric(labels, version.flagged)
+            if plan.mode is rollout.Mode.SHADOW:
+                pairs.add_metric([role], seen.pairs)
+                diff.add_metric([role], seen.abs_diff_total)
+                disagree.add_metric([role], seen.disagreements)
+                if seen.drift is not None:
+                    drift.add_metric([role], seen.drift)
+        yield from (info, scores, flagged, pairs, diff, disagree, drift)
 
     # -- ended jobs, each read once -----------------------------------------------
 

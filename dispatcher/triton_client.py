@@ -168,8 +168,13 @@ class TritonClient:
         model: str,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
+        *,
+        version: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Runs one request; returns the outputs by name (all of them when ``outputs`` is None).
+
+        ``version`` asks for one version of the model (a rollout's candidate loaded beside
+        the current one); ``None``: the one Triton's version policy serves by default.
 
         Raises:
             InputError: the inputs do not fit the model (checked before sending), or
@@ -190,7 +195,11 @@ class TritonClient:
         result = self._call(
             model,
             lambda: self._client.infer(
-                model, request, outputs=wanted, client_timeout=self.timeout_s
+                model,
+                request,
+                model_version="" if version is None else str(version),
+                outputs=wanted,
+                client_timeout=self.timeout_s,
             ),
         )
         names = list(outputs) if outputs else [o.name for o in result.get_response().outputs]

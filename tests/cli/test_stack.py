@@ -9,6 +9,7 @@ kill it (``kill -9``: nothing is left, and the next serve starts on the same dat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -83,7 +84,17 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         output = tmp_path / f"serve-{len(started)}.log"
         with output.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "serve", "--port", "0", *args],
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--exporter-port",
+                    "0",
+                    *args,
+                ],
                 cwd=ROOT,
                 env=_env(tmp_path / "data", **env),
                 stdout=out,
@@ -116,6 +127,8 @@ def _names(processes: list[psutil.Process]) -> list[str]:
             out.append("worker")
         elif "cli.main gateway" in cmd:
             out.append("gateway")
+        elif "cli.main exporter" in cmd:
+            out.append("exporter")
     return out
 
 
@@ -129,12 +142,16 @@ def test_serve_starts_redis_workers_gateway_and_stops_them_all(
     tree = served.descendants()
     names = _names(tree)
     assert names.count("redis") == 1 and names.count("worker") >= 2 and names.count("gateway") == 1
+    assert names.count("exporter") == 1
 
     assert httpx.get(f"{served.gateway}/healthz", timeout=5).status_code == 200
     ready = httpx.get(f"{served.gateway}/readyz", timeout=10).json()
     assert ready["checks"]["redis"] == "ok"  # the gateway got the local Redis's URL
     assert (tmp_path / "data" / "redis" / "valkey.conf").is_file()
     assert "appendonly yes" in (tmp_path / "data" / "redis" / "valkey.conf").read_text()
+    # The exporter reads the same Redis and sees both workers.
+    metrics = _until_metric(served, 'dfd_workers{state="idle"} 2.0')
+    assert "dfd_redis_up 1.0" in metrics
 
     served.process.send_signal(signum)
     assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
@@ -147,6 +164,27 @@ def test_serve_starts_redis_workers_gateway_and_stops_them_all(
 def _children(served: Served, kind: str) -> list[psutil.Process]:
     """``dfd serve``'s own children of one kind (not their forks: rq's scheduler, work horses)."""
     return [p for p in psutil.Process(served.process.pid).children() if _names([p]) == [kind]]
+
+
+def _metrics_url(served: Served) -> str:
+    match = re.search(r"^  metrics\s+(http://\S+/metrics)  \(dfd exporter\)$", served.text(), re.M)
+    assert match is not None, served.text()
+    return match.group(1)
+
+
+def _until_metric(served: Served, line: str, timeout_s: float = 30) -> list[str]:
+    """The exporter's lines once ``line`` is among them."""
+    deadline = time.monotonic() + timeout_s
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            lines = httpx.get(_metrics_url(served), timeout=10).text.splitlines()
+        except httpx.TransportError:
+            lines = []
+        if line in lines:
+            return lines
+        time.sleep(0.3)
+    raise AssertionError(f"expected {line!r} from the exporter; got:\n" + "\n".join(lines))
 
 
 def _nowhere() -> str:
@@ -170,11 +208,34 @@ def test_a_killed_worker_is_restarted_and_serve_stays_ready(serve) -> None:
     now = _children(served, "worker")
     assert len(now) == 2 and kept in now and killed not in now
     assert httpx.get(f"{served.gateway}/readyz", timeout=10).json()["checks"]["redis"] == "ok"
+    # Counted by kind, not by name, and served by the exporter.
+    metrics = _until_metric(served, 'dfd_supervisor_restarts_total{process="worker"} 1.0')
+    assert not [line for line in metrics if 'process="gateway"' in line]
 
     tree = served.descendants()
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
     assert _all_gone(tree) == []
+
+
+@pytest.mark.integration
+def test_a_killed_exporter_comes_back_on_its_port_and_counts_its_restart(serve) -> None:
+    served = serve("--workers", "1", DFD_TRITON_URL=_nowhere())
+    url = _metrics_url(served)
+    _until_metric(served, "dfd_redis_up 1.0")
+    (exporter,) = _children(served, "exporter")
+    # Triton's readiness too: the exporter got DFD_TRITON_URL (nothing answers there).
+    assert "dfd_triton_ready 0.0" in httpx.get(url, timeout=10).text.splitlines()
+
+    exporter.kill()
+
+    _wait_for(served.output, r"^dfd serve: exporter restarted$", served.process, 30)
+    _until_metric(served, 'dfd_supervisor_restarts_total{process="exporter"} 1.0')
+    assert _metrics_url(served) == url  # the same address: Prometheus's target still holds
+    (again,) = _children(served, "exporter")
+    assert again.pid != exporter.pid
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=STOP_TIMEOUT_S) == 0
 
 
 def _redis_url(served: Served) -> str:
@@ -199,6 +260,11 @@ def test_a_killed_local_redis_comes_back_on_its_port_with_its_data(serve) -> Non
     _wait_for(served.output, r"^dfd serve: redis restarted$", served.process, 30)
     assert "redis exited with status -9; restarting in 0.5 s" in served.text()
     assert client.get("kept") == b"yes"  # same URL: the children's DFD_REDIS_URL still holds
+    deadline = time.monotonic() + 10  # counted just after the restart line
+    while not client.hget("dfd:metrics:supervisor_restarts", "redis"):
+        assert time.monotonic() < deadline, "redis's restart was not counted"
+        time.sleep(0.1)
+    assert client.hget("dfd:metrics:supervisor_restarts", "redis") == b"1"
     client.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -224,7 +290,7 @@ def test_serve_killed_leaves_nothing_and_starts_again_on_its_data(serve, how: st
     client.set("kept", "yes")
     client.close()
     tree = served.descendants()
-    assert sorted(set(_names(tree))) == ["gateway", "redis", "worker"]
+    assert sorted(set(_names(tree))) == ["exporter", "gateway", "redis", "worker"]
     assert any("cli.supervisor --watchdog" in " ".join(p.cmdline()) for p in tree)
 
     if how == "sigterm-then-sigkill":
@@ -447,6 +513,11 @@ def test_describe_lists_every_endpoint(tmp_path: Path) -> None:
         and "(local)" not in text.split("triton")[1].split("\n")[0]
     )
     assert "workers   3" in text and str(tmp_path) in text
+    assert "metrics" not in text  # no exporter: no line
+    with_exporter = describe(
+        dataclasses.replace(endpoints, exporter="http://127.0.0.1:9120/metrics"), 3
+    )
+    assert "  metrics   http://127.0.0.1:9120/metrics  (dfd exporter)" in with_exporter
     assert "page      http://127.0.0.1:8000/  " in text
     assert "console   http://127.0.0.1:8000/console" in text
 
@@ -493,3 +564,24 @@ def test_a_gateway_port_in_use_is_refused_before_anything_starts(tmp_path: Path)
             stack.start()
     assert stack.group.names == []
     assert not (tmp_path / "redis").exists()
+
+
+@pytest.mark.unit
+def test_an_exporter_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import socket
+
+    from cli.stack import Stack
+    from dfd.errors import ConfigurationError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        stack = Stack(
+            Settings(data_dir=tmp_path), port=0, exporter_port=port, log=lambda line: None
+        )
+        with pytest.raises(ConfigurationError, match=f"port {port} .* exporter.*--no-exporter"):
+            stack.start()
+    assert stack.group.names == []
+    with pytest.raises(ConfigurationError, match="exporter port from 0 to 65535, got -1"):
+        Stack(Settings(data_dir=tmp_path), port=0, exporter_port=-1, log=lambda line: None)

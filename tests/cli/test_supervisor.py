@@ -250,6 +250,41 @@ def test_a_restart_that_fails_counts_as_another_crash() -> None:
     assert lines[1] == "redis did not restart: port 6379 in use"
 
 
+def test_each_restart_is_reported_and_a_failing_report_changes_nothing() -> None:
+    clock = FakeClock()
+    lines: list[str] = []
+    reported: list[str] = []
+    code: dict[str, int | None] = {"worker-1": None, "redis": None}
+
+    def report(name: str) -> None:
+        reported.append(name)
+        if name == "redis":
+            raise ConnectionError("redis is still loading")
+
+    supervisor = Supervisor(
+        RestartPolicy(max_crashes=5, window_s=60, backoff_initial_s=1.0),
+        log=lines.append,
+        clock=clock,
+        on_restart=report,
+    )
+    for name in code:
+        supervisor.watch(name, lambda n=name: code[n], lambda n=name: code.__setitem__(n, None))
+    code["worker-1"], code["redis"] = -9, 1
+    assert supervisor.check() is None
+    assert reported == []  # a crash is not a restart (yet)
+    clock.now = 1.0
+    assert supervisor.check() is None
+
+    assert reported == ["worker-1", "redis"]
+    assert supervisor.restarts == 2 and code == {"worker-1": None, "redis": None}
+    assert lines[-1] == "redis's restart was not counted: redis is still loading"
+    code["worker-1"] = -9
+    assert supervisor.check() is None  # supervising goes on
+    clock.now = 4.0
+    assert supervisor.check() is None
+    assert reported == ["worker-1", "redis", "worker-1"]
+
+
 def test_a_running_child_cannot_be_restarted() -> None:
     with ProcessGroup(stop_timeout_s=5) as group:
         group.start("a", SLEEPER)

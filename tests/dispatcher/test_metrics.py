@@ -21,8 +21,11 @@ from dfd.schemas import JobError, JobPayload, JobSource
 from dfd.states import Stage
 from dispatcher.metrics import (
     ATTEMPT_FAILURES_KEY,
+    SUPERVISOR_RESTARTS_KEY,
     JobSystemCollector,
+    RestartCounter,
     exporter_registry,
+    process_kind,
     record_attempt_failure,
 )
 from gateway.queue import JobQueue
@@ -197,6 +200,51 @@ def test_redis_down_is_reported_not_raised(redis_server) -> None:
     assert value(samples, "dfd_redis_connection_errors_total") == 1
     # The failure hook does not raise either.
     record_attempt_failure(dead, JobError(type="transient", message="x", stage=Stage.FETCH))
+
+
+def test_supervisor_restarts_are_served_by_process_kind_and_outlive_a_redis_outage(
+    tmp_path,
+) -> None:
+    """What ``dfd serve`` counts reaches the exporter; a count made while Redis is down
+    (Redis itself crashed) is written with the next restart, Redis's own."""
+    from redis import Redis
+
+    from cli.local_redis import LocalRedis
+
+    server = LocalRedis(tmp_path / "redis", appendonly=True).start()
+    client = Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        counter = RestartCounter(client)
+        collector = JobSystemCollector(client)
+        empty = generate_latest(exporter_registry(collector)).decode()
+        # Named before any restart, so dashboards and rules find the series' name.
+        families = {f.name: f.type for f in text_string_to_metric_families(empty)}
+        assert families["dfd_supervisor_restarts"] == "counter"
+        for name in ("worker-1", "worker-2", "gateway", "worker-1"):
+            counter(name)
+        samples = scrape(exporter_registry(collector))
+        assert value(samples, "dfd_supervisor_restarts_total", process="worker") == 3
+        assert value(samples, "dfd_supervisor_restarts_total", process="gateway") == 1
+
+        server.kill()
+        counter("exporter")  # Redis is gone: kept, nothing raised
+        assert counter.pending == {"exporter": 1}
+        server.start()
+        counter("redis")
+
+        assert counter.pending == {}
+        assert {k.decode(): int(v) for k, v in client.hgetall(SUPERVISOR_RESTARTS_KEY).items()} == {
+            "worker": 3,
+            "gateway": 1,
+            "exporter": 1,
+            "redis": 1,
+        }
+        samples = scrape(exporter_registry(collector))
+        assert total(samples, "dfd_supervisor_restarts_total") == 6
+        assert [process_kind(n) for n in ("worker-12", "triton")] == ["worker", "triton"]
+    finally:
+        client.close()
+        server.stop()
 
 
 def test_triton_readiness_is_reported(redis) -> None:
