@@ -175,3 +175,19 @@ def test_an_idle_keep_alive_connection_is_not_answered_408(server) -> None:
             data = None
         # Either still open (no data) or closed by uvicorn's keep-alive timeout: never a 408.
         assert data in (None, b"")
+
+
+def test_a_stalled_file_batch_is_answered_408_and_keeps_no_file(server, small_videos) -> None:
+    """A multipart batch whose first file is complete and second stalls: 408, and neither
+    file is left (nothing was enqueued, so nothing may stay)."""
+    video = small_videos["mp4"].read_bytes()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_upload_head(server, 10_000_000).replace(b"/api/upload", b"/api/batch"))
+        sock.sendall(_part_head() + video + b"\r\n" + _part_head() + video[:100])
+        started = time.monotonic()
+        deadline = started + IDLE_S
+        while len(_uploads(server)) < 2:
+            assert time.monotonic() < deadline, _uploads(server)
+            time.sleep(0.02)
+        _assert_408(sock, started, "expected a byte within")
+    assert _wait_no_uploads(server) == []
