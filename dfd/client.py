@@ -22,6 +22,7 @@ and the waiting tracked (``_Waiter``) in one place each, with no I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -57,8 +58,12 @@ class Event:
 
 @dataclass(frozen=True)
 class Batch:
+    """An accepted batch: its jobs and, for a batch of files, those refused on their own
+    (each ``{"index", "filename", "status", "type", "detail"}``)."""
+
     batchId: str
     jobIds: tuple[str, ...]
+    refused: tuple[dict[str, Any], ...] = ()
 
 
 def verify_webhook(
@@ -148,6 +153,20 @@ class _Requests:
             body["callback_url"] = callback_url
         return self._http.build_request("POST", "/api/batch", json=body)
 
+    def batch_of_files(
+        self,
+        files: Sequence[tuple[str, Any]],
+        callback_url: str | None,
+        priority: str | None,
+    ) -> httpx.Request:
+        return self._http.build_request(
+            "POST",
+            "/api/batch",
+            files=[("file", (name, content)) for name, content in files],
+            data={"callback_url": callback_url} if callback_url else {},
+            params={"priority": priority} if priority else None,
+        )
+
     def job(self, job_id: str) -> httpx.Request:
         return self._http.build_request("GET", f"/api/job/{job_id}")
 
@@ -173,7 +192,11 @@ def _view(response: httpx.Response) -> JobView:
 
 def _batch(response: httpx.Response) -> Batch:
     doc = _check(response).json()
-    return Batch(doc["batchId"], tuple(j["jobId"] for j in doc["jobs"]))
+    return Batch(
+        doc["batchId"],
+        tuple(j["jobId"] for j in doc["jobs"]),
+        tuple(doc.get("refused") or ()),
+    )
 
 
 def _batch_doc(response: httpx.Response) -> dict[str, Any]:
@@ -300,6 +323,20 @@ class Client:
     def submit_batch(self, urls: Sequence[str], *, callback_url: str | None = None) -> Batch:
         return _batch(self._http.send(self._requests.batch_of_urls(urls, callback_url)))
 
+    def submit_files(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        callback_url: str | None = None,
+        priority: str | None = None,
+    ) -> Batch:
+        """Upload several videos in one request, one job each; files the gateway refuses
+        on their own are in the batch's ``refused``."""
+        with contextlib.ExitStack() as stack:  # each streamed from its file
+            files = [(Path(p).name, stack.enter_context(Path(p).open("rb"))) for p in paths]
+            request = self._requests.batch_of_files(files, callback_url, priority)
+            return _batch(self._http.send(request))
+
     def job(self, job_id: str) -> JobView:
         return _view(self._http.send(self._requests.job(job_id)))
 
@@ -401,6 +438,17 @@ class AsyncClient:
 
     async def submit_batch(self, urls: Sequence[str], *, callback_url: str | None = None) -> Batch:
         return _batch(await self._http.send(self._requests.batch_of_urls(urls, callback_url)))
+
+    async def submit_files(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        callback_url: str | None = None,
+        priority: str | None = None,
+    ) -> Batch:
+        files = [(Path(p).name, Path(p).read_bytes()) for p in paths]
+        request = self._requests.batch_of_files(files, callback_url, priority)
+        return _batch(await self._http.send(request))
 
     async def job(self, job_id: str) -> JobView:
         return _view(await self._http.send(self._requests.job(job_id)))
