@@ -12,9 +12,11 @@ against minio's signer).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -26,6 +28,8 @@ from dfd.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from dfd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 DEFAULT_REGION = "us-east-1"  # what minio and MinIO assume when no region is set
@@ -145,13 +149,37 @@ def s3_link_resigner(
     """A function presigning afresh, valid ``evidence_url_ttl_s`` from now, every S3
     evidence link of one JSON document (links into ``s3_bucket`` at ``s3_endpoint`` or
     ``s3_public_url``); other URLs are left as they are. Works on the bytes, so a stored
-    result is never parsed (keys are URL-safe: no JSON escapes in a link)."""
+    result is never parsed (keys are URL-safe: no JSON escapes in a link).
+
+    Without ``s3_region`` the worker's client signs for the region the server names;
+    each link is then re-signed for the region its own credential scope shows. Without
+    S3 credentials (a gateway not given them) links are left as the worker signed them.
+    """
+    if not (
+        settings.s3_access_key.get_secret_value() and settings.s3_secret_key.get_secret_value()
+    ):
+        log.warning(
+            "store: no DFD_S3_ACCESS_KEY/DFD_S3_SECRET_KEY here: S3 evidence links keep the "
+            "worker's signature"
+        )
+        return lambda raw: raw
     presigner = S3Presigner.from_settings(settings)
+    by_region: dict[str, S3Presigner] = {presigner.region: presigner}
     hosts = {settings.s3_endpoint, presigner.host}
     if settings.s3_public_url:
         hosts.add(urllib.parse.urlsplit(settings.s3_public_url).netloc)
     pattern = presigner.link_pattern(tuple(sorted(hosts)))
     ttl_s = settings.evidence_url_ttl_s
+
+    def signer_for(link: bytes) -> S3Presigner:
+        if settings.s3_region:
+            return presigner
+        found = _CREDENTIAL.search(link)
+        scope = urllib.parse.unquote(found.group(1).decode()).split("/") if found else []
+        region = scope[2] if len(scope) == 5 and scope[2] else presigner.region
+        if region not in by_region:
+            by_region[region] = dataclasses.replace(presigner, region=region)
+        return by_region[region]
 
     def resign(raw: bytes) -> bytes:
         if b"X-Amz-Signature" not in raw:
@@ -159,8 +187,12 @@ def s3_link_resigner(
         at = now()  # one moment for every link of the document
 
         def fresh(match: re.Match[bytes]) -> bytes:
-            return presigner.url(match.group(1).decode(), ttl_s, at).encode()
+            signer = signer_for(match.group(0))
+            return signer.url(match.group(1).decode(), ttl_s, at).encode()
 
         return pattern.sub(fresh, raw)
 
     return resign
+
+
+_CREDENTIAL = re.compile(rb"X-Amz-Credential=([^&\"]*)")

@@ -106,3 +106,26 @@ def test_a_public_url_with_a_path_is_refused(tmp_path) -> None:
 
     with pytest.raises(ConfigurationError, match="DFD_S3_PUBLIC_URL"):
         S3Presigner.from_settings(_settings(tmp_path, s3_public_url="https://h/path"))
+
+
+def test_without_a_region_setting_each_link_keeps_its_own_region(tmp_path) -> None:
+    """The worker's client asks the server its region when none is set; the gateway
+    re-signs for the region the link's credential shows."""
+    settings = _settings(tmp_path)  # no s3_region
+    stale = _minio("minio:9000", False, "eu-west-3").presigned_get_object(
+        "dfd-evidence", KEY, expires=timedelta(hours=1), request_date=AT - timedelta(days=1)
+    )
+    fresh = s3_link_resigner(settings, now=lambda: AT)(json.dumps([stale]).encode())
+    expected = _minio("minio:9000", False, "eu-west-3").presigned_get_object(
+        "dfd-evidence", KEY, expires=timedelta(seconds=900), request_date=AT
+    )
+    assert json.loads(fresh) == [expected]
+
+
+def test_without_credentials_links_keep_the_workers_signature(tmp_path) -> None:
+    settings = _settings(tmp_path, s3_access_key="", s3_secret_key="")
+    stale = _minio("minio:9000", False, "us-east-1").presigned_get_object(
+        "dfd-evidence", KEY, expires=timedelta(hours=1), request_date=AT
+    )
+    doc = json.dumps([stale]).encode()
+    assert s3_link_resigner(settings, now=lambda: AT)(doc) == doc
