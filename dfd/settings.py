@@ -418,6 +418,27 @@ class Settings(BaseSettings):
         0.7, gt=0, lt=1, description="Highest threshold a request's options may ask for."
     )
 
+    # --- gateway body limits and multipart batches (issues 14, 16) ----------------
+    gateway_body_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may go without a byte arriving (while the gateway "
+        "is ready to read); a stalled client is answered 408, disconnected, and its partial "
+        "upload removed.",
+    )
+    gateway_body_min_bytes_per_s: int = Field(
+        1024,
+        ge=0,
+        description="Slowest average rate a request body may arrive at, counted from its first "
+        "gateway_body_idle_timeout_s on; a trickling client is answered 408 (0: no minimum).",
+    )
+    max_batch_upload_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="Bytes of all files in one multipart POST /api/batch together (each file "
+        "is also held to max_upload_bytes).",
+    )
+
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys", "admin_keys")
     @classmethod

@@ -29,6 +29,7 @@ from rq.serializers import JSONSerializer
 
 from dfd import errors, signing
 from dfd.jobid import batch_key
+from dfd.s3_presign import s3_link_resigner
 from dfd.schemas import JobError, WebhookDelivery, timestamp
 from dfd.settings import Settings
 from dfd.states import JobState
@@ -163,7 +164,8 @@ def _current() -> Job:
 
 def _signed_links(body: bytes, settings: Settings) -> bytes:
     """Evidence links signed now, as a read of the job would sign them."""
-    return signing.resign_links(body, signing.load_secret(settings), settings.evidence_url_ttl_s)
+    body = signing.resign_links(body, signing.load_secret(settings), settings.evidence_url_ttl_s)
+    return s3_link_resigner(settings)(body) if settings.store == "s3" else body
 
 
 def deliver(ctx: WorkerContext, job_id: str, url: str) -> dict[str, Any]:

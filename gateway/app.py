@@ -185,7 +185,9 @@ def create_app(settings: Settings | None = None, redis: Redis | None = None) -> 
         app.include_router(module.router)
     pages.install(app)
     install_bearer_scheme(app, required=bool(tenant_keys))
-    app.add_middleware(BodyLimitMiddleware, exempt=("/api/upload",))
+    app.add_middleware(
+        BodyLimitMiddleware, exempt=("/api/upload",), exempt_multipart=("/api/batch",)
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics, timeout_s=settings.request_timeout_s)
     return app
 

@@ -3,7 +3,8 @@
 FastAPI reads a JSON body completely before any validation runs, so without a cap a
 client could make the gateway hold gigabytes in memory to learn that its URL is too
 long. Uploads are exempt: they are streamed to disk under their own cap
-(:mod:`gateway.uploads`).
+(:mod:`gateway.uploads`), as are multipart bodies on the ``exempt_multipart`` paths (a
+batch of files, :mod:`gateway.batch_uploads`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ class BodyLimitMiddleware:
     """``413`` for a body over ``max_bytes``: at once when declared, else while streamed."""
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, exempt: Collection[str] = ()
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        exempt: Collection[str] = (),
+        exempt_multipart: Collection[str] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt = frozenset(exempt)
+        self.exempt_multipart = frozenset(exempt_multipart)
 
     def _detail(self, got: str) -> str:
         return f"request: expected a body of at most {self.max_bytes} bytes, got {got}"
@@ -37,7 +43,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        if scope.get("path") in self.exempt_multipart and headers.get(
+            "content-type", ""
+        ).lower().startswith("multipart/form-data"):
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             response = problem_response(
                 413, "too-large", self._detail(declared), scope.get("path"), {"Connection": "close"}

@@ -2,17 +2,23 @@
 
 The worker signs its links once, at the end of the job; a result kept 24 h would hold
 dead links after ``evidence_url_ttl_s``. Each read of a finished job (``GET
-/api/job/{id}``, its events' ``done``) re-signs the local store's links, valid
-``evidence_url_ttl_s`` from that moment, from the keys in the stored URLs. The links are
-rewritten in the stored bytes (only ``exp`` and ``sig`` change), so the result is still
-spliced unparsed: ``benchmarks/results/job_view.md`` measures both. S3's presigned links are left as the worker
-signed them (presigning needs the S3 client, which the gateway does not import).
+/api/job/{id}``, its events' ``done``, a batch's views) re-signs its links, valid
+``evidence_url_ttl_s`` from that moment, from the keys in the stored URLs:
+
+- the local store's: only ``exp`` and ``sig`` change (``dfd.signing.resign_links``);
+- the S3 store's presigned GETs into ``s3_bucket``, at ``s3_public_url`` or
+  ``s3_endpoint``: presigned afresh for the address links use now
+  (``dfd.s3_presign``, standard library: the gateway imports no S3 client).
+
+The links are rewritten in the stored bytes, so the result is still spliced unparsed:
+``benchmarks/results/job_view.md`` measures both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from dfd.s3_presign import s3_link_resigner
 from dfd.settings import Settings
 from dfd.signing import resign_links
 
@@ -20,6 +26,13 @@ from dfd.signing import resign_links
 def resigner(settings: Settings, secret: bytes) -> Callable[[bytes], bytes]:
     """A function re-signing the evidence links of one stored result document."""
     ttl_s = settings.evidence_url_ttl_s
+    if settings.store == "s3":
+        s3 = s3_link_resigner(settings)
+
+        def resign_both(raw: bytes) -> bytes:
+            return s3(resign_links(raw, secret, ttl_s))
+
+        return resign_both
 
     def resign(raw: bytes) -> bytes:
         return resign_links(raw, secret, ttl_s)

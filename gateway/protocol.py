@@ -9,9 +9,15 @@ app runs and with a problem document:
 - more than ``max_header_count`` header lines: ``431 Request Header Fields Too Large``;
 - a head over ``max_header_bytes`` (counted as it arrives, so at most one socket read
   more is buffered): ``431``;
-- a head not complete ``header_timeout_s`` after its first byte: ``408 Request Timeout``.
+- a head not complete ``header_timeout_s`` after its first byte: ``408 Request Timeout``;
+- a body that stalls (no byte for ``body_idle_timeout_s``) or trickles (on average under
+  ``body_min_bytes_per_s`` once ``body_idle_timeout_s`` has passed): ``408``.
 
-Each closes the connection. The body is not limited here (the upload route streams it
+Each closes the connection. The body's time is counted only while the gateway is ready
+to read: while uvicorn's flow control pauses reading (the app is slower than the
+client), the client is not blamed. A body refused mid-request disconnects the app's
+receive, so an upload being streamed to disk is abandoned and its ``.part`` file removed
+(``gateway.uploads``). The body's size is not limited here (the upload route streams it
 under ``max_upload_bytes``).
 """
 
@@ -42,6 +48,8 @@ class HeadLimits:
     max_header_count: int
     max_header_bytes: int
     header_timeout_s: float
+    body_idle_timeout_s: float = 30.0
+    body_min_bytes_per_s: int = 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HeadLimits:
@@ -49,7 +57,14 @@ class HeadLimits:
             settings.gateway_max_header_count,
             settings.gateway_max_header_bytes,
             settings.gateway_header_timeout_s,
+            settings.gateway_body_idle_timeout_s,
+            settings.gateway_body_min_bytes_per_s,
         )
+
+    @property
+    def body_check_interval_s(self) -> float:
+        """How often an arriving body's pace is looked at."""
+        return min(1.0, self.body_idle_timeout_s / 4)
 
 
 class _Refused(Exception):
@@ -68,6 +83,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._head_size = 0
         self._head_timer: asyncio.TimerHandle | None = None
+        # The body of the request being read: its pace, counted while reading is not paused.
+        self._body_open = False
+        self._body_bytes = 0
+        self._body_active_s = 0.0  # time the gateway was ready to read this body
+        self._body_idle_s = 0.0  # of which since the last byte
+        self._body_tick = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         if self._head_open:
@@ -75,6 +97,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # (a head arriving slowly, or one huge header line).
             self._head_bytes += len(data)
         super().data_received(data)
+        if self._body_open and self._body_timer is None and not self.transport.is_closing():
+            self._body_tick = self.loop.time()
+            self._body_timer = self.loop.call_later(
+                self.limits.body_check_interval_s, self._check_body
+            )
         if not self._head_open or self.transport.is_closing():
             return
         if self._head_bytes > self.limits.max_header_bytes:
@@ -121,8 +148,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused  # refused mid-chunk: the app must not see this request
         self._close_head()
         super().on_headers_complete()
+        self._body_open = True  # until on_message_complete (at once for a body-less request)
+        self._body_bytes = 0
+        self._body_active_s = self._body_idle_s = 0.0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        self._body_idle_s = 0.0
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._close_body()
         super().on_message_complete()
         # What comes next on this connection is the next request's head.
         self._head_open = True
@@ -130,7 +166,58 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._close_body()
         super().connection_lost(exc)
+
+    def _close_body(self) -> None:
+        self._body_open = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _check_body(self) -> None:
+        """Every ``body_check_interval_s`` while a body arrives: refuse it if stalled or
+        trickling; time while flow control has paused reading is not counted."""
+        self._body_timer = None
+        if not self._body_open or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        elapsed, self._body_tick = now - self._body_tick, now
+        # Not the client's time: reading paused by flow control, or a client that asked
+        # for "100 Continue" before its body and has not been sent it yet.
+        waiting = self.cycle is not None and self.cycle.waiting_for_100_continue
+        if not self.flow.read_paused and not waiting:
+            self._body_active_s += elapsed
+            self._body_idle_s += elapsed
+        limits = self.limits
+        if self._body_idle_s >= limits.body_idle_timeout_s:
+            self._refuse_body(
+                f"request body: expected a byte within {limits.body_idle_timeout_s:g} s, "
+                f"none came for {self._body_idle_s:.0f} s (after {self._body_bytes} bytes)"
+            )
+            return
+        rate = self._body_bytes / self._body_active_s if self._body_active_s else 0.0
+        if (
+            limits.body_min_bytes_per_s
+            and self._body_active_s >= limits.body_idle_timeout_s
+            and rate < limits.body_min_bytes_per_s
+        ):
+            self._refuse_body(
+                f"request body: expected at least {limits.body_min_bytes_per_s} bytes/s, "
+                f"got {rate:.0f} bytes/s over {self._body_active_s:.0f} s"
+            )
+            return
+        self._body_timer = self.loop.call_later(limits.body_check_interval_s, self._check_body)
+
+    def _refuse_body(self, detail: str) -> None:
+        """408 unless the app already began its answer (then only disconnect); the
+        app's receive then reports a disconnect, and its own answer is dropped."""
+        self._close_body()
+        if self.cycle is not None and self.cycle.response_started:
+            self.logger.warning("closed a connection: %s", detail)
+            self.transport.close()
+            return
+        self._refuse(408, "request-timeout", detail)
 
     def _close_head(self) -> None:
         self._head_open = False

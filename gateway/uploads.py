@@ -60,7 +60,7 @@ def sniff_container(head: bytes) -> Sniffed:
     return sniffed
 
 
-def _safe_filename(raw: bytes | None) -> str | None:
+def safe_filename(raw: bytes | None) -> str | None:
     if not raw:
         return None
     name = raw.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
@@ -110,7 +110,7 @@ class _Receiver:
         _, params = parse_options_header(self._headers.get(b"content-disposition"))
         if params.get(b"name") == FIELD and not self.seen_file:
             self.seen_file = self.in_file = True
-            self.filename = _safe_filename(params.get(b"filename"))
+            self.filename = safe_filename(params.get(b"filename"))
         elif params.get(b"name") and b"filename" not in params:
             self._text, self._text_name = bytearray(), params[b"name"].decode("utf-8", "replace")
 

@@ -6,6 +6,10 @@ the tenant's quota count each item. The batch's record (its tenant and job ids) 
 Redis as long as failed jobs do; each job carries ``batchId``. With a ``callback_url``
 one webhook is delivered when the whole batch has ended: an rq job depending on every
 job of the batch (``dispatcher.webhooks.deliver_batch``).
+
+The same route takes a ``multipart/form-data`` body with several ``file`` parts, one job
+per file (``gateway.routes.batch_files``); which one is read from ``Content-Type``, so
+the JSON body is parsed here rather than by FastAPI (its messages are the same).
 """
 
 from __future__ import annotations
@@ -16,25 +20,27 @@ import urllib.parse
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from dfd.errors import DfdError, UpstreamUnavailableError
 from dfd.jobid import batch_key, new_job_id
-from dfd.schemas import JobPayload, JobSource, timestamp
+from dfd.schemas import JobSource
 from dfd.states import FINAL_STATES, JobState, Priority
 from dfd.urlcheck import check_url
 from gateway.audit import record
+from gateway.batches import submit_batch
 from gateway.deps import GatewayState, State, get_client_ip, require_api_key
 from gateway.errors import InvalidRequestError, NotFoundError
 from gateway.queue import view_json
 from gateway.routes.accepted import job_meta
 from gateway.routes.analyze import check_syntax, resolve, vet_callback_url
+from gateway.routes.batch_files import create_file_batch
 from gateway.schemas import URL_PATTERN, problem_responses
 from gateway.tenants import charge_tenant, check_priority, job_visible, tenant_name
-from gateway.webhooks import DELIVER_BATCH_FUNC, delivery_queue_name, enqueue_delivery
 
 router = APIRouter(tags=["batches"])
 
@@ -60,9 +66,27 @@ class BatchRequest(BaseModel):
     priority: Priority = Priority.DEFAULT
 
 
+class BatchJob(BaseModel):
+    jobId: str
+    status: JobState
+    index: int | None = Field(None, description="A multipart batch: the file part's index.")
+    filename: str | None = Field(None, description="A multipart batch: the file's name.")
+
+
+class RefusedPart(BaseModel):
+    index: int = Field(description="The file part's index among the body's file parts.")
+    filename: str | None
+    type: str = Field(description="The problem type, as a whole request's would be.")
+    status: int = Field(description="The HTTP status this file alone would have got.")
+    detail: str
+
+
 class BatchAccepted(BaseModel):
     batchId: str
-    jobs: list[dict[str, str]]
+    jobs: list[BatchJob]
+    refused: list[RefusedPart] = Field(
+        default_factory=list, description="A multipart batch: files refused on their own."
+    )
 
 
 async def _vet(index: int, url: str, state: GatewayState) -> str:
@@ -79,48 +103,123 @@ async def _vet(index: int, url: str, state: GatewayState) -> str:
         raise
 
 
-def _submit(
-    state: GatewayState,
-    batch_id: str,
-    urls: list[str],
-    priority: Priority,
-    meta: dict[str, Any],
-    callback: str | None,
-) -> list[str]:
-    s = state.settings
-    ids = [new_job_id() for _ in urls]
-    record = {"batchId": batch_id, "tenant": meta.get("tenant"), "jobs": ids}
-    record["createdAt"] = timestamp()
-    if callback is not None:
-        record["webhook"] = {"status": "pending", "attempts": 0}
-    ttl = max(s.result_ttl_s, s.failure_ttl_s)
-    state.redis.set(batch_key(batch_id), json.dumps(record), ex=ttl)
-    jobs = [
-        state.queue.enqueue(
-            JobPayload(job_id=job_id, source=JobSource(kind="url", url=url), priority=priority),
-            extra_meta={**meta, "batch_id": batch_id},
+def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its ``#/$defs/..`` references replaced by what they name."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline_refs(defs[ref.rsplit("/", 1)[1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline_refs(v, defs) for v in schema]
+    return schema
+
+
+def _json_schema() -> dict[str, Any]:
+    schema = BatchRequest.model_json_schema()
+    return _inline_refs(schema, schema.get("$defs", {}))  # type: ignore[no-any-return]
+
+
+def is_multipart(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "multipart/form-data"
+
+
+async def parse_json_batch(request: Request) -> BatchRequest:
+    """The JSON body, refused with the messages FastAPI's own parsing gives.
+
+    Raises:
+        InvalidRequestError: no body, not JSON, or not a JSON object.
+        RequestValidationError: a JSON object not of the documented shape.
+    """
+    content_type = request.headers.get("content-type", "")
+    mime = content_type.split(";", 1)[0].strip().lower()
+    raw = await request.body()
+    if not raw:
+        raise InvalidRequestError("request: expected a JSON body, got none")
+    if content_type and mime != "application/json" and not mime.endswith("+json"):
+        raise InvalidRequestError(
+            "request: expected a JSON body with Content-Type: application/json (or a "
+            f"multipart/form-data body with 'file' parts), got {content_type}"
         )
-        for job_id, url in zip(ids, urls, strict=True)
-    ]
-    if callback is not None:
-        enqueue_delivery(
-            state.queue.queue(delivery_queue_name()),
-            jobs,
-            DELIVER_BATCH_FUNC,
-            (batch_id, callback),
-            s,
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"request: expected the body to be JSON, got invalid JSON at character {exc.pos} "
+            f"({exc.msg})"
+        ) from None
+    except ValueError as exc:  # not UTF-8
+        raise InvalidRequestError(f"request: expected the body to be JSON, got {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequestError(
+            "request: expected the body to be a JSON object, got another JSON value"
         )
-    return ids
+    try:
+        return BatchRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
+
+
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary", "minLength": 1},
+                            "minItems": 1,
+                            "description": "One part per video, up to DFD_MAX_BATCH_ITEMS; "
+                            "each is held to what POST /api/upload accepts.",
+                        },
+                        "options": {
+                            "type": "string",
+                            "description": "JobOptions as JSON, for every file.",
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "maxLength": 4096,
+                            "pattern": URL_PATTERN,
+                            "description": "Gets one webhook when every job has ended.",
+                        },
+                    },
+                },
+                "encoding": {"file": {"contentType": "video/*, audio/*, application/octet-stream"}},
+            },
+        },
+    }
+}
 
 
 @router.post(
     "/api/batch",
     status_code=202,
     response_model=BatchAccepted,
-    summary="Analyze many video URLs at once",
-    responses=problem_responses(400, 401, 403, 413, 422, 429, 503),
+    summary="Analyze many video URLs, or many uploaded files, at once",
+    description='JSON `{"items": [{"url"}...]}`, or multipart with several `file` parts '
+    "(each becomes a job; a file refused on its own is listed in `refused` and the others go "
+    "on). `?priority=` applies to a multipart batch; a JSON batch gives it in its body.",
+    responses=problem_responses(400, 401, 403, 408, 413, 415, 422, 429, 503),
+    openapi_extra=_BATCH_BODY,
 )
-async def create_batch(body: BatchRequest, request: Request, state: State) -> JSONResponse:
+async def create_batch(
+    request: Request, state: State, priority: Priority | None = None
+) -> JSONResponse:
+    if is_multipart(request):
+        return await create_file_batch(request, state, priority or Priority.DEFAULT)
+    body = await parse_json_batch(request)
+    if priority is not None:
+        raise InvalidRequestError(
+            f"batch: a JSON batch gives its priority in the body, got ?priority={priority.value}"
+        )
     settings = state.settings
     count = len(body.items)
     if count > settings.max_batch_items:
@@ -136,9 +235,10 @@ async def create_batch(body: BatchRequest, request: Request, state: State) -> JS
     urls = list(await asyncio.gather(*(_vet(i, it.url, state) for i, it in enumerate(body.items))))
     await charge_tenant(request, state.limiter, "analyze", cost=count)
     batch_id = new_job_id()
+    jobs = [(new_job_id(), JobSource(kind="url", url=url)) for url in urls]
     try:
         ids = await run_in_threadpool(
-            _submit, state, batch_id, urls, body.priority, job_meta(request), callback
+            submit_batch, state, batch_id, jobs, body.priority, job_meta(request), callback
         )
     except RedisError as exc:
         raise UpstreamUnavailableError(
@@ -197,6 +297,8 @@ async def get_batch(batch_id: str, request: Request, state: State) -> Response:
         "counts": counts,
         "jobs": views,
     }
+    if record.get("refused"):
+        doc["refused"] = record["refused"]  # a multipart batch's files refused on their own
     if record.get("webhook"):
         doc["webhook"] = record["webhook"]
     return JSONResponse(doc, headers={"Cache-Control": "no-store"})

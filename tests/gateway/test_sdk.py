@@ -136,3 +136,28 @@ def test_a_real_video_through_the_real_pipeline_with_events_and_a_webhook(
     (delivery,) = webhook_receiver.wait(1, timeout_s=60)
     assert verify_webhook(secret, delivery.headers, delivery.body)
     assert json.loads(delivery.body)["result"]["label"] == view.result.label.value
+
+
+def test_a_batch_of_files_through_both_clients(gateway_server, small_videos, tmp_path) -> None:
+    """One request, one job per file, through the real gateway (uvicorn); a file the
+    gateway refuses on its own comes back in ``refused``."""
+    server = gateway_server(**EVENTS)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    paths = [small_videos["mp4"], notes, small_videos["webm"]]
+    with Client(server.url) as client:
+        batch = client.submit_files(paths, priority="low")
+        assert len(batch.jobIds) == 2
+        assert [(r["index"], r["filename"], r["status"]) for r in batch.refused] == [
+            (1, "notes.txt", 415)
+        ]
+        view = client.batch(batch.batchId)
+        assert view["counts"] == {"waiting": 2}
+        assert {j["jobId"] for j in view["jobs"]} == set(batch.jobIds)
+
+    async def again() -> object:
+        async with AsyncClient(server.url) as client:
+            return await client.submit_files([small_videos["mkv"]])
+
+    other = asyncio.run(again())
+    assert len(other.jobIds) == 1 and other.refused == ()
