@@ -64,7 +64,7 @@
     $("jobs-caption").textContent = "Newest first: " + list.jobs.length + " shown of " + list.total + " matching.";
     fill("jobs", list.jobs.length ? list.jobs.map(function (j) {
       var buttons = [];
-      if (j.status === "failed") {
+      if (j.status === "failed" || j.status === "cancelled") {
         buttons.push(h("button", {type: "button", class: "retry", onclick: function () { act(j.jobId, "retry"); },
           "aria-label": "Retry job " + j.jobId}, "Retry"));
       }
@@ -72,7 +72,7 @@
         buttons.push(h("button", {type: "button", class: "cancel", onclick: function () { act(j.jobId, "cancel"); },
           "aria-label": "Cancel job " + j.jobId}, "Cancel"));
       }
-      var status = j.status + (j.rqStatus === "canceled" ? " (cancelled)" : j.stage && j.status === "active" ? " (" + j.stage + ")" : "");
+      var status = j.status + (j.stage && j.status === "active" ? " (" + j.stage + ")" : "");
       return h("tr", {"data-job": j.jobId, "data-status": j.status},
         h("th", {scope: "row"}, h("a", {href: "/r/" + encodeURIComponent(j.jobId), title: j.jobId,
           "aria-label": "Result of job " + j.jobId}, j.jobId.slice(0, 10) + "…")),
