@@ -309,6 +309,10 @@ def test_result_explains_provenance_metadata_matches_tracks_and_sound(
         "The voice scored above the threshold at 3 s (80%), 5 s (70%)."
     )
     shot(page, "result-facts-1280")
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    assert fits_width(page) == (PHONE, PHONE)
+    shot(page, "result-facts-375")
+    page.set_viewport_size({"width": DESKTOP, "height": 900})
     assert page.evaluate(UNLABELLED_CONTROLS) == []
 
     # The other states of Content Credentials and of the bank, in words.
