@@ -233,6 +233,13 @@ def test_console_lists_jobs_retries_and_cancels(server, redis, open_page) -> Non
     page.get_by_role("button", name=f"Cancel job {waiting.id}").click()
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-job='{waiting.id}']\")")
     assert Job.fetch(waiting.id, connection=redis, serializer=SERIALIZER).get_status() == "canceled"
+    # The console names it as the job view does, and offers to retry it.
+    page.select_option("#f-status", "cancelled")
+    row = page.locator(f"tr[data-job='{waiting.id}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "cancelled"
+    assert row.locator("td").first.inner_text() == "cancelled"
+    assert row.get_by_role("button", name=f"Retry job {waiting.id}").is_visible()
 
     page.set_viewport_size({"width": PHONE, "height": 900})
     page.select_option("#f-status", "")
