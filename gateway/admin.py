@@ -38,7 +38,7 @@ from dfd.jobid import is_job_id
 from dfd.states import QUEUE_NAMES, JobState
 from gateway.cancel import cancel_waiting
 from gateway.errors import ConflictError, NotFoundError
-from gateway.queue import SERIALIZER, job_error
+from gateway.queue import SERIALIZER, client_state, job_error
 from gateway.schemas import (
     AdminJob,
     AdminJobs,
@@ -54,17 +54,6 @@ WINDOW_S = 3600
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.CREATED}
 _FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 CANCELLED_ERROR = {"type": "cancelled", "message": "job: cancelled by an operator"}
-
-
-def client_state(status: JobStatus | None) -> JobState:
-    """The state ``GET /api/job/{id}`` reports for an rq status (as ``gateway.queue`` maps it)."""
-    if status == JobStatus.STARTED:
-        return JobState.ACTIVE
-    if status == JobStatus.FINISHED:
-        return JobState.COMPLETED
-    if status in _FAILED:
-        return JobState.FAILED
-    return JobState.WAITING
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -239,7 +228,7 @@ class Console:
         meta = job.meta or {}
         row = AdminJob(
             jobId=job.id,
-            status=client_state(status),
+            status=client_state(status, meta),
             rqStatus=str(status.value if status else "unknown"),
             priority=job.origin,
             kind=meta.get("kind"),
@@ -299,7 +288,7 @@ class Console:
         if status not in _FAILED:
             raise ConflictError(
                 f"retry: expected a failed or cancelled job, got one that is "
-                f"{client_state(status).value} ({status.value if status else 'unknown'})"
+                f"{client_state(status, job.meta or {}).value} ({status.value if status else 'unknown'})"
             )
         upload = self._upload_of(job)
         if upload is not None and not upload.is_file():
@@ -324,7 +313,8 @@ class Console:
         return self._row(self._known(job_id))
 
     def cancel(self, job_id: str) -> AdminJob:
-        """Cancel a waiting job: it leaves its queue and ends ``failed`` with type ``cancelled``.
+        """Cancel a waiting job: it leaves its queue and ends ``cancelled``, as the
+        job view reports it (rq's status ``canceled``).
 
         Raises:
             NotFoundError: unknown or expired id.
@@ -335,7 +325,7 @@ class Console:
         if status not in _WAITING:
             raise ConflictError(
                 f"cancel: expected a waiting job, got one that is "
-                f"{client_state(status).value} ({status.value if status else 'unknown'})"
+                f"{client_state(status, job.meta or {}).value} ({status.value if status else 'unknown'})"
             )
         cancel_waiting(job, self._uploads_dir, CANCELLED_ERROR["message"])
         return self._row(self._known(job_id))

@@ -45,6 +45,20 @@ _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus
 _FAILED = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
+def client_state(status: JobStatus | None, meta: dict[str, Any]) -> JobState:
+    """The state ``GET /api/job/{id}`` reports for an rq status and the job's meta: a job
+    that ended with a recorded ``cancelled`` error (the API's cancel, the console's, or a
+    worker stopping at a stage boundary) is ``cancelled``, whatever rq calls it."""
+    if status == JobStatus.STARTED:
+        return JobState.ACTIVE
+    if status == JobStatus.FINISHED:
+        return JobState.COMPLETED
+    if status in _FAILED:
+        cancelled = (meta.get("error") or {}).get("type") == "cancelled"
+        return JobState.CANCELLED if cancelled else JobState.FAILED
+    return JobState.WAITING
+
+
 def backoff_intervals(settings: Settings) -> list[int]:
     """Retry delays in seconds: ``retry_backoff_s`` doubling per retry (rq takes whole seconds)."""
     return [int(round(settings.retry_backoff_s * 2**i)) for i in range(settings.job_retries)]
@@ -151,8 +165,7 @@ def view_json(
         if entry.get(b"return_value"):
             result_json = b64decode(entry[b"return_value"])
     elif status in _FAILED:
-        cancelled = (meta.get("error") or {}).get("type") == "cancelled"
-        doc["status"] = (JobState.CANCELLED if cancelled else JobState.FAILED).value
+        doc["status"] = client_state(status, meta).value
         exc_string = ""
         if latest:
             result_id, entry = latest[0]

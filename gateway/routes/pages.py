@@ -23,6 +23,7 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import NoMatchFound
 
 from dfd.states import Stage
 from gateway.deps import State
@@ -30,7 +31,7 @@ from gateway.deps import State
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 STATIC_URL = "/static"
 DOCS_ASSETS_URL = "/static/docs"
-EVENTS_ROUTE = "/api/job/{job_id}/events"
+EVENTS_ROUTE_NAME = "job_events"  # gateway.routes.events
 
 # The pages load nothing from elsewhere; a browser enforces it.
 CSP = (
@@ -55,12 +56,16 @@ def _template(name: str) -> str:
 
 def _page(name: str, request: Request, state: State) -> HTMLResponse:
     settings = state.settings
-    routes = {getattr(r, "path", None) for r in request.app.routes}
+    try:  # by name: routers included into the app are not listed flat in app.routes
+        request.app.url_path_for(EVENTS_ROUTE_NAME, job_id="x")
+        events = True
+    except NoMatchFound:
+        events = False
     values = {
         "threshold": f"{settings.threshold:g}",
         "band": f"{settings.inconclusive_band:g}",
         "auth": "1" if state.api_keys else "0",
-        "events": "1" if EVENTS_ROUTE in routes else "0",
+        "events": "1" if events else "0",
         "stages": ",".join(stage.value for stage in Stage),
     }
     body = _template(name)

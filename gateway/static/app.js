@@ -7,6 +7,7 @@
   var THRESHOLD = parseFloat(cfg.threshold) || 0.5;
   var BAND = parseFloat(cfg.band) || 0;
   var POLL_MS = 700;
+  var FINAL = {completed: true, failed: true, cancelled: true};
   var STAGE_WORDS = {
     fetch: "Getting the video",
     probe: "Checking the file",
@@ -92,7 +93,7 @@
 
     function handle(view) {
       if (stopped) return true;
-      if (view.status === "completed" || view.status === "failed") {
+      if (FINAL[view.status]) {
         following.stop();
         $("progress").hidden = true;
         if (view.status === "completed") renderResult(view);
@@ -113,15 +114,38 @@
         timer = setTimeout(poll, POLL_MS * 3);
       });
     }
-    if (cfg.events === "1" && window.EventSource && !apiKey()) {
+    /* Server-sent events: "progress" on each change, "done" with the final view. When the
+       stream ends (it lives a bounded time) EventSource reconnects by itself and sends
+       Last-Event-ID, so only what changed since comes again. A refused stream (404, 401,
+       no events here) or three tries in a row that never open fall back to polling. */
+    function listen() {
+      var failures = 0;
       source = new EventSource("/api/job/" + encodeURIComponent(jobId) + "/events");
-      source.onmessage = function (event) {
-        try { handle(JSON.parse(event.data)); } catch (e) { /* a keep-alive or partial line */ }
+      document.body.dataset.transport = "events";
+      source.onopen = function () { failures = 0; };
+      source.addEventListener("progress", function (event) {
+        failures = 0;
+        try { handle(JSON.parse(event.data)); } catch (e) { /* not one of ours */ }
+      });
+      source.addEventListener("done", function (event) {
+        failures = 0;
+        var view;
+        try { view = JSON.parse(event.data); } catch (e) { return; }
+        handle(view);
+      });
+      source.onerror = function () {
+        if (stopped) return;
+        failures += 1;
+        if (source.readyState === EventSource.CLOSED || failures > 2) {
+          source.close();
+          source = null;
+          document.body.dataset.transport = "polling";
+          poll();
+        }
       };
-      source.onerror = function () { source.close(); source = null; if (!stopped) poll(); };
-    } else {
-      poll();
     }
+    if (cfg.events === "1" && window.EventSource && !apiKey()) listen();
+    else { document.body.dataset.transport = "polling"; poll(); }
   }
 
   function renderProgress(view) {
@@ -324,18 +348,37 @@
       null);
   }
 
-  function factsSection(title, id, value) {
-    if (value === undefined || value === null) return null;
-    var items = Array.isArray(value) ? value : [value];
-    return h("section", {"aria-labelledby": id},
-      h("h2", {id: id}, title),
-      items.length ? h("ul", {class: "facts"}, items.map(function (item) {
-        if (typeof item !== "object" || item === null) return h("li", {}, String(item));
-        return h("li", {}, h("dl", {}, Object.keys(item).map(function (k) {
-          var v = item[k];
-          return [h("dt", {}, k), h("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))];
-        })));
-      })) : h("p", {}, "None."));
+  function tracksSection(result) {
+    var ev = result.evidence || {};
+    var tracks = ev.tracks || [];
+    if (!tracks.length) return null;
+    var shown = ev.face_track;
+    return h("section", {"aria-labelledby": "tracks-title", id: "tracks"},
+      h("h2", {id: "tracks-title"}, tracks.length === 1 ? "The face" : "The " + tracks.length + " faces"),
+      h("p", {class: "hint"}, "Each face is followed from frame to frame and scored on its own. The verdict uses the most suspicious face; the frames, heatmaps and the timeline's faces line show that one."),
+      h("ul", {class: "tracks"}, tracks.map(function (t) {
+        var isShown = t.track === shown;
+        return h("li", {class: "track" + (isShown ? " track-shown" : ""), "data-track": t.track},
+          h("strong", {}, "Face " + (t.track + 1)),
+          " seen in " + t.frames + (t.frames === 1 ? " frame" : " frames") + ", from " + t.first_s.toFixed(1) + " s to " + t.last_s.toFixed(1) + " s: ",
+          t.score === null || t.score === undefined ? "not scored" : dfd.pct(t.score) + " estimated probability its face was manipulated",
+          isShown ? h("span", {class: "track-badge"}, " (shown in the pictures below)") : null,
+          t.score !== null && t.score !== undefined ? h("meter", {min: "0", max: "1", value: String(t.score), "aria-label": "Face " + (t.track + 1) + " score"}) : null);
+      })));
+  }
+
+  function audioSection(result) {
+    var ev = result.evidence || {};
+    if (!ev.spectrogram) return null;
+    var loud = (ev.timeline || []).filter(function (p) { return p.audio !== null && p.audio !== undefined && p.audio > THRESHOLD; });
+    return h("section", {"aria-labelledby": "audio-title", id: "audio-evidence"},
+      h("h2", {id: "audio-title"}, "The sound"),
+      h("p", {class: "hint"}, "The spectrogram shows the sound's pitch (up, in kHz) over time (across): brighter means louder. The strip on top gives each stretch of sound the voice detector scored and its score; stretches above the threshold are outlined in red. Synthetic voices can leave traces there, such as missing high frequencies or too-regular patterns, but the picture itself proves nothing."),
+      h("figure", {}, img(ev.spectrogram, "Spectrogram of the sound with the scored stretches marked", "evidence spectrogram"),
+        h("figcaption", {}, "Spectrogram and voice scores")),
+      h("p", {class: "audio-windows"}, loud.length
+        ? "The voice scored above the threshold at " + loud.map(function (p) { return p.time_s.toFixed(0) + " s (" + dfd.pct(p.audio) + ")"; }).join(", ") + "."
+        : "No stretch of sound scored above the threshold."));
   }
 
   function detailsSection(view) {
@@ -397,8 +440,9 @@
       detectorsSection(r),
       timelineSection(r),
       framesSection(r),
-      factsSection("Provenance (content credentials)", "provenance-title", r.provenance),
-      factsSection("Known-fake matches", "matches-title", r.matches),
+      tracksSection(r),
+      audioSection(r),
+      dfd.factsSections(r),
       detailsSection(view)
     ]);
   }

@@ -1,4 +1,5 @@
-/* The operator console: queues, workers, the last hour, recent jobs with retry and cancel. */
+/* The operator console: queues, workers, the last hour, recent jobs with retry and cancel,
+   the bank of known fakes. */
 "use strict";
 
 (function () {
@@ -64,7 +65,7 @@
     $("jobs-caption").textContent = "Newest first: " + list.jobs.length + " shown of " + list.total + " matching.";
     fill("jobs", list.jobs.length ? list.jobs.map(function (j) {
       var buttons = [];
-      if (j.status === "failed") {
+      if (j.status === "failed" || j.status === "cancelled") {
         buttons.push(h("button", {type: "button", class: "retry", onclick: function () { act(j.jobId, "retry"); },
           "aria-label": "Retry job " + j.jobId}, "Retry"));
       }
@@ -72,7 +73,7 @@
         buttons.push(h("button", {type: "button", class: "cancel", onclick: function () { act(j.jobId, "cancel"); },
           "aria-label": "Cancel job " + j.jobId}, "Cancel"));
       }
-      var status = j.status + (j.rqStatus === "canceled" ? " (cancelled)" : j.stage && j.status === "active" ? " (" + j.stage + ")" : "");
+      var status = j.status + (j.stage && j.status === "active" ? " (" + j.stage + ")" : "");
       return h("tr", {"data-job": j.jobId, "data-status": j.status},
         h("th", {scope: "row"}, h("a", {href: "/r/" + encodeURIComponent(j.jobId), title: j.jobId,
           "aria-label": "Result of job " + j.jobId}, j.jobId.slice(0, 10) + "…")),
@@ -81,6 +82,41 @@
         cell(dfd.when(j.createdAt)), cell(dfd.seconds(j.durationS)),
         cell(j.error ? j.error.type + ": " + j.error.message : ""), cell(buttons));
     }) : [h("tr", {}, h("td", {colspan: "8"}, "No job matches."))]);
+  }
+
+  function renderBank(entries) {
+    $("bank-caption").textContent = entries.length
+      ? "Newest first: " + entries.length + (entries.length === 1 ? " entry." : " entries.")
+      : "The bank is empty.";
+    fill("bank", entries.map(function (e) {
+      return h("tr", {"data-entry": e.id}, h("th", {scope: "row"}, e.label), cell(e.note || ""),
+        cell(e.jobId ? h("a", {href: "/r/" + encodeURIComponent(e.jobId), "aria-label": "Result of job " + e.jobId}, e.jobId.slice(0, 10) + "…") : ""),
+        cell(dfd.when(e.createdAt)), cell(e.frames + (e.frames === 1 ? " frame" : " frames")),
+        cell(h("button", {type: "button", class: "remove", "aria-label": "Remove known fake " + e.label,
+          onclick: function () { removeFake(e); }}, "Remove")));
+    }));
+  }
+
+  function bankMessage(text) { $("bank-message").textContent = text; }
+
+  function removeFake(entry) {
+    if (!window.confirm("Remove \u201c" + entry.label + "\u201d from the bank? Later analyses will no longer match it.")) return;
+    dfd.api("/api/known-fakes/" + encodeURIComponent(entry.id), {method: "DELETE"}, key).then(function () {
+      bankMessage("Removed \u201c" + entry.label + "\u201d.");
+      refresh();
+    }, function (err) { bankMessage("Not removed: " + err.message); });
+  }
+
+  function addFake(form) {
+    var body = {jobId: form.jobId.value.trim(), label: form.label.value.trim()};
+    if (form.note.value.trim()) body.note = form.note.value.trim();
+    if (!body.jobId || !body.label) { bankMessage("Give the job id and a label."); return; }
+    dfd.api("/api/known-fakes", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)}, key)
+      .then(function (entry) {
+        bankMessage("Added \u201c" + entry.label + "\u201d (" + entry.frames + " hashes).");
+        form.reset();
+        refresh();
+      }, function (err) { bankMessage("Not added: " + err.message); });
   }
 
   function query() {
@@ -96,13 +132,15 @@
     clearTimeout(timer);
     return Promise.all([
       dfd.api("/api/admin/overview", {}, key),
-      dfd.api("/api/admin/jobs" + query(), {}, key)
+      dfd.api("/api/admin/jobs" + query(), {}, key),
+      dfd.api("/api/known-fakes", {}, key)
     ]).then(function (replies) {
       fail(null);
       $("key-form").hidden = true;
       $("panels").hidden = false;
       renderOverview(replies[0]);
       renderJobs(replies[1]);
+      renderBank(replies[2]);
       $("updated").textContent = "Updated " + new Date().toLocaleTimeString() + ".";
       timer = setTimeout(refresh, REFRESH_MS);
     }, fail);
@@ -118,6 +156,7 @@
     $("filters").addEventListener("change", refresh);
     $("filters").addEventListener("submit", function (e) { e.preventDefault(); refresh(); });
     $("refresh").addEventListener("click", refresh);
+    $("bank-form").addEventListener("submit", function (e) { e.preventDefault(); addFake(e.target); });
     $("sign-out").addEventListener("click", function () {
       key = "";
       dfd.store.set("dfd-admin-key", "");

@@ -22,7 +22,21 @@ from rq.utils import now
 
 from dfd import signing
 from dfd.jobid import new_job_id
-from dfd.schemas import Evidence, JobPayload, JobSource, ModalityResult, Result, TimelinePoint
+from dfd.schemas import (
+    Evidence,
+    FaceTrack,
+    Ingredient,
+    JobPayload,
+    JobSource,
+    KnownFakeMatch,
+    MetadataFinding,
+    ModalityResult,
+    Provenance,
+    ProvenanceAction,
+    Result,
+    Signer,
+    TimelinePoint,
+)
 from dfd.settings import Settings
 from dfd.states import Label
 from gateway.queue import SERIALIZER, JobQueue
@@ -46,9 +60,15 @@ def queue_of(job: Job) -> Queue:
 
 
 def start(job: Job, stage: str, progress: float) -> None:
-    job.meta.update({"stage": stage, "progress": progress, "attempt": 1})
+    """As the worker reports progress (``dispatcher.progress``): each write numbered."""
+    job.meta.update({"stage": stage, "progress": progress, "attempt": 1, "seq": seq(job) + 1})
     job.save_meta()
     job.set_status(JobStatus.STARTED)
+
+
+def seq(job: Job) -> int:
+    """The job's last progress write number (the events stream's event id)."""
+    return int(job.meta.get("seq") or 0)
 
 
 def _picture(seed: int, heat: bool) -> bytes:
@@ -129,6 +149,62 @@ def result_with_evidence(settings: Settings, job_id: str, base_url: str) -> dict
             "lipsync_clips": 0,
         },
     ).model_dump(mode="json")
+
+
+def result_with_facts(settings: Settings, job_id: str, base_url: str) -> dict[str, Any]:
+    """``result_with_evidence`` plus what is read from the file and the bank: Content
+    Credentials signed by an AI generator, tell-tale tags, a known-fake match, two face
+    tracks (the second one shown) and a spectrogram with the voice's scores."""
+    doc = result_with_evidence(settings, job_id, base_url)
+    doc["evidence"]["face_track"] = 1
+    doc["evidence"]["tracks"] = [
+        FaceTrack(track=0, frames=4, first_s=0.0, last_s=3.0, score=0.12).model_dump(),
+        FaceTrack(track=1, frames=6, first_s=0.0, last_s=5.0, score=0.91).model_dump(),
+    ]
+    doc["evidence"]["spectrogram"] = _put(
+        settings, job_id, "spectrogram.png", _picture(3, True), base_url
+    )
+    for point, audio in zip(
+        doc["evidence"]["timeline"], [0.1, 0.2, 0.3, 0.8, 0.4, 0.7], strict=True
+    ):
+        point["audio"] = audio
+    doc["provenance"] = Provenance(
+        present=True,
+        state="valid",
+        signer=Signer(
+            issuer="C2PA Test Signing Cert", common_name="gen.example", time="2026-11-30T10:00:00Z"
+        ),
+        claim_generator="VideoGen/2.1 c2pa-rs/0.36",
+        actions=[
+            ProvenanceAction(
+                action="c2pa.created",
+                software_agent="VideoGen 2.1",
+                digital_source_type="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+            ),
+            ProvenanceAction(action="c2pa.converted", software_agent="ffmpeg"),
+        ],
+        ai_generated=True,
+        ingredients=[Ingredient(title="prompt.png", format="image/png", relationship="inputTo")],
+    ).model_dump(mode="json")
+    doc["metadata"] = [
+        MetadataFinding(
+            key="format.encoder",
+            value="Lavf61.7.100",
+            kind="tool",
+            explanation="the program that wrote the container: FFmpeg's libavformat muxed this file",
+        ).model_dump(mode="json")
+    ]
+    doc["matches"] = [
+        KnownFakeMatch(
+            entry_id="0123456789abcdef",
+            label="senator speech swap",
+            note="debunked 2026-11-02",
+            distance=12,
+            matched_share=0.8,
+            entry_share=0.6,
+        ).model_dump(mode="json")
+    ]
+    return doc
 
 
 def finish(job: Job, result: dict[str, Any], took_s: float = 2.0) -> None:

@@ -155,15 +155,21 @@ def test_cancel_takes_a_waiting_job_off_its_queue(gateway, redis) -> None:
         view = client.get(f"/api/job/{job.id}").json()
         again = client.post(f"/api/admin/job/{job.id}/cancel", headers=AUTH)
         unknown = client.post("/api/admin/job/" + "x" * 22 + "/cancel", headers=AUTH)
-        cancelled_list = client.get("/api/admin/jobs?status=failed", headers=AUTH).json()["jobs"]
+        cancelled_list = client.get("/api/admin/jobs?status=cancelled", headers=AUTH).json()["jobs"]
+        failed_list = client.get("/api/admin/jobs?status=failed", headers=AUTH).json()["jobs"]
         retried = client.post(f"/api/admin/job/{job.id}/retry", headers=AUTH)
     assert response.status_code == 200, response.text
-    assert (response.json()["status"], response.json()["rqStatus"]) == ("failed", "canceled")
-    assert view["status"] == "cancelled"  # the API's state for a cancelled job
+    # The console and the job view agree: the console's cancel answers what the API reports.
+    assert (response.json()["status"], response.json()["rqStatus"]) == ("cancelled", "canceled")
+    assert view["status"] == "cancelled"
     assert view["error"] == {"type": "cancelled", "message": "job: cancelled by an operator"}
     assert again.status_code == 409
     assert unknown.status_code == 404
     assert [j["jobId"] for j in cancelled_list] == [job.id]
+    assert [(j["status"], j["error"]["type"]) for j in cancelled_list] == [
+        ("cancelled", "cancelled")
+    ]
+    assert failed_list == []
     assert retried.status_code == 200 and retried.json()["status"] == "waiting"
     assert jobstore.queue_of(job).get_job_ids() == [job.id]
 

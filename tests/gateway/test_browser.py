@@ -12,9 +12,11 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from rq.job import Job
 
+from dfd.known_fakes import BANK_KEY, FrameHash, MediaHashes, job_hashes_key
 from dfd.settings import Settings
 from dfd.states import Stage
 from gateway.queue import SERIALIZER
@@ -36,6 +38,7 @@ def server(redis_server, tmp_path_factory) -> Iterator[GatewayServer]:
         redis_url=redis_server.url,
         url_signing_key="k" * 32,
         admin_keys=[ADMIN],
+        events_max_s=2.0,  # streams end soon, so the page's reconnects are exercised
     )
     gateway = GatewayServer(settings).start()
     try:
@@ -230,6 +233,13 @@ def test_console_lists_jobs_retries_and_cancels(server, redis, open_page) -> Non
     page.get_by_role("button", name=f"Cancel job {waiting.id}").click()
     page.wait_for_function(f"() => !document.querySelector(\"tr[data-job='{waiting.id}']\")")
     assert Job.fetch(waiting.id, connection=redis, serializer=SERIALIZER).get_status() == "canceled"
+    # The console names it as the job view does, and offers to retry it.
+    page.select_option("#f-status", "cancelled")
+    row = page.locator(f"tr[data-job='{waiting.id}']")
+    row.wait_for()
+    assert row.get_attribute("data-status") == "cancelled"
+    assert row.locator("td").first.inner_text() == "cancelled"
+    assert row.get_by_role("button", name=f"Retry job {waiting.id}").is_visible()
 
     page.set_viewport_size({"width": PHONE, "height": 900})
     page.select_option("#f-status", "")
@@ -256,3 +266,203 @@ def test_docs_render_their_operations_offline(server, open_page) -> None:
     shot(page, "docs-1280", full_page=False)
     redoc = open_page(server.url, "/redoc")
     redoc.locator("h2", has_text="A job's state, progress and result").wait_for()
+
+
+def test_result_explains_provenance_metadata_matches_tracks_and_sound(
+    server, redis, open_page
+) -> None:
+    job = jobstore.enqueue(redis, server.settings)
+    jobstore.finish(job, jobstore.result_with_facts(server.settings, job.id, server.url))
+    page = open_page(server.url, f"/r/{job.id}")
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+    provenance = page.inner_text("#provenance .facts")
+    assert "Signed by C2PA Test Signing Cert (gen.example) on " in provenance
+    assert "the signature checks out and the file was not changed since" in provenance
+    assert "The signer is not one this service is set to trust" in provenance
+    assert "The file says it was made by an AI tool (VideoGen 2.1)." in provenance
+    assert (
+        "Its recorded history: created with VideoGen 2.1, then converted to another format with ffmpeg."
+        in provenance
+    )
+    assert "Made from prompt.png (an input to the tool)." in provenance
+    # The raw fields stay one click away.
+    raw = page.locator("#provenance details.raw")
+    assert raw.locator("pre").is_hidden()
+    raw.locator("summary").click()
+    assert (
+        json.loads(raw.locator("pre").inner_text())["claim_generator"]
+        == "VideoGen/2.1 c2pa-rs/0.36"
+    )
+    assert page.inner_text("#metadata .facts") == (
+        "The program that wrote the container: FFmpeg's libavformat muxed this file (“Lavf61.7.100”)."
+    )
+    match = page.inner_text("#matches .match")
+    assert match.startswith(
+        "This video matches a known fake in the bank (senator speech swap, distance 12 of 256)"
+    )
+    assert "80% of this video matched, covering 60% of the known fake" in match
+    assert "The bank's note: debunked 2026-11-02" in match
+    # The face tracks: both listed, the one the pictures show marked.
+    assert page.locator("#tracks li.track").count() == 2
+    assert page.locator("#tracks li.track-shown").get_attribute("data-track") == "1"
+    assert "Face 2 seen in 6 frames, from 0.0 s to 5.0 s: 91%" in page.inner_text("#tracks")
+    assert "shown in the pictures below" in page.inner_text("[data-track='1']")
+    assert "shown in the pictures" not in page.inner_text("[data-track='0']")
+    # The sound: its spectrogram loads, the windows above the threshold are named.
+    spectro = page.locator("#audio-evidence img.spectrogram")
+    page.wait_for_function("() => document.querySelector('#audio-evidence img').complete")
+    assert spectro.evaluate("i => i.naturalWidth") > 0
+    assert page.inner_text("#audio-evidence .audio-windows") == (
+        "The voice scored above the threshold at 3 s (80%), 5 s (70%)."
+    )
+    shot(page, "result-facts-1280")
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    assert fits_width(page) == (PHONE, PHONE)
+    shot(page, "result-facts-375")
+    page.set_viewport_size({"width": DESKTOP, "height": 900})
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
+
+    # The other states of Content Credentials and of the bank, in words.
+    words = page.evaluate(
+        """() => [
+        dfd.provenanceWords({present: true, state: "trusted", signer: {issuer: "Cam Co"}}),
+        dfd.provenanceWords({present: true, state: "invalid", tampered: true, signer: {issuer: "Cam Co"}}),
+        dfd.provenanceWords({present: true, state: "invalid", codes: [{code: "claimSignature.mismatch"}]}),
+        dfd.provenanceWords({present: false, supported: true}),
+        dfd.provenanceWords({present: false, supported: false}),
+        dfd.provenanceWords({present: true, error: "manifest: truncated box"}),
+        dfd.matchWords({label: "cloned ad", distance: 3, matched_share: 1, entry_share: 0.5}, true)
+        ]"""
+    )
+    assert words[0][0] == (
+        "Signed by Cam Co; the signature checks out, the signer is one this service trusts, "
+        "and the file was not changed since."
+    )
+    assert "changed after signing" in words[1][0]
+    assert (
+        words[2][0]
+        == "Signed by an unnamed signer, but the credentials fail validation: claimSignature.mismatch."
+    )
+    assert "says nothing about whether it is genuine" in words[3][0]
+    assert "cannot carry Content Credentials" in words[4][0]
+    assert words[5] == [
+        "The file carries Content Credentials, but they could not be read: manifest: truncated box."
+    ]
+    assert words[6].startswith(
+        "This recording matches a known fake in the bank (cloned ad, distance 3 of 32)"
+    )
+
+    # A result with no match and no manifest says so in words too; no face or sound, no sections.
+    plain = jobstore.enqueue(redis, server.settings)
+    doc = jobstore.result_with_evidence(server.settings, plain.id, server.url)
+    doc["matches"] = []
+    doc["provenance"] = {"present": False}
+    jobstore.finish(plain, doc)
+    page.goto(f"{server.url}/r/{plain.id}")
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+    assert "matches nothing in this service's bank" in page.inner_text("#matches")
+    assert "carries no Content Credentials" in page.inner_text("#provenance")
+    assert page.locator("#tracks, #audio-evidence, #metadata").count() == 0
+
+
+def test_progress_comes_by_server_sent_events_and_reconnects(server, redis, open_page) -> None:
+    job = jobstore.enqueue(redis, server.settings)
+    page = open_page(server.url, f"/r/{job.id}")
+    requests: list = []
+    page.on("request", lambda r: requests.append(r))
+    page.get_by_text("Waiting for a free worker").wait_for()
+    assert page.evaluate("() => document.body.dataset.transport") == "events"
+    jobstore.start(job, "decode", 0.25)
+    page.locator("#progress-text", has_text="Reading frames and sound").wait_for()
+    # The gateway ends each stream after 2 s; EventSource comes back with Last-Event-ID
+    # and gets only what changed since (Playwright does not show that header, so the
+    # stream's own events say it): one reconnect without a change repeats nothing.
+    log = page.evaluate(
+        """(id) => new Promise(done => {
+        const log = [], es = new EventSource('/api/job/' + id + '/events');
+        es.onopen = () => log.push('open');
+        es.onerror = () => log.push('end');
+        es.addEventListener('progress', e => log.push('progress ' + e.lastEventId));
+        setTimeout(() => { es.close(); done(log); }, 3500);
+        })""",
+        job.id,
+    )
+    assert log[:4] == ["open", "progress " + str(jobstore.seq(job)), "end", "open"], log
+    assert log.count("progress " + str(jobstore.seq(job))) == 1, log
+    # Streams that end and come back are not failures: still no polling.
+    page.wait_for_timeout(5000)
+    assert page.evaluate("() => document.body.dataset.transport") == "events"
+    jobstore.start(job, "infer", 0.5)
+    page.locator("#progress-text", has_text="Running the detectors").wait_for()
+    jobstore.finish(job, jobstore.result_with_evidence(server.settings, job.id, server.url))
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+    polls = [r.url for r in requests if r.url.endswith(f"/api/job/{job.id}")]
+    assert polls == []  # everything came by the stream
+    assert page.evaluate("() => document.body.dataset.transport") == "events"
+
+
+def test_progress_falls_back_to_polling_without_events(server, redis, open_page, page_log) -> None:
+    page_log.allow("status of 503")
+    job = jobstore.enqueue(redis, server.settings)
+    page = open_page(server.url, "/")
+    page.route("**/events", lambda route: route.fulfill(status=503, body="no streams here"))
+    page.goto(f"{server.url}/r/{job.id}")
+    page.get_by_text("Waiting for a free worker").wait_for()
+    page.wait_for_function("() => document.body.dataset.transport === 'polling'")
+    jobstore.start(job, "faces", 0.5)
+    page.locator("#progress-text", has_text="Finding faces").wait_for()
+    jobstore.finish(job, jobstore.result_with_evidence(server.settings, job.id, server.url))
+    page.get_by_role("heading", name="Likely manipulated").wait_for()
+
+    # A job cancelled while it waits ends the page as cancelled (it does not poll forever).
+    waiting = jobstore.enqueue(redis, server.settings)
+    page.goto(f"{server.url}/r/{waiting.id}")
+    page.get_by_text("Waiting for a free worker").wait_for()
+    assert httpx.delete(f"{server.url}/api/job/{waiting.id}").status_code == 200
+    page.get_by_role("heading", name="Cancelled").wait_for()
+    assert page.inner_text(".error-box") == "job: cancelled by the client while it waited"
+
+
+def test_console_manages_the_bank_of_known_fakes(server, redis, open_page, page_log) -> None:
+    page_log.allow("status of 404")  # the unknown job, refused as it must be
+    job = completed_job(server, redis)
+    hashes = MediaHashes(
+        frames=[FrameHash(time_s=float(i), pdq=f"{i:02x}" * 32, quality=90) for i in range(3)]
+    )
+    redis.set(job_hashes_key(job.id), hashes.model_dump_json())
+    page = open_page(server.url, "/console")
+    page.get_by_label("Admin key (DFD_ADMIN_KEYS)").fill(ADMIN)
+    page.keyboard.press("Enter")
+    page.locator("#panels").wait_for()
+    assert page.inner_text("#bank-caption") == "The bank is empty."
+    assert page.evaluate(UNLABELLED_CONTROLS) == []
+
+    page.get_by_label("Job id (a finished analysis)").fill("x" * 22)
+    page.get_by_label("Label (what the fake is)").fill("nothing")
+    page.get_by_role("button", name="Add to the bank").click()
+    page.wait_for_function(
+        "() => document.querySelector('#bank-message').textContent.startsWith('Not added')"
+    )
+    assert "expected the hashes of a finished job" in page.inner_text("#bank-message")
+
+    page.get_by_label("Job id (a finished analysis)").fill(job.id)
+    page.get_by_label("Label (what the fake is)").fill("senator speech swap")
+    page.get_by_label("Note (optional)").fill("debunked")
+    page.get_by_role("button", name="Add to the bank").click()
+    page.locator("#bank tr[data-entry]").wait_for()
+    assert page.inner_text("#bank-message") == "Added “senator speech swap” (3 hashes)."
+    row = page.locator("#bank tr[data-entry]")
+    assert row.locator("th").inner_text() == "senator speech swap"
+    assert "debunked" in row.inner_text() and "3 frames" in row.inner_text()
+    assert redis.hlen(BANK_KEY) == 1
+    shot(page, "console-bank-1280")
+
+    # Removing asks first; dismissed, nothing happens; accepted, the entry goes.
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="Remove known fake senator speech swap").click()
+    assert redis.hlen(BANK_KEY) == 1
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Remove known fake senator speech swap").click()
+    page.wait_for_function("() => !document.querySelector('#bank tr[data-entry]')")
+    assert redis.hlen(BANK_KEY) == 0
+    assert page.inner_text("#bank-caption") == "The bank is empty."

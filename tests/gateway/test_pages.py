@@ -28,7 +28,7 @@ def test_pages_are_html_with_a_strict_policy(gateway, path: str) -> None:
     assert "{{" not in response.text
     if path != "/console":
         assert (
-            'data-threshold="0.6" data-band="0.05" data-auth="0" data-events="0"' in response.text
+            'data-threshold="0.6" data-band="0.05" data-auth="0" data-events="1"' in response.text
         )
         stages = ",".join(stage.value for stage in Stage)
         assert f'data-stages="{stages}"' in response.text
