@@ -125,18 +125,32 @@ def _visual(checkpoint: str, weights: str) -> ModelSpec:
     )
 
 
-def _audio(checkpoint: str, stem: str) -> ModelSpec:
+_AUDIO_PRE = (
+    "mono float32 waveform at 16 kHz in [-1, 1], 64,600 samples (zero-padded by repetition)"
+)
+_AUDIO_OUT_MEANING = "logits: [spoof, bonafide]; score: softmax P(spoof)"
+
+
+def _audio(
+    checkpoint: str,
+    weights: tuple[str, str],
+    *,
+    name: str = "audio",
+    preprocessing: str = _AUDIO_PRE,
+    output_meaning: str = _AUDIO_OUT_MEANING,
+) -> ModelSpec:
+    """An AASIST-family checkpoint (``.pth`` and its ``.conf``) served as Triton ``name``."""
     return ModelSpec(
-        name="audio",
+        name=name,
         checkpoint=checkpoint,
         version=1,
         inputs=(TensorSpec("waveform", "FP32", (AUDIO_SAMPLES,)),),
         outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("logits", "FP32", (2,))),
         max_batch_size=32,
         batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=1_000),
-        weights=(f"aasist/{stem}.pth", f"aasist/{stem}.conf"),
-        preprocessing="mono float32 waveform at 16 kHz in [-1, 1], 64,600 samples (zero-padded by repetition)",
-        output_meaning="logits: [spoof, bonafide]; score: softmax P(spoof)",
+        weights=weights,
+        preprocessing=preprocessing,
+        output_meaning=output_meaning,
         modality=Modality.AUDIO,
     )
 
@@ -164,8 +178,21 @@ SPECS: dict[str, ModelSpec] = {
     "meso4_f2f": _visual("meso4_f2f", "Meso4_F2F.h5"),
     "mesoinception_df": _visual("mesoinception_df", "MesoInception_DF.h5"),
     "mesoinception_f2f": _visual("mesoinception_f2f", "MesoInception_F2F.h5"),
-    "aasist": _audio("aasist", "AASIST"),
-    "aasist_l": _audio("aasist_l", "AASIST-L"),
+    "aasist": _audio("aasist", ("aasist/AASIST.pth", "aasist/AASIST.conf")),
+    "aasist_l": _audio("aasist_l", ("aasist/AASIST-L.pth", "aasist/AASIST-L.conf")),
+    # The ASVspoof 5 challenge's baseline: the same graph trained on newer TTS and voice
+    # conversion, at another operating point (ORIGIN.txt: bonafide ASVspoof 2019 speech
+    # at logit[1] +10.5..+11.6, spoof +1.5..+4.3, so P(spoof) < 0.5 for both). Its own
+    # role, so it is served beside the 2019 model and fused only after calibration.
+    "aasist_asvspoof5": _audio(
+        "aasist_asvspoof5",
+        ("aasist_asvspoof5/AASIST_ASVspoof5.pth", "aasist_asvspoof5/AASIST_ASVspoof5.conf"),
+        name="audio_asv5",
+        preprocessing=_AUDIO_PRE + "; the same windows as the 2019 AASIST",
+        output_meaning=_AUDIO_OUT_MEANING + ", uncalibrated: its operating point is not the "
+        "2019 model's (spoofed speech often scores below 0.5), so it must be calibrated "
+        "before use and never thresholded at 0.5",
+    ),
     "light_asd": ModelSpec(
         name="lipsync",
         checkpoint="light_asd",
