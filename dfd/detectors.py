@@ -111,6 +111,19 @@ DETECTORS: dict[str, Detector] = {
             about="synthetic or converted speech (AASIST, ASVspoof 2019 LA)",
         ),
         Detector(
+            name="audio_asv5",
+            modality="audio",
+            looks_at=LooksAt.SPEECH_WINDOW,
+            model_setting="aasist_asvspoof5",
+            licence="MIT (AASIST, ASVspoof 5 baseline)",
+            # near chance on the wild audio (AUC 0.57, benchmarks/results/
+            # audio_aasist_asvspoof5.md): run it by DFD_DETECTORS to measure, not by default
+            default_on=False,
+            fused=True,
+            can_clear=False,  # dev EER 15.2 % on its own challenge: too weak to clear a voice
+            about="synthetic or converted speech of the ASVspoof 5 attacks (AASIST baseline)",
+        ),
+        Detector(
             name="lipsync",
             modality="lipsync",
             looks_at=LooksAt.FACE_AUDIO_CLIP,

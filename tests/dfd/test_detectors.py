@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dfd.detectors import DETECTORS, can_clear, fused_detectors
+from dfd.detectors import DETECTORS, can_clear, enabled, fused_detectors, scorers
+from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from dfd.specs import SPECS
 from dfd.states import MODALITY_ORDER
@@ -19,8 +20,17 @@ def test_every_detector_names_a_checkpoint_the_specs_know():
         assert checkpoint in SPECS, d.name
 
 
-def test_the_fused_detectors_are_the_ensembles_modalities_in_order():
-    assert [d.modality for d in fused_detectors()] == [m.value for m in MODALITY_ORDER]
+def test_the_default_scorers_are_one_per_modality_in_order():
+    assert [d.modality for d in scorers(Settings())] == [m.value for m in MODALITY_ORDER]
+    assert {d.modality for d in fused_detectors()} == {m.value for m in MODALITY_ORDER}
+
+
+def test_the_enabled_set_follows_dfd_detectors():
+    names = [d.name for d in enabled(Settings(detectors="audio, audio_asv5"))]
+    assert names == ["audio", "audio_asv5", "speech"]  # the speech gate always runs
+    assert "audio_asv5" not in [d.name for d in enabled(Settings())]  # off by default
+    with pytest.raises(ConfigurationError, match="no detector named nope"):
+        enabled(Settings(detectors="nope"))
 
 
 def test_only_a_detector_strong_enough_can_clear_media():
