@@ -84,7 +84,7 @@ class ModelSpec:
 # --- constants the dispatcher and the models must agree on ---------------------------
 FACE_SIZE = 256  # visual crop side, RGB in [0, 1]
 HEATMAP_SIZE = 8  # Meso4's last conv block is 8x8 for a 256 input
-AUDIO_SAMPLES = 64_600  # AASIST window, ~4.04 s at 16 kHz
+AUDIO_SAMPLES = 64_600  # AASIST and RawGAT-ST window, ~4.04 s at 16 kHz
 AUDIO_RATE = 16_000
 LIPSYNC_FRAMES = 25  # one second of video at 25 fps
 LIPSYNC_FPS = 25
@@ -155,6 +155,26 @@ def _audio(
     )
 
 
+def _rawgat_st() -> ModelSpec:
+    """RawGAT-ST (mul): a second audio detector, served beside AASIST under its own name."""
+    return ModelSpec(
+        name="rawgat",
+        checkpoint="rawgat_st",
+        version=1,
+        # the authors' window, the same 64,600 samples as AASIST's; the graph's node counts
+        # are fixed by it, so the window cannot change
+        inputs=(TensorSpec("waveform", "FP32", (AUDIO_SAMPLES,)),),
+        outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("logits", "FP32", (2,))),
+        max_batch_size=32,
+        batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=1_000),
+        weights=("rawgat_st/RawGAT_ST_mul.pth", "rawgat_st/model_config_RawGAT_ST.yaml"),
+        preprocessing="mono float32 waveform at 16 kHz in [-1, 1] (not normalised), 64,600 "
+        "samples (a shorter clip repeated from its start)",
+        output_meaning="logits: [spoof, bonafide]; score: softmax P(spoof)",
+        modality=Modality.AUDIO,
+    )
+
+
 SPECS: dict[str, ModelSpec] = {
     "yunet_n": ModelSpec(
         name="face_detector",
@@ -193,6 +213,7 @@ SPECS: dict[str, ModelSpec] = {
         "2019 model's (spoofed speech often scores below 0.5), so it must be calibrated "
         "before use and never thresholded at 0.5",
     ),
+    "rawgat_st": _rawgat_st(),
     "light_asd": ModelSpec(
         name="lipsync",
         checkpoint="light_asd",

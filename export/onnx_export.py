@@ -1,7 +1,7 @@
 """Export every served model to ONNX, named and shaped exactly as its spec says.
 
 ``export_all(settings)`` writes ``<settings.onnx_dir>/<checkpoint>.onnx`` for each
-checkpoint. PyTorch models (MesoNet, AASIST, Light-ASD) go through the
+checkpoint. PyTorch models (MesoNet, AASIST, RawGAT-ST, Light-ASD) go through the
 TorchScript-based exporter (opset 17, dynamic batch axis where the spec batches); the
 face detector is the published YuNet graph with our decoding appended. Each file has a
 ``.stamp`` beside it holding a hash of what it was built from (weights' SHA-256, the
@@ -39,6 +39,7 @@ _CODE = {
     "yunet": ["models/yunet.py"],
     "meso": ["models/meso.py"],
     "aasist": ["models/aasist.py"],
+    "rawgat_st": ["models/rawgat_st.py", "models/aasist.py"],  # shares AASIST's sinc bank
     "light_asd": ["models/light_asd.py"],
     "packaged": [],
 }
@@ -49,6 +50,7 @@ def _family(checkpoint: str) -> str:
         ("yunet", "yunet"),
         ("meso", "meso"),
         ("aasist", "aasist"),
+        ("rawgat_st", "rawgat_st"),
         ("light_asd", "light_asd"),
         ("silero", "packaged"),
     ):
@@ -70,6 +72,10 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import aasist
 
         return aasist.AudioServing(aasist.build(weights[0], weights[1])).eval()
+    if family == "rawgat_st":
+        from export.models import rawgat_st
+
+        return rawgat_st.RawGatServing(rawgat_st.build(weights[0], weights[1])).eval()
     if family == "light_asd":
         from export.models import light_asd
 
