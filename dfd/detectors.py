@@ -124,6 +124,19 @@ DETECTORS: dict[str, Detector] = {
             about="synthetic or converted speech of the ASVspoof 5 attacks (AASIST baseline)",
         ),
         Detector(
+            name="rawgat",
+            modality="audio",
+            looks_at=LooksAt.SPEECH_WINDOW,
+            model_setting="rawgat_st",
+            licence="MIT (RawGAT-ST)",
+            # ~0.8 core-seconds a window (AASIST's graph twice over) and, alone on the wild
+            # audio, most real recordings above 0.5: run it by DFD_DETECTORS to measure
+            default_on=False,
+            fused=True,
+            can_clear=False,
+            about="synthetic or converted speech (RawGAT-ST, ASVspoof 2019 LA)",
+        ),
+        Detector(
             name="lipsync",
             modality="lipsync",
             looks_at=LooksAt.FACE_AUDIO_CLIP,
