@@ -250,3 +250,33 @@ def run_ensemble(
         else np.zeros((0, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
     )
     return InferenceOutput(items=items, heatmaps=heat.astype(np.float32), requests=len(requests))
+
+
+def score_with_version(
+    inputs: VideoItems,
+    client: InferClient,
+    ensemble: Ensemble,
+    detector: str,
+    version: int,
+) -> ScoredItems | None:
+    """``detector``'s items scored by one version of its model, called directly (a
+    rollout's candidate served beside the version the ensemble pins); ``None`` when the
+    video has none of its items."""
+    step = ensemble.step(detector)
+    arrays = inputs.arrays()
+    first = next(iter(step.inputs.values()))
+    n = len(arrays[first])
+    if n == 0:
+        return None
+    size = step.model.max_batch_size or n
+    parts = []
+    for lo in range(0, n, size):
+        req = {
+            mine: np.ascontiguousarray(arrays[theirs][lo : lo + size])
+            for mine, theirs in step.inputs.items()
+        }
+        out = client.infer(step.model.name, req, ["score"], version=version)
+        parts.append(np.asarray(out["score"], dtype=np.float32).reshape(-1))
+    d = step.detector
+    tracks = inputs.face_tracks if d.looks_at is LooksAt.FACE_TRACK else None
+    return ScoredItems(np.concatenate(parts), inputs.spans(d.looks_at), tracks)

@@ -180,9 +180,12 @@ def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
         )
     from dispatcher.known_fakes import RedisBank
     from dispatcher.pipeline import analyze
+    from dispatcher.rollout import JobRollout
 
     # The bank of known fakes lives in the queue's Redis; its connection is the job's.
     bank = RedisBank(job.connection, ctx.settings.result_ttl_s) if job is not None else None
+    # so do the model rollouts under way (one read per job)
+    rollout = JobRollout.load(job.connection, request.job_id) if job is not None else None
     traceparent = job.meta.get("traceparent") if job is not None else None
     with job_span(request.job_id, source.kind, attempt, traceparent):
         result = analyze(
@@ -193,6 +196,7 @@ def run_job(ctx: WorkerContext, payload: dict[str, Any]) -> dict[str, Any]:
             Progress(job),
             job_id=request.job_id,
             bank=bank,
+            rollout=rollout,
         )
     return result.model_dump(mode="json")
 

@@ -19,26 +19,44 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
 from dfd.detectors import DETECTORS, Detector, enabled
+from dfd.ensemble import for_settings
 from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
 from dfd.settings import Settings
 from dfd.specs import spec
 from dfd.states import MODALITY_ORDER, Stage
 from dfd.tracing import tracer
-from dispatcher.aggregate import MediaFacts, Verdict, primary, timeline, verdict
+from dispatcher.aggregate import (
+    MediaFacts,
+    ScoredItems,
+    Verdict,
+    by_track,
+    primary,
+    timeline,
+    verdict,
+)
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
 from dispatcher.faces import NO_FACES, find_faces
 from dispatcher.facts import apply_facts
 from dispatcher.fetch import fetch
-from dispatcher.infer import build_inputs, run_ensemble
+from dispatcher.infer import (
+    InferenceOutput,
+    VideoItems,
+    build_inputs,
+    run_ensemble,
+    score_with_version,
+)
 from dispatcher.known_fakes import audio_fingerprint, find_matches, hash_frames
 from dispatcher.media import DecodedMedia
 from dispatcher.metadata import telltale_metadata
@@ -48,6 +66,7 @@ from dispatcher.speech import Speech, find_speech
 
 if TYPE_CHECKING:
     from dispatcher.known_fakes import RedisBank
+    from dispatcher.rollout import JobRollout
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +142,65 @@ def modality_results(final: Verdict) -> dict[str, ModalityResult]:
     return out
 
 
-def models_used(settings: Settings) -> dict[str, str]:
-    """Role -> ``checkpoint@version`` of every model a result depends on."""
+def models_used(
+    settings: Settings, versions: dict[str, tuple[int, int | None]] | None = None
+) -> dict[str, str]:
+    """Role -> ``checkpoint@version`` of every model a result depends on; a rollout's
+    fused version in place of the repository's, and ``<role>.shadow`` for a shadow."""
     out = {"face_detector": spec(settings.face_model).tag}
     for d in enabled(settings):
         out[spec(d.checkpoint(settings)).name] = detector_model(d, settings)
+    for role, (fused, beside) in (versions or {}).items():
+        checkpoint = out[role].rsplit("@", 1)[0]
+        out[role] = f"{checkpoint}@{fused}"
+        if beside is not None:
+            out[f"{role}.shadow"] = f"{checkpoint}@{beside}"
     out["calibration"] = calibration().version
     return out
+
+
+def apply_rollout(
+    out: InferenceOutput,
+    inputs: VideoItems,
+    triton: Any,
+    settings: Settings,
+    rollout: JobRollout | None,
+) -> tuple[InferenceOutput, dict[str, ScoredItems | None], dict[str, tuple[int, int | None]]]:
+    """The ensemble's output with each canary role's items rescored by this job's version,
+    the shadows' items, and per rolled-out (or promoted) role the versions used."""
+    if rollout is None:
+        return out, {}, {}
+    graph = for_settings(settings)
+    items = dict(out.items)
+    shadows: dict[str, ScoredItems | None] = {}
+    versions: dict[str, tuple[int, int | None]] = {}
+    for role, (fused, beside) in rollout.versions().items():
+        if role not in items:  # its detector is not enabled here
+            continue
+        versions[role] = (fused, beside)
+        if fused != graph.step(role).model.version:  # not the version the ensemble pins
+            items[role] = score_with_version(inputs, triton, graph, role, fused)
+        if beside is not None:
+            shadows[role] = score_with_version(inputs, triton, graph, role, beside)
+    return replace(out, items=items), shadows, versions
+
+
+def record_rollout(
+    rollout: JobRollout, final: Verdict, shadows: dict[str, ScoredItems | None]
+) -> None:
+    """Each rolled-out role's video score (and its shadow's) into the rollout's tallies;
+    a Redis failure is logged, never the job's failure."""
+    scores: dict[str, tuple[float | None, float | None]] = {}
+    for role in rollout.plans:
+        if role not in final.scores:
+            continue
+        shadow = by_track({role: shadows.get(role)})[role]
+        beside = None if shadow is None else float(np.mean(shadow.scores))
+        scores[role] = (final.scores[role], beside)
+    try:
+        rollout.record(scores)
+    except Exception:  # noqa: BLE001 - bookkeeping must not fail an analysis
+        log.warning("rollout: could not record job %s's scores", rollout.job_id, exc_info=True)
 
 
 class _Stages:
@@ -223,6 +294,7 @@ def analyze(
     progress: Progress | None = None,
     job_id: str | None = None,
     bank: RedisBank | None = None,
+    rollout: JobRollout | None = None,
 ) -> Result:
     """Analyse one video.
 
@@ -235,6 +307,10 @@ def analyze(
         job_id: names the temp folder and the evidence prefix; random when omitted.
         bank: the known fakes to look the video's hashes up in (and where they are
             kept); ``None``: no look-up (``matches`` is null).
+        rollout: the model rollouts under way and this job's arm in each: a canary's
+            candidate version scores the role's items in place of the ensemble's (its
+            heatmaps stay the current version's), a shadow's scores beside them; both are
+            recorded. ``None``: the ensemble's versions only.
 
     Raises:
         InputError: the media or URL cannot be analysed (never worth a retry).
@@ -301,6 +377,7 @@ def analyze(
                 deadline_s=max(remaining, 1.0),
                 progress=stages.reporter(Stage.INFER),
             )
+            out, shadows, versions = apply_rollout(out, inputs, triton, settings, rollout)
             scales = settings.fusion_scales()
             facts = MediaFacts(
                 has_video=bool(media.frames),
@@ -324,6 +401,8 @@ def analyze(
                 scales,
                 1.0 / settings.sample_fps,
             )
+        if rollout is not None:
+            record_rollout(rollout, final, shadows)
         with stages.run(Stage.EVIDENCE):
             visual = out.items.get(primary("visual", list(out.items)) or "")
             evidence = build_evidence(
@@ -352,7 +431,7 @@ def analyze(
         matches=matches,
         modalities=modalities,
         evidence=evidence,
-        models=models_used(settings),
+        models=models_used(settings, versions),
         timings_ms=stages.timings_ms,
         media={
             "kind": "video" if info.has_video else "audio",

@@ -319,3 +319,41 @@ def comparison(connection: Any, plan: RolloutPlan) -> Comparison:
         abs_diff_total=float(raw.get("abs_diff_sum", 0.0)),
         disagreements=int(raw.get("disagreements", 0)),
     )
+
+
+# -- one job ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRollout:
+    """One job's part in the rollouts under way: per role, which version's scores are
+    fused and which is scored beside them (read once per job by the worker). A role
+    promoted and not rolled out again keeps its pinned version."""
+
+    connection: Any
+    job_id: str
+    plans: dict[str, RolloutPlan]
+    pinned: dict[str, int]
+
+    @classmethod
+    def load(cls, connection: Any, job_id: str) -> JobRollout:
+        return cls(connection, job_id, plans(connection), serving(connection))
+
+    def versions(self) -> dict[str, tuple[int, int | None]]:
+        """Role -> (the version whose scores are fused, the version scored beside them)."""
+        out: dict[str, tuple[int, int | None]] = {
+            role: (v, None) for role, v in self.pinned.items()
+        }
+        out.update({role: versions_to_score(self.job_id, p) for role, p in self.plans.items()})
+        return out
+
+    def record(self, scores: dict[str, tuple[float | None, float | None]]) -> None:
+        """Role -> (the fused version's video score, the shadow's or None); roles the
+        video gave nothing to (no face, no speech) are not recorded."""
+        for role, (fused, beside) in scores.items():
+            plan = self.plans.get(role)
+            if plan is None or fused is None:
+                continue
+            fused_v, beside_v = versions_to_score(self.job_id, plan)
+            shadow = None if beside_v is None or beside is None else (beside_v, beside)
+            record_scores(self.connection, plan, (fused_v, fused), shadow)

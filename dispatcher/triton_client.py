@@ -132,7 +132,12 @@ class InferClient(Protocol):
     """What the stages need of :class:`TritonClient` (tests pass in-memory stand-ins)."""
 
     def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        version: int | None = None,
     ) -> dict[str, np.ndarray]: ...
 
 
