@@ -74,8 +74,9 @@ def build_module(checkpoint: str, settings: Settings):
         return aasist.AudioServing(aasist.build(weights[0], weights[1])).eval()
     if family == "rawgat_st":
         from export.models import rawgat_st
+        from export.models.aasist import AudioServing  # the same [spoof, bonafide] logits
 
-        return rawgat_st.RawGatServing(rawgat_st.build(weights[0], weights[1])).eval()
+        return AudioServing(rawgat_st.build(weights[0], weights[1])).eval()
     if family == "light_asd":
         from export.models import light_asd
 

@@ -288,23 +288,30 @@ class AASIST(nn.Module):
         return self.out_layer(hidden)
 
 
-def build(pth: Path, conf: Path) -> AASIST:
-    """AASIST from its official checkpoint and ``.conf``; the state dict must match exactly."""
-    model = AASIST(AasistConfig.from_conf(conf))
+def load_strict(model: nn.Module, pth: Path, config: Path, what: str) -> nn.Module:
+    """``model`` with the checkpoint ``pth`` loaded; every key and shape must match."""
     state = torch.load(pth, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ConfigurationError(
-            f"AASIST checkpoint {pth.name} does not fit {conf.name}: {exc}"
+            f"{what} checkpoint {pth.name} does not fit {config.name}: {exc}"
         ) from exc
     return model.eval()
 
 
-class AudioServing(nn.Module):
-    """What Triton serves for the audio role: ``waveform`` -> ``score`` (P(spoof)), ``logits``."""
+def build(pth: Path, conf: Path) -> AASIST:
+    """AASIST from its official checkpoint and ``.conf``; the state dict must match exactly."""
+    model = AASIST(AasistConfig.from_conf(conf))
+    load_strict(model, pth, conf, "AASIST")
+    return model
 
-    def __init__(self, net: AASIST) -> None:
+
+class AudioServing(nn.Module):
+    """What Triton serves for a waveform detector whose logits are ``[spoof, bonafide]``
+    (AASIST, RawGAT-ST): ``waveform`` -> ``score`` (P(spoof)), ``logits``."""
+
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net.eval()
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dfd.errors import ConfigurationError
-from export.models.aasist import sinc_filters
+from export.models.aasist import load_strict, sinc_filters
 
 # Pooling ratios, attention widths and node counts are constants of the authors' class,
 # not of the YAML; the node counts follow from them and the 64,600-sample window.
@@ -208,24 +208,5 @@ class RawGatST(nn.Module):
 def build(pth: Path, config: Path) -> RawGatST:
     """RawGAT-ST from the authors' checkpoint and YAML; the state dict must match exactly."""
     model = RawGatST(RawGatConfig.from_yaml(config))
-    state = torch.load(pth, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ConfigurationError(
-            f"RawGAT-ST checkpoint {pth.name} does not fit {config.name}: {exc}"
-        ) from exc
-    return model.eval()
-
-
-class RawGatServing(nn.Module):
-    """What Triton serves: ``waveform`` -> ``score`` = P(spoof) (b, 1), ``logits`` [spoof, bonafide]."""
-
-    def __init__(self, net: RawGatST) -> None:
-        super().__init__()
-        self.net = net.eval()
-
-    def forward(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.net(waveform)
-        score = F.softmax(logits, dim=1)[:, :1]
-        return score, logits
+    load_strict(model, pth, config, "RawGAT-ST")
+    return model

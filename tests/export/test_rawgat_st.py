@@ -10,6 +10,7 @@ import torch
 
 from dfd.errors import ConfigurationError
 from export.models import rawgat_st
+from export.models.aasist import AudioServing
 from export.onnx_export import export_one, verify
 
 pytestmark = pytest.mark.unit
@@ -30,7 +31,7 @@ def net(weights_dir: Path) -> rawgat_st.RawGatST:
 def served(net, asvspoof_batch) -> tuple[np.ndarray, np.ndarray]:
     """Score (5, 1) and logits (5, 2) of each ASVspoof window run on its own."""
     waves, _ = asvspoof_batch
-    serving = rawgat_st.RawGatServing(net)
+    serving = AudioServing(net)
     with torch.no_grad():
         outs = [serving(torch.from_numpy(w[None])) for w in waves]
     return torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy()
