@@ -1,12 +1,23 @@
 """The PyAV decoder (the CPU path): one sequential pass over the container, no seeking
 (seeks in long-GOP streams decode the same frames again), frame-threaded decoding, and only
 the frames that :mod:`dispatcher.sampling` picks are converted to arrays. Audio is decoded
-in the same pass and resampled by libswresample to 16 kHz mono float."""
+in the same pass and resampled by libswresample to 16 kHz mono float.
+
+Which frames are picked is known before decoding: a demux-only pass (:func:`frame_plan`,
+no decoding, a few milliseconds) reads every video packet's timestamp, so the frames
+nearest the sampling times and the clips' targets are found first, and the decoding pass
+drops every other non-reference frame (``skip_frame``): the decoder produces the reference
+frames (later frames are predicted from them) and the picked ones. Where the timestamps
+cannot be trusted before decoding (missing, repeated, or the decoder produces a frame the
+plan does not list) the pass decodes every frame near a target instead, as before.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -22,8 +33,10 @@ from dispatcher.sampling import (
     clip_starts,
     clip_times,
     frame_duration_s,
+    frame_numbers,
     nearest_indices,
     sample_times,
+    targets_by_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -84,7 +97,8 @@ class _ClipCollector:
             key=lambda x: (x[0], x[1], x[2]),
         )
         self._owners = [(c, j) for _, c, j in owners]
-        self.sampler = NearestSampler([t for t, _, _ in owners], tail_s)
+        self.targets = [t for t, _, _ in owners]
+        self.sampler = NearestSampler(self.targets, tail_s)
         # Filled in place: no copy of the whole clip at the end. Allocated at a clip's
         # first frame, whose shape (display orientation) is known only then.
         self._grey: list[np.ndarray | None] = [None] * len(starts)
@@ -123,6 +137,125 @@ def _needed(
     return abs(t - nearest) <= margin_s or any(lo <= t <= hi for lo, hi in windows)
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What one frame of a :class:`FramePlan` is decoded for.
+
+    Attributes:
+        index: its frame number (:func:`dispatcher.sampling.frame_numbers`).
+        samples: the sampling targets it is nearest to.
+        clips: the lip-sync clip targets it is nearest to (``_ClipCollector``'s order).
+    """
+
+    index: int
+    samples: list[int]
+    clips: list[int]
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """The frames one pass must produce, from the packets' timestamps before decoding.
+
+    Attributes:
+        pts: every frame's timestamp in the stream's time base.
+        wanted: timestamp -> what that frame is for, for the frames that are picked.
+    """
+
+    pts: frozenset[int]
+    wanted: dict[int, Wanted]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Rate, timing and the targets of a video stream, as both passes compute them."""
+
+    fps: float | None
+    tail_s: float
+    start_s: float
+    duration_s: float | None
+    clip_starts: list[float]
+
+
+def _layout(
+    container: av.container.InputContainer,
+    vstream: av.video.stream.VideoStream,
+    settings: Settings,
+    duration_s: float | None,
+) -> _Layout:
+    fps = frame_rate(vstream)
+    duration = duration_s or _stream_duration(container, vstream)
+    starts = (
+        clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips)
+        if container.streams.audio
+        else []
+    )
+    # Past its last frame a video lasts half a frame more, as far as "nearest" goes.
+    return _Layout(fps, frame_duration_s(fps) / 2, stream_start(vstream), duration, starts)
+
+
+def read_timestamps(path: Path, stream_index: int) -> list[int] | None:
+    """Every frame's timestamp in one video stream, sorted, by demuxing alone (no decoding);
+    ``None`` when they cannot place the frames before decoding (a packet without one, two
+    packets with the same one)."""
+    out = []
+    with open_container(path) as container:
+        for packet in container.demux(container.streams[stream_index]):
+            if packet.size == 0 or packet.is_discard:
+                continue  # the demuxer's end marker; a packet the decoder drops (edit lists)
+            if packet.pts is None:
+                return None
+            out.append(packet.pts)
+    if len(set(out)) != len(out):
+        return None
+    return sorted(out)
+
+
+def plan_frames(
+    pts: Sequence[int],
+    time_base: Fraction,
+    layout: _Layout,
+    sample_targets: list[float],
+    clip_targets: list[float],
+) -> FramePlan:
+    """Which of the frames at ``pts`` (sorted) the samples and clips take, by the same
+    nearest-frame rule the streaming samplers apply while decoding."""
+    times = [float(p * time_base) - layout.start_s for p in pts]
+    numbers = frame_numbers(times, layout.fps)
+    samples = targets_by_frame(times, sample_targets, layout.tail_s)
+    clips = targets_by_frame(times, clip_targets, layout.tail_s)
+    wanted = {
+        pts[i]: Wanted(numbers[i], samples.get(i, []), clips.get(i, []))
+        for i in sorted(samples.keys() | clips.keys())
+    }
+    return FramePlan(frozenset(pts), wanted)
+
+
+def frame_plan(path: Path, settings: Settings, duration_s: float | None = None) -> FramePlan | None:
+    """The frames :func:`decode_pyav` takes from ``path``, known before decoding (``None``
+    when the timestamps cannot tell)."""
+    with open_container(path) as container:
+        vstream = video_stream(container, path)
+        layout = _layout(container, vstream, settings, duration_s)
+        index, time_base = vstream.index, vstream.time_base
+    if time_base is None:
+        return None
+    pts = read_timestamps(path, index)
+    if not pts:
+        return None
+    clips = _ClipCollector(layout.clip_starts, layout.tail_s)
+    return plan_frames(
+        pts,
+        Fraction(time_base),
+        layout,
+        list(sample_times(settings.sample_fps, layout.duration_s)),
+        clips.targets,
+    )
+
+
+class _PlanMismatch(Exception):
+    """The decoder produced other frames than the plan listed."""
+
+
 def decode_pyav(
     path: Path,
     settings: Settings,
@@ -133,11 +266,32 @@ def decode_pyav(
 ) -> DecodedMedia:
     """The CPU decoder: one sequential, threaded pass with PyAV.
 
-    With ``skip_unneeded`` the decoder drops non-reference frames (which no other frame
-    is predicted from) while the stream is far from every sampling time and clip: about
-    half the frames of a typical H.264 stream, never one that could be picked, so the
-    result is the same as a full decode. Frame numbers come from timestamps then.
+    With ``skip_unneeded`` the decoder drops the non-reference frames (which no other
+    frame is predicted from) that nothing picks: about half the frames of a typical H.264
+    stream. The picked frames are known from a demux-only pass when the timestamps allow
+    (:func:`frame_plan`); otherwise every frame near a sampling time or inside a clip is
+    decoded. Either way the result is that of a full decode. Frame numbers come from
+    timestamps then.
     """
+    plan = frame_plan(path, settings, duration_s) if skip_unneeded else None
+    if plan is not None:
+        try:
+            return _decode_pass(path, settings, duration_s, plan, True, progress)
+        except _PlanMismatch as exc:
+            log.info("decode: %s: %s; decoding every frame near a target instead", path.name, exc)
+    return _decode_pass(path, settings, duration_s, None, skip_unneeded, progress)
+
+
+def _decode_pass(
+    path: Path,
+    settings: Settings,
+    duration_s: float | None,
+    plan: FramePlan | None,
+    skip_unneeded: bool,
+    progress: Callable[[float], None] | None,
+) -> DecodedMedia:
+    """One pass: the frames ``plan`` lists (raising :class:`_PlanMismatch` when the decoder
+    disagrees with it), or without a plan the streaming samplers' picks."""
     container = open_container(path)
     with container:
         vstream = video_stream(container, path)
@@ -146,16 +300,9 @@ def decode_pyav(
         cc = vstream.codec_context
         if not cc.width or not cc.height:
             raise CorruptMediaError(f"decode: {path.name}: video stream states no frame size")
-        fps = frame_rate(vstream)
-        # Past its last frame a video lasts half a frame more, as far as "nearest" goes.
-        tail = frame_duration_s(fps) / 2
-        v_start = stream_start(vstream)
-        duration = duration_s or _stream_duration(container, vstream)
-        starts = (
-            clip_starts(duration, settings.sample_fps, settings.lipsync_max_clips)
-            if astream
-            else []
-        )
+        layout = _layout(container, vstream, settings, duration_s)
+        fps, tail, v_start, duration = layout.fps, layout.tail_s, layout.start_s, layout.duration_s
+        starts = layout.clip_starts
         out_w, out_h = output_size(
             cc.width,
             cc.height,
@@ -181,6 +328,7 @@ def decode_pyav(
         count = 0
         bad = 0
         quarter_turns = 0  # the stream's display rotation, counterclockwise
+        produced: set[int] = set()  # the planned frames the decoder produced
 
         def take(
             frame: av.VideoFrame,
@@ -206,8 +354,11 @@ def decode_pyav(
         furthest = 0.0
         for packet in container.demux(*streams):
             if skip_unneeded and packet.stream is vstream and packet.pts is not None:
-                t = float(packet.pts * packet.time_base) - v_start
-                skip = not _needed(t, settings.sample_fps, windows, margin)
+                if plan is not None:
+                    skip = packet.pts not in plan.wanted
+                else:
+                    t = float(packet.pts * packet.time_base) - v_start
+                    skip = not _needed(t, settings.sample_fps, windows, margin)
                 if skip != skipping:
                     cc.skip_frame = "NONREF" if skip else "DEFAULT"
                     skipping = skip
@@ -241,12 +392,20 @@ def decode_pyav(
                         else count * 2 * tail
                     )
                     ts = max(ts, prev_ts)  # broken pts must not run backwards
-                    if prev is not None:
+                    if prev is None:
+                        quarter_turns = rotation_turns(frame)
+                    if plan is not None:
+                        if frame.pts not in plan.pts:
+                            raise _PlanMismatch(f"a frame at pts {frame.pts} not demuxed")
+                        wanted = plan.wanted.get(frame.pts)
+                        if wanted is not None:
+                            take(frame, wanted.index, ts, wanted.samples, wanted.clips)
+                            produced.add(frame.pts)
+                    elif prev is not None:
                         take(prev, prev_index, prev_ts, samples.push(ts), clips.sampler.push(ts))
                     else:
                         samples.push(ts)
                         clips.sampler.push(ts)
-                        quarter_turns = rotation_turns(frame)
                     # Skipped frames leave gaps in the count; the timestamp knows the number.
                     index = int(round(ts * fps)) if fps and skip_unneeded else count
                     prev, prev_ts, prev_index = frame, ts, max(index, prev_index + 1)
@@ -255,7 +414,13 @@ def decode_pyav(
                     track.add(frame)
         if prev is None:
             raise CorruptMediaError(f"decode: {path.name}: no decodable video frame")
-        take(prev, prev_index, prev_ts, samples.finish(), clips.sampler.finish())
+        if plan is not None:
+            if len(produced) != len(plan.wanted):
+                raise _PlanMismatch(
+                    f"{len(plan.wanted) - len(produced)} picked frames were not produced"
+                )
+        else:
+            take(prev, prev_index, prev_ts, samples.finish(), clips.sampler.finish())
 
         audio = track.finish() if track is not None else None
 

@@ -145,3 +145,27 @@ def frame_duration_s(fps: float | None) -> float:
     if not fps or not math.isfinite(fps) or fps <= 0:
         return 1 / 25
     return 1 / fps
+
+
+def targets_by_frame(
+    timestamps: Sequence[float], targets: Iterable[float], tail_s: float
+) -> dict[int, list[int]]:
+    """:func:`nearest_indices` turned round: frame index -> the targets it is nearest to
+    (in target order), for the frames that take any."""
+    out: dict[int, list[int]] = {}
+    for target, frame in enumerate(nearest_indices(timestamps, targets, tail_s)):
+        out.setdefault(frame, []).append(target)
+    return out
+
+
+def frame_numbers(timestamps: Sequence[float], fps: float | None) -> list[int]:
+    """Frame numbers from presentation times: time x ``fps`` rounded, strictly increasing
+    (the position when the rate is unknown), as :class:`dispatcher.media.SampledFrame`
+    numbers them."""
+    if not fps:
+        return list(range(len(timestamps)))
+    out: list[int] = []
+    for ts in timestamps:
+        index = int(round(ts * fps))
+        out.append(max(index, out[-1] + 1) if out else index)
+    return out

@@ -12,6 +12,7 @@ from dfd.errors import ConfigurationError, CorruptMediaError, UnsupportedMediaEr
 from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES
 from dispatcher import decode_dali
+from dispatcher import decode_pyav as pyav_module
 from dispatcher.decode import choose_decoder, decode
 from dispatcher.decode_pyav import decode_pyav
 from dispatcher.media import audio_energy_db, output_size
@@ -358,3 +359,67 @@ def test_an_animated_webp_is_probed_and_decoded_with_pillow(tmp_path, settings):
     assert [f.time_s for f in media.frames] == [0.0, 1.0, 2.0]
     assert [f.index for f in media.frames] == [0, 4, 8]
     assert media.frames[0].image.shape == (48, 64, 3) and media.audio is None
+
+
+def _same_picks(a, b) -> None:
+    """The same frames at the same times and pixels, the same clips, the same audio."""
+    assert [(f.index, f.time_s) for f in a.frames] == [(f.index, f.time_s) for f in b.frames]
+    for x, y in zip(a.frames, b.frames, strict=True):
+        assert np.array_equal(x.image, y.image)
+    assert [s.frame_indices for s in a.segments] == [s.frame_indices for s in b.segments]
+    for x, y in zip(a.segments, b.segments, strict=True):
+        assert np.array_equal(x.grey, y.grey)
+    assert np.array_equal(a.audio, b.audio)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["mp4_h264", "webm_vp9", "vfr_mkv", "mkv"])
+def test_planned_pass_picks_what_the_streaming_samplers_pick(media_corpus, name):
+    # The demux-only plan knows the picks before decoding; without it the decoder keeps
+    # every frame near a target and the samplers pick while decoding (the former path).
+    settings = Settings(decoder="pyav", sample_fps=0.5, lipsync_max_clips=1)
+    path = media_corpus[name]
+    plan = pyav_module.frame_plan(path, settings)
+    assert plan is not None and plan.wanted
+    planned = decode_pyav(path, settings)
+    streaming = pyav_module._decode_pass(path, settings, None, None, True, None)
+    _same_picks(planned, streaming)
+    assert planned.frames_decoded <= streaming.frames_decoded
+
+
+@pytest.mark.integration
+def test_planned_pass_decodes_only_reference_and_picked_frames(media_corpus):
+    # 1 fps and a clip: the planned pass skips the non-reference frames the margins kept.
+    settings = Settings(decoder="pyav", lipsync_max_clips=1)
+    path = media_corpus["mp4_h264"]
+    planned = decode_pyav(path, settings)
+    streaming = pyav_module._decode_pass(path, settings, None, None, True, None)
+    full = decode_pyav(path, settings, skip_unneeded=False)
+    _same_picks(planned, streaming)
+    assert [f.time_s for f in planned.frames] == [f.time_s for f in full.frames]
+    for x, y in zip(planned.frames, full.frames, strict=True):
+        assert np.array_equal(x.image, y.image)
+    assert planned.frames_decoded < streaming.frames_decoded < full.frames_decoded
+
+
+@pytest.mark.integration
+def test_a_plan_the_decoder_disagrees_with_falls_back(media_corpus, monkeypatch, caplog):
+    # A picked frame the decoder never produces: the pass starts again without the plan.
+    settings = Settings(decoder="pyav", sample_fps=0.5, lipsync_max_clips=1)
+    path = media_corpus["mp4_h264"]
+    real = pyav_module.frame_plan(path, settings)
+    assert real is not None
+    bogus = pyav_module.Wanted(index=10**6, samples=[0], clips=[])
+    wrong = pyav_module.FramePlan(real.pts, {**real.wanted, -12345: bogus})
+    monkeypatch.setattr(pyav_module, "frame_plan", lambda *a, **k: wrong)
+    with caplog.at_level("INFO", logger="dispatcher.decode_pyav"):
+        got = decode_pyav(path, settings)
+    assert "were not produced" in caplog.text
+    _same_picks(got, pyav_module._decode_pass(path, settings, None, None, True, None))
+
+
+@pytest.mark.integration
+def test_timestamps_are_read_without_decoding(media_corpus):
+    path = media_corpus["mp4_h264"]
+    pts = pyav_module.read_timestamps(path, 0)
+    assert pts is not None and len(pts) == 75 and pts == sorted(set(pts))

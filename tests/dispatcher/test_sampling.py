@@ -12,8 +12,10 @@ from dispatcher.sampling import (
     NearestSampler,
     clip_starts,
     clip_times,
+    frame_numbers,
     nearest_indices,
     sample_times,
+    targets_by_frame,
 )
 
 pytestmark = pytest.mark.unit
@@ -126,3 +128,17 @@ def test_clip_starts_spread_over_long_videos():
     starts = clip_starts(30.0, 2.0, 5)
     assert len(starts) == 5
     assert all((t * 2).is_integer() for t in starts)
+
+
+def test_targets_by_frame_inverts_nearest_indices():
+    times = [0.0, 0.04, 0.5, 0.52, 1.3, 2.0]
+    targets = [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert nearest_indices(times, targets, 0.02) == [0, 2, 4, 4, 5]
+    assert targets_by_frame(times, targets, 0.02) == {0: [0], 2: [1], 4: [2, 3], 5: [4]}
+
+
+def test_frame_numbers_follow_timestamps_and_never_repeat():
+    assert frame_numbers([0.0, 0.04, 0.2], 25.0) == [0, 1, 5]
+    # Two frames closer than a frame duration still get distinct numbers.
+    assert frame_numbers([0.0, 0.01, 0.02], 25.0) == [0, 1, 2]
+    assert frame_numbers([0.3, 0.7], None) == [0, 1]
