@@ -12,8 +12,8 @@ it measures, in this process and on one thread, what the work itself needs:
   timestamps a demux-only pass reads), the conversions of those frames, and the audio;
 * each model's compute on the video's own items (the real decode, faces and speech
   stages feed a client that runs the ``cpu`` repository's ONNX files in one-thread
-  onnxruntime sessions): the speech gate, face detection, each detector of the ensemble
-  and the fusion;
+  onnxruntime sessions): the speech gate, face detection and each detector of the
+  ensemble;
 * the CPU work between them (face crops and MFCC, evidence encoding), as the pipeline's
   own functions do it.
 
@@ -112,8 +112,8 @@ class OrtClient:
     """Runs the ``cpu`` repository's ONNX files in one-thread onnxruntime sessions, as the
     stages would call Triton, and adds up each model's CPU time (``cpu_s``).
 
-    ``deepfake_ensemble`` is composed as its config wires it: visual, audio and lip-sync on
-    the modalities the mask marks present, then the fusion.
+    ``deepfake_ensemble`` is composed as its config wires it (``dfd.ensemble``): each
+    enabled detector on its input group.
     """
 
     def __init__(self, repository: Path) -> None:
@@ -140,40 +140,23 @@ class OrtClient:
         return {o.name: v for o, v in zip(session.get_outputs(), out, strict=True)}
 
     def infer(
-        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        version: int | None = None,
     ) -> dict[str, np.ndarray]:
-        if model != "deepfake_ensemble":
+        from dfd.ensemble import ENSEMBLE_NAME, for_settings
+        from dfd.settings import Settings
+
+        if model != ENSEMBLE_NAME:
             return self.run(model, inputs)
-        mask = inputs["mask"]
-        zero = np.zeros((1, 1), np.float32)
-        visual = (
-            self.run("visual", {"face": inputs["faces"]})
-            if mask[0]
-            else {"score": zero, "heatmap": np.zeros((1, 8, 8), np.float32)}
-        )
-        audio = self.run("audio", {"waveform": inputs["audio"]}) if mask[1] else {"score": zero}
-        lipsync = (
-            self.run("lipsync", {"video": inputs["lipsync_video"], "mfcc": inputs["lipsync_mfcc"]})
-            if mask[2]
-            else {"score": zero}
-        )
-        fused = self.run(
-            "fusion",
-            {
-                "visual_scores": visual["score"],
-                "audio_scores": audio["score"],
-                "lipsync_scores": lipsync["score"],
-                "mask": mask,
-                "weights": inputs["weights"],
-            },
-        )
-        return {
-            "visual_scores": visual["score"],
-            "heatmaps": visual["heatmap"],
-            "audio_scores": audio["score"],
-            "lipsync_scores": lipsync["score"],
-            **fused,
-        }
+        out: dict[str, np.ndarray] = {}
+        for step in for_settings(Settings()).steps:
+            got = self.run(step.model.name, {m: inputs[e] for m, e in step.inputs.items()})
+            out.update({e: got[m] for m, e in step.outputs.items()})
+        return out
 
 
 def needed_decode(path: Path, settings: Any) -> dict[str, Any]:
@@ -277,6 +260,7 @@ def best(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
 def floor_once(path: Path, settings: Any, client: OrtClient, workdir: Path) -> dict[str, Any]:
     """One measurement of every stage's floor on ``path`` (decode apart)."""
     from cli.analyze import FolderStore
+    from dfd.calibration import load as load_calibration
     from dispatcher.aggregate import timeline
     from dispatcher.decode import decode
     from dispatcher.evidence import build_evidence
@@ -299,7 +283,8 @@ def floor_once(path: Path, settings: Any, client: OrtClient, workdir: Path) -> d
     points = timeline(
         timeline_times(media, settings.sample_fps),
         out.items,
-        settings.fusion_weights(),
+        load_calibration(),
+        settings.fusion_scales(),
         1.0 / settings.sample_fps,
     )
     visual = out.items["visual"]
@@ -323,7 +308,6 @@ def floor_once(path: Path, settings: Any, client: OrtClient, workdir: Path) -> d
         f"visual ({settings.visual_model})": client.cpu_s.get("visual", 0.0),
         f"audio ({settings.audio_model})": client.cpu_s.get("audio", 0.0),
         f"lip-sync ({settings.lipsync_model})": client.cpu_s.get("lipsync", 0.0),
-        "fusion": client.cpu_s.get("fusion", 0.0),
         "evidence encoding": evidence_s,
     }
     return {
