@@ -142,7 +142,7 @@ def test_submit_a_url_and_follow_its_progress(server, redis, open_page) -> None:
     assert page.locator("[aria-current=step]").get_attribute("data-stage") == "faces"
     shot(page, "progress-1280")
     jobstore.start(job, "infer", 0.5)
-    page.get_by_text("Running the detectors").wait_for()
+    page.locator("#progress-text", has_text="Running the detectors").wait_for()
     jobstore.finish(job, jobstore.result_with_evidence(server.settings, job.id, server.url))
     page.get_by_role("heading", name="Likely manipulated").wait_for()
 
