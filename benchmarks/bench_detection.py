@@ -491,7 +491,7 @@ def held_out(
 ) -> tuple[list[dict], dict[str, Any]]:
     """``records`` with each verdict and confidence replaced by its held-out one (see the
     module docstring), and a note of how they were made."""
-    from dfd.detectors import DETECTORS
+    from dfd.detectors import scorers
     from dfd.settings import Settings
     from dispatcher.aggregate import MediaFacts, ScoredItems, verdict
     from export.calibrate import _as_calibration, fit, read_scores, stratified_folds
@@ -499,9 +499,14 @@ def held_out(
     files = [read_scores(p) for p in pool]
     items = [it for f in files for it in f.items]
     usable = [it for it in items if it.accepted and any(v is not None for v in it.scores.values())]
-    detectors = sorted({n for it in usable for n, v in it.scores.items() if v is not None})
-    folds = stratified_folds([int(it.fake) for it in usable], k, seed)
     settings = Settings()
+    # the verdict of the detectors that run (DFD_DETECTORS), fitted as `dfd models calibrate`
+    # fits it for them
+    running = {d.name for d in scorers(settings)}
+    detectors = sorted(
+        {n for it in usable for n, v in it.scores.items() if v is not None and n in running}
+    )
+    folds = stratified_folds([int(it.fake) for it in usable], k, seed)
     replay: dict[tuple[str, str], tuple[str, float]] = {}
     for f in range(k):
         cal = _as_calibration(
@@ -515,7 +520,7 @@ def held_out(
                 if it.scores.get(d) is None
                 else ScoredItems(np.asarray([it.scores[d]], np.float32), ((0.0, 1.0),))
                 for d in it.scores
-                if d in DETECTORS and DETECTORS[d].scorer
+                if d in detectors
             }
             # What the verdict needs beyond the scores (the unused detectors' reasons come
             # from them; "too short" is not replayed: no item of these sets is under 1 s).

@@ -233,9 +233,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     digest = hashlib.sha256()
     for p in files:
         digest.update(Path(p).read_bytes())
-    digest.update(f"{args.folds}/{args.seed}/{FIT_REVISION}".encode())
+    digest.update(f"{args.folds}/{args.seed}/{FIT_REVISION}/{settings.detectors}".encode())
     version = args.version or f"1+{digest.hexdigest()[:10]}"
-    command = "dfd models calibrate " + " ".join(
+    from dfd.detectors import scorers
+
+    # the fusion is fitted for the detectors that run (DFD_DETECTORS): a detector left out
+    # of the fit would be left out of the verdict, one fitted but not run would skew it
+    only = [d.name for d in scorers(settings)]
+    prefix = f"DFD_DETECTORS={','.join(only)} " if settings.detectors else ""
+    command = f"{prefix}dfd models calibrate " + " ".join(
         ([*(str(p) for p in args.scores)] if args.scores else [])
         + [f"--folds {args.folds}", f"--seed {args.seed}"]
         + ([f"--version {args.version}"] if args.version else [])
@@ -250,6 +256,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             threshold=settings.threshold,
             band=settings.inconclusive_band,
             root=ROOT,
+            only=only,
         )
     except CalibrationDataError as exc:
         raise ConfigurationError(f"dfd models calibrate: {exc}") from exc

@@ -431,12 +431,20 @@ def calibrate(
     threshold: float = 0.5,
     band: float = 0.1,
     root: Path | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The calibration document fitted on every item of ``files`` (see the module docstring)."""
+    """The calibration document fitted on every item of ``files`` (see the module docstring),
+    over the detectors in ``only`` (the enabled set; ``None``: every detector scored)."""
     parsed = [read_scores(p) for p in files]
     items = [it for f in parsed for it in f.items]
     detectors = sorted(
-        {n for it in items if it.accepted for n, s in it.scores.items() if s is not None}
+        {
+            n
+            for it in items
+            if it.accepted
+            for n, s in it.scores.items()
+            if s is not None and (only is None or n in only)
+        }
     )
     if not detectors:
         raise CalibrationDataError(
@@ -474,6 +482,7 @@ def calibrate(
         "version": version,
         "fit_revision": FIT_REVISION,
         "command": command,
+        "fitted_detectors": detectors,
         "data": data,
         "targets": {k_: sorted(v) for k_, v in KIND_TARGETS.items()},
         **fitted,
