@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from dfd import metrics
 from dfd.calibration import EPS, FORMAT, Calibration, parse
+from dfd.detectors import DETECTORS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -54,6 +55,7 @@ FUSION_L2 = 1.0
 # face and its mouth motion against the original voice; lipsync (Wav2Lip, HyperLips) and
 # talking_head (VASA-1, EMO, SadTalker): a generated mouth on a real voice; dub: an
 # espeak-ng voice over a real face; audio_swap: another real voice over a real face.
+# Keyed by kind, the modalities (not detector names) that were manipulated.
 KIND_TARGETS: Mapping[str, frozenset[str]] = {
     "faceswap": frozenset({"visual"}),
     "ai_video": frozenset({"visual"}),
@@ -87,7 +89,11 @@ class ScoredItem:
         if not self.fake:
             return 0
         manipulated = KIND_TARGETS.get(self.kind)
-        return 1 if manipulated is None or detector in manipulated else 0
+        if manipulated is None:
+            return 1
+        # the targets name modalities: every detector of a modality shares its target
+        d = DETECTORS.get(detector)
+        return 1 if (d.modality if d is not None else detector) in manipulated else 0
 
 
 @dataclass(frozen=True)
