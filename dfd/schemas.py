@@ -77,6 +77,16 @@ class FaceTrack(BaseModel):
     first_s: float
     last_s: float
     score: float | None = Field(None, description="Mean visual P(manipulated) over its crops.")
+    thumbnail: str | None = Field(
+        None,
+        description="Signed URL of a JPEG of its most suspicious crop (its highest visual "
+        "score; its most confident detection when visual was unused), as the visual model saw "
+        "it. Kept for at most DFD_MAX_FACES_PER_FRAME tracks: the one shown, then the most "
+        "suspicious; null for the others.",
+    )
+    thumbnail_s: float | None = Field(
+        None, description="When the crop of its thumbnail was seen, in seconds."
+    )
 
 
 class Evidence(BaseModel):

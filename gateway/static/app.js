@@ -355,15 +355,23 @@
     var shown = ev.face_track;
     return h("section", {"aria-labelledby": "tracks-title", id: "tracks"},
       h("h2", {id: "tracks-title"}, tracks.length === 1 ? "The face" : "The " + tracks.length + " faces"),
-      h("p", {class: "hint"}, "Each face is followed from frame to frame and scored on its own. The verdict uses the most suspicious face; the frames, heatmaps and the timeline's faces line show that one."),
+      h("p", {class: "hint"}, "Each face is followed from frame to frame and scored on its own. The verdict uses the most suspicious face; the frames, heatmaps and the timeline's faces line show that one. Beside each face: the picture of it that scored highest, cut out and straightened as the faces detector saw it."),
       h("ul", {class: "tracks"}, tracks.map(function (t) {
         var isShown = t.track === shown;
+        var name = "Face " + (t.track + 1);
+        var when = typeof t.thumbnail_s === "number" ? " at " + t.thumbnail_s.toFixed(1) + " s" : "";
+        var picture = t.thumbnail
+          ? h("figure", {class: "track-thumb"}, img(t.thumbnail, name + ", its most suspicious picture" + when, "track-thumb-img"),
+              h("figcaption", {}, when ? when.slice(4) : ""))
+          : h("p", {class: "track-thumb track-nothumb hint"}, "No picture kept of this face.");
         return h("li", {class: "track" + (isShown ? " track-shown" : ""), "data-track": t.track},
-          h("strong", {}, "Face " + (t.track + 1)),
+          picture,
+          h("div", {class: "track-text"},
+          h("strong", {}, name),
           " seen in " + t.frames + (t.frames === 1 ? " frame" : " frames") + ", from " + t.first_s.toFixed(1) + " s to " + t.last_s.toFixed(1) + " s: ",
           t.score === null || t.score === undefined ? "not scored" : dfd.pct(t.score) + " estimated probability its face was manipulated",
           isShown ? h("span", {class: "track-badge"}, " (shown in the pictures below)") : null,
-          t.score !== null && t.score !== undefined ? h("meter", {min: "0", max: "1", value: String(t.score), "aria-label": "Face " + (t.track + 1) + " score"}) : null);
+          t.score !== null && t.score !== undefined ? h("meter", {min: "0", max: "1", value: String(t.score), "aria-label": name + " score"}) : null));
       })));
   }
 

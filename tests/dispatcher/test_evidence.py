@@ -188,3 +188,97 @@ def test_no_faces_still_gives_frames_and_timeline():
     )
     assert len(ev.thumbnails) == 3 and ev.heatmaps == []
     assert len(ev.timeline) == 3
+
+
+def _track_crop(frame_pos: int, track: int, colour: tuple[int, int, int], conf=0.9) -> FaceCrop:
+    """A crop of one track whose pixels are one flat colour (to tell crops apart)."""
+    base = _crop(frame_pos)
+    pixels = np.broadcast_to(
+        (np.array(colour, np.float32) / 255)[:, None, None], (3, FACE_SIZE, FACE_SIZE)
+    ).copy()
+    face = Face(base.face.box, base.face.landmarks, conf)
+    return FaceCrop(frame_pos, face, base.geometry, pixels, track)
+
+
+def _tracks_case(visual: np.ndarray | None, max_faces: int):
+    """Three tracks over four frames: track 0 in frames 0-3, track 1 in 1-2, track 2 in 3."""
+    frames = tuple(
+        SampledFrame(i * 25, float(i), np.zeros((180, 240, 3), np.uint8)) for i in range(4)
+    )
+    media = DecodedMedia(frames, None, (), 240, 180, 1.0, 25.0, 4.0, "pyav")
+    crops = (
+        _track_crop(0, 0, (200, 0, 0), 0.7),
+        _track_crop(1, 0, (0, 200, 0), 0.99),
+        _track_crop(2, 0, (0, 0, 200), 0.8),
+        _track_crop(3, 0, (200, 200, 0), 0.6),
+        _track_crop(1, 1, (0, 200, 200), 0.8),
+        _track_crop(2, 1, (200, 0, 200), 0.9),
+        _track_crop(3, 2, (90, 90, 90), 0.9),
+    )
+    per_frame = tuple(tuple(c.face for c in crops if c.frame_pos == i) for i in range(4))
+    faces = FaceResult(per_frame, crops, ())
+    points = [
+        SecondScore(f.index, f.time_s, 0.5, {"visual": 0.5, "audio": None, "lipsync": None})
+        for f in frames
+    ]
+    store = MemoryStore()
+    ev = build_evidence(
+        "j",
+        media,
+        faces,
+        np.zeros((len(crops), HEATMAP_SIZE, HEATMAP_SIZE), np.float32),
+        visual,
+        points,
+        store,
+        Settings(evidence_top_k=1, max_faces_per_frame=max_faces),
+    )
+    return ev, store
+
+
+def _mean_colour(store: MemoryStore, url: str) -> list[int]:
+    key = url.split("/evidence/")[1].split("?")[0]
+    data, ctype = store.objects[key]
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, ctype, image.size) == ("JPEG", "image/jpeg", (FACE_SIZE, FACE_SIZE))
+    return np.asarray(image.convert("RGB")).reshape(-1, 3).mean(axis=0).round().tolist()
+
+
+def test_every_track_gets_a_thumbnail_of_its_most_suspicious_crop():
+    # track 0: mean 0.5, peak 0.8 at frame 2; track 1: mean 0.75, peak 0.9 at frame 1;
+    # track 2: one crop, 0.3.
+    visual = np.array([0.2, 0.4, 0.8, 0.6, 0.9, 0.6, 0.3], np.float32)
+    ev, store = _tracks_case(visual, max_faces=4)
+    assert ev.face_track == 1
+    by_track = {t.track: t for t in ev.tracks}
+    assert sorted(by_track) == [0, 1, 2]
+    names = {k: t.thumbnail.split("/")[-1].split("?")[0] for k, t in by_track.items()}
+    assert names == {0: "track_00_f50.jpg", 1: "track_01_f25.jpg", 2: "track_02_f75.jpg"}
+    assert [by_track[k].thumbnail_s for k in (0, 1, 2)] == [2.0, 1.0, 3.0]
+    # The picture is that crop, as the model saw it (JPEG within a few levels).
+    for k, colour in {0: (0, 0, 200), 1: (0, 200, 200), 2: (90, 90, 90)}.items():
+        got = _mean_colour(store, by_track[k].thumbnail)
+        assert max(abs(g - c) for g, c in zip(got, colour, strict=True)) <= 4, (k, got)
+    # One JPEG per track beside the frame thumbnail, heatmap and chart: no more.
+    assert sum(key.startswith("j/track_") for key in store.objects) == 3
+
+
+def test_track_thumbnails_are_bounded_shown_track_first():
+    # track 2's lone crop is the highest score of all, but a one-frame track never decides:
+    # track 1 (mean 0.75) is shown; with room for 2, track 2 (mean 0.95) beats track 0.
+    visual = np.array([0.2, 0.4, 0.8, 0.6, 0.9, 0.6, 0.95], np.float32)
+    ev, store = _tracks_case(visual, max_faces=2)
+    assert ev.face_track == 1
+    kept = {t.track: t.thumbnail is not None for t in ev.tracks}
+    assert kept == {0: False, 1: True, 2: True}
+    assert next(t for t in ev.tracks if t.track == 0).thumbnail_s is None
+    assert sum(key.startswith("j/track_") for key in store.objects) == 2
+    ev, _ = _tracks_case(visual, max_faces=1)
+    assert [t.track for t in ev.tracks if t.thumbnail] == [1]
+
+
+def test_without_visual_scores_the_most_confident_detection_is_pictured():
+    ev, store = _tracks_case(None, max_faces=4)
+    by_track = {t.track: t for t in ev.tracks}
+    assert by_track[0].thumbnail.split("/")[-1].startswith("track_00_f25.jpg")  # conf 0.99
+    assert by_track[1].thumbnail.split("/")[-1].startswith("track_01_f50.jpg")  # conf 0.9
+    assert _mean_colour(store, by_track[0].thumbnail)[1] >= 196

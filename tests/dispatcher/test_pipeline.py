@@ -99,10 +99,17 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
     assert len(result.evidence.heatmaps) == (
         len(result.evidence.thumbnails) if EXPECTED_USE[name]["visual"] else 0
     )
+    # each face track (at most max_faces_per_frame) has a picture of its most suspicious crop
+    tracks = result.evidence.tracks
+    assert bool(tracks) == EXPECTED_USE[name]["visual"]
+    assert sum(t.thumbnail is not None for t in tracks) == min(
+        len(tracks), settings.max_faces_per_frame
+    )
     for url in [
         *result.evidence.thumbnails,
         *result.evidence.heatmaps,
         result.evidence.timeline_chart,
+        *(t.thumbnail for t in tracks if t.thumbnail),
     ]:
         parsed = urlparse(url)
         key = parsed.path.split("/evidence/", 1)[1]

@@ -82,6 +82,15 @@ def _picture(seed: int, heat: bool) -> bytes:
     return out.getvalue()
 
 
+def _face(seed: int) -> bytes:
+    """A square face crop, as the worker keeps one per face track."""
+    image = Image.new("RGB", (256, 256), (200 - seed * 60, 150, 120 + seed * 60))
+    ImageDraw.Draw(image).ellipse((60, 40, 196, 220), fill=(230, 190, 160))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
 def _chart() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (300, 100), (250, 250, 250)).save(out, "PNG")
@@ -153,13 +162,31 @@ def result_with_evidence(settings: Settings, job_id: str, base_url: str) -> dict
 
 def result_with_facts(settings: Settings, job_id: str, base_url: str) -> dict[str, Any]:
     """``result_with_evidence`` plus what is read from the file and the bank: Content
-    Credentials signed by an AI generator, tell-tale tags, a known-fake match, two face
-    tracks (the second one shown) and a spectrogram with the voice's scores."""
+    Credentials signed by an AI generator, tell-tale tags, a known-fake match, three face
+    tracks (the second one shown; the first two pictured, the third past the bound) and a spectrogram with the voice's scores."""
     doc = result_with_evidence(settings, job_id, base_url)
     doc["evidence"]["face_track"] = 1
     doc["evidence"]["tracks"] = [
-        FaceTrack(track=0, frames=4, first_s=0.0, last_s=3.0, score=0.12).model_dump(),
-        FaceTrack(track=1, frames=6, first_s=0.0, last_s=5.0, score=0.91).model_dump(),
+        FaceTrack(
+            track=0,
+            frames=4,
+            first_s=0.0,
+            last_s=3.0,
+            score=0.12,
+            thumbnail=_put(settings, job_id, "track_00_f50.jpg", _face(0), base_url),
+            thumbnail_s=2.0,
+        ).model_dump(),
+        FaceTrack(
+            track=1,
+            frames=6,
+            first_s=0.0,
+            last_s=5.0,
+            score=0.91,
+            thumbnail=_put(settings, job_id, "track_01_f125.jpg", _face(1), base_url),
+            thumbnail_s=5.0,
+        ).model_dump(),
+        # past the bound of pictured tracks (as with DFD_MAX_FACES_PER_FRAME=2): no picture
+        FaceTrack(track=2, frames=1, first_s=4.0, last_s=4.0, score=0.05).model_dump(),
     ]
     doc["evidence"]["spectrogram"] = _put(
         settings, job_id, "spectrogram.png", _picture(3, True), base_url

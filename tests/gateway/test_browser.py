@@ -302,12 +302,32 @@ def test_result_explains_provenance_metadata_matches_tracks_and_sound(
     )
     assert "80% of this video matched, covering 60% of the known fake" in match
     assert "The bank's note: debunked 2026-11-02" in match
-    # The face tracks: both listed, the one the pictures show marked.
-    assert page.locator("#tracks li.track").count() == 2
+    # The face tracks: all listed, the one the pictures show marked.
+    assert page.locator("#tracks li.track").count() == 3
     assert page.locator("#tracks li.track-shown").get_attribute("data-track") == "1"
     assert "Face 2 seen in 6 frames, from 0.0 s to 5.0 s: 91%" in page.inner_text("#tracks")
     assert "shown in the pictures below" in page.inner_text("[data-track='1']")
     assert "shown in the pictures" not in page.inner_text("[data-track='0']")
+    # Each pictured track's thumbnail loads beside its row (left of its words, level with
+    # them); the track past the bound says it has none.
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#tracks img')).every(i => i.complete)"
+    )
+    for track, when in (("0", "2.0 s"), ("1", "5.0 s")):
+        row = page.locator(f"[data-track='{track}']")
+        thumb = row.locator("img.track-thumb-img")
+        assert thumb.get_attribute("alt") == (
+            f"Face {int(track) + 1}, its most suspicious picture at {when}"
+        )
+        assert thumb.get_attribute("src").count(f"track_0{track}_f") == 1
+        assert thumb.evaluate("i => i.naturalWidth") == 256
+        pic, words = thumb.bounding_box(), row.locator(".track-text").bounding_box()
+        assert pic and words and pic["width"] >= 80 and pic["height"] >= 80
+        assert pic["x"] + pic["width"] <= words["x"]
+        assert pic["y"] < words["y"] + words["height"] and words["y"] < pic["y"] + pic["height"]
+        assert row.locator("figcaption").inner_text() == when
+    assert page.locator("[data-track='2'] img").count() == 0
+    assert "No picture kept of this face." in page.inner_text("[data-track='2']")
     # The sound: its spectrogram loads, the windows above the threshold are named.
     spectro = page.locator("#audio-evidence img.spectrogram")
     page.wait_for_function("() => document.querySelector('#audio-evidence img').complete")
@@ -319,6 +339,9 @@ def test_result_explains_provenance_metadata_matches_tracks_and_sound(
     page.set_viewport_size({"width": PHONE, "height": 900})
     assert fits_width(page) == (PHONE, PHONE)
     shot(page, "result-facts-375")
+    pic = page.locator("[data-track='1'] img").bounding_box()
+    words = page.locator("[data-track='1'] .track-text").bounding_box()
+    assert pic and words and pic["x"] + pic["width"] <= words["x"] <= PHONE / 2  # still beside
     page.set_viewport_size({"width": DESKTOP, "height": 900})
     assert page.evaluate(UNLABELLED_CONTROLS) == []
 

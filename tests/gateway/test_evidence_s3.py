@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from dfd.schemas import FaceTrack
 from tests.gateway import jobstore
 
 pytestmark = pytest.mark.integration
@@ -43,6 +44,9 @@ def test_s3_links_are_presigned_at_each_read(gateway, s3_server, s3_settings, re
         result = jobstore.result_with_evidence(settings, job.id, "http://testserver")
         result["evidence"]["thumbnails"] = [stale]
         result["evidence"]["heatmaps"] = [stale]
+        result["evidence"]["tracks"] = [
+            FaceTrack(track=0, frames=1, first_s=0.0, last_s=0.0, thumbnail=stale).model_dump()
+        ]
         jobstore.finish(job, result)
 
         views = []
@@ -64,6 +68,7 @@ def test_s3_links_are_presigned_at_each_read(gateway, s3_server, s3_settings, re
     for before, view in views:
         thumb = view["result"]["evidence"]["thumbnails"][0]
         assert view["result"]["evidence"]["heatmaps"] == [thumb]
+        assert view["result"]["evidence"]["tracks"][0]["thumbnail"] == thumb
         q = _query(thumb)
         signed_at = datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         assert before <= signed_at <= before + timedelta(seconds=5), (before, signed_at)
