@@ -30,7 +30,7 @@ MIN_COVERAGE = 0.75
 TARGET_DBFS = -30.0
 
 
-def _hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel_slaney(hz: np.ndarray | float) -> np.ndarray:
     hz = np.asarray(hz, dtype=np.float64)
     f_sp = 200.0 / 3
     mels = hz / f_sp
@@ -53,7 +53,9 @@ def _mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
 
 
 @cache
-def mel_filters(n_mels: int = VOICE_MELS, n_fft: int = VOICE_WINDOW, rate: int = AUDIO_RATE):
+def mel_filters(
+    n_mels: int = VOICE_MELS, n_fft: int = VOICE_WINDOW, rate: int = AUDIO_RATE
+) -> np.ndarray:
     """Slaney-normalised triangular mel filters, (n_mels, n_fft // 2 + 1) float64."""
     fft_freqs = np.linspace(0.0, rate / 2, n_fft // 2 + 1)
     mel_pts = np.linspace(_hz_to_mel_slaney(0.0), _hz_to_mel_slaney(rate / 2), n_mels + 2)
