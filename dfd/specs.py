@@ -94,6 +94,9 @@ MFCC_COEFFS = 13
 VAD_FRAME = 512  # silero-vad: one 32 ms frame at 16 kHz
 VAD_CONTEXT = 64  # ... with the last 64 samples of the frame before it in front
 VAD_STATE = 128  # LSTM state width (h and c are [1, 1, 128])
+VOICE_FRAMES = 160  # Resemblyzer partial: 1.6 s of 10 ms mel frames
+VOICE_MELS = 40
+VOICE_EMBEDDING = 256
 DETECTOR_SIZE = (
     640  # long side of the detector canvas; the short side is padded to a multiple of 32
 )
@@ -264,6 +267,24 @@ SPECS: dict[str, ModelSpec] = {
             "file": "data/silero_vad_16k_sequence.onnx",
             "sha256": "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
         },
+    ),
+    # Not a detector: speaker embeddings for the voice-consistency evidence (a change of
+    # voice inside a video). Partials as the Resemblyzer wheel cuts them.
+    "resemblyzer": ModelSpec(
+        name="voice",
+        checkpoint="resemblyzer",
+        version=1,
+        inputs=(TensorSpec("mels", "FP32", (VOICE_FRAMES, VOICE_MELS)),),
+        outputs=(TensorSpec("embedding", "FP32", (VOICE_EMBEDDING,)),),
+        max_batch_size=32,
+        batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=1_000),
+        weights=("resemblyzer/pretrained.pt",),
+        preprocessing="160 frames (1.6 s) of the 40-band mel power spectrogram (no log) of "
+        "16 kHz speech raised to -30 dBFS: 25 ms Hann window, 10 ms hop, Slaney mel "
+        "(dfd.voice_features.partial_mels), partials at 1.3 per second",
+        output_meaning="embedding: the partial's unit-length GE2E speaker embedding; a "
+        "segment's embedding is the normalised mean of its partials', and the cosine of two "
+        "segments' embeddings says how alike the voices are",
     ),
 }
 

@@ -1,7 +1,7 @@
 """Export every served model to ONNX, named and shaped exactly as its spec says.
 
 ``export_all(settings)`` writes ``<settings.onnx_dir>/<checkpoint>.onnx`` for each
-checkpoint. PyTorch models (MesoNet, AASIST, RawGAT-ST, Light-ASD) go through the
+checkpoint. PyTorch models (MesoNet, AASIST, RawGAT-ST, Light-ASD, Resemblyzer) go through the
 TorchScript-based exporter (opset 17, dynamic batch axis where the spec batches); the
 face detector is the published YuNet graph with our decoding appended. Each file has a
 ``.stamp`` beside it holding a hash of what it was built from (weights' SHA-256, the
@@ -41,6 +41,7 @@ _CODE = {
     "aasist": ["models/aasist.py"],
     "rawgat_st": ["models/rawgat_st.py", "models/aasist.py"],  # shares AASIST's sinc bank
     "light_asd": ["models/light_asd.py"],
+    "resemblyzer": ["models/resemblyzer.py"],
     "packaged": [],
 }
 
@@ -52,6 +53,7 @@ def _family(checkpoint: str) -> str:
         ("aasist", "aasist"),
         ("rawgat_st", "rawgat_st"),
         ("light_asd", "light_asd"),
+        ("resemblyzer", "resemblyzer"),
         ("silero", "packaged"),
     ):
         if checkpoint.startswith(prefix):
@@ -81,6 +83,10 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import light_asd
 
         return light_asd.LipsyncServing(light_asd.build(weights[0])).eval()
+    if family == "resemblyzer":
+        from export.models import resemblyzer
+
+        return resemblyzer.VoiceServing(resemblyzer.build(weights[0])).eval()
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 
