@@ -325,7 +325,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "Verdicts and fused figures are **held out**: each item judged by "
             "`dispatcher.aggregate.verdict` under a calibration fitted without it "
             f"({doc['held_out']['folds']} stratified folds, seed {doc['held_out']['seed']}, "
-            f"over {', '.join(doc['held_out']['pool'])})."
+            f"over {', '.join(doc['held_out']['pool'])}; fused detectors: "
+            f"{', '.join(doc['held_out']['detectors'])})."
             if doc.get("held_out") and "skipped" not in doc["held_out"]
             else "Verdicts are the served ones (in-sample where the calibration was fitted on "
             "these items)"
