@@ -439,6 +439,15 @@ class Settings(BaseSettings):
         "is also held to max_upload_bytes).",
     )
 
+    # --- bounds on one video's work (issue 16) --------------------------------------
+    max_sampled_frames: int = Field(
+        1800,
+        gt=0,
+        description="Most frames sampled from one video: a longer one is sampled more sparsely "
+        "(its rate lowered to this many over its duration, said in the result) so a long "
+        "video's face detection stays bounded.",
+    )
+
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys", "admin_keys")
     @classmethod

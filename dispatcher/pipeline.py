@@ -142,6 +142,22 @@ def modality_results(final: Verdict) -> dict[str, ModalityResult]:
     return out
 
 
+def bounded_sampling(settings: Settings, duration_s: float) -> Settings:
+    """``settings`` with the sampling rate lowered so that a video of ``duration_s`` gives at
+    most ``max_sampled_frames`` frames (face detection runs on every one)."""
+    if duration_s * settings.sample_fps <= settings.max_sampled_frames:
+        return settings
+    rate = settings.max_sampled_frames / duration_s
+    log.info(
+        "sampling %.0f s at %.4g fps instead of %g (DFD_MAX_SAMPLED_FRAMES %d)",
+        duration_s,
+        rate,
+        settings.sample_fps,
+        settings.max_sampled_frames,
+    )
+    return settings.model_copy(update={"sample_fps": rate})
+
+
 def models_used(
     settings: Settings, versions: dict[str, tuple[int, int | None]] | None = None
 ) -> dict[str, str]:
@@ -333,6 +349,7 @@ def analyze(
         assert path is not None
         with stages.run(Stage.PROBE):
             info = probe(path, settings)
+        settings = bounded_sampling(settings, info.duration_s)
         with stages.timed("provenance", Stage.PROBE):
             provenance = read_provenance(path, settings)
             metadata = telltale_metadata(path)
@@ -446,6 +463,7 @@ def analyze(
             "duration_s": round(info.duration_s, 3),
             "decoder": media.decoder,
             "frames_sampled": len(media.frames),
+            "sample_fps": round(settings.sample_fps, 4),
             "faces": len(faces.crops),
             "audio_windows": len(inputs.audio),
             "speech_s": round(speech.seconds, 2),

@@ -244,3 +244,19 @@ def test_a_reupload_of_a_known_fake_is_caught(media_dir, settings, store, triton
     assert [m.label for m in again.matches] == ["swwp2s dub"]
     assert again.label is Label.MANIPULATED
     assert again.reasons[0].message == "matches known fake swwp2s dub"
+
+
+def test_a_long_video_is_sampled_more_sparsely_within_the_frame_bound(
+    media_corpus, settings, store, triton
+):
+    from dispatcher.pipeline import bounded_sampling
+
+    assert bounded_sampling(settings, 60.0) is settings  # 60 frames at 1 fps: within 1800
+    slow = bounded_sampling(settings.model_copy(update={"max_sampled_frames": 100}), 400.0)
+    assert slow.sample_fps == pytest.approx(0.25)
+    # through the pipeline: a 3 s clip held to 2 frames
+    bounded = settings.model_copy(update={"max_sampled_frames": 2})
+    result, _ = _run(media_corpus["grid_mpg"], bounded, triton, store, job_id="job-bounded")
+    assert result.media["frames_sampled"] <= 2
+    assert result.media["sample_fps"] < 1.0
+    assert result.label in set(Label)
