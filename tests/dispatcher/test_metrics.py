@@ -211,7 +211,9 @@ def test_supervisor_restarts_are_served_by_process_kind_and_outlive_a_redis_outa
 
     from cli.local_redis import LocalRedis
 
-    server = LocalRedis(tmp_path / "redis", appendonly=True).start()
+    # fsync always: the test kills Redis with -9, and an everysec AOF may lose the last
+    # second's writes (the counts made just before), which is not what is tested here
+    server = LocalRedis(tmp_path / "redis", appendonly=True, fsync="always").start()
     client = Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
     try:
         counter = RestartCounter(client)
