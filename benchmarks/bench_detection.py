@@ -44,7 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,6 +365,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
         for what, got, want, ok in targets(doc["kinds"]["all"])
     ]
+    lines += operating_points_markdown(doc.get("held_out") or {})
     lines += [
         "",
         "## Per detector and kind",
@@ -414,6 +415,60 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {_f(r['confidence'])} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def operating_points_markdown(held: dict[str, Any]) -> list[str]:
+    """The held-out verdicts at every (threshold, band) of the grid: where the targets can
+    be reached by choosing the cut alone."""
+    points = held.get("operating_points")
+    if not points:
+        return []
+    served = held["served"]
+    meeting = [p for p in points if meets_targets(p)]
+    lines = [
+        "",
+        "## Operating points (held out)",
+        "",
+        "The same held-out verdicts replayed at other cuts (`DFD_THRESHOLD`, "
+        "`DFD_INCONCLUSIVE_BAND`): `manipulated` above threshold + band, `authentic` below "
+        "threshold - band, for every cut of the grid whose `authentic` side stays at or "
+        "below one half (so `authentic` never means more likely manipulated than not). "
+        "The served point is marked.",
+        "",
+        "| threshold | band | real → manipulated | fake → authentic | abstain |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        mark = (
+            " (served)"
+            if (p["threshold"], p["band"]) == (served["threshold"], served["band"])
+            else ""
+        )
+        lines.append(
+            f"| {p['threshold']:.2f}{mark} | {p['band']:.2f} "
+            f"| {p['real_labelled_manipulated']}/{p['n_real']} "
+            f"| {p['fake_labelled_authentic']}/{p['n_fake']} "
+            f"| {p['abstain'] / p['n'] * 100:.0f} % |"
+        )
+    zero = [p for p in points if p["real_labelled_manipulated"] == 0]
+    least = min(zero, key=lambda p: p["abstain"]) if zero else None
+    lines += [""]
+    if meeting:
+        lines.append(f"{len(meeting)} of the {len(points)} points meet all three verdict targets.")
+    else:
+        lines.append(
+            f"None of the {len(points)} points meets all three verdict targets"
+            + (
+                f"; with no real item labelled `manipulated`, the lowest abstain rate is "
+                f"{least['abstain'] / least['n'] * 100:.0f} % (threshold {least['threshold']:.2f}, "
+                f"band {least['band']:.2f}, fakes labelled `authentic` "
+                f"{least['fake_labelled_authentic']}/{least['n_fake']}): the detectors' "
+                "separation, not the cut, is what stands in the way."
+                if least
+                else "; no point avoids labelling a real item `manipulated`."
+            )
+        )
+    return lines
 
 
 # -- running ------------------------------------------------------------------------------
@@ -509,6 +564,8 @@ def held_out(
     )
     folds = stratified_folds([int(it.fake) for it in usable], k, seed)
     replay: dict[tuple[str, str], tuple[str, float]] = {}
+    # each item's held-out judge: (threshold, band) -> label, for the operating points
+    judges: dict[tuple[str, str], Callable[[float, float], str]] = {}
     for f in range(k):
         cal = _as_calibration(
             fit([it for it, g in zip(usable, folds, strict=True) if g != f], detectors)
@@ -528,6 +585,17 @@ def held_out(
             facts = MediaFacts(
                 has_video=True, faces=1, has_audio=True, speech_s=1.0, duration_s=60.0
             )
+
+            def judge(
+                threshold: float,
+                band: float,
+                found: Any = found,
+                cal: Any = cal,
+                facts: Any = facts,
+            ) -> str:
+                v = verdict(found, cal, settings.fusion_scales(), threshold, band, facts)
+                return v.label.value
+
             v = verdict(
                 found,
                 cal,
@@ -537,6 +605,7 @@ def held_out(
                 facts,
             )
             replay[(it.source, it.path)] = (v.label.value, round(v.confidence, 4))
+            judges[(it.source, it.path)] = judge
     folder = folder if folder is not None else (files[0].folder if files else "")
     out = []
     for r in records:
@@ -551,8 +620,62 @@ def held_out(
         "seed": seed,
         "pool": [f"{f.folder} ({len(f.items)} items, sha256 {f.sha256[:12]})" for f in files],
         "detectors": detectors,
+        "served": {"threshold": settings.threshold, "band": settings.inconclusive_band},
+        "operating_points": operating_points(records, folder, judges),
     }
     return out, note
+
+
+# The grid of (threshold, band) the held-out verdicts are replayed at: how far the
+# targets can be reached by choosing where to cut, with the detectors of the day.
+OPERATING_THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
+OPERATING_BANDS = (0.0, 0.05, 0.1, 0.15, 0.2)
+
+
+def operating_points(
+    records: Sequence[dict],
+    folder: str,
+    judges: dict[tuple[str, str], Callable[[float, float], str]],
+) -> list[dict[str, Any]]:
+    """Per (threshold, band) of the grid: the held-out verdicts' real items labelled
+    ``manipulated``, fakes labelled ``authentic`` and abstain rate over ``records`` (an
+    item without a judge, i.e. not accepted, keeps its verdict: an abstention)."""
+    points = []
+    for threshold in OPERATING_THRESHOLDS:
+        for band in OPERATING_BANDS:
+            # `authentic` must mean less likely manipulated than not: cuts whose authentic
+            # side reaches above one half are not offered
+            if not (0 < threshold - band <= 0.5 and threshold + band < 1):
+                continue
+            real_m = fake_a = abstain = 0
+            for r in records:
+                judge = judges.get((folder, r["path"]))
+                label = judge(threshold, band) if judge else r.get("verdict")
+                real_m += r["label"] == "real" and label == "manipulated"
+                fake_a += r["label"] == "fake" and label == "authentic"
+                abstain += label not in ("manipulated", "authentic")
+            points.append(
+                {
+                    "threshold": threshold,
+                    "band": band,
+                    "real_labelled_manipulated": real_m,
+                    "fake_labelled_authentic": fake_a,
+                    "abstain": abstain,
+                    "n_real": sum(r["label"] == "real" for r in records),
+                    "n_fake": sum(r["label"] == "fake" for r in records),
+                    "n": len(records),
+                }
+            )
+    return points
+
+
+def meets_targets(p: dict[str, Any]) -> bool:
+    """Whether an operating point meets all three verdict targets of issue 10."""
+    return (
+        p["real_labelled_manipulated"] == 0
+        and p["fake_labelled_authentic"] <= 0.15 * p["n_fake"]
+        and p["abstain"] <= 0.5 * p["n"]
+    )
 
 
 def report_document(

@@ -211,3 +211,40 @@ def test_the_verdicts_are_held_out(tmp_path: Path) -> None:
     assert replayed[0]["verdict"] == want.label.value
     labels = {r["verdict"] for r in replayed}
     assert "manipulated" in labels and labels <= {"manipulated", "authentic", "inconclusive"}
+
+    # the operating points replay the same held-out verdicts at other cuts
+    points = {(p["threshold"], p["band"]): p for p in note["operating_points"]}
+    served = points[(0.5, 0.1)]
+    assert served["real_labelled_manipulated"] == sum(
+        r["label"] == "real" and r["verdict"] == "manipulated" for r in replayed
+    )
+    assert served["abstain"] == sum(r["verdict"] == "inconclusive" for r in replayed)
+    # a wider band abstains at least as often; no cut's authentic side reaches above 1/2
+    assert points[(0.5, 0.2)]["abstain"] >= served["abstain"]
+    assert all(t - b <= 0.5 for t, b in points)
+
+
+@pytest.mark.unit
+def test_operating_points_count_each_cut_and_keep_refusals_as_abstentions() -> None:
+    records = [
+        _rec("a", "fake", "audio", "manipulated", 0.9),
+        _rec("b", "real", "audio", "authentic", 0.3),
+        _rec("c", "fake", "audio", None, None),  # refused: no judge, stays an abstention
+    ]
+    prob = {"a": 0.72, "b": 0.42}
+
+    def judge_of(p: float):
+        return lambda t, b: "manipulated" if p > t + b else "authentic" if p < t - b else "x"
+
+    judges = {("set", k): judge_of(v) for k, v in prob.items()}
+    points = {
+        (p["threshold"], p["band"]): p for p in bench.operating_points(records, "set", judges)
+    }
+    assert points[(0.5, 0.0)]["real_labelled_manipulated"] == 0
+    assert points[(0.5, 0.0)]["abstain"] == 1  # only the refusal
+    assert points[(0.5, 0.1)]["abstain"] == 2  # b (0.42) is in the band
+    assert points[(0.4, 0.0)]["real_labelled_manipulated"] == 1  # b above 0.4
+    assert points[(0.6, 0.15)]["fake_labelled_authentic"] == 0  # a (0.72) inside 0.45..0.75
+    assert bench.meets_targets(points[(0.5, 0.0)])  # 0 reals, 0 fakes, 1/3 abstain
+    assert not bench.meets_targets(points[(0.5, 0.1)])  # 2/3 abstain
+    assert not bench.meets_targets(points[(0.4, 0.0)])  # a real labelled manipulated
