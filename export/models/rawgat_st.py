@@ -16,7 +16,7 @@ score), so the window length cannot change.
 What differs from a literal transcription, none of it changing the numbers:
 
 - the sinc filters are fixed, so they are a non-persistent buffer (the same bank as
-  AASIST's, from :func:`export.models.aasist.sinc_filters`);
+  AASIST's: :class:`export.models.aasist.SincFrontEnd`);
 - top-k pooling gathers the kept nodes with ``gather`` instead of a Python loop over the
   batch (the authors' loop keeps a singleton axis, which their ``transpose(1, 3)`` and
   ``view`` then drop; here it never exists);
@@ -34,14 +34,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dfd.errors import ConfigurationError
-from export.models.aasist import load_strict, sinc_filters
+from export.models.aasist import SincFrontEnd, load_strict
 
 # Pooling ratios, attention widths and node counts are constants of the authors' class,
 # not of the YAML; the node counts follow from them and the 64,600-sample window.
@@ -90,18 +89,6 @@ class RawGatConfig:
                 f"filts entries, got {config.in_channels}, {config.nb_classes}, {config.filts}"
             )
         return config
-
-
-class SincFrontEnd(nn.Module):
-    """Fixed mel-spaced sinc band-pass filter bank on the raw waveform (no bias, no padding)."""
-
-    def __init__(self, out_channels: int, kernel_size: int) -> None:
-        super().__init__()
-        bank = torch.from_numpy(sinc_filters(out_channels, kernel_size))
-        self.register_buffer("filters", bank.unsqueeze(1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv1d(x, cast(Tensor, self.filters))
 
 
 class ResidualBlock(nn.Module):
