@@ -29,12 +29,10 @@ from dfd.sniff import Sniffed
 from gateway.errors import InvalidRequestError
 from gateway.uploads import (
     BODY_OVERHEAD_BYTES,
-    FIELD,
     SNIFF_BYTES,
-    TEXT_FIELD_MAX_BYTES,
     WRITE_BUFFER_BYTES,
+    PartEvents,
     SavedUpload,
-    safe_filename,
     sniff_container,
 )
 
@@ -81,67 +79,6 @@ class _Slot:
     pending: list[bytes] = field(default_factory=list)
     pending_bytes: int = 0
     error: DfdError | None = None
-
-
-class _Events:
-    """Parser callbacks, recorded in order; the I/O is done between parser writes."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, object]] = []
-        self.fields: dict[str, str] = {}
-        self._headers: dict[bytes, bytes] = {}
-        self._field = bytearray()
-        self._value = bytearray()
-        self._text: bytearray | None = None
-        self._text_name = ""
-        self._in_file = False
-
-    def callbacks(self) -> dict[str, object]:
-        return {
-            "on_part_begin": self._headers.clear,
-            "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        }
-
-    def _header_end(self) -> None:
-        self._headers[bytes(self._field).lower()] = bytes(self._value)
-        self._field.clear()
-        self._value.clear()
-
-    def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._headers.get(b"content-disposition"))
-        if params.get(b"name") == FIELD:
-            self._in_file = True
-            self.items.append(("begin", safe_filename(params.get(b"filename"))))
-        elif params.get(b"name") and b"filename" not in params:
-            self._text, self._text_name = bytearray(), params[b"name"].decode("utf-8", "replace")
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._text is not None:
-            if len(self._text) + end - start > TEXT_FIELD_MAX_BYTES:
-                raise TooLargeError(
-                    f"batch: expected field {self._text_name!r} of at most "
-                    f"{TEXT_FIELD_MAX_BYTES} bytes, got more"
-                )
-            self._text.extend(data[start:end])
-        elif self._in_file:
-            self.items.append(("data", data[start:end]))
-
-    def _part_end(self) -> None:
-        if self._text is not None:
-            self.fields[self._text_name] = self._text.decode("utf-8", "replace")
-            self._text = None
-        if self._in_file:
-            self._in_file = False
-            self.items.append(("end", None))
-
-    def take(self) -> list[tuple[str, object]]:
-        items, self.items = self.items, []
-        return items
 
 
 class _Files:
@@ -290,7 +227,7 @@ async def receive_batch(
             "batch: expected a multipart/form-data body with 'file' parts, got "
             f"{content_type or 'no content type'}"
         )
-    events = _Events()
+    events = PartEvents("batch")
     parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
     dest_dir.mkdir(parents=True, exist_ok=True)
     files = _Files(dest_dir, new_stem, max_file_bytes, max_files)

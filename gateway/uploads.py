@@ -68,28 +68,28 @@ def safe_filename(raw: bytes | None) -> str | None:
     return name or None
 
 
-class _Receiver:
-    """Callbacks of the multipart parser; keeps the ``file`` field's bytes and small text fields."""
+class PartEvents:
+    """The multipart parser's callbacks, recorded in order as ``("begin", filename)``,
+    ``("data", bytes)`` and ``("end", None)`` for each ``file`` part, so the I/O is done
+    between parser writes; the small text fields beside the files are kept in ``fields``.
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self.pending: list[bytes] = []
-        self.pending_bytes = 0
-        self.seen_file = False
-        self.in_file = False
-        self.file_done = False
-        self.filename: str | None = None
+    ``what`` names the request in errors (``upload``, ``batch``).
+    """
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.items: list[tuple[str, object]] = []
+        self.fields: dict[str, str] = {}
         self._headers: dict[bytes, bytes] = {}
         self._field = bytearray()
         self._value = bytearray()
-        self.fields: dict[str, str] = {}
         self._text: bytearray | None = None
         self._text_name = ""
+        self._in_file = False
 
     def callbacks(self) -> dict[str, object]:
         return {
-            "on_part_begin": self._part_begin,
+            "on_part_begin": self._headers.clear,
             "on_header_field": lambda d, s, e: self._field.extend(d[s:e]),
             "on_header_value": lambda d, s, e: self._value.extend(d[s:e]),
             "on_header_end": self._header_end,
@@ -98,9 +98,6 @@ class _Receiver:
             "on_part_end": self._part_end,
         }
 
-    def _part_begin(self) -> None:
-        self._headers = {}
-
     def _header_end(self) -> None:
         self._headers[bytes(self._field).lower()] = bytes(self._value)
         self._field.clear()
@@ -108,9 +105,9 @@ class _Receiver:
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition"))
-        if params.get(b"name") == FIELD and not self.seen_file:
-            self.seen_file = self.in_file = True
-            self.filename = safe_filename(params.get(b"filename"))
+        if params.get(b"name") == FIELD:
+            self._in_file = True
+            self.items.append(("begin", safe_filename(params.get(b"filename"))))
         elif params.get(b"name") and b"filename" not in params:
             self._text, self._text_name = bytearray(), params[b"name"].decode("utf-8", "replace")
 
@@ -118,25 +115,54 @@ class _Receiver:
         if self._text is not None:
             if len(self._text) + end - start > TEXT_FIELD_MAX_BYTES:
                 raise TooLargeError(
-                    f"upload: expected field {self._text_name!r} of at most "
+                    f"{self.what}: expected field {self._text_name!r} of at most "
                     f"{TEXT_FIELD_MAX_BYTES} bytes, got more"
                 )
             self._text.extend(data[start:end])
-            return
-        if not self.in_file:
-            return
-        self.size += end - start
-        if self.size <= self.max_bytes:
-            self.pending.append(data[start:end])
-            self.pending_bytes += end - start
+        elif self._in_file:
+            self.items.append(("data", data[start:end]))
 
     def _part_end(self) -> None:
         if self._text is not None:
             self.fields[self._text_name] = self._text.decode("utf-8", "replace")
             self._text = None
-        if self.in_file:
-            self.in_file = False
-            self.file_done = True
+        if self._in_file:
+            self._in_file = False
+            self.items.append(("end", None))
+
+    def take(self) -> list[tuple[str, object]]:
+        items, self.items = self.items, []
+        return items
+
+
+class _File:
+    """The one ``file`` part of a single upload as its events arrive (a later ``file``
+    part is ignored); its bytes wait in ``pending`` until written."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.seen = False
+        self.open = False
+        self.done = False
+        self.filename: str | None = None
+
+    def take_events(self, events: PartEvents) -> None:
+        for kind, value in events.take():
+            if kind == "begin" and not self.seen:
+                self.seen = self.open = True
+                self.filename = value if isinstance(value, str) else None
+            elif kind == "data" and self.open:
+                assert isinstance(value, bytes)
+                self.size += len(value)
+                if self.size <= self.max_bytes:
+                    self.pending.append(value)
+                    self.pending_bytes += len(value)
+            elif kind == "end" and self.open:
+                self.open = False
+                self.done = True
 
     def take(self) -> bytes:
         data = b"".join(self.pending)
@@ -165,10 +191,11 @@ async def receive_upload(
         raise InvalidRequestError(
             f"upload: expected a multipart/form-data body with a 'file' field, got {content_type or 'no content type'}"
         )
-    receiver = _Receiver(max_bytes)
-    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
+    events = PartEvents("upload")
+    parser = MultipartParser(boundary, events.callbacks())  # type: ignore[arg-type]
     dest_dir.mkdir(parents=True, exist_ok=True)
     part_path = dest_dir / f"{stem}.part"
+    file = _File(max_bytes)
     head = bytearray()
     sniffed: Sniffed | None = None
     body_bytes = 0
@@ -188,40 +215,40 @@ async def receive_upload(
                 raise InvalidRequestError(
                     f"upload: expected a well-formed multipart body, got {exc}"
                 ) from exc
-            if receiver.size > max_bytes:
+            file.take_events(events)
+            if file.size > max_bytes:
                 raise TooLargeError(
                     f"upload: expected a file of at most {max_bytes} bytes, got more"
                 )
-            if sniffed is None and receiver.pending_bytes:
-                head.extend(receiver.take())
-                if len(head) >= SNIFF_BYTES or receiver.file_done:
+            if sniffed is None and file.pending_bytes:
+                head.extend(file.take())
+                if len(head) >= SNIFF_BYTES or file.done:
                     sniffed = sniff_container(bytes(head))
                     await anyio.to_thread.run_sync(out.write, bytes(head))
-            elif receiver.pending_bytes >= WRITE_BUFFER_BYTES:
-                await anyio.to_thread.run_sync(out.write, receiver.take())
+            elif file.pending_bytes >= WRITE_BUFFER_BYTES:
+                await anyio.to_thread.run_sync(out.write, file.take())
         try:
             parser.finalize()
         except MultipartParseError as exc:
             raise InvalidRequestError(
                 f"upload: expected a complete multipart body, got {exc}"
             ) from exc
-        if not receiver.seen_file:
+        file.take_events(events)
+        if not file.seen:
             raise InvalidRequestError("upload: expected a multipart field named 'file', got none")
-        if receiver.size == 0:
+        if file.size == 0:
             raise InvalidRequestError("upload: expected a non-empty file, got 0 bytes")
         if sniffed is None:
-            head.extend(receiver.take())
+            head.extend(file.take())
             sniffed = sniff_container(bytes(head))
             await anyio.to_thread.run_sync(out.write, bytes(head))
-        if receiver.pending_bytes:
-            await anyio.to_thread.run_sync(out.write, receiver.take())
+        if file.pending_bytes:
+            await anyio.to_thread.run_sync(out.write, file.take())
         await anyio.to_thread.run_sync(out.close)
         final = dest_dir / f"{stem}{sniffed.suffix}"
         os.replace(part_path, final)
         done = True
-        return SavedUpload(
-            final, receiver.filename, receiver.size, sniffed.mime or "", receiver.fields
-        )
+        return SavedUpload(final, file.filename, file.size, sniffed.mime or "", events.fields)
     finally:
         if out is not None and not out.closed:
             out.close()
