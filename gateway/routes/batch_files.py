@@ -20,9 +20,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
-from dfd.errors import DfdError, TooLargeError, UpstreamUnavailableError
+from dfd.errors import DfdError, UpstreamUnavailableError
 from dfd.jobid import new_job_id
 from dfd.schemas import JobOptions, JobSource
 from dfd.states import JobState, Priority
@@ -30,10 +29,10 @@ from gateway.audit import record
 from gateway.batch_uploads import BatchUpload, RefusedFile, receive_batch
 from gateway.batches import submit_batch
 from gateway.deps import GatewayState, get_client_ip, require_api_key
-from gateway.errors import InvalidRequestError, problem_type, status_for
+from gateway.errors import problem_type, status_for
 from gateway.routes.accepted import job_meta
 from gateway.routes.analyze import check_options, vet_callback_url
-from gateway.routes.upload import parse_options
+from gateway.routes.upload import parse_options, receiving, refuse_declared_size
 from gateway.tenants import charge_tenant, check_priority, tenant_name
 from gateway.uploads import BODY_OVERHEAD_BYTES
 
@@ -57,8 +56,7 @@ def _all_refused(upload: BatchUpload) -> DfdError:
 
 async def _receive(request: Request, state: GatewayState, ip: str) -> BatchUpload:
     settings = state.settings
-    slot = await state.limiter.acquire_upload_slot(ip)
-    try:
+    async with receiving(state, ip, "batch"):
         return await receive_batch(
             request.stream(),
             request.headers.get("content-type"),
@@ -68,31 +66,18 @@ async def _receive(request: Request, state: GatewayState, ip: str) -> BatchUploa
             max_total_bytes=settings.max_batch_upload_bytes,
             max_files=settings.max_batch_items,
         )
-    except ClientDisconnect as exc:
-        raise InvalidRequestError(
-            "batch: the client disconnected before the body was complete"
-        ) from exc
-    except DfdError as exc:
-        # Refused mid-body: close the connection rather than let the server drain the rest.
-        exc.headers = {**getattr(exc, "headers", {}), "Connection": "close"}  # type: ignore[attr-defined]
-        raise
-    finally:
-        await state.limiter.release_upload_slot(slot)
 
 
 async def create_file_batch(
     request: Request, state: GatewayState, priority: Priority
 ) -> JSONResponse:
     settings = state.settings
-    declared = request.headers.get("content-length", "")
-    most = settings.max_batch_upload_bytes + BODY_OVERHEAD_BYTES
-    if declared.isdigit() and int(declared) > most:
-        too_large = TooLargeError(
-            f"batch: expected files of at most {settings.max_batch_upload_bytes} bytes in all, "
-            f"got a body of {declared}"
-        )
-        too_large.headers = {"Connection": "close"}  # type: ignore[attr-defined]
-        raise too_large
+    refuse_declared_size(
+        request,
+        settings.max_batch_upload_bytes + BODY_OVERHEAD_BYTES,
+        f"batch: expected files of at most {settings.max_batch_upload_bytes} bytes in all, "
+        "got a body of ",
+    )
     # One file's worth of limits before the body: a wrong key costs quota too.
     ip = get_client_ip(request, state)
     policies = state.limiter.policies_for("upload")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -10,7 +13,14 @@ from starlette.requests import ClientDisconnect
 from dfd.errors import DfdError, TooLargeError
 from dfd.jobid import new_job_id
 from dfd.schemas import JobOptions, JobPayload, JobSource
-from gateway.deps import ClientIP, State, rate_limit_headers, rate_limited, require_api_key
+from gateway.deps import (
+    ClientIP,
+    GatewayState,
+    State,
+    rate_limit_headers,
+    rate_limited,
+    require_api_key,
+)
 from gateway.errors import InvalidRequestError
 from gateway.routes.accepted import accepted, enqueue
 from gateway.routes.analyze import check_options, vet_callback_url
@@ -69,6 +79,43 @@ def parse_options(raw: str | None) -> JobOptions | None:
         ) from None
 
 
+def refuse_declared_size(request: Request, most: int, message: str) -> None:
+    """Refuse a body whose ``Content-Length`` is over ``most`` before any of it is read
+    (``message`` ends with the declared length) and close the connection.
+
+    Raises:
+        TooLargeError: it is.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > most:
+        refused = TooLargeError(f"{message}{declared}")
+        refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
+        raise refused
+
+
+@asynccontextmanager
+async def receiving(state: GatewayState, ip: str, what: str) -> AsyncIterator[None]:
+    """Hold one of ``ip``'s upload slots while a multipart body is received; a client
+    gone mid-body is the request's error, and a body refused mid-way closes the
+    connection rather than let the server drain the rest.
+
+    Raises:
+        InvalidRequestError: the client disconnected before the body was complete.
+    """
+    slot = await state.limiter.acquire_upload_slot(ip)
+    try:
+        yield
+    except ClientDisconnect as exc:
+        raise InvalidRequestError(
+            f"{what}: the client disconnected before the body was complete"
+        ) from exc
+    except DfdError as exc:
+        exc.headers = {**getattr(exc, "headers", {}), "Connection": "close"}  # type: ignore[attr-defined]
+        raise
+    finally:
+        await state.limiter.release_upload_slot(slot)
+
+
 @router.post(
     "/api/upload",
     status_code=202,
@@ -85,19 +132,16 @@ async def upload(
     request: Request, state: State, ip: ClientIP, priority: Priority = Priority.DEFAULT
 ) -> JSONResponse:
     settings = state.settings
-    declared = request.headers.get("content-length", "")
     # A body announcing itself as too large is refused before any of it is read.
-    if declared.isdigit() and int(declared) > settings.max_upload_bytes + BODY_OVERHEAD_BYTES:
-        refused = TooLargeError(
-            f"upload: expected at most {settings.max_upload_bytes} bytes, got a body of {declared}"
-        )
-        refused.headers = {"Connection": "close"}  # type: ignore[attr-defined]
-        raise refused
+    refuse_declared_size(
+        request,
+        settings.max_upload_bytes + BODY_OVERHEAD_BYTES,
+        f"upload: expected at most {settings.max_upload_bytes} bytes, got a body of ",
+    )
     check_priority(request, priority)
     await charge_tenant(request, state.limiter, "upload")
-    slot = await state.limiter.acquire_upload_slot(ip)
     job_id = new_job_id()
-    try:
+    async with receiving(state, ip, "upload"):
         saved = await receive_upload(
             request.stream(),
             request.headers.get("content-type"),
@@ -105,16 +149,6 @@ async def upload(
             job_id,
             settings.max_upload_bytes,
         )
-    except ClientDisconnect as exc:
-        raise InvalidRequestError(
-            "upload: the client disconnected before the body was complete"
-        ) from exc
-    except DfdError as exc:
-        # Refused mid-body: close the connection rather than let the server drain the rest.
-        exc.headers = {**getattr(exc, "headers", {}), "Connection": "close"}  # type: ignore[attr-defined]
-        raise
-    finally:
-        await state.limiter.release_upload_slot(slot)
     try:
         options = check_options(parse_options(saved.fields.get("options")), settings)
         payload = JobPayload(
