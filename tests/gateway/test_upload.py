@@ -403,12 +403,14 @@ def test_a_timeout_during_the_enqueue_still_answers_with_the_queued_job(
     anyway, while the request answered 408 (the client never learned the job id) and
     the upload route deleted the file the queued job points to.
     """
-    with gateway(request_timeout_s=0.5) as client:
+    # 2 s: long enough that a loaded machine still reads the body in time (a 0.5 s limit
+    # once answered 408 before the enqueue began), so the timeout fires in the enqueue
+    with gateway(request_timeout_s=2.0) as client:
         queue = client.app.state.gateway.queue
         real = queue.enqueue
 
         def slow_enqueue(payload, *args, **kwargs):
-            time.sleep(1.0)  # past the request timeout
+            time.sleep(3.0)  # past the request timeout
             return real(payload, *args, **kwargs)
 
         monkeypatch.setattr(queue, "enqueue", slow_enqueue)
