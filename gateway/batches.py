@@ -25,6 +25,10 @@ def submit_batch(
 ) -> list[str]:
     """Record the batch and enqueue its jobs (``(job id, source)`` each), then its webhook.
 
+    The record and the jobs are one transaction: Redis failing part-way leaves no job of
+    the batch queued, so a refused request's files are nobody's (a job enqueued before
+    the failure would have found its upload removed and failed as corrupt media).
+
     ``extra`` goes into the batch's record as it is (a multipart batch's refused files).
     """
     s = state.settings
@@ -34,14 +38,18 @@ def submit_batch(
     if callback is not None:
         record["webhook"] = {"status": "pending", "attempts": 0}
     ttl = max(s.result_ttl_s, s.failure_ttl_s)
-    state.redis.set(batch_key(batch_id), json.dumps(record), ex=ttl)
-    enqueued = [
-        state.queue.enqueue(
-            JobPayload(job_id=job_id, source=source, priority=priority, options=options),
-            extra_meta={**meta, "batch_id": batch_id},
-        )
-        for job_id, source in jobs
-    ]
+    with state.redis.pipeline(transaction=True) as pipe:
+        pipe.multi()  # explicit, so rq queues its writes in it rather than starting one
+        pipe.set(batch_key(batch_id), json.dumps(record), ex=ttl)
+        enqueued = [
+            state.queue.enqueue(
+                JobPayload(job_id=job_id, source=source, priority=priority, options=options),
+                extra_meta={**meta, "batch_id": batch_id},
+                pipeline=pipe,
+            )
+            for job_id, source in jobs
+        ]
+        pipe.execute()
     if callback is not None:
         enqueue_delivery(
             state.queue.queue(delivery_queue_name()),

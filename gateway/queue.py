@@ -85,9 +85,17 @@ class JobQueue:
         return self._queues[priority]
 
     def enqueue(
-        self, payload: JobPayload, func: str = JOB_FUNC, extra_meta: dict[str, Any] | None = None
+        self,
+        payload: JobPayload,
+        func: str = JOB_FUNC,
+        extra_meta: dict[str, Any] | None = None,
+        pipeline: Any = None,
     ) -> Job:
-        """Put ``payload`` on its priority's queue, with retries, timeout and TTLs from settings."""
+        """Put ``payload`` on its priority's queue, with retries, timeout and TTLs from settings.
+
+        With ``pipeline`` (a transaction), the job's writes join it and land when the
+        caller executes it: several jobs enqueued all together or not at all.
+        """
         s = self._settings
         meta: dict[str, Any] = {"retries": s.job_retries, "kind": payload.source.kind}
         meta.update(extra_meta or {})  # tenant, batch, webhook state (gateway.routes.accepted)
@@ -105,6 +113,7 @@ class JobQueue:
             description=f"{payload.source.kind} job {payload.job_id}",
             meta=meta,
             on_success=Callback(AUDIT_VERDICT_FUNC),  # the verdict's audit entry (dfd.audit)
+            pipeline=pipeline,
         )
 
     def add_view(self, pipe: Any, job_id: str) -> bool:

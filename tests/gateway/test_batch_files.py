@@ -204,3 +204,32 @@ def test_a_file_batch_runs_to_its_end_and_leaves_no_file(
         while _uploads(client):
             assert time.monotonic() < deadline, _uploads(client)
             time.sleep(0.2)
+
+
+def test_redis_failing_part_way_through_the_enqueue_leaves_no_job(
+    gateway, redis, small_videos, monkeypatch
+) -> None:
+    """The batch's jobs go to Redis in one transaction: a failure after some of them were
+    enqueued must not leave those queued with their uploads removed (they would fail as
+    corrupt media, the user's fault)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    mp4 = small_videos["mp4"].read_bytes()
+    with gateway() as client:
+        queue = client.app.state.gateway.queue
+        real = queue.enqueue
+        calls = []
+
+        def failing_third(payload, *args, **kwargs):
+            calls.append(payload.job_id)
+            if len(calls) == 3:
+                raise RedisConnectionError("connection lost mid-batch")
+            return real(payload, *args, **kwargs)
+
+        monkeypatch.setattr(queue, "enqueue", failing_third)
+        response = client.post("/api/batch", files=_files(*[(f"{i}.mp4", mp4) for i in range(4)]))
+        assert response.status_code == 503, response.text
+        assert len(calls) == 3
+        assert _uploads(client) == []
+        assert _queued(redis) == 0
+        assert all(redis.exists(f"rq:job:{job_id}") == 0 for job_id in calls)
