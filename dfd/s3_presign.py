@@ -7,7 +7,9 @@ sign for the same address (``s3_public_url``, else ``s3_endpoint``), path-style
 (``{base}/{bucket}/{key}``, as minio does for any endpoint but AWS's own), with only the
 ``host`` header signed and an unsigned payload, so a link signed here is byte for byte
 the one minio would make at the same moment (``tests/dfd/test_s3_presign.py`` checks it
-against minio's signer).
+against minio's signer). On AWS (and Alibaba's OSS) minio signs virtual-host-style links
+(``https://{bucket}.s3.{region}.amazonaws.com/{key}``, the host built from the endpoint
+and region by its own rules); those are re-signed for the host each link already names.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class S3Presigner:
         access_key: The S3 access key (shown in each link's credential).
         secret_key: The S3 secret key (never shown).
         region: The region signed for.
+        virtual_host: ``base_url``'s host names the bucket (``{bucket}.s3...``), so the
+            path is the key alone.
     """
 
     base_url: str
@@ -66,6 +70,7 @@ class S3Presigner:
     access_key: str
     secret_key: str
     region: str = DEFAULT_REGION
+    virtual_host: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Presigner:
@@ -113,7 +118,7 @@ class S3Presigner:
         amz_date = now.strftime("%Y%m%dT%H%M%SZ")
         datestamp = amz_date[:8]
         scope = f"{datestamp}/{self.region}/s3/aws4_request"
-        path = _quote(f"/{self.bucket}/{key}", safe="/")
+        path = _quote(f"/{key}" if self.virtual_host else f"/{self.bucket}/{key}", safe="/")
         params = {
             "X-Amz-Algorithm": ALGORITHM,
             "X-Amz-Credential": f"{self.access_key}/{scope}",
@@ -139,6 +144,16 @@ class S3Presigner:
             + alternatives
             + rb")/"
             + re.escape(self.bucket.encode())
+            + rb"/([A-Za-z0-9_.~/-]+)\?X-Amz-Algorithm=AWS4-HMAC-SHA256&[A-Za-z0-9_.~%&=-]*"
+        )
+
+    def virtual_link_pattern(self) -> re.Pattern[bytes]:
+        """Virtual-host-style presigned links into this bucket on AWS or Alibaba's OSS (as
+        minio signs them there): group 1 is the scheme and host, group 2 the key."""
+        return re.compile(
+            rb"(https?://"
+            + re.escape(self.bucket.encode())
+            + rb"\.[A-Za-z0-9.-]+\.(?:amazonaws\.com(?:\.cn)?|aliyuncs\.com))"
             + rb"/([A-Za-z0-9_.~/-]+)\?X-Amz-Algorithm=AWS4-HMAC-SHA256&[A-Za-z0-9_.~%&=-]*"
         )
 
@@ -169,6 +184,7 @@ def s3_link_resigner(
     if settings.s3_public_url:
         hosts.add(urllib.parse.urlsplit(settings.s3_public_url).netloc)
     pattern = presigner.link_pattern(tuple(sorted(hosts)))
+    virtual = presigner.virtual_link_pattern()
     ttl_s = settings.evidence_url_ttl_s
 
     def signer_for(link: bytes) -> S3Presigner:
@@ -190,7 +206,13 @@ def s3_link_resigner(
             signer = signer_for(match.group(0))
             return signer.url(match.group(1).decode(), ttl_s, at).encode()
 
-        return pattern.sub(fresh, raw)
+        def fresh_virtual(match: re.Match[bytes]) -> bytes:
+            signer = dataclasses.replace(
+                signer_for(match.group(0)), base_url=match.group(1).decode(), virtual_host=True
+            )
+            return signer.url(match.group(2).decode(), ttl_s, at).encode()
+
+        return virtual.sub(fresh_virtual, pattern.sub(fresh, raw))
 
     return resign
 

@@ -129,3 +129,26 @@ def test_without_credentials_links_keep_the_workers_signature(tmp_path) -> None:
     )
     doc = json.dumps([stale]).encode()
     assert s3_link_resigner(settings, now=lambda: AT)(doc) == doc
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["s3.amazonaws.com", "s3.eu-west-3.amazonaws.com", "s3.dualstack.eu-west-3.amazonaws.com"],
+)
+def test_an_aws_virtual_host_link_is_resigned_as_minio_signs_it(tmp_path, endpoint) -> None:
+    """On AWS minio signs ``https://{bucket}.s3.{region}.amazonaws.com/{key}``: the link is
+    re-signed for that host, byte for byte what minio signs at the later moment."""
+    settings = _settings(tmp_path, s3_endpoint=endpoint, s3_secure=True, s3_region="eu-west-3")
+    aws = _minio(endpoint, True, "eu-west-3")
+    stale = aws.presigned_get_object(
+        "dfd-evidence", KEY, expires=timedelta(hours=1), request_date=AT - timedelta(days=1)
+    )
+    assert urllib.parse.urlsplit(stale).netloc.startswith("dfd-evidence.s3.")  # virtual-host
+    other_bucket = stale.replace("://dfd-evidence.", "://another-bucket.")
+    doc = json.dumps({"thumbnails": [stale], "x": other_bucket}).encode()
+    fresh = json.loads(s3_link_resigner(settings, now=lambda: AT)(doc))
+    expected = aws.presigned_get_object(
+        "dfd-evidence", KEY, expires=timedelta(seconds=900), request_date=AT
+    )
+    assert fresh["thumbnails"] == [expected] and expected != stale
+    assert fresh["x"] == other_bucket  # another bucket's link is not ours to sign
