@@ -33,6 +33,7 @@ class LooksAt(StrEnum):
     SPEECH_WINDOW = "speech_window"  # ~4 s windows of 16 kHz audio that hold speech
     FACE_AUDIO_CLIP = "face_audio_clip"  # one second of a face at 25 fps with its audio
     FILE = "file"  # the whole track or file
+    SPEECH_SEGMENT = "speech_segment"  # >= 1.6 s of one turn's speech (evidence only)
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Detector:
 
     @property
     def scorer(self) -> bool:
-        """Whether it scores items in the ensemble (the speech gate does not)."""
-        return self.looks_at is not LooksAt.FILE
+        """Whether it scores items in the ensemble (the speech gate and the voice
+        consistency check, which the dispatcher calls itself, do not)."""
+        return self.looks_at not in (LooksAt.FILE, LooksAt.SPEECH_SEGMENT)
 
     @property
     def scores_tensor(self) -> str:
@@ -158,26 +160,41 @@ DETECTORS: dict[str, Detector] = {
             can_clear=False,
             about="where the speech is; the voice detectors judge only speech",
         ),
+        Detector(
+            name="voice",
+            modality=None,
+            looks_at=LooksAt.SPEECH_SEGMENT,
+            model_setting="resemblyzer",
+            licence="Apache-2.0 (Resemblyzer)",
+            # cheap (13-28 ms of CPU a segment) and no false change on 31 real one-voice
+            # recordings, but unmeasured on real conversations (none annotated in the wild
+            # set) and 14 % of speaker joins missed: benchmarks/results/voice_changes.md
+            default_on=False,
+            fused=False,  # evidence on the timeline, not a score of the verdict
+            can_clear=False,
+            about="a change of voice between speech segments (Resemblyzer GE2E embeddings)",
+        ),
     )
 }
 
 
 def enabled(settings: Settings) -> list[Detector]:
     """The detectors that run with ``settings`` (``DFD_DETECTORS``; empty: those on by
-    default), in registry order; the speech gate always runs."""
+    default), in registry order; the speech gate always runs, evidence-only checks (the
+    voice consistency) as chosen like the scorers."""
     wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
     unknown = sorted(set(wanted) - set(DETECTORS))
     if unknown:
         raise ConfigurationError(
             f"DFD_DETECTORS: no detector named {', '.join(unknown)}; known: "
-            + ", ".join(d.name for d in DETECTORS.values() if d.scorer)
+            + ", ".join(d.name for d in DETECTORS.values() if d.looks_at is not LooksAt.FILE)
         )
     if wanted and not any(DETECTORS[n].scorer for n in wanted):
         raise ConfigurationError("DFD_DETECTORS: expected at least one scoring detector")
     return [
         d
         for d in DETECTORS.values()
-        if not d.scorer or (d.name in wanted if wanted else d.default_on)
+        if d.looks_at is LooksAt.FILE or (d.name in wanted if wanted else d.default_on)
     ]
 
 

@@ -199,6 +199,16 @@ class KnownFakeMatch(BaseModel):
     )
 
 
+class VoiceChange(BaseModel):
+    """A change of voice between two speech segments (``dispatcher.voice``); evidence, not
+    a score: two people talking in turn show one too."""
+
+    time_s: float = Field(ge=0, description="Where the new voice's segment starts.")
+    similarity: float = Field(
+        ge=-1, le=1, description="Cosine of the speaker embeddings either side of it."
+    )
+
+
 class Result(BaseModel):
     confidence: float = Field(
         ge=0, le=1, description="Fused probability that the video is manipulated."
@@ -225,6 +235,11 @@ class Result(BaseModel):
     )
     matches: list[KnownFakeMatch] | None = Field(
         None, description="Known fakes this video matches; null when no bank was looked up."
+    )
+    voice_changes: list[VoiceChange] | None = Field(
+        None,
+        description="Where the voice changes between speech segments of >= 1.6 s; null when "
+        "the voice check is off (DFD_DETECTORS) or there is no audio.",
     )
 
 

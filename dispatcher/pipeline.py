@@ -30,7 +30,7 @@ from dfd.calibration import load as load_calibration
 from dfd.detectors import DETECTORS, Detector, enabled
 from dfd.ensemble import for_settings
 from dfd.errors import DfdError, InternalError, JobCancelledError
-from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result
+from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result, VoiceChange
 from dfd.settings import Settings
 from dfd.specs import spec
 from dfd.states import MODALITY_ORDER, Stage
@@ -63,6 +63,7 @@ from dispatcher.metadata import telltale_metadata
 from dispatcher.probe import probe
 from dispatcher.provenance import read_provenance
 from dispatcher.speech import Speech, find_speech
+from dispatcher.voice import VoiceChanges, check_voice, describe
 
 if TYPE_CHECKING:
     from dispatcher.known_fakes import RedisBank
@@ -97,7 +98,11 @@ def calibration() -> Calibration:
 
 
 def detector_results(
-    final: Verdict, speech: Speech, has_audio: bool, settings: Settings
+    final: Verdict,
+    speech: Speech,
+    has_audio: bool,
+    settings: Settings,
+    voice: VoiceChanges | None = None,
 ) -> dict[str, DetectorResult]:
     """Each enabled detector's finding, from the registry, with its calibrated probability."""
     out = {}
@@ -112,6 +117,14 @@ def detector_results(
                 reason=final.unused_reason.get(d.name),
                 model=detector_model(d, settings),
                 fused=d.fused and final.weights.get(d.name, 0.0) > 0,
+            )
+        elif d.name == "voice":  # evidence only: where the voice changes
+            out[d.name] = DetectorResult(
+                used=voice is not None and len(voice.segments) > 1,
+                reason="no-audio" if voice is None else None,
+                model=detector_model(d, settings),
+                fused=d.fused,
+                detail=None if voice is None else describe(voice),
             )
         else:  # the speech gate
             out[d.name] = DetectorResult(
@@ -372,6 +385,10 @@ def analyze(
                 bank.keep(job_id, hashes)
         with stages.run(Stage.SPEECH):
             speech = find_speech(media.audio, triton)
+        voice = None
+        if DETECTORS["voice"] in enabled(settings) and media.audio is not None:
+            with stages.timed("voice", Stage.SPEECH):
+                voice = check_voice(media.audio, speech.segments, triton)
         with stages.run(Stage.FACES):
             faces = (
                 find_faces(
@@ -442,10 +459,13 @@ def analyze(
         confidence=round(final.confidence, 4),
         label=label,
         reasons=reasons,
-        detectors=detector_results(final, speech, facts.has_audio, settings),
+        detectors=detector_results(final, speech, facts.has_audio, settings, voice),
         provenance=provenance,
         metadata=metadata,
         matches=matches,
+        voice_changes=None
+        if voice is None
+        else [VoiceChange(time_s=t, similarity=sim) for t, sim in voice.changes],
         modalities=modalities,
         evidence=evidence,
         models=models_used(settings, versions),

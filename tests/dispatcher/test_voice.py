@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,16 @@ import torch
 
 from dfd import voice_features as vf
 from dfd.errors import InputError
-from dispatcher.voice import VOICE_CHANGE_SIMILARITY, voice_changes
+from dispatcher.voice import (
+    MAX_BATCH,
+    VOICE_CHANGE_SIMILARITY,
+    VoiceSegment,
+    check_voice,
+    decide,
+    describe,
+    voice_changes,
+    voice_segments,
+)
 from tests.fixtures.voice import SAME_SPEAKER, grid_audio, speaker
 
 pytestmark = pytest.mark.unit
@@ -106,3 +116,106 @@ def test_the_threshold_is_the_equal_error_point_of_grid_half_clips(clips, embed)
     # the figures the module quotes
     assert (round(same_a.min(), 2), round(same_a.max(), 2)) == (0.60, 0.80)
     assert (round(diff_a.min(), 2), round(diff_a.max(), 2)) == (0.39, 0.82)
+
+
+# --- segments, the decision, and the check the pipeline runs -------------------------
+
+
+def test_turns_split_at_pauses_short_turns_are_left_out_and_long_ones_cut():
+    runs = [(0.0, 1.0), (1.2, 2.0), (3.0, 3.5), (5.0, 12.0)]
+    segs = voice_segments(runs)
+    # 0-2 s is one turn (a 0.2 s pause) of 1.8 s; 3.0-3.5 is too short; 7 s cut in two
+    assert [s.runs for s in segs] == [((0.0, 1.0), (1.2, 2.0)), ((5.0, 8.5),), ((8.5, 12.0),)]
+    assert [round(s.speech_s, 3) for s in segs] == [1.8, 3.5, 3.5]
+    assert voice_segments([(0.0, 1.5)]) == []
+    assert voice_segments([]) == []
+
+
+def test_the_group_rule_reports_one_change_at_the_clearest_boundary():
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    mix = (a + b) / np.sqrt(2)
+    emb = np.stack([a, a, mix, b, b])
+    segs = [VoiceSegment(float(k), k + 0.9, ((float(k), k + 0.9),)) for k in range(5)]
+    one = decide(emb, segs, threshold=0.75, group=1)
+    assert [t for t, _ in one.changes] == [2.0, 3.0]  # a -> mix and mix -> b
+    two = decide(emb, segs, threshold=0.75, group=2)
+    assert len(two.changes) == 1 and two.changes[0][0] in (2.0, 3.0), two
+    assert len(two.similarities) == 4
+    assert decide(emb[:1], segs[:1]).changes == ()
+
+
+class _Onnx:
+    """The speech gate and the voice encoder in onnxruntime, answering as Triton does."""
+
+    def __init__(self, settings):
+        import onnxruntime as ort
+
+        from export.onnx_export import export_one
+
+        self.sessions = {
+            role: ort.InferenceSession(
+                str(export_one(c, settings)), providers=["CPUExecutionProvider"]
+            )
+            for role, c in (("vad", "silero_vad"), ("voice", "resemblyzer"))
+        }
+        self.calls: list[tuple[str, int]] = []
+
+    def infer(self, model, inputs, outputs=None, *, version=None):
+        s = self.sessions[model]
+        self.calls.append((model, len(next(iter(inputs.values())))))
+        return {o.name: v for o, v in zip(s.get_outputs(), s.run(None, dict(inputs)), strict=True)}
+
+
+@pytest.fixture(scope="module")
+def onnx(weights_dir):
+    from tests.fixtures.triton import triton_settings
+
+    return _Onnx(triton_settings(weights_dir))
+
+
+def _ffmpeg_join(media_dir: Path, names, out: Path) -> np.ndarray:
+    from dispatcher.decode_pyav import read_audio
+
+    listing = out.with_suffix(".txt")
+    listing.write_text("".join(f"file '{media_dir / 'grid' / n}.mpg'\n" for n in names))
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            str(out),
+        ],
+        check=True,
+    )
+    audio = read_audio(out)
+    assert audio is not None
+    return audio
+
+
+def test_a_join_of_two_grid_speakers_is_one_change_and_one_speaker_none(onnx, media_dir, tmp_path):
+    from dispatcher.speech import find_speech
+
+    joined = _ffmpeg_join(media_dir, ["swiz3n", "lwbsza"], tmp_path / "join.wav")
+    found = check_voice(joined, find_speech(joined, onnx).segments, onnx)
+    assert len(found.segments) == 2, found
+    assert [round(t, 1) for t, _ in found.changes] == [round(found.segments[1].start_s, 1)]
+    assert 3.0 < found.changes[0][0] < 4.0  # the second clip starts at 3 s, speech after
+    assert describe(found).startswith("voice changes at 3.")
+    assert all(n <= MAX_BATCH for m, n in onnx.calls if m == "voice")
+
+    same = _ffmpeg_join(media_dir, list(SAME_SPEAKER), tmp_path / "same.wav")
+    found = check_voice(same, find_speech(same, onnx).segments, onnx)
+    assert len(found.segments) == 2 and found.changes == (), found
+    assert describe(found) == "one voice across 2 speech segments"
+    assert check_voice(None, [], onnx).segments == ()

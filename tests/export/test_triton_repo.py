@@ -109,6 +109,21 @@ def test_checkpoints_override_their_role():
         role_specs(Settings(detectors="audio"), ["meso4_f2f"])
 
 
+@pytest.mark.unit
+def test_the_voice_encoder_is_served_beside_the_speech_gate_when_its_check_is_on():
+    from dfd.ensemble import for_settings
+    from dfd.settings import Settings
+
+    settings = Settings(detectors="visual,audio,lipsync,voice")
+    roles = role_specs(settings)
+    assert roles["voice"].checkpoint == "resemblyzer"
+    # called by the dispatcher on the speech segments, not a step of the ensemble
+    assert "voice" not in [s.model.name for s in for_settings(settings, roles).steps]
+    assert "voice" not in role_specs(Settings(detectors="visual,audio,lipsync"))
+    config = model_config(roles["voice"], "gpu", RepositoryOptions(), plan=False)
+    _assert_config_matches_spec(config, roles["voice"])
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
 def test_repository_on_disk_agrees_with_specs_and_onnx(triton, tmp_path, target, caplog):

@@ -179,3 +179,42 @@ def test_pull_all_resolves_every_file_of_the_checkpoints(tmp_path: Path, weights
     paths = pull_all(settings, ["aasist", "meso4_df"])
     assert set(paths) == {"aasist/AASIST.pth", "aasist/AASIST.conf", "mesonet/Meso4_DF.h5"}
     assert all(p.is_file() for p in paths.values())
+
+
+def test_a_file_inside_a_wheel_is_extracted_and_checked(tmp_path: Path, weights_dir: Path):
+    import hashlib
+    import zipfile
+
+    root = tmp_path / "served"
+    root.mkdir()
+    wheel = root / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pkg/__init__.py", "")
+        z.write(weights_dir / NAME, "pkg/data/model.conf")
+    srv = _Server(root)
+    try:
+        entry = replace(
+            manifest()[NAME],
+            url=f"{srv.base}/{wheel.name}",
+            member="pkg/data/model.conf",
+            archive_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        )
+        settings = Settings(data_dir=tmp_path / "data", weights_dir=tmp_path / "empty")
+        path = resolve_weight(NAME, settings, files={NAME: entry})
+        assert path.read_bytes() == (weights_dir / NAME).read_bytes()
+        other = Settings(data_dir=tmp_path / "other", weights_dir=tmp_path / "empty")
+        with pytest.raises(ConfigurationError, match="archive .* has SHA-256"):
+            resolve_weight(NAME, other, files={NAME: replace(entry, archive_sha256="0" * 64)})
+        with pytest.raises(ConfigurationError, match="not a zip archive holding pkg/nope"):
+            resolve_weight(NAME, other, files={NAME: replace(entry, member="pkg/nope")})
+        assert not list((other.weights_cache_dir).rglob("*.part"))
+    finally:
+        srv.close()
+
+
+def test_the_voice_encoder_is_pinned_inside_its_pypi_wheel():
+    row = manifest()["resemblyzer/pretrained.pt"]
+    assert row.url.startswith("https://files.pythonhosted.org/") and row.url.endswith(
+        "Resemblyzer-0.1.4-py3-none-any.whl"
+    )
+    assert row.member == "resemblyzer/pretrained.pt" and row.archive_sha256

@@ -272,7 +272,9 @@ def test_result_explains_provenance_metadata_matches_tracks_and_sound(
     server, redis, open_page
 ) -> None:
     job = jobstore.enqueue(redis, server.settings)
-    jobstore.finish(job, jobstore.result_with_facts(server.settings, job.id, server.url))
+    doc = jobstore.result_with_facts(server.settings, job.id, server.url)
+    doc["voice_changes"] = [{"time_s": 12.4, "similarity": 0.41}]
+    jobstore.finish(job, doc)
     page = open_page(server.url, f"/r/{job.id}")
     page.get_by_role("heading", name="Likely manipulated").wait_for()
     provenance = page.inner_text("#provenance .facts")
@@ -334,6 +336,9 @@ def test_result_explains_provenance_metadata_matches_tracks_and_sound(
     assert spectro.evaluate("i => i.naturalWidth") > 0
     assert page.inner_text("#audio-evidence .audio-windows") == (
         "The voice scored above the threshold at 3 s (80%), 5 s (70%)."
+    )
+    assert page.inner_text("#audio-evidence .voice-changes").startswith(
+        "The voice changes at 12.4 s: the speech after sounds like another person."
     )
     shot(page, "result-facts-1280")
     page.set_viewport_size({"width": PHONE, "height": 900})
