@@ -33,6 +33,9 @@ class LooksAt(StrEnum):
     SPEECH_WINDOW = "speech_window"  # ~4 s windows of 16 kHz audio that hold speech
     FACE_AUDIO_CLIP = "face_audio_clip"  # one second of a face at 25 fps with its audio
     FILE = "file"  # the whole track or file
+    # face-mesh landmarks of the lip-sync segments against the voice, measured by the
+    # dispatcher (dispatcher.mouth), not an ensemble step
+    MOUTH = "mouth"
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,8 @@ class Detector:
 
     @property
     def scorer(self) -> bool:
-        """Whether it scores items in the ensemble (the speech gate does not)."""
-        return self.looks_at is not LooksAt.FILE
+        """Whether it scores items in the ensemble (the speech gate and mouth sync do not)."""
+        return self.looks_at not in (LooksAt.FILE, LooksAt.MOUTH)
 
     @property
     def scores_tensor(self) -> str:
@@ -148,6 +151,20 @@ DETECTORS: dict[str, Detector] = {
             about="a face not speaking in step with the voice (Light-ASD, experimental)",
         ),
         Detector(
+            name="mouth_sync",
+            modality="lipsync",
+            looks_at=LooksAt.MOUTH,
+            model_setting="mediapipe_face_mesh",
+            licence="Apache-2.0 (MediaPipe face mesh)",
+            # evidence only: GRID dubs separate (benchmarks/results/mouth_sync.md), the
+            # wild lip-sync and talking-head generators do not; run it by DFD_DETECTORS
+            default_on=False,
+            fused=False,
+            can_clear=False,
+            about="the mouth not opening with the voice's syllables (MediaPipe face mesh "
+            "landmarks against speech energy, per face track)",
+        ),
+        Detector(
             name="speech",
             modality=None,
             looks_at=LooksAt.FILE,
@@ -164,7 +181,7 @@ DETECTORS: dict[str, Detector] = {
 
 def enabled(settings: Settings) -> list[Detector]:
     """The detectors that run with ``settings`` (``DFD_DETECTORS``; empty: those on by
-    default), in registry order; the speech gate always runs."""
+    default), in registry order; the speech gate always runs, mouth sync when named."""
     wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
     unknown = sorted(set(wanted) - set(DETECTORS))
     if unknown:
@@ -177,7 +194,7 @@ def enabled(settings: Settings) -> list[Detector]:
     return [
         d
         for d in DETECTORS.values()
-        if not d.scorer or (d.name in wanted if wanted else d.default_on)
+        if (not d.scorer and d.default_on) or (d.name in wanted if wanted else d.default_on)
     ]
 
 
