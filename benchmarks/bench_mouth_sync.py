@@ -166,7 +166,7 @@ def report(items: list[Item], started: str) -> str:
     comparisons.append(("wild: every fake vs every real", wild))
     for name, group in comparisons:
         auc, n_fake, n_real = _auc(group)
-        auc0, _, _ = _auc(group, "zero_lag_correlation")
+        auc0, _, _ = _auc(group, "zero_lag_correlation")  # high r0 ranks as real
         rows.append(
             f"| {name} | {n_fake} | {n_real} | {_fmt(auc)} | "
             f"{_fmt(None if auc0 is None else 1 - auc0)} |"
@@ -175,11 +175,13 @@ def report(items: list[Item], started: str) -> str:
         "# Mouth sync (MediaPipe face mesh vs voice energy)",
         "",
         f"Run {started} by `python -m benchmarks.bench_mouth_sync`; evaluation only, nothing "
-        "fitted. An item's score is `(1 - r) / 2` of its best-synced track, r the pooled "
-        "Pearson correlation of the mouth opening (inner-lip gap / eye-corner distance, "
-        "25 fps, over the lip-sync segments that hold speech) with the voice's log energy "
-        "at the best lag within +-0.32 s. AUC: fakes (dubs) ranked above reals; the last "
-        "column ranks by r at lag 0 instead (1 - AUC of r0).",
+        "fitted to these files (the detrending window and the score's lag range were chosen "
+        "on the GRID pairs, so the GRID row is in-sample; the wild rows are not). An item's "
+        "score is `(1 - r) / 2` of its best-synced track, r the pooled Pearson correlation "
+        "of the detrended mouth opening (inner-lip gap / eye-corner distance, 25 fps, over "
+        "the one-second lip-sync segments) with the detrended log energy of the voice, best "
+        "within +-40 ms; 'lag' is the peak of the whole +-320 ms curve. AUC: fakes (dubs) "
+        "ranked above reals; the last column ranks by r at lag 0 instead.",
         "",
         "| comparison | fakes | reals | AUC | AUC (r at lag 0) |",
         "|---|---|---|---|---|",
@@ -201,12 +203,31 @@ def report(items: list[Item], started: str) -> str:
     return "\n".join(lines)
 
 
+NOTES = "<!-- notes: kept when the report is rewritten -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write the generated report, keeping the hand-written notes below :data:`NOTES`."""
+    notes = ""
+    if path.is_file() and NOTES in (old := path.read_text(encoding="utf-8")):
+        notes = old[old.index(NOTES) :]
+    path.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media-dir", type=Path, default=Path(os.environ.get("DFD_MEDIA_DIR", "")))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", default="mouth_sync")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the .md from the .json, no run"
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        doc = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
+        items = [Item(**row) for row in doc["items"]]
+        write_report(RESULTS / f"{args.out}.md", report(items, doc["started"]))
+        return 0
     media_dir: Path = args.media_dir
     if not (media_dir / "grid").is_dir():
         print(f"bench_mouth_sync: no grid/ under {media_dir} (--media-dir)", file=sys.stderr)
@@ -243,8 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text(report(items, started), encoding="utf-8")
-    doc = {"machine": describe(load_average=load_average()), "items": [asdict(i) for i in items]}
+    write_report(RESULTS / f"{args.out}.md", report(items, started))
+    doc = {
+        "started": started,
+        "machine": describe(load_average=load_average()),
+        "items": [asdict(i) for i in items],
+    }
     (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return 0
 

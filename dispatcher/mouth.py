@@ -18,9 +18,11 @@ track's frames. The score reads the best correlation within ``+-SCORE_LAG_FRAMES
 frame: a capture's sub-frame offset); the lag reported is the peak of the whole curve.
 
 Why these choices, measured on the 11 GRID clips against 22 dubs (each picture with two
-other clips' sound; ``benchmarks/results/mouth_sync.md``; in-sample, the choices were
-made on them): raw signals gave AUC 0.76 at lag 0, detrended 0.93; taking the best of
-every lag within +-0.32 s let dubs find a chance match (0.71), within +-40 ms 0.90.
+other clips' sound), whole clips decoded at 25 fps: raw signals gave AUC 0.76 at lag 0,
+detrended 0.93; taking the best of every lag within +-0.32 s let dubs find a chance
+match (0.71), within +-40 ms 0.90. In-sample: the choices were made on those pairs. As
+served, over the segments: GRID AUC 0.94, but the wild lip-sync and talking-head fakes
+are more in sync than the wild reals (AUC 0.29, 0.36): ``benchmarks/results/mouth_sync.md``.
 Voice-activity onsets (rises of silero-vad's P(speech) against rises of the mouth
 opening) are reported as a second view, not scored.
 
