@@ -94,3 +94,15 @@ def test_spec_names_its_weights_in_the_manifest():
     row = manifest()[name]
     assert row.licence == "Apache-2.0"
     assert row.sha256 == "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493"
+
+
+def test_the_repository_serves_the_mesh_only_when_mouth_sync_runs():
+    from export.triton_repo import RepositoryOptions, model_config, role_specs, render
+
+    assert "face_mesh" not in role_specs(Settings())
+    roles = role_specs(Settings(detectors="visual, mouth_sync"))
+    assert roles["face_mesh"].checkpoint == "mediapipe_face_mesh"
+    assert set(roles) == {"face_detector", "vad", "visual", "face_mesh"}
+    text = render(model_config(roles["face_mesh"], "cpu", RepositoryOptions()))
+    assert 'name: "face_mesh"' in text and "max_batch_size: 32" in text
+    assert 'name: "landmarks"' in text and "dims: 1404" in text
