@@ -97,7 +97,7 @@ def test_spec_names_its_weights_in_the_manifest():
 
 
 def test_the_repository_serves_the_mesh_only_when_mouth_sync_runs():
-    from export.triton_repo import RepositoryOptions, model_config, role_specs, render
+    from export.triton_repo import RepositoryOptions, model_config, render, role_specs
 
     assert "face_mesh" not in role_specs(Settings())
     roles = role_specs(Settings(detectors="visual, mouth_sync"))
