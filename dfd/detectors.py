@@ -34,6 +34,9 @@ class LooksAt(StrEnum):
     FACE_AUDIO_CLIP = "face_audio_clip"  # one second of a face at 25 fps with its audio
     FILE = "file"  # the whole track or file
     SPEECH_SEGMENT = "speech_segment"  # >= 1.6 s of one turn's speech (evidence only)
+    # face-mesh landmarks of the lip-sync segments against the voice, measured by the
+    # dispatcher (dispatcher.mouth), not an ensemble step
+    MOUTH = "mouth"
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,9 @@ class Detector:
 
     @property
     def scorer(self) -> bool:
-        """Whether it scores items in the ensemble (the speech gate and the voice
-        consistency check, which the dispatcher calls itself, do not)."""
-        return self.looks_at not in (LooksAt.FILE, LooksAt.SPEECH_SEGMENT)
+        """Whether it scores items in the ensemble (the speech gate, the voice consistency
+        check and mouth sync, which the dispatcher runs itself, do not)."""
+        return self.looks_at not in (LooksAt.FILE, LooksAt.SPEECH_SEGMENT, LooksAt.MOUTH)
 
     @property
     def scores_tensor(self) -> str:
@@ -150,6 +153,20 @@ DETECTORS: dict[str, Detector] = {
             about="a face not speaking in step with the voice (Light-ASD, experimental)",
         ),
         Detector(
+            name="mouth_sync",
+            modality="lipsync",
+            looks_at=LooksAt.MOUTH,
+            model_setting="mediapipe_face_mesh",
+            licence="Apache-2.0 (MediaPipe face mesh)",
+            # evidence only: GRID dubs separate (benchmarks/results/mouth_sync.md), the
+            # wild lip-sync and talking-head generators do not; run it by DFD_DETECTORS
+            default_on=False,
+            fused=False,
+            can_clear=False,
+            about="the mouth not opening with the voice's syllables (MediaPipe face mesh "
+            "landmarks against speech energy, per face track)",
+        ),
+        Detector(
             name="speech",
             modality=None,
             looks_at=LooksAt.FILE,
@@ -180,8 +197,8 @@ DETECTORS: dict[str, Detector] = {
 
 def enabled(settings: Settings) -> list[Detector]:
     """The detectors that run with ``settings`` (``DFD_DETECTORS``; empty: those on by
-    default), in registry order; the speech gate always runs, evidence-only checks (the
-    voice consistency) as chosen like the scorers."""
+    default), in registry order; the speech gate always runs, the checks the dispatcher
+    runs itself (voice consistency, mouth sync) when named, as the scorers are."""
     wanted = [n.strip() for n in settings.detectors.split(",") if n.strip()]
     unknown = sorted(set(wanted) - set(DETECTORS))
     if unknown:
@@ -194,7 +211,7 @@ def enabled(settings: Settings) -> list[Detector]:
     return [
         d
         for d in DETECTORS.values()
-        if d.looks_at is LooksAt.FILE or (d.name in wanted if wanted else d.default_on)
+        if (not d.scorer and d.default_on) or (d.name in wanted if wanted else d.default_on)
     ]
 
 

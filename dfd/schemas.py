@@ -110,6 +110,11 @@ class Evidence(BaseModel):
         None, description="Signed URL of the audio's spectrogram with the scored windows marked."
     )
     expires_in_s: int | None = Field(None, description="Lifetime of the signed URLs.")
+    mouth_sync: list[str] = Field(
+        default_factory=list,
+        description="Signed URLs of the mouth-sync charts (mouth opening against the voice's "
+        "energy, with the lag), one per speaking face track, when that detector runs.",
+    )
 
 
 class ValidationCode(BaseModel):

@@ -97,6 +97,8 @@ VAD_STATE = 128  # LSTM state width (h and c are [1, 1, 128])
 VOICE_FRAMES = 160  # Resemblyzer partial: 1.6 s of 10 ms mel frames
 VOICE_MELS = 40
 VOICE_EMBEDDING = 256
+MESH_SIZE = 192  # MediaPipe face mesh input side, RGB in [0, 1]
+MESH_POINTS = 468  # its landmarks, (x, y, z) each in input pixels
 DETECTOR_SIZE = (
     640  # long side of the detector canvas; the short side is padded to a multiple of 32
 )
@@ -285,6 +287,25 @@ SPECS: dict[str, ModelSpec] = {
         output_meaning="embedding: the partial's unit-length GE2E speaker embedding; a "
         "segment's embedding is the normalised mean of its partials', and the cosine of two "
         "segments' embeddings says how alike the voices are",
+    ),
+    # Not a scorer in the ensemble: face landmarks for the mouth-sync detector
+    # (dispatcher.mouth), which compares the mouth's opening with the voice's energy.
+    "mediapipe_face_mesh": ModelSpec(
+        name="face_mesh",
+        checkpoint="mediapipe_face_mesh",
+        version=1,
+        inputs=(TensorSpec("image", "FP32", (3, MESH_SIZE, MESH_SIZE)),),
+        outputs=(
+            TensorSpec("landmarks", "FP32", (MESH_POINTS * 3,)),
+            TensorSpec("face_prob", "FP32", (1,)),
+        ),
+        max_batch_size=32,
+        batching=Batching(preferred_batch_sizes=(8, 16, 32), max_queue_delay_us=1_000),
+        weights=("mediapipe_face_mesh/face_landmark.tflite",),
+        preprocessing="RGB face crop, NCHW, scaled to [0, 1], 192x192: the face box made "
+        "square and enlarged 1.5x about its centre (MediaPipe's face-landmark ROI, unrotated)",
+        output_meaning="landmarks: 468 x (x, y, z) in crop pixels (MediaPipe's mesh order; "
+        "inner lips 13/14, eye corners 33/263); face_prob: P(a face fills the crop)",
     ),
 }
 

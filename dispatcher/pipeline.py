@@ -60,6 +60,7 @@ from dispatcher.infer import (
 from dispatcher.known_fakes import audio_fingerprint, find_matches, hash_frames
 from dispatcher.media import DecodedMedia
 from dispatcher.metadata import telltale_metadata
+from dispatcher.mouth import MouthFinding, find_mouth_sync
 from dispatcher.probe import probe
 from dispatcher.provenance import read_provenance
 from dispatcher.speech import Speech, find_speech
@@ -103,11 +104,22 @@ def detector_results(
     has_audio: bool,
     settings: Settings,
     voice: VoiceChanges | None = None,
+    mouth: MouthFinding | None = None,
 ) -> dict[str, DetectorResult]:
     """Each enabled detector's finding, from the registry, with its calibrated probability."""
     out = {}
     for d in enabled(settings):
-        if d.scorer:
+        if d.name == "mouth_sync":  # evidence only: measured here, not fused
+            score = mouth.score if mouth is not None else None
+            out[d.name] = DetectorResult(
+                score=None if score is None else round(score, 4),
+                used=score is not None,
+                reason=None if score is not None else "no-speaking-face",
+                model=detector_model(d, settings),
+                fused=False,
+                detail=mouth.detail if mouth is not None else None,
+            )
+        elif d.scorer:
             score = final.scores.get(d.name)
             calibrated = final.calibrated.get(d.name)
             out[d.name] = DetectorResult(
@@ -401,6 +413,9 @@ def analyze(
                 if media.frames
                 else NO_FACES  # an audio file
             )
+            mouth = None
+            if any(d.name == "mouth_sync" for d in enabled(settings)):
+                mouth = find_mouth_sync(job_id, media, faces, speech, triton, store)
         with stages.run(Stage.INFER):
             inputs = build_inputs(media, faces, speech, settings)
             remaining = settings.job_timeout_s - (time.monotonic() - started)
@@ -450,6 +465,8 @@ def analyze(
                 settings,
                 audio_windows=out.items.get(primary("audio", list(out.items)) or ""),
             )
+            if mouth is not None:
+                evidence.mouth_sync = [store.url(key) for key in mouth.charts]
 
     modalities = modality_results(final)
     label, decided = apply_facts(final.label, provenance, matches)
@@ -459,7 +476,9 @@ def analyze(
         confidence=round(final.confidence, 4),
         label=label,
         reasons=reasons,
-        detectors=detector_results(final, speech, facts.has_audio, settings, voice),
+        detectors=detector_results(
+            final, speech, facts.has_audio, settings, voice=voice, mouth=mouth
+        ),
         provenance=provenance,
         metadata=metadata,
         matches=matches,

@@ -43,6 +43,7 @@ _CODE = {
     "light_asd": ["models/light_asd.py"],
     "resemblyzer": ["models/resemblyzer.py"],
     "packaged": [],
+    "face_mesh": ["models/face_mesh.py"],
 }
 
 
@@ -55,6 +56,7 @@ def _family(checkpoint: str) -> str:
         ("light_asd", "light_asd"),
         ("resemblyzer", "resemblyzer"),
         ("silero", "packaged"),
+        ("mediapipe_face_mesh", "face_mesh"),
     ):
         if checkpoint.startswith(prefix):
             return family
@@ -212,6 +214,11 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         data = _export_yunet(checkpoint, settings)
     elif family == "packaged":
         data = _export_packaged(checkpoint)
+    elif family == "face_mesh":
+        from export.models import face_mesh
+
+        model = face_mesh.build(resolve_weight(spec(checkpoint).weights[0], settings))
+        data = model.SerializeToString()  # type: ignore[attr-defined]
     else:
         data = _export_torch(checkpoint, settings)
     check_against_spec(data, spec(checkpoint))
@@ -306,6 +313,10 @@ def reference_outputs(
         height, width = inputs["image"].shape[2:]
         boxes, landmarks, scores = yunet.decode_reference(raw, height, width)
         return {"boxes": boxes, "landmarks": landmarks, "scores": scores}
+    if _family(checkpoint) == "face_mesh":
+        from export.models import face_mesh
+
+        return face_mesh.reference(resolve_weight(model.weights[0], settings), inputs["image"])
     import torch
 
     module = build_module(checkpoint, settings)

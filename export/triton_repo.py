@@ -41,7 +41,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import model_repository.python_onnx as python_onnx
-from dfd.detectors import LooksAt, enabled, scorers
+from dfd.detectors import enabled, scorers
 from dfd.ensemble import for_settings
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
@@ -101,10 +101,9 @@ def role_specs(
     chosen = {"face_detector": spec(settings.face_model), "vad": spec("silero_vad")}
     for d in scorers(settings):
         chosen[d.name] = spec(d.checkpoint(settings))
-    # Evidence-only models the dispatcher calls itself, as it calls the speech gate.
-    for d in enabled(settings):
-        if d.looks_at is LooksAt.SPEECH_SEGMENT:
-            chosen[d.name] = spec(d.checkpoint(settings))
+    for d in enabled(settings):  # detectors measured by the dispatcher (mouth sync)
+        if not d.scorer:
+            chosen.setdefault(spec(d.checkpoint(settings)).name, spec(d.checkpoint(settings)))
     for checkpoint in checkpoints or ():
         s = spec(checkpoint)
         if s.name not in chosen:

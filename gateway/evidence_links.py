@@ -11,9 +11,9 @@ dead links after ``evidence_url_ttl_s``. Each read of a finished job (``GET
   (``dfd.s3_presign``, standard library: the gateway imports no S3 client).
 
 Every link of the document is matched by its shape, not by its field, so each evidence
-link field is covered: ``thumbnails``, ``heatmaps``, ``timeline_chart``, ``spectrogram``
-and each of ``tracks[].thumbnail`` (``tests/gateway/test_evidence_links.py`` walks the
-schema for them and fails on one left stale).
+link field is covered: ``thumbnails``, ``heatmaps``, ``timeline_chart``, ``spectrogram``,
+``mouth_sync`` and each of ``tracks[].thumbnail`` (``tests/gateway/test_evidence_links.py``
+walks the schema for them and fails on one left stale).
 
 The links are rewritten in the stored bytes, so the result is still spliced unparsed:
 ``benchmarks/results/job_view.md`` measures both.

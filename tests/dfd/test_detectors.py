@@ -51,3 +51,12 @@ def test_the_voice_check_is_evidence_only_and_chosen_like_the_scorers():
 def test_only_a_detector_strong_enough_can_clear_media():
     assert can_clear("audio")
     assert not can_clear("visual") and not can_clear("lipsync")
+
+
+def test_mouth_sync_runs_only_when_named_and_is_never_fused():
+    assert "mouth_sync" not in [d.name for d in enabled(Settings())]
+    names = [d.name for d in enabled(Settings(detectors="visual, mouth_sync"))]
+    assert names == ["visual", "mouth_sync", "speech"]
+    mouth = DETECTORS["mouth_sync"]
+    assert not mouth.scorer and not mouth.fused and not can_clear("mouth_sync")
+    assert "mouth_sync" not in [d.name for d in scorers(Settings(detectors="visual, mouth_sync"))]

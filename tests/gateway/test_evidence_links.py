@@ -60,6 +60,7 @@ def test_the_schema_link_fields_are_the_ones_known() -> None:
     """Each link field of the evidence; a new one is added here and so tested below."""
     assert sorted(link_fields(Evidence)) == [
         "heatmaps[]",
+        "mouth_sync[]",
         "spectrogram",
         "thumbnails[]",
         "timeline_chart",
@@ -90,6 +91,7 @@ def test_every_link_field_is_resigned_at_read(gateway, redis) -> None:
         ev["heatmaps"] = [dead_link("heatmap_00_f25.jpg")]
         ev["timeline_chart"] = dead_link("timeline.png")
         ev["spectrogram"] = dead_link("spectrogram.png")
+        ev["mouth_sync"] = [dead_link("mouth_sync_t0.png")]
         ev["tracks"] = [
             FaceTrack(
                 track=k,
