@@ -219,9 +219,9 @@ def test_the_detector_stores_a_chart_per_track_and_says_what_it_found(ort_models
 
     wanted = Settings(detectors="visual, mouth_sync")
     final = Verdict(0.5, Label.INCONCLUSIVE, (), {}, {}, {}, {}, {})
-    rows = detector_results(final, speech, True, wanted, found)
+    rows = detector_results(final, speech, True, wanted, mouth=found)
     assert rows["mouth_sync"].used and not rows["mouth_sync"].fused
     assert rows["mouth_sync"].score == pytest.approx(found.score, abs=1e-4)
     assert rows["mouth_sync"].model == "mediapipe_face_mesh@1"
-    rows = detector_results(final, speech, True, wanted, quiet)
+    rows = detector_results(final, speech, True, wanted, mouth=quiet)
     assert not rows["mouth_sync"].used and rows["mouth_sync"].reason == "no-speaking-face"
