@@ -273,15 +273,20 @@ def test_a_served_stack_loses_nothing_under_kills_and_restarts(
         server.send_signal(signal.SIGKILL)
         return "triton kill"
 
-    inject = {"horse": kill_horse, "worker": kill_worker, "redis": restart_redis}
-    inject["triton"] = kill_triton
+    inject = {
+        "horse": kill_horse,
+        "worker": kill_worker,
+        "redis": restart_redis,
+        "triton": kill_triton,
+    }
 
     def chaos() -> None:
         for fault, gap in zip(plan, gaps, strict=True):
             if done.wait(gap):
                 return
+            at = time.monotonic() - started
             what = inject[fault]()
-            faults.append((time.monotonic() - started, what or f"{fault} missed"))
+            faults.append((at, what or f"{fault} missed"))
 
     job_ids: list[str] = []
     views: dict[str, dict] = {}
