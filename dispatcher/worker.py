@@ -10,7 +10,10 @@ jobs whose worker died:
 
 - the horse is killed (OOM, SIGKILL): the worker sees it at once; the job is retried
   while it has retries left, else failed with "worker died while processing";
-- the whole worker is killed: its job's heartbeat stops, and after
+- the whole worker is killed: its work horse goes with it (a parent-death signal: rq
+  puts the horse in a process group of its own, which a kill of the worker's group,
+  as the supervisor of ``dfd serve`` does, does not reach; a horse left running would
+  complete the job while another worker retries it), its job's heartbeat stops, and after
   ``job_heartbeat_grace_s`` the next maintenance pass of any live worker (every
   ``worker_maintenance_interval_s``, busy or idle) finds it abandoned and retries or
   fails it the same way. With the defaults that is within 30 s of the kill;
@@ -34,8 +37,12 @@ run them: use ``dfd worker``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
+import os
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -123,6 +130,10 @@ class DfdWorker(Worker):
         super().__init__(queues, job_class=jobs.DfdJob, queue_class=DfdQueue, **kwargs)
 
     # --- in the work horse ------------------------------------------------------------
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        die_with_worker(self.pid)
+        super().main_work_horse(job, queue)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         # DfdQueue moves every job through the intermediate list, not only a single
@@ -218,6 +229,24 @@ class InProcessWorker(DfdWorker):
         self.prepare_execution(job)
         self.perform_job(job, queue)
         self.set_state(WorkerStatus.IDLE)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_worker(worker_pid: int | None) -> None:
+    """In a freshly forked work horse: SIGKILL it when its worker dies (Linux only).
+
+    A horse that outlives its worker runs the job unwatched: no heartbeat, so another
+    worker retries the job as abandoned while the orphan completes it too (the job runs
+    to completion twice, and the retry finds the upload released). If the worker died
+    before this was set, the horse exits at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if worker_pid is not None and os.getppid() != worker_pid:
+        os._exit(1)
 
 
 def _forget_dequeue(connection: Any, job: Job) -> None:

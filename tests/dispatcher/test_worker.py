@@ -6,6 +6,7 @@ through the gateway's ``GET /api/job/{id}``, as a client sees them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -212,6 +213,37 @@ def test_killed_worker_job_without_retries_fails_with_a_message(
     assert view["status"] == "failed"
     assert view["error"]["type"] == "worker-lost"
     assert "worker died while processing" in view["error"]["message"]
+
+
+def test_a_worker_killed_alone_takes_its_work_horse_with_it(gateway, redis, worker_process) -> None:
+    """SIGKILL of the worker process only, as ``dfd serve``'s supervisor sees a crash (rq
+    puts the horse in a group of its own): an orphaned horse would complete the job while
+    another worker retries it as abandoned, so the job would run to completion twice."""
+    import os
+    import signal
+
+    import psutil
+
+    with gateway(**{**FAST, "job_retries": 1}) as client:
+        s = client.settings
+        job_id = enqueue(s, redis, "tests.dispatcher.jobfuncs.stuck_once_job")
+        first = worker_process(s)
+        _, horse = _wait_marker(job_id, s)
+        assert os.getpgid(horse) != os.getpgid(first.pid)  # out of reach of a group kill
+        os.kill(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(horse) and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if psutil.Process(horse).status() == psutil.STATUS_ZOMBIE:
+                    break
+            time.sleep(0.05)
+        alive = psutil.pid_exists(horse) and psutil.Process(horse).status() != "zombie"
+        assert not alive, "the work horse outlived its worker"
+        marker(job_id, s.data_dir).unlink()
+        worker_process(s)
+        view, _ = wait_for(client, job_id, finished, timeout_s=40)
+    assert view["status"] == "completed", view
+    assert view["result"]["media"]["attempts"] == 2
 
 
 def test_killed_work_horse_is_noticed_at_once(gateway, redis, worker_process) -> None:
