@@ -28,7 +28,8 @@ from dfd.states import Stage
 STAGE_SPANS: dict[Stage, tuple[float, float]] = {
     Stage.FETCH: (0.0, 0.10),
     Stage.PROBE: (0.10, 0.13),
-    Stage.DECODE: (0.13, 0.52),
+    Stage.DECODE: (0.13, 0.48),
+    Stage.SPEECH: (0.48, 0.52),
     Stage.FACES: (0.52, 0.70),
     Stage.INFER: (0.70, 0.95),
     Stage.EVIDENCE: (0.95, 1.0),

@@ -71,3 +71,14 @@ def test_cancel_request_stops_the_job_at_the_next_stage_boundary(redis) -> None:
     with pytest.raises(JobCancelledError, match="cancelled by the client"):
         progress("faces", 0.0)
     assert _meta(redis, job)["stage"] == "decode"
+
+
+@pytest.mark.unit
+def test_every_stage_has_a_span_in_pipeline_order() -> None:
+    """A stage without a span made every report of it a KeyError (the speech stage's did,
+    logged and dropped by the pipeline)."""
+    assert set(STAGE_SPANS) == set(Stage)
+    order = [STAGE_SPANS[s] for s in Stage if s is not Stage.STORE]
+    assert all(lo < hi for lo, hi in order)
+    assert all(a[1] <= b[0] for a, b in zip(order, order[1:], strict=False))
+    assert overall(Stage.SPEECH, 1.0) == STAGE_SPANS[Stage.FACES][0]
