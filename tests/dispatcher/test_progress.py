@@ -17,11 +17,11 @@ from dispatcher.progress import STAGE_SPANS, Progress, overall
 
 @pytest.mark.unit
 def test_stage_spans_cover_zero_to_one_in_pipeline_order() -> None:
-    order = [Stage.FETCH, Stage.PROBE, Stage.DECODE, Stage.FACES, Stage.INFER, Stage.EVIDENCE]
+    order = [s for s in Stage if s is not Stage.STORE]  # the store is the evidence's span
     assert STAGE_SPANS[order[0]][0] == 0.0 and STAGE_SPANS[order[-1]][1] == 1.0
     for before, after in zip(order, order[1:], strict=False):
         assert STAGE_SPANS[before][1] == STAGE_SPANS[after][0]
-    assert overall(Stage.DECODE, 0.5) == pytest.approx(0.325)
+    assert overall(Stage.DECODE, 0.5) == pytest.approx(0.305)
     assert overall(Stage.INFER, 7.0) == STAGE_SPANS[Stage.INFER][1]  # clamped
 
 
@@ -74,11 +74,8 @@ def test_cancel_request_stops_the_job_at_the_next_stage_boundary(redis) -> None:
 
 
 @pytest.mark.unit
-def test_every_stage_has_a_span_in_pipeline_order() -> None:
+def test_every_stage_has_a_span() -> None:
     """A stage without a span made every report of it a KeyError (the speech stage's did,
     logged and dropped by the pipeline)."""
     assert set(STAGE_SPANS) == set(Stage)
-    order = [STAGE_SPANS[s] for s in Stage if s is not Stage.STORE]
-    assert all(lo < hi for lo, hi in order)
-    assert all(a[1] <= b[0] for a, b in zip(order, order[1:], strict=False))
-    assert overall(Stage.SPEECH, 1.0) == STAGE_SPANS[Stage.FACES][0]
+    assert STAGE_SPANS[Stage.STORE] == STAGE_SPANS[Stage.EVIDENCE]
