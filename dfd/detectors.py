@@ -137,6 +137,21 @@ DETECTORS: dict[str, Detector] = {
             about="synthetic or converted speech (RawGAT-ST, ASVspoof 2019 LA)",
         ),
         Detector(
+            name="ufd",
+            modality="visual",
+            looks_at=LooksAt.FRAME,
+            model_setting="ufd_clip_vitl14",
+            # weights: OpenAI's CLIP ViT-L/14 (MIT; trained on OpenAI's undisclosed 400 M
+            # web image-text pairs) and the authors' linear head (MIT; trained on the ProGAN
+            # real/fake set of Wang et al. 2020, LSUN images)
+            licence="MIT (CLIP ViT-L/14, OpenAI) + MIT (UniversalFakeDetect head)",
+            # the CLIP checkpoint (~890 MB) is the user's to fetch, and ~80 GFLOP a frame
+            default_on=False,
+            fused=True,
+            can_clear=False,  # trained on GAN images; no clearance for today's video generators
+            about="fully generated frames (UniversalFakeDetect: CLIP ViT-L/14 + linear probe)",
+        ),
+        Detector(
             name="lipsync",
             modality="lipsync",
             looks_at=LooksAt.FACE_AUDIO_CLIP,

@@ -22,6 +22,7 @@ from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from dfd.specs import (
     AUDIO_SAMPLES,
+    CLIP_SIZE,
     FACE_SIZE,
     HEATMAP_SIZE,
     LIPSYNC_FRAMES,
@@ -41,6 +42,7 @@ AUDIO = "audio"
 LIPSYNC_VIDEO = "lipsync_video"
 LIPSYNC_MFCC = "lipsync_mfcc"
 HEATMAPS = "heatmaps"
+FRAMES = "frames"
 
 GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
     LooksAt.FACE_TRACK: (TensorSpec(FACES, "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),),
@@ -49,6 +51,7 @@ GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
         TensorSpec(LIPSYNC_VIDEO, "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
         TensorSpec(LIPSYNC_MFCC, "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
     ),
+    LooksAt.FRAME: (TensorSpec(FRAMES, "FP32", (-1, 3, CLIP_SIZE, CLIP_SIZE)),),
 }
 EVIDENCE_OUTPUTS: dict[str, TensorSpec] = {
     HEATMAPS: TensorSpec(HEATMAPS, "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),

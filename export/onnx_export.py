@@ -42,6 +42,7 @@ _CODE = {
     "rawgat_st": ["models/rawgat_st.py", "models/aasist.py"],  # shares AASIST's sinc bank
     "light_asd": ["models/light_asd.py"],
     "resemblyzer": ["models/resemblyzer.py"],
+    "ufd": ["models/clip_vit.py"],
     "packaged": [],
 }
 
@@ -54,6 +55,7 @@ def _family(checkpoint: str) -> str:
         ("rawgat_st", "rawgat_st"),
         ("light_asd", "light_asd"),
         ("resemblyzer", "resemblyzer"),
+        ("ufd", "ufd"),
         ("silero", "packaged"),
     ):
         if checkpoint.startswith(prefix):
@@ -87,6 +89,10 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import resemblyzer
 
         return resemblyzer.VoiceServing(resemblyzer.build(weights[0])).eval()
+    if family == "ufd":
+        from export.models import clip_vit
+
+        return clip_vit.build(weights[0], weights[1])
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 
@@ -103,6 +109,11 @@ def stamp(checkpoint: str) -> str:
     for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
         digest.update((_ROOT / rel).read_bytes())
     return digest.hexdigest()
+
+
+def shipped() -> list[str]:
+    """The checkpoints whose weights dfd itself provides (``ModelSpec.fetched_by_user`` not)."""
+    return [name for name, s in SPECS.items() if not s.fetched_by_user]
 
 
 def _dummy(tensor, batch: int | None, rows: int = 2) -> np.ndarray:
@@ -229,12 +240,13 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
 
 
 def export_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> dict[str, Path]:
-    """Export the given checkpoints (default: every one in ``SPECS``) to ``settings.onnx_dir``.
+    """Export the given checkpoints (default: every one in ``SPECS`` whose weights dfd
+    ships, not those the user fetches) to ``settings.onnx_dir``.
 
     Returns:
         checkpoint -> path of its ``.onnx``.
     """
-    names = list(SPECS) if checkpoints is None else list(checkpoints)
+    names = shipped() if checkpoints is None else list(checkpoints)
     return {name: export_one(name, settings) for name in names}
 
 

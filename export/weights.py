@@ -128,14 +128,19 @@ def pull_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> di
 
     Args:
         settings: as for :func:`resolve_weight`.
-        checkpoints: spec names (``meso4_df``); ``None`` means every registered checkpoint.
+        checkpoints: spec names (``meso4_df``); ``None`` means every registered checkpoint
+            whose weights dfd provides (not those the user fetches).
 
     Returns:
         Relative manifest name -> local path.
     """
     from dfd.specs import SPECS, spec
 
-    names = list(SPECS) if checkpoints is None else list(checkpoints)
+    names = (
+        [n for n, s in SPECS.items() if not s.fetched_by_user]
+        if checkpoints is None
+        else list(checkpoints)
+    )
     paths: dict[str, Path] = {}
     for name in names:
         for relpath in spec(name).weights:
