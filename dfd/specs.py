@@ -191,7 +191,7 @@ def _ufd() -> ModelSpec:
         version=1,
         inputs=(TensorSpec("frame", "FP32", (3, CLIP_SIZE, CLIP_SIZE)),),
         outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("logit", "FP32", (1,))),
-        # ~80 GFLOP a frame: small batches, and the dispatcher sends at most 16 frames
+        # ~80 GFLOP a frame: small batches, and the dispatcher sends at most 8 frames a video
         max_batch_size=16,
         batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=1_000),
         weights=("clip/ViT-L-14.pt", "ufd_clip_linear/fc_weights.pth"),
