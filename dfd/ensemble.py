@@ -1,8 +1,8 @@
 """The ``deepfake_ensemble`` contract: its tensors and how its steps are wired, derived from
 the enabled detectors (:mod:`dfd.detectors`).
 
-One request per video: its face crops, audio windows and lip-sync clips (leading ``-1``
-dims are the per-video item counts). Each enabled scorer is one step, fed the input group
+One request per video: its face crops, audio windows and lip-sync clips, and its whole
+frames when a frame detector is enabled (leading ``-1`` dims are the per-video item counts). Each enabled scorer is one step, fed the input group
 of what it looks at, and answers ``<detector>_scores`` (plus evidence outputs such as the
 visual detector's ``heatmaps``). The ensemble does not fuse: the verdict's calibrated
 fusion (:mod:`dfd.calibration`) is computed by ``dispatcher.aggregate`` over every

@@ -68,9 +68,6 @@ class ModelSpec:
     instance_count: int = 1
     modality: Modality | None = None
     extra: dict[str, float | int | str] = field(default_factory=dict)
-    # Some of its weights are the user's to fetch (``dfd models pull <detector>``): exported
-    # and served only once they are there, never by ``dfd models export`` of everything.
-    fetched_by_user: bool = False
 
     @property
     def tag(self) -> str:
@@ -201,7 +198,6 @@ def _ufd() -> ModelSpec:
         output_meaning="logit: the linear head on the 768-d projected CLIP image embedding; "
         "score: sigmoid(logit) = P(fake), the authors' reading, uncalibrated",
         modality=Modality.VISUAL,
-        fetched_by_user=True,
     )
 
 

@@ -105,15 +105,18 @@ def stamp(checkpoint: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"{checkpoint}|{OPSET}|{torch.__version__}|{onnx.__version__}|{model!r}".encode())
     for name in model.weights:
-        digest.update(manifest()[name].sha256.encode())
+        # a user-fetched file whose authors publish no digest has none here
+        digest.update((manifest()[name].sha256 or "").encode())
     for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
         digest.update((_ROOT / rel).read_bytes())
     return digest.hexdigest()
 
 
 def shipped() -> list[str]:
-    """The checkpoints whose weights dfd itself provides (``ModelSpec.fetched_by_user`` not)."""
-    return [name for name, s in SPECS.items() if not s.fetched_by_user]
+    """The checkpoints none of whose weights is the user's to fetch (manifest ``"pull":
+    "user"`` rows): those are exported when their detector is enabled and installed."""
+    files = manifest()
+    return [n for n, s in SPECS.items() if not any(files[w].user_fetched for w in s.weights)]
 
 
 def _dummy(tensor, batch: int | None, rows: int = 2) -> np.ndarray:

@@ -216,6 +216,9 @@ class UFDServing(nn.Module):
     The CLIP normalisation is done here, so the frame group carries plain pixels.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, encoder: VisionTransformer, head: nn.Linear) -> None:
         super().__init__()
         if head.in_features != encoder.config.embed_dim:

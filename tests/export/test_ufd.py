@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from dfd.errors import ConfigurationError
+from dfd.settings import Settings
 from dfd.specs import CLIP_EMBEDDING, CLIP_SIZE, spec
 from dispatcher.frames import clip_frame, pick
 from export.models import clip_vit
@@ -269,3 +270,32 @@ def test_onnx_equals_pytorch_and_fits_the_spec(tmp_path, weights_dir):
     np.testing.assert_allclose(got["logit"], logit.numpy(), atol=1e-4)
     np.testing.assert_allclose(got["score"], score.numpy(), atol=1e-5)
     assert got["score"].shape == (3, 1) and np.ptp(got["logit"]) > 0
+
+
+def test_without_openais_checkpoint_ufd_is_not_installed_and_says_where_to_get_it(
+    tmp_path, weights_dir
+):
+    from dfd.detectors import not_installed, scorers
+    from export.weights import manifest
+
+    settings = Settings(data_dir=tmp_path, weights_dir=weights_dir, detectors="visual,ufd")
+    why = not_installed(settings)["ufd"]
+    assert "clip/ViT-L-14.pt" in why and "dfd models pull ufd" in why and "MIT" in why
+    assert [d.name for d in scorers(settings)] == ["visual"]  # not run, and not silently
+    row = manifest()["clip/ViT-L-14.pt"]
+    assert row.user_fetched and row.url.endswith(f"/{row.sha256}/ViT-L-14.pt")
+    assert not manifest()[HEAD].user_fetched  # the head is MIT and ships
+
+
+def test_pull_ufd_shows_the_terms_first_and_fetches_nothing_unaccepted(
+    tmp_path, monkeypatch, capsys
+):
+    from cli.main import main
+
+    monkeypatch.setenv("DFD_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DFD_WEIGHTS_DIR", raising=False)
+    assert main(["models", "pull", "ufd"]) == 2
+    out = capsys.readouterr()
+    assert "clip/ViT-L-14.pt" in out.out and "out of scope" in out.out
+    assert "--accept-terms" in out.err
+    assert not (tmp_path / "data" / "weights" / "clip").exists()

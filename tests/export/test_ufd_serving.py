@@ -5,7 +5,9 @@ The real export needs OpenAI's CLIP checkpoint, which cannot be fetched here. Th
 random-weight encoder of ``test_ufd`` has the real spec's tensors (224 px frames in, one
 score and logit out), so its ONNX file stands in for the real one: it is put where the
 export writes, with the stamp the export would write, and the repository build takes it
-as current, exactly as it takes an earlier export of the real checkpoint.
+as current, exactly as it takes an earlier export of the real checkpoint. A CLIP archive
+(the small encoder's) lies where ``dfd models pull ufd`` puts OpenAI's, so the detector
+counts as installed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dispatcher.frames import clip_frame
 from dispatcher.infer import VideoItems, run_ensemble
 from export.onnx_export import run_onnx, stamp
 from export.triton_repo import RepositoryOptions, build_repository, model_config, parse
-from tests.export.test_ufd import export_small
+from tests.export.test_ufd import export_small, save_openai_archive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHECKPOINT = "ufd_clip_vitl14"
@@ -36,7 +38,12 @@ def test_ufd_is_served_through_the_ensemble(tmp_path, weights_dir):
     from dispatcher.triton_client import TritonClient
 
     settings = Settings(data_dir=tmp_path, weights_dir=weights_dir, detectors="ufd")
-    data, _ = export_small(weights_dir)
+    data, model = export_small(weights_dir)
+    # "installed": a CLIP archive where `dfd models pull ufd` puts OpenAI's (this one the
+    # small encoder's; the export is not rerun, its stamp being current)
+    archive = settings.weights_cache_dir / "clip" / "ViT-L-14.pt"
+    archive.parent.mkdir(parents=True)
+    save_openai_archive(model.encoder, archive)
     onnx_path = settings.onnx_dir / f"{CHECKPOINT}.onnx"
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     onnx_path.write_bytes(data)
