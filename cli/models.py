@@ -1,6 +1,7 @@
 """``dfd models pull|export|build`` and ``dfd triton``: the model side of the ``dfd`` command.
 
     dfd models pull                  weights (DFD_WEIGHTS_DIR, cache, or checked download)
+    dfd models pull sbi --accept-terms   a user-fetched detector's weights (research-only licence)
     dfd models export                ONNX for the served checkpoints (skipped when current)
     dfd models build --target cpu    pull + export + the Triton repository (``make models``)
     dfd models list                  what serves each role: the settings' checkpoints, Triton's versions
@@ -50,6 +51,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--all",
         action="store_true",
         help="Every checkpoint in the registry, not just the served ones.",
+    )
+    pull.add_argument(
+        "detectors",
+        nargs="*",
+        metavar="DETECTOR",
+        help="Detectors whose weights to fetch (e.g. sbi), including user-fetched ones "
+        "that dfd never downloads unasked (research-only licences).",
+    )
+    pull.add_argument(
+        "--detector",
+        action="append",
+        dest="detector_options",
+        default=[],
+        metavar="NAME",
+        help="Same as the DETECTOR argument (repeatable).",
+    )
+    pull.add_argument(
+        "--accept-terms",
+        action="store_true",
+        help="Accept the licence terms of a user-fetched detector's weights (shown first).",
+    )
+    pull.add_argument(
+        "--sha256",
+        default=None,
+        metavar="HEX",
+        help="The digest you expect, for a file whose authors publish none (else the first "
+        "fetch's digest is recorded and every later use is checked against it).",
     )
     pull.set_defaults(handler=_pull)
 
@@ -151,8 +179,60 @@ def _pull(args: argparse.Namespace) -> int:
     from export.weights import pull_all
 
     settings = _settings()
+    named = [*getattr(args, "detectors", []), *getattr(args, "detector_options", [])]
+    if named:
+        return _pull_detectors(settings, named, args)
     for name, path in pull_all(settings, _checkpoints(settings, args)).items():
         print(f"{name}: {path}")
+    return 0
+
+
+def _pull_detectors(settings, names: list[str], args: argparse.Namespace) -> int:  # noqa: ANN001
+    """``dfd models pull sbi``: a named detector's weights, user-fetched ones included."""
+    from dfd.detectors import DETECTORS
+    from dfd.errors import ConfigurationError
+    from dfd.specs import spec
+    from export.weights import manifest, pull_all, pull_user
+
+    unknown = sorted(set(names) - set(DETECTORS))
+    if unknown:
+        raise ConfigurationError(
+            f"dfd models pull: no detector named {', '.join(unknown)}; known: "
+            + ", ".join(DETECTORS)
+        )
+    files = manifest()
+    for name in names:
+        checkpoint = DETECTORS[name].checkpoint(settings)
+        weights = spec(checkpoint).weights
+        user = [files[f] for f in weights if files[f].user_fetched]
+        if not user:
+            for rel, path in pull_all(settings, [checkpoint]).items():
+                print(f"{rel}: {path}")
+            continue
+        for entry in user:
+            print(f"{entry.file}: {entry.what}")
+            print(
+                f"  licence: {entry.licence}\n  source:  {entry.source}\n  terms:   {entry.terms}"
+            )
+        if not args.accept_terms:
+            print(
+                f"dfd models pull: {name}'s weights are not dfd's to give; read the terms "
+                "above and pass --accept-terms to download them",
+                file=sys.stderr,
+            )
+            return 2
+        for entry in user:
+            path, digest, first = pull_user(entry.file, settings, sha256=args.sha256)
+            print(f"{entry.file}: {path}\n  sha256 {digest}")
+            if first:
+                print(
+                    "  its authors publish no SHA-256: this digest is now recorded and every "
+                    "later use is checked against it; compare it with a copy you trust"
+                )
+        for rel, path in pull_all(settings, [checkpoint]).items():
+            if files[rel].user_fetched:
+                continue
+            print(f"{rel}: {path}")
     return 0
 
 

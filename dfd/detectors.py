@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from dfd.errors import ConfigurationError
 from dfd.settings import Settings
+from dfd.specs import spec
 
 
 class LooksAt(StrEnum):
@@ -58,6 +60,10 @@ class Detector:
         about: what it detects, in a line.
         evidence_outputs: model output -> ensemble output, besides its ``score``
             (the visual detector's Grad-CAM heatmaps).
+        fetched_by_user: its weights may not be shipped or downloaded by dfd on its own
+            (a research-only licence): the user fetches them (``dfd models pull <name>``);
+            until then an enabled detector is ``not installed`` (:func:`not_installed`).
+        source: where its weights are published (the authors' page), for that message.
     """
 
     name: str
@@ -70,6 +76,8 @@ class Detector:
     can_clear: bool
     about: str
     evidence_outputs: tuple[tuple[str, str], ...] = ()
+    fetched_by_user: bool = False
+    source: str = ""
 
     @property
     def scorer(self) -> bool:
@@ -140,6 +148,24 @@ DETECTORS: dict[str, Detector] = {
             fused=True,
             can_clear=False,
             about="synthetic or converted speech (RawGAT-ST, ASVspoof 2019 LA)",
+        ),
+        Detector(
+            name="ufd",
+            modality="visual",
+            looks_at=LooksAt.FRAME,
+            model_setting="ufd_clip_vitl14",
+            # weights: OpenAI's CLIP ViT-L/14 (MIT; trained on OpenAI's undisclosed 400 M
+            # web image-text pairs) and the authors' linear head (MIT; trained on the ProGAN
+            # real/fake set of Wang et al. 2020, LSUN images)
+            licence="MIT (CLIP ViT-L/14, OpenAI) + MIT (UniversalFakeDetect head)",
+            # the CLIP checkpoint (~890 MB) is the user's to fetch, and ~80 GFLOP a frame
+            default_on=False,
+            fused=True,
+            can_clear=False,  # trained on GAN images; no clearance for today's video generators
+            about="fully generated frames (UniversalFakeDetect: CLIP ViT-L/14 + linear probe)",
+            fetched_by_user=True,  # OpenAI's ~890 MB checkpoint is not in the weights folder
+            source="https://github.com/openai/CLIP (ViT-L/14) and "
+            "https://github.com/WisconsinAIVision/UniversalFakeDetect (the head, shipped)",
         ),
         Detector(
             name="lipsync",
@@ -216,8 +242,43 @@ def enabled(settings: Settings) -> list[Detector]:
 
 
 def scorers(settings: Settings) -> list[Detector]:
-    """The enabled detectors that are steps of the ensemble."""
-    return [d for d in enabled(settings) if d.scorer]
+    """The enabled detectors that are steps of the ensemble (a user-fetched detector
+    whose weights are absent is left out: see :func:`not_installed`)."""
+    absent = not_installed(settings)
+    return [d for d in enabled(settings) if d.scorer and d.name not in absent]
+
+
+def missing_weights(detector: Detector, settings: Settings) -> list[str]:
+    """The weight files (manifest names) of a user-fetched detector that are neither in
+    ``DFD_WEIGHTS_DIR`` nor in the cache (where ``dfd models pull`` puts them); always
+    empty for a detector dfd fetches itself. A presence check: ``export.weights`` checks
+    the bytes when the model is exported."""
+    if not detector.fetched_by_user:
+        return []
+    roots = [Path(settings.weights_dir)] if settings.weights_dir is not None else []
+    roots.append(settings.weights_cache_dir)
+    return [
+        f
+        for f in spec(detector.checkpoint(settings)).weights
+        if not any((root / f).is_file() for root in roots)
+    ]
+
+
+def not_installed(settings: Settings) -> dict[str, str]:
+    """Enabled user-fetched detectors whose weights are absent -> why, in words: which
+    files, their licence and how to get them. They are not run (not ensemble steps, not
+    in the Triton repository) and the result lists them with reason ``not-installed``."""
+    out = {}
+    for d in enabled(settings):
+        missing = missing_weights(d, settings)
+        if missing:
+            out[d.name] = (
+                f"{d.name} is not installed: its weights ({', '.join(missing)}) are not in "
+                f"DFD_WEIGHTS_DIR nor in {settings.weights_cache_dir}; they are published "
+                f"under {d.licence} and dfd does not fetch them on its own: read the terms "
+                f"and run `dfd models pull {d.name}` (source: {d.source})"
+            )
+    return out
 
 
 def of_modality(modality: str, settings: Settings) -> list[Detector]:

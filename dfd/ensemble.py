@@ -1,8 +1,8 @@
 """The ``deepfake_ensemble`` contract: its tensors and how its steps are wired, derived from
 the enabled detectors (:mod:`dfd.detectors`).
 
-One request per video: its face crops, audio windows and lip-sync clips (leading ``-1``
-dims are the per-video item counts). Each enabled scorer is one step, fed the input group
+One request per video: its face crops, audio windows and lip-sync clips, and its whole
+frames when a frame detector is enabled (leading ``-1`` dims are the per-video item counts). Each enabled scorer is one step, fed the input group
 of what it looks at, and answers ``<detector>_scores`` (plus evidence outputs such as the
 visual detector's ``heatmaps``). The ensemble does not fuse: the verdict's calibrated
 fusion (:mod:`dfd.calibration`) is computed by ``dispatcher.aggregate`` over every
@@ -22,6 +22,7 @@ from dfd.errors import ConfigurationError
 from dfd.settings import Settings
 from dfd.specs import (
     AUDIO_SAMPLES,
+    CLIP_SIZE,
     FACE_SIZE,
     HEATMAP_SIZE,
     LIPSYNC_FRAMES,
@@ -41,6 +42,7 @@ AUDIO = "audio"
 LIPSYNC_VIDEO = "lipsync_video"
 LIPSYNC_MFCC = "lipsync_mfcc"
 HEATMAPS = "heatmaps"
+FRAMES = "frames"
 
 GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
     LooksAt.FACE_TRACK: (TensorSpec(FACES, "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),),
@@ -49,6 +51,7 @@ GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
         TensorSpec(LIPSYNC_VIDEO, "FP32", (-1, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE)),
         TensorSpec(LIPSYNC_MFCC, "FP32", (-1, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS)),
     ),
+    LooksAt.FRAME: (TensorSpec(FRAMES, "FP32", (-1, 3, CLIP_SIZE, CLIP_SIZE)),),
 }
 EVIDENCE_OUTPUTS: dict[str, TensorSpec] = {
     HEATMAPS: TensorSpec(HEATMAPS, "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),

@@ -44,7 +44,11 @@ class DetectorResult(BaseModel):
         "when the detector has none.",
     )
     used: bool = Field(description="Whether it had input and its finding counts.")
-    reason: str | None = Field(None, description="Why it was not used.")
+    reason: str | None = Field(
+        None,
+        description="Why it was not used; not-installed: enabled, but its weights are "
+        "user-fetched (research-only licence) and absent, and detail says where to get them.",
+    )
     model: str = Field(description="checkpoint@version it ran.")
     fused: bool = Field(description="Whether its score enters the fused confidence.")
     detail: str | None = Field(None, description="What it found, in words, when not a score.")

@@ -99,6 +99,8 @@ VOICE_MELS = 40
 VOICE_EMBEDDING = 256
 MESH_SIZE = 192  # MediaPipe face mesh input side, RGB in [0, 1]
 MESH_POINTS = 468  # its landmarks, (x, y, z) each in input pixels
+CLIP_SIZE = 224  # CLIP ViT-L/14 input side (UniversalFakeDetect's whole frames)
+CLIP_EMBEDDING = 768  # its projected image embedding, the linear head's input
 DETECTOR_SIZE = (
     640  # long side of the detector canvas; the short side is padded to a multiple of 32
 )
@@ -180,6 +182,27 @@ def _rawgat_st() -> ModelSpec:
     )
 
 
+def _ufd() -> ModelSpec:
+    """UniversalFakeDetect: CLIP ViT-L/14's image embedding through the authors' linear probe."""
+    return ModelSpec(
+        name="ufd",
+        checkpoint="ufd_clip_vitl14",
+        version=1,
+        inputs=(TensorSpec("frame", "FP32", (3, CLIP_SIZE, CLIP_SIZE)),),
+        outputs=(TensorSpec("score", "FP32", (1,)), TensorSpec("logit", "FP32", (1,))),
+        # ~80 GFLOP a frame: small batches, and the dispatcher sends at most 8 frames a video
+        max_batch_size=16,
+        batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=1_000),
+        weights=("clip/ViT-L-14.pt", "ufd_clip_linear/fc_weights.pth"),
+        preprocessing="a whole RGB frame as openai/clip preprocesses it: the short side "
+        "resized to 224 (PIL bicubic), centre-cropped to 224x224, NCHW, scaled to [0, 1] "
+        "(dispatcher.frames.clip_frame); the CLIP mean/std is applied in the graph",
+        output_meaning="logit: the linear head on the 768-d projected CLIP image embedding; "
+        "score: sigmoid(logit) = P(fake), the authors' reading, uncalibrated",
+        modality=Modality.VISUAL,
+    )
+
+
 SPECS: dict[str, ModelSpec] = {
     "yunet_n": ModelSpec(
         name="face_detector",
@@ -219,6 +242,7 @@ SPECS: dict[str, ModelSpec] = {
         "before use and never thresholded at 0.5",
     ),
     "rawgat_st": _rawgat_st(),
+    "ufd_clip_vitl14": _ufd(),
     "light_asd": ModelSpec(
         name="lipsync",
         checkpoint="light_asd",

@@ -1,4 +1,5 @@
-"""Inference: the video's face crops, audio windows and lip-sync clips to ``deepfake_ensemble``.
+"""Inference: the video's face crops, audio windows, lip-sync clips and (for detectors
+that look at them) whole frames to ``deepfake_ensemble``.
 
 One request carries every item of a short video; a long one is cut into requests of at
 most ``settings.max_items_per_request`` items per input group, and the chunks' per-item
@@ -15,16 +16,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from dfd.detectors import LooksAt
+from dfd.detectors import LooksAt, scorers
 from dfd.ensemble import (
     ALL_INPUTS,
     AUDIO,
     ENSEMBLE_NAME,
     FACES,
+    FRAMES,
     GROUPS,
     HEATMAPS,
     LIPSYNC_MFCC,
@@ -38,6 +40,7 @@ from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, HEATMAP_SIZE, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dispatcher.aggregate import ScoredItems
 from dispatcher.faces import FaceResult
+from dispatcher.frames import clip_frame, pick
 from dispatcher.media import DecodedMedia
 from dispatcher.speech import MIN_WINDOW_SPEECH, Speech
 from dispatcher.triton_client import InferClient
@@ -55,6 +58,9 @@ class VideoItems:
     lipsync_video: np.ndarray  # [Nl, LIPSYNC_FRAMES, LIPSYNC_SIZE, LIPSYNC_SIZE]
     lipsync_mfcc: np.ndarray  # [Nl, LIPSYNC_FRAMES * MFCC_PER_FRAME, MFCC_COEFFS]
     lipsync_spans: tuple[tuple[float, float], ...]
+    # whole frames, only when a detector looking at frames is enabled
+    frames: np.ndarray = field(default_factory=lambda: _empty(FRAMES))  # [Nf, 3, 224, 224]
+    frame_spans: tuple[tuple[float, float], ...] = ()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The ensemble inputs by name."""
@@ -63,6 +69,7 @@ class VideoItems:
             AUDIO: self.audio,
             LIPSYNC_VIDEO: self.lipsync_video,
             LIPSYNC_MFCC: self.lipsync_mfcc,
+            FRAMES: self.frames,
         }
 
     def spans(self, looks_at: LooksAt) -> tuple[tuple[float, float], ...]:
@@ -70,6 +77,7 @@ class VideoItems:
             LooksAt.FACE_TRACK: self.face_spans,
             LooksAt.SPEECH_WINDOW: self.audio_spans,
             LooksAt.FACE_AUDIO_CLIP: self.lipsync_spans,
+            LooksAt.FRAME: self.frame_spans,
         }[looks_at]
 
 
@@ -143,7 +151,31 @@ def build_inputs(
         lip_spans = tuple((c.start_s, c.start_s + clip_s) for c in clips)
     else:
         lip_v, lip_a, lip_spans = _empty(LIPSYNC_VIDEO), _empty(LIPSYNC_MFCC), ()
-    return VideoItems(face_arr, face_spans, face_tracks, wins, audio_spans, lip_v, lip_a, lip_spans)
+    frames, frame_spans = _frames(media, interval, settings)
+    return VideoItems(
+        face_arr,
+        face_spans,
+        face_tracks,
+        wins,
+        audio_spans,
+        lip_v,
+        lip_a,
+        lip_spans,
+        frames,
+        frame_spans,
+    )
+
+
+def _frames(
+    media: DecodedMedia, interval: float, settings: Settings
+) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """Whole frames as CLIP sees them (:mod:`dispatcher.frames`), only for an enabled
+    detector that looks at frames: none are prepared otherwise."""
+    if not media.frames or not any(d.looks_at is LooksAt.FRAME for d in scorers(settings)):
+        return _empty(FRAMES), ()
+    chosen = [media.frames[i] for i in pick(len(media.frames))]
+    arr = np.stack([clip_frame(f.image) for f in chosen]).astype(np.float32, copy=False)
+    return arr, tuple((f.time_s, f.time_s + interval) for f in chosen)
 
 
 def max_items(settings: Settings, ensemble: Ensemble | None = None) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
-from dfd.detectors import DETECTORS, Detector, enabled
+from dfd.detectors import DETECTORS, Detector, enabled, not_installed
 from dfd.ensemble import for_settings
 from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result, VoiceChange
@@ -108,8 +108,17 @@ def detector_results(
 ) -> dict[str, DetectorResult]:
     """Each enabled detector's finding, from the registry, with its calibrated probability."""
     out = {}
+    absent = not_installed(settings)
     for d in enabled(settings):
-        if d.name == "mouth_sync":  # evidence only: measured here, not fused
+        if d.name in absent:  # enabled, but its user-fetched weights are absent
+            out[d.name] = DetectorResult(
+                used=False,
+                reason="not-installed",
+                model=detector_model(d, settings),
+                fused=False,
+                detail=absent[d.name],
+            )
+        elif d.name == "mouth_sync":  # evidence only: measured here, not fused
             score = mouth.score if mouth is not None else None
             out[d.name] = DetectorResult(
                 score=None if score is None else round(score, 4),
@@ -189,7 +198,10 @@ def models_used(
     """Role -> ``checkpoint@version`` of every model a result depends on; a rollout's
     fused version in place of the repository's, and ``<role>.shadow`` for a shadow."""
     out = {"face_detector": spec(settings.face_model).tag}
+    absent = not_installed(settings)
     for d in enabled(settings):
+        if d.name in absent:  # not run: the result's detectors say why
+            continue
         out[spec(d.checkpoint(settings)).name] = detector_model(d, settings)
     for role, (fused, beside) in (versions or {}).items():
         checkpoint = out[role].rsplit("@", 1)[0]

@@ -42,6 +42,7 @@ _CODE = {
     "rawgat_st": ["models/rawgat_st.py", "models/aasist.py"],  # shares AASIST's sinc bank
     "light_asd": ["models/light_asd.py"],
     "resemblyzer": ["models/resemblyzer.py"],
+    "ufd": ["models/clip_vit.py"],
     "packaged": [],
     "face_mesh": ["models/face_mesh.py"],
 }
@@ -55,6 +56,7 @@ def _family(checkpoint: str) -> str:
         ("rawgat_st", "rawgat_st"),
         ("light_asd", "light_asd"),
         ("resemblyzer", "resemblyzer"),
+        ("ufd", "ufd"),
         ("silero", "packaged"),
         ("mediapipe_face_mesh", "face_mesh"),
     ):
@@ -89,6 +91,10 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import resemblyzer
 
         return resemblyzer.VoiceServing(resemblyzer.build(weights[0])).eval()
+    if family == "ufd":
+        from export.models import clip_vit
+
+        return clip_vit.build(weights[0], weights[1])
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 
@@ -101,10 +107,18 @@ def stamp(checkpoint: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"{checkpoint}|{OPSET}|{torch.__version__}|{onnx.__version__}|{model!r}".encode())
     for name in model.weights:
-        digest.update(manifest()[name].sha256.encode())
+        # a user-fetched file whose authors publish no digest has none here
+        digest.update((manifest()[name].sha256 or "").encode())
     for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
         digest.update((_ROOT / rel).read_bytes())
     return digest.hexdigest()
+
+
+def shipped() -> list[str]:
+    """The checkpoints none of whose weights is the user's to fetch (manifest ``"pull":
+    "user"`` rows): those are exported when their detector is enabled and installed."""
+    files = manifest()
+    return [n for n, s in SPECS.items() if not any(files[w].user_fetched for w in s.weights)]
 
 
 def _dummy(tensor, batch: int | None, rows: int = 2) -> np.ndarray:
@@ -236,12 +250,13 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
 
 
 def export_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> dict[str, Path]:
-    """Export the given checkpoints (default: every one in ``SPECS``) to ``settings.onnx_dir``.
+    """Export the given checkpoints (default: every one in ``SPECS`` whose weights dfd
+    ships, not those the user fetches) to ``settings.onnx_dir``.
 
     Returns:
         checkpoint -> path of its ``.onnx``.
     """
-    names = list(SPECS) if checkpoints is None else list(checkpoints)
+    names = shipped() if checkpoints is None else list(checkpoints)
     return {name: export_one(name, settings) for name in names}
 
 

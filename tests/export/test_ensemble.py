@@ -84,7 +84,7 @@ def test_wiring_that_disagrees_with_a_spec_is_refused():
     with pytest.raises(ConfigurationError, match="must serve the model of its name"):
         for_settings(Settings(), {"visual": roles["audio"]})
     assert "key` is the composing model's tensor" in ensemble_header(for_settings(Settings()))
-    assert set(ALL_INPUTS) == {"faces", "audio", "lipsync_video", "lipsync_mfcc"}
+    assert set(ALL_INPUTS) == {"faces", "audio", "lipsync_video", "lipsync_mfcc", "frames"}
 
 
 @pytest.mark.integration
