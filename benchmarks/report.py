@@ -30,6 +30,7 @@ QUOTED = (
     "triton_cpu.md",
     "gateway.md",
     "known_fakes.md",
+    "soak_cpu.md",
 )
 
 

@@ -221,6 +221,17 @@ def select_faces(
     return tuple(faces)
 
 
+DETECT_REQUEST_MAX_BYTES = 16 * 2**20
+"""Input bytes of one detector request. Every frame is scaled up or down to the 640-pixel
+canvas (up to 640x640, 4.7 MiB as float32); the gRPC client holds three copies of a request while sending it,
+so a full batch of 16 square frames (a tiny GIF's) cost about 390 MiB of peak memory."""
+
+
+def detect_batch(max_batch_size: int, frame_bytes: int) -> int:
+    """Frames per detector request: the model's batch, fewer where they pass the byte cap."""
+    return max(1, min(max(1, max_batch_size), DETECT_REQUEST_MAX_BYTES // max(1, frame_bytes)))
+
+
 def detect(
     frames: Sequence[SampledFrame],
     client: InferClient,
@@ -231,12 +242,12 @@ def detect(
     detector = model_spec(settings.face_model)
     image_in = detector.inputs[0].name
     out_boxes, out_lm, out_scores = (t.name for t in detector.outputs)
-    batch = max(1, detector.max_batch_size)
     found: list[tuple[Face, ...]] = []
     if not frames:
         return ()
     h, w = frames[0].image.shape[:2]
     cw, ch, _ = detector_canvas(w, h)
+    batch = detect_batch(detector.max_batch_size, 3 * ch * cw * 4)
     buffer = np.empty((min(batch, len(frames)), 3, ch, cw), dtype=np.float32)
     for start in range(0, len(frames), batch):
         chunk = frames[start : start + batch]

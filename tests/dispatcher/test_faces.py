@@ -20,12 +20,14 @@ from dfd.specs import (
 )
 from dispatcher.decode import decode
 from dispatcher.faces import (
+    DETECT_REQUEST_MAX_BYTES,
     LIGHT_ASD_PAD_GREY,
     CropGeometry,
     Face,
     clip_boxes,
     crop_geometry,
     detect,
+    detect_batch,
     detector_canvas,
     find_faces,
     letterbox,
@@ -286,11 +288,26 @@ def test_batches_respect_the_detector_max_batch_size(triton):
             self.batches.append(len(next(iter(inputs.values()))))
             return self.inner.infer(model, inputs, outputs)
 
-    frames = [SampledFrame(i, float(i), np.zeros((48, 64, 3), np.uint8)) for i in range(20)]
+    # A strip goes in as a 640x32 canvas (240 KiB): the model's batch of 16 is the limit.
+    frames = [SampledFrame(i, float(i), np.zeros((10, 400, 3), np.uint8)) for i in range(20)]
     client = Counting(triton.client)
     found = detect(frames, client, Settings())
     assert client.batches == [16, 4]
     assert found == ((),) * 20
+    # A 4:3 frame goes in as 640x480 (3.5 MiB): the byte cap allows 4 a request.
+    frames = [SampledFrame(i, float(i), np.zeros((48, 64, 3), np.uint8)) for i in range(10)]
+    client = Counting(triton.client)
+    assert detect(frames, client, Settings()) == ((),) * 10
+    assert client.batches == [4, 4, 2]
+
+
+@pytest.mark.unit
+def test_detect_batch_caps_the_bytes_of_one_request():
+    square = 3 * 640 * 640 * 4
+    assert detect_batch(16, square) == DETECT_REQUEST_MAX_BYTES // square == 3
+    assert detect_batch(16, 3 * 640 * 32 * 4) == 16  # the model's own limit
+    assert detect_batch(16, DETECT_REQUEST_MAX_BYTES * 2) == 1  # one frame always goes
+    assert detect_batch(0, 100) == 1
 
 
 @pytest.mark.unit
