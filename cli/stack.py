@@ -40,7 +40,14 @@ import httpx
 from cli.local import dfd_command, start_triton
 from cli.local_redis import LocalRedis, start_redis
 from cli.local_triton import LocalTriton
-from cli.supervisor import GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
+from cli.supervisor import (
+    BackgroundRestart,
+    GaveUp,
+    ProcessGroup,
+    RestartPolicy,
+    Supervisor,
+    Watchdog,
+)
 from dfd.errors import ConfigurationError, UpstreamUnavailableError
 from dfd.ports import free_port, port_is_free
 from dfd.settings import Settings, load_settings
@@ -264,7 +271,12 @@ class Stack:
                     self.log(f"triton's last errors:\n{errors}")
                 triton.start()
 
-            supervisor.watch("triton", lambda: triton.returncode, restart_triton)
+            # In a thread: its start waits for readiness, and the others must not wait.
+            background = BackgroundRestart(
+                "triton", lambda: triton.returncode, restart_triton, self.log
+            )
+            self._exit.callback(background.join, 10.0)  # before Triton is stopped
+            supervisor.watch("triton", background.returncode, background.restart)
         supervisor.watch_group(self.group)
         gave_up = supervisor.run(poll_s=poll_s)
         assert gave_up is not None  # run() without `until` returns only when it gives up

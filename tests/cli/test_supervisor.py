@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli.supervisor import Exited, GaveUp, ProcessGroup, RestartPolicy, Supervisor, Watchdog
+from cli.supervisor import (
+    BackgroundRestart,
+    Exited,
+    GaveUp,
+    ProcessGroup,
+    RestartPolicy,
+    Supervisor,
+    Watchdog,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -383,3 +392,34 @@ def test_a_child_started_from_another_thread_outlives_that_thread() -> None:
         starter.join()
         time.sleep(0.5)
         assert group.running("a")
+
+
+def test_a_slow_restart_in_the_background_does_not_hold_up_the_others() -> None:
+    """Triton's restart waits for readiness; meanwhile a crashed Redis is restarted at once
+    (run in the loop, a Redis killed then stayed down 26-31 s)."""
+    lines: list[str] = []
+    slow_up = threading.Event()
+    slow = {"code": 1, "attempts": 0}
+    fast = {"code": None}
+
+    def slow_restart() -> None:
+        slow["attempts"] += 1
+        slow_up.wait(10)
+        if slow["attempts"] == 1:
+            raise RuntimeError("not ready after 300 s")  # the first restart fails
+        slow["code"] = None
+
+    background = BackgroundRestart("triton", lambda: slow["code"], slow_restart, lines.append)
+    supervisor = Supervisor(FAST, log=lines.append)
+    supervisor.watch("triton", background.returncode, background.restart)
+    supervisor.watch("redis", lambda: fast["code"], lambda: fast.__setitem__("code", None))
+    run_until(supervisor, lambda: slow["attempts"] == 1, 5)
+    assert background.returncode() is None  # restarting counts as running
+    fast["code"] = -9  # Redis dies while Triton is starting
+    run_until(supervisor, lambda: fast["code"] is None, 5)  # restarted without waiting
+    assert slow["attempts"] == 1
+    slow_up.set()
+    run_until(supervisor, lambda: slow["attempts"] == 2 and slow["code"] is None, 5)
+    background.join(5)
+    assert "triton did not restart: not ready after 300 s" in lines
+    assert any(line.startswith("triton exited with status 1") for line in lines)  # a crash
