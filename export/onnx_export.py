@@ -29,7 +29,7 @@ import numpy as np
 from dfd.errors import ConfigurationError, InternalError
 from dfd.settings import Settings
 from dfd.specs import SPECS, ModelSpec, spec
-from export.weights import manifest, resolve_weight
+from export.weights import expected_digest, manifest, resolve_weight
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _CODE = {
     "rawgat_st": ["models/rawgat_st.py", "models/aasist.py"],  # shares AASIST's sinc bank
     "light_asd": ["models/light_asd.py"],
     "resemblyzer": ["models/resemblyzer.py"],
+    "sbi": ["models/sbi.py"],
     "packaged": [],
 }
 
@@ -54,6 +55,7 @@ def _family(checkpoint: str) -> str:
         ("rawgat_st", "rawgat_st"),
         ("light_asd", "light_asd"),
         ("resemblyzer", "resemblyzer"),
+        ("sbi", "sbi"),
         ("silero", "packaged"),
     ):
         if checkpoint.startswith(prefix):
@@ -87,11 +89,16 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import resemblyzer
 
         return resemblyzer.VoiceServing(resemblyzer.build(weights[0])).eval()
+    if family == "sbi":
+        from export.models import sbi
+
+        return sbi.build(weights[0])
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 
-def stamp(checkpoint: str) -> str:
-    """Hash of everything an export depends on; a changed stamp means re-export."""
+def stamp(checkpoint: str, settings: Settings | None = None) -> str:
+    """Hash of everything an export depends on; a changed stamp means re-export (a
+    user-fetched file without a published digest counts by the one recorded for it)."""
     import onnx
     import torch
 
@@ -99,7 +106,9 @@ def stamp(checkpoint: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"{checkpoint}|{OPSET}|{torch.__version__}|{onnx.__version__}|{model!r}".encode())
     for name in model.weights:
-        digest.update(manifest()[name].sha256.encode())
+        entry = manifest()[name]
+        known = expected_digest(entry, settings) if settings is not None else None
+        digest.update((entry.sha256 or known or "user-fetched").encode())
     for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
         digest.update((_ROOT / rel).read_bytes())
     return digest.hexdigest()
@@ -198,7 +207,11 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
     """Export one checkpoint unless an up-to-date file exists; returns its path."""
     out = settings.onnx_dir / f"{checkpoint}.onnx"
     stamp_path = out.with_suffix(".onnx.stamp")
-    want = stamp(checkpoint)
+    if any(manifest()[w].user_fetched for w in spec(checkpoint).weights):
+        # checked (and its digest recorded) before the stamp reads the digest
+        for w in spec(checkpoint).weights:
+            resolve_weight(w, settings)
+    want = stamp(checkpoint, settings)
     if (
         not force
         and out.is_file()

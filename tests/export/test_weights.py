@@ -71,6 +71,9 @@ def test_manifest_covers_every_spec_weight_with_licence_and_checksum(weights_dir
             entry = files[name]
             assert entry.url.startswith("https://")
             assert entry.licence
+            if entry.user_fetched:  # research-only: not in the weights folder, never shipped
+                assert entry.source and entry.terms
+                continue
             assert sha256_of(weights_dir / name) == entry.sha256
 
 
