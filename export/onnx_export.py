@@ -22,6 +22,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,15 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         data = _export_packaged(checkpoint)
     else:
         data = _export_torch(checkpoint, settings)
+        if family == "sbi":  # its heatmap's dims come out symbolic after the Resize
+            batched = spec(checkpoint)
+            data = _fix_output_dims(
+                data,
+                replace(
+                    batched,
+                    outputs=tuple(replace(t, dims=(-1, *t.dims)) for t in batched.outputs),
+                ),
+            )
     check_against_spec(data, spec(checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)

@@ -255,7 +255,10 @@ class SbiServing(nn.Module):
         a = self.net.features(x)
         logits = self.net._fc(a.mean(dim=(2, 3)))
         score = torch.softmax(logits, dim=1)[:, 1:2]
-        return score, fake_grad_cam(a, self.net._fc.weight)
+        heatmap = fake_grad_cam(a, self.net._fc.weight)
+        # (N, 12, 12); the exported graph still declares the two 12s symbolic (after the
+        # Resize), so the export writes the spec's dims into it (onnx_export.export_one)
+        return score, heatmap.reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE)
 
 
 def build(path: Path) -> SbiServing:
