@@ -280,6 +280,10 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((role, model.tag, _versions(versions) if url else "(no DFD_TRITON_URL)"))
     for name, versions in sorted(served.items()):
         rows.append((name, "-", _versions(versions)))
+    from dfd.detectors import not_installed
+
+    for name in not_installed(settings):  # enabled, weights absent: say so, never hide it
+        rows.append((name, "not installed", f"dfd models pull {name}"))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for row in rows:
         print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")

@@ -193,6 +193,24 @@ DETECTORS: dict[str, Detector] = {
             "landmarks against speech energy, per face track)",
         ),
         Detector(
+            name="sbi",
+            modality="visual",
+            looks_at=LooksAt.FACE_TRACK,
+            model_setting="sbi",
+            licence="research-only (SelfBlendedImages; commercial use needs a licence "
+            "agreement with the authors)",
+            default_on=False,
+            fused=True,
+            # cross-dataset AUC 0.73 on DFDC (its authors' figure), run here on dfd's crop
+            # upsampled to 380 px rather than its own, and not yet on the scorecard: a
+            # stronger hint than Meso4, not a clearance
+            can_clear=False,
+            about="blending artefacts of face swaps in face crops (SBI, EfficientNet-B4, "
+            "trained on self-blended FF++ faces)",
+            fetched_by_user=True,
+            source="https://github.com/mapooon/SelfBlendedImages#2-pretrained-model",
+        ),
+        Detector(
             name="speech",
             modality=None,
             looks_at=LooksAt.FILE,

@@ -84,6 +84,7 @@ class ModelSpec:
 # --- constants the dispatcher and the models must agree on ---------------------------
 FACE_SIZE = 256  # visual crop side, RGB in [0, 1]
 HEATMAP_SIZE = 8  # Meso4's last conv block is 8x8 for a 256 input
+SBI_HEATMAP_SIZE = 12  # SBI's EfficientNet-B4: the last block is 12x12 for its 380 input
 AUDIO_SAMPLES = 64_600  # AASIST and RawGAT-ST window, ~4.04 s at 16 kHz
 AUDIO_RATE = 16_000
 LIPSYNC_FRAMES = 25  # one second of video at 25 fps
@@ -293,6 +294,27 @@ SPECS: dict[str, ModelSpec] = {
             "file": "data/silero_vad_16k_sequence.onnx",
             "sha256": "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
         },
+    ),
+    # SBI (Shiohara and Yamasaki, CVPR 2022): EfficientNet-B4, research-only weights the
+    # user fetches (`dfd models pull sbi`); its own role beside the visual one.
+    "sbi": ModelSpec(
+        name="sbi",
+        checkpoint="sbi",
+        version=1,
+        inputs=(TensorSpec("face", "FP32", (3, FACE_SIZE, FACE_SIZE)),),
+        outputs=(
+            TensorSpec("score", "FP32", (1,)),
+            TensorSpec("heatmap", "FP32", (SBI_HEATMAP_SIZE, SBI_HEATMAP_SIZE)),
+        ),
+        max_batch_size=16,
+        batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=1_000),
+        weights=("sbi/sbi.tar",),
+        preprocessing=_VISUAL_PRE + " (dfd's visual crop), resized to 380x380 bilinearly "
+        "inside the graph; the authors crop a RetinaFace box plus 1/8 of its side on each "
+        "edge, unrotated, at 380 px from the frame",
+        output_meaning="score: softmax(logits)[:, 1], the authors' P(fake); heatmap: "
+        "Grad-CAM of the fake log-odds over the last conv block (12x12, >= 0, not normalised)",
+        modality=Modality.VISUAL,
     ),
     # Not a detector: speaker embeddings for the voice-consistency evidence (a change of
     # voice inside a video). Partials as the Resemblyzer wheel cuts them.

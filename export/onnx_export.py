@@ -22,6 +22,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from dfd.errors import ConfigurationError, InternalError
 from dfd.settings import Settings
 from dfd.specs import SPECS, ModelSpec, spec
-from export.weights import manifest, resolve_weight
+from export.weights import expected_digest, manifest, resolve_weight
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ _CODE = {
     "light_asd": ["models/light_asd.py"],
     "resemblyzer": ["models/resemblyzer.py"],
     "ufd": ["models/clip_vit.py"],
+    "sbi": ["models/sbi.py"],
     "packaged": [],
     "face_mesh": ["models/face_mesh.py"],
 }
@@ -57,6 +59,7 @@ def _family(checkpoint: str) -> str:
         ("light_asd", "light_asd"),
         ("resemblyzer", "resemblyzer"),
         ("ufd", "ufd"),
+        ("sbi", "sbi"),
         ("silero", "packaged"),
         ("mediapipe_face_mesh", "face_mesh"),
     ):
@@ -95,11 +98,16 @@ def build_module(checkpoint: str, settings: Settings):
         from export.models import clip_vit
 
         return clip_vit.build(weights[0], weights[1])
+    if family == "sbi":
+        from export.models import sbi
+
+        return sbi.build(weights[0])
     raise ConfigurationError(f"ONNX export: {checkpoint} is not a PyTorch model")
 
 
-def stamp(checkpoint: str) -> str:
-    """Hash of everything an export depends on; a changed stamp means re-export."""
+def stamp(checkpoint: str, settings: Settings | None = None) -> str:
+    """Hash of everything an export depends on; a changed stamp means re-export (a
+    user-fetched file without a published digest counts by the one recorded for it)."""
     import onnx
     import torch
 
@@ -107,8 +115,9 @@ def stamp(checkpoint: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"{checkpoint}|{OPSET}|{torch.__version__}|{onnx.__version__}|{model!r}".encode())
     for name in model.weights:
-        # a user-fetched file whose authors publish no digest has none here
-        digest.update((manifest()[name].sha256 or "").encode())
+        entry = manifest()[name]
+        known = expected_digest(entry, settings) if settings is not None else None
+        digest.update((entry.sha256 or known or "user-fetched").encode())
     for rel in ["onnx_export.py", *_CODE[_family(checkpoint)]]:
         digest.update((_ROOT / rel).read_bytes())
     return digest.hexdigest()
@@ -214,7 +223,11 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
     """Export one checkpoint unless an up-to-date file exists; returns its path."""
     out = settings.onnx_dir / f"{checkpoint}.onnx"
     stamp_path = out.with_suffix(".onnx.stamp")
-    want = stamp(checkpoint)
+    if any(manifest()[w].user_fetched for w in spec(checkpoint).weights):
+        # checked (and its digest recorded) before the stamp reads the digest
+        for w in spec(checkpoint).weights:
+            resolve_weight(w, settings)
+    want = stamp(checkpoint, settings)
     if (
         not force
         and out.is_file()
@@ -235,6 +248,15 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         data = model.SerializeToString()  # type: ignore[attr-defined]
     else:
         data = _export_torch(checkpoint, settings)
+        if family == "sbi":  # its heatmap's dims come out symbolic after the Resize
+            batched = spec(checkpoint)
+            data = _fix_output_dims(
+                data,
+                replace(
+                    batched,
+                    outputs=tuple(replace(t, dims=(-1, *t.dims)) for t in batched.outputs),
+                ),
+            )
     check_against_spec(data, spec(checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)

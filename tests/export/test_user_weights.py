@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -215,5 +216,12 @@ def test_the_cli_shows_the_terms_and_pulls_only_once_they_are_accepted(
     out = capsys.readouterr().out
     assert f"sha256 {DIGEST}" in out and "publish no SHA-256" in out
     assert (tmp_path / "data" / "weights" / REL).read_bytes() == PAYLOAD
+    monkeypatch.setenv("DFD_DETECTORS", "visual,userdet")
+    monkeypatch.delenv("DFD_TRITON_URL", raising=False)
+    shutil.rmtree(tmp_path / "data" / "weights" / "userdet")
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "userdet" in listing and "not installed" in listing
+    monkeypatch.delenv("DFD_DETECTORS")
     assert main(["models", "pull", "nope"]) != 0
     assert "no detector named nope" in capsys.readouterr().err

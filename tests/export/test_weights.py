@@ -71,8 +71,9 @@ def test_manifest_covers_every_spec_weight_with_licence_and_checksum(weights_dir
             entry = files[name]
             assert entry.url.startswith("https://")
             assert entry.licence
-            if entry.user_fetched and not (weights_dir / name).is_file():
-                continue  # the user's to fetch (UFD's CLIP checkpoint)
+            if entry.user_fetched:  # the user's to fetch (SBI's, UFD's CLIP): never shipped
+                assert entry.source and entry.terms
+                continue
             assert sha256_of(weights_dir / name) == entry.sha256
 
 
