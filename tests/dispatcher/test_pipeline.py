@@ -78,7 +78,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
     assert weighted == pytest.approx(1.0, abs=1e-3) or (
         weighted == 0 and result.label.value in ("inconclusive", "not_applicable")
     )
-    assert set(result.timings_ms) == {
+    assert set(result.timings_ms) - {"decode_audio", "branches"} == {
         "download",
         "probe",
         "decode",
@@ -88,7 +88,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         "evidence",
         "provenance",
         "hashes",
-    }
+    }  # overlapped (a video): the audio track's own decode and both branches' wall time
     assert result.matches is None  # no bank given: no look-up
     assert result.provenance is not None and not result.provenance.present
     assert result.models["visual"] == "meso4_df@1" and result.models["face_detector"] == "yunet_n@1"
