@@ -25,6 +25,7 @@ stages is raised. Progress reports come from both threads, one at a time.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,8 +212,17 @@ def overlapped(
         DecodedMedia, MediaHashes, list[KnownFakeMatch] | None, FaceResult, VideoItems, _Scored
     ]
     with ThreadPoolExecutor(1, thread_name_prefix="dfd-audio") as pool:
+        # the job's context (its trace span, its log fields) goes with the thread
         audio_branch = pool.submit(
-            _audio_branch, path, settings, triton, graph, per_request, shared, speech_ready
+            contextvars.copy_context().run,
+            _audio_branch,
+            path,
+            settings,
+            triton,
+            graph,
+            per_request,
+            shared,
+            speech_ready,
         )
         try:
             video = _video_branch(
@@ -313,10 +323,8 @@ def _video_branch(
             matches = find_matches(hashes, bank.entries(), settings)
             bank.keep(job_id, hashes)
     shared.check()
-    stages.report(Stage.FACES, 0.0)
-    with shared.adding("faces", Stage.FACES):
+    with stages.run(Stage.FACES):
         found = face_crops(frames_only, triton, settings, progress=shared.reporter(Stage.FACES))
-    stages.report(Stage.FACES, 1.0)
     stages.report(Stage.INFER, 0.0)
     scored = _Scored({s.detector.name: [] for s in graph.steps}, [])
     with shared.adding("inference", Stage.INFER):
