@@ -20,7 +20,8 @@ request and a face and a lip-sync clip per audio request.
 
 Failures keep their stage's name. When one branch fails the other stops at its next
 step (a progress report or a request) and the first failure in the sequential order of
-stages is raised. Progress reports come from both threads, one at a time.
+stages is raised. Progress reports come from both threads, one at a time; the inference
+stage's own progress is the pipeline's (its requests here run inside decode and faces).
 """
 
 from __future__ import annotations
@@ -325,7 +326,6 @@ def _video_branch(
     shared.check()
     with stages.run(Stage.FACES):
         found = face_crops(frames_only, triton, settings, progress=shared.reporter(Stage.FACES))
-    stages.report(Stage.INFER, 0.0)
     scored = _Scored({s.detector.name: [] for s in graph.steps}, [])
     with shared.adding("inference", Stage.INFER):
         # the face crops' arrays, as build_inputs stacks them (speech plays no part)
@@ -333,7 +333,6 @@ def _video_branch(
         _add(
             scored, score_group(face_items, LooksAt.FACE_TRACK, graph, triton, per_request, shared)
         )
-    stages.report(Stage.INFER, 0.5)
     audio, speech = speech_ready.result()
     media = replace(frames_only, audio=audio)
     with shared.adding("faces", Stage.FACES):
@@ -347,7 +346,6 @@ def _video_branch(
         }
         for group in sorted(later, key=lambda g: g.value):
             _add(scored, score_group(arrays, group, graph, triton, per_request, shared))
-    stages.report(Stage.INFER, 1.0)
     scored.parts = {k: v for k, v in scored.parts.items() if v}
     return media, hashes, matches, faces, inputs, scored
 
