@@ -448,6 +448,14 @@ class Settings(BaseSettings):
         "video's face detection stays bounded.",
     )
 
+    # --- overlapped stages (issue 17) ----------------------------------------------
+    overlap_stages: bool = Field(
+        True,
+        description="Run a video's audio branch (audio decode, speech, the audio detectors' "
+        "requests) beside its video branch (frame decode, faces, visual and lip-sync "
+        "requests) in two threads; false: one stage after another (the same result, slower).",
+    )
+
     # --- derived paths ------------------------------------------------------------
     @field_validator("api_keys", "admin_keys")
     @classmethod

@@ -48,6 +48,7 @@ def decode(
     audio_only: bool = False,
     animation: bool = False,
     progress: Callable[[float], None] | None = None,
+    with_audio: bool = True,
 ) -> DecodedMedia:
     """Decode ``path`` with the decoder ``settings.decoder`` selects (an audio file,
     ``audio_only``, with PyAV: DALI reads no audio; an animated WebP, ``animation``, with
@@ -58,6 +59,8 @@ def decode(
         settings: sampling rate, clip count, size cap, decoder choice.
         duration_s: the probed duration; places the lip-sync clips.
         progress: called with 0..1 as the stream is read (PyAV; DALI decodes in one call).
+        with_audio: False: the PyAV decoder leaves the audio track unread (``audio`` None;
+            the overlapped pipeline reads it in its own branch).
 
     Raises:
         UnsupportedMediaError: no video stream.
@@ -69,6 +72,6 @@ def decode(
     if animation:
         return decode_animation(path, settings, duration_s)
     name = choose_decoder(settings)
-    if name == "pyav" and progress is not None:
-        return decode_pyav(path, settings, duration_s, progress=progress)
+    if name == "pyav" and (progress is not None or not with_audio):
+        return decode_pyav(path, settings, duration_s, progress=progress, with_audio=with_audio)
     return DECODERS[name](path, settings, duration_s)

@@ -263,6 +263,7 @@ def decode_pyav(
     *,
     skip_unneeded: bool = True,
     progress: Callable[[float], None] | None = None,
+    with_audio: bool = True,
 ) -> DecodedMedia:
     """The CPU decoder: one sequential, threaded pass with PyAV.
 
@@ -271,15 +272,16 @@ def decode_pyav(
     stream. The picked frames are known from a demux-only pass when the timestamps allow
     (:func:`frame_plan`); otherwise every frame near a sampling time or inside a clip is
     decoded. Either way the result is that of a full decode. Frame numbers come from
-    timestamps then.
+    timestamps then. Without ``with_audio`` the audio packets are not read (``audio`` is
+    None; :func:`decode_audio_track` reads the same track on its own).
     """
     plan = frame_plan(path, settings, duration_s) if skip_unneeded else None
     if plan is not None:
         try:
-            return _decode_pass(path, settings, duration_s, plan, True, progress)
+            return _decode_pass(path, settings, duration_s, plan, True, progress, with_audio)
         except _PlanMismatch as exc:
             log.info("decode: %s: %s; decoding every frame near a target instead", path.name, exc)
-    return _decode_pass(path, settings, duration_s, None, skip_unneeded, progress)
+    return _decode_pass(path, settings, duration_s, None, skip_unneeded, progress, with_audio)
 
 
 def _decode_pass(
@@ -289,6 +291,7 @@ def _decode_pass(
     plan: FramePlan | None,
     skip_unneeded: bool,
     progress: Callable[[float], None] | None,
+    with_audio: bool = True,
 ) -> DecodedMedia:
     """One pass: the frames ``plan`` lists (raising :class:`_PlanMismatch` when the decoder
     disagrees with it), or without a plan the streaming samplers' picks."""
@@ -317,6 +320,8 @@ def _decode_pass(
         windows = clips.windows(margin)
         skipping = False
         track = AudioTrack(v_start) if astream else None
+        if not with_audio:
+            astream = track = None
 
         frames: list[SampledFrame] = []
         # One scaler per output format, kept across frames (building one costs more than
@@ -519,6 +524,36 @@ def read_audio(path: Path) -> np.ndarray | None:
         track = AudioTrack(v_start)
         for frame in container.decode(astream):
             track.add(frame)
+        return track.finish()
+
+
+def decode_audio_track(path: Path) -> np.ndarray | None:
+    """The first audio track of a video as :func:`decode_pyav`'s pass decodes it (sample 0
+    at the video's time 0, a few broken packets skipped), read in a pass of its own;
+    ``None`` without a track."""
+    container = open_container(path)
+    with container:
+        if not container.streams.audio:
+            return None
+        astream = container.streams.audio[0]
+        v_start = stream_start(container.streams.video[0]) if container.streams.video else 0.0
+        track = AudioTrack(v_start)
+        bad = 0
+        for packet in container.demux(astream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as exc:
+                bad += 1
+                log.warning("decode: skipped a broken audio packet in %s: %s", path.name, exc)
+                if bad > _MAX_BAD_PACKETS:
+                    raise CorruptMediaError(
+                        f"decode: {path.name}: more than {_MAX_BAD_PACKETS} undecodable "
+                        "audio packets"
+                    ) from exc
+                continue
+            for frame in decoded:
+                if isinstance(frame, av.AudioFrame):
+                    track.add(frame)
         return track.finish()
 
 

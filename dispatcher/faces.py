@@ -499,6 +499,18 @@ def find_faces(
         speech: False when the audio track is silent: no lip-sync clips then.
         progress: called with 0..1 as detection batches complete.
     """
+    found = face_crops(media, client, settings, progress)
+    return with_clips(media, found, speech)
+
+
+def face_crops(
+    media: DecodedMedia,
+    client: InferClient,
+    settings: Settings,
+    progress: Callable[[float], None] | None = None,
+) -> FaceResult:
+    """The first half of :func:`find_faces`: detections, tracks and visual crops, no
+    lip-sync clips yet (they need the audio track and its speech)."""
     detections = detect(media.frames, client, settings, progress)
     tracks = track_faces(detections)
     crops = []
@@ -509,8 +521,14 @@ def find_faces(
             crops.append(
                 FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels, track=track)
             )
+    return FaceResult(detections=detections, crops=tuple(crops), clips=())
+
+
+def with_clips(media: DecodedMedia, found: FaceResult, speech: bool = True) -> FaceResult:
+    """The second half of :func:`find_faces`: ``found`` with its lip-sync clips, cut from
+    ``media`` (its audio track included); none when ``speech`` is False."""
     audio_mfcc = (
         mfcc(media.audio) if (speech and media.audio is not None and media.audio.size) else None
     )
-    clips = lipsync_clips(media, detections, audio_mfcc) if crops else ()
-    return FaceResult(detections=detections, crops=tuple(crops), clips=clips)
+    clips = lipsync_clips(media, found.detections, audio_mfcc) if found.crops else ()
+    return FaceResult(detections=found.detections, crops=found.crops, clips=clips)

@@ -115,6 +115,20 @@ def window_spans(n_samples: int, hop_s: float, count: int) -> tuple[tuple[float,
     return tuple((s / AUDIO_RATE, (s + AUDIO_SAMPLES) / AUDIO_RATE) for s in starts)
 
 
+def speech_windows(
+    audio: np.ndarray | None, speech: Speech, settings: Settings
+) -> tuple[np.ndarray, tuple[tuple[float, float], ...]]:
+    """The audio windows of ``audio`` that hold enough speech, with their spans (the
+    speech-window items of :func:`build_inputs`)."""
+    if speech.found and audio is not None:
+        every = audio_windows(audio, settings.audio_hop_s).astype(np.float32, copy=False)
+        spans = window_spans(audio.size, settings.audio_hop_s, len(every))
+        keep = [i for i, (a, b) in enumerate(spans) if speech.share(a, b) >= MIN_WINDOW_SPEECH]
+        if keep:
+            return every[keep], tuple(spans[i] for i in keep)
+    return _empty(AUDIO), ()
+
+
 def build_inputs(
     media: DecodedMedia, faces: FaceResult, speech: Speech, settings: Settings
 ) -> VideoItems:
@@ -133,14 +147,7 @@ def build_inputs(
         face_tracks = tuple(c.track for c in faces.crops)
     else:
         face_arr, face_spans, face_tracks = _empty(FACES), (), ()
-    wins = _empty(AUDIO)
-    audio_spans: tuple[tuple[float, float], ...] = ()
-    if speech.found and media.audio is not None:
-        every = audio_windows(media.audio, settings.audio_hop_s).astype(np.float32, copy=False)
-        spans = window_spans(media.audio.size, settings.audio_hop_s, len(every))
-        keep = [i for i, (a, b) in enumerate(spans) if speech.share(a, b) >= MIN_WINDOW_SPEECH]
-        if keep:
-            wins, audio_spans = every[keep], tuple(spans[i] for i in keep)
+    wins, audio_spans = speech_windows(media.audio, speech, settings)
     clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
     clips = [
         c for c in faces.clips if speech.share(c.start_s, c.start_s + clip_s) >= MIN_WINDOW_SPEECH
@@ -260,7 +267,18 @@ def run_ensemble(
                 heat_parts.append(np.asarray(out[HEATMAPS]).reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE))
         if progress is not None:
             progress((i + 1) / len(requests))
+    return collect(inputs, graph, parts, heat_parts, len(requests))
 
+
+def collect(
+    inputs: VideoItems,
+    graph: Ensemble,
+    parts: dict[str, list[np.ndarray]],
+    heat_parts: list[np.ndarray],
+    requests: int,
+) -> InferenceOutput:
+    """The answers' per-detector score parts (in item order) as one output, checked
+    against the items' spans."""
     items: dict[str, ScoredItems | None] = {}
     for step in graph.steps:
         d = step.detector
@@ -281,7 +299,7 @@ def run_ensemble(
         if heat_parts
         else np.zeros((0, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
     )
-    return InferenceOutput(items=items, heatmaps=heat.astype(np.float32), requests=len(requests))
+    return InferenceOutput(items=items, heatmaps=heat.astype(np.float32), requests=requests)
 
 
 def score_with_version(

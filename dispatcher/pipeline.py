@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from dispatcher.aggregate import (
     timeline,
     verdict,
 )
+from dispatcher.branches import overlapped
 from dispatcher.cleanup import job_workspace
 from dispatcher.decode import decode
 from dispatcher.evidence import build_evidence
@@ -262,11 +264,13 @@ class _Stages:
     def __init__(self, progress: Progress | None) -> None:
         self.timings_ms: dict[str, float] = {}
         self._progress = progress
+        self._lock = threading.Lock()  # the overlapped branches report from two threads
 
     def report(self, stage: Stage, fraction: float) -> None:
         if self._progress is not None:
             try:
-                self._progress(stage, fraction)
+                with self._lock:
+                    self._progress(stage, fraction)
             except JobCancelledError:
                 raise  # the client cancelled: stop at this stage boundary
             except Exception:  # progress is advisory; a lost update must not fail the job
@@ -390,54 +394,66 @@ def analyze(
         with stages.timed("provenance", Stage.PROBE):
             provenance = read_provenance(path, settings)
             metadata = telltale_metadata(path)
-        with stages.run(Stage.DECODE):
-            media = decode(
-                path,
-                settings,
-                info.duration_s,
-                audio_only=not info.has_video,
-                animation=info.kind == "webp",
-                progress=stages.reporter(Stage.DECODE),
-            )
-        matches = None
-        with stages.timed("hashes", Stage.DECODE):
-            hashes = hash_frames(media.frames, settings)
-            if not media.frames:  # an audio file: its sound's fingerprint
-                hashes.audio_fingerprint = audio_fingerprint(path)
-            if bank is not None:
-                matches = find_matches(hashes, bank.entries(), settings)
-                bank.keep(job_id, hashes)
-        with stages.run(Stage.SPEECH):
-            speech = find_speech(media.audio, triton)
+        work = None
+        if settings.overlap_stages and info.has_video and info.kind != "webp":
+            # decode, speech, faces and inference in an audio and a video branch at once
+            deadline = max(started + settings.job_timeout_s, time.monotonic() + 1.0)
+            work = overlapped(path, info, settings, triton, stages, deadline, bank, job_id)
+            media, hashes, matches = work.media, work.hashes, work.matches
+            speech, faces, inputs, out = work.speech, work.faces, work.inputs, work.out
+        else:
+            with stages.run(Stage.DECODE):
+                media = decode(
+                    path,
+                    settings,
+                    info.duration_s,
+                    audio_only=not info.has_video,
+                    animation=info.kind == "webp",
+                    progress=stages.reporter(Stage.DECODE),
+                )
+            matches = None
+            with stages.timed("hashes", Stage.DECODE):
+                hashes = hash_frames(media.frames, settings)
+                if not media.frames:  # an audio file: its sound's fingerprint
+                    hashes.audio_fingerprint = audio_fingerprint(path)
+                if bank is not None:
+                    matches = find_matches(hashes, bank.entries(), settings)
+                    bank.keep(job_id, hashes)
+            with stages.run(Stage.SPEECH):
+                speech = find_speech(media.audio, triton)
+            with stages.run(Stage.FACES):
+                faces = (
+                    find_faces(
+                        media,
+                        triton,
+                        settings,
+                        speech=speech.found,
+                        progress=stages.reporter(Stage.FACES),
+                    )
+                    if media.frames
+                    else NO_FACES  # an audio file
+                )
+        # checks the dispatcher runs itself, when named (DFD_DETECTORS)
         voice = None
         if DETECTORS["voice"] in enabled(settings) and media.audio is not None:
             with stages.timed("voice", Stage.SPEECH):
                 voice = check_voice(media.audio, speech.segments, triton)
-        with stages.run(Stage.FACES):
-            faces = (
-                find_faces(
-                    media,
+        mouth = None
+        if DETECTORS["mouth_sync"] in enabled(settings):
+            with stages.timed("mouth_sync", Stage.FACES):
+                mouth = find_mouth_sync(job_id, media, faces, speech, triton, store)
+        inference_ms = stages.timings_ms.get("inference", 0.0)
+        with stages.run(Stage.INFER):
+            if work is None:
+                inputs = build_inputs(media, faces, speech, settings)
+                remaining = settings.job_timeout_s - (time.monotonic() - started)
+                out = run_ensemble(
+                    inputs,
                     triton,
                     settings,
-                    speech=speech.found,
-                    progress=stages.reporter(Stage.FACES),
+                    deadline_s=max(remaining, 1.0),
+                    progress=stages.reporter(Stage.INFER),
                 )
-                if media.frames
-                else NO_FACES  # an audio file
-            )
-            mouth = None
-            if any(d.name == "mouth_sync" for d in enabled(settings)):
-                mouth = find_mouth_sync(job_id, media, faces, speech, triton, store)
-        with stages.run(Stage.INFER):
-            inputs = build_inputs(media, faces, speech, settings)
-            remaining = settings.job_timeout_s - (time.monotonic() - started)
-            out = run_ensemble(
-                inputs,
-                triton,
-                settings,
-                deadline_s=max(remaining, 1.0),
-                progress=stages.reporter(Stage.INFER),
-            )
             out, shadows, versions = apply_rollout(out, inputs, triton, settings, rollout)
             scales = settings.fusion_scales()
             facts = MediaFacts(
@@ -462,6 +478,8 @@ def analyze(
                 scales,
                 1.0 / settings.sample_fps,
             )
+        # overlapped: the branches' requests plus the verdict's share of the stage
+        stages.timings_ms["inference"] = round(stages.timings_ms["inference"] + inference_ms, 1)
         if rollout is not None:
             record_rollout(rollout, final, shadows)
         with stages.run(Stage.EVIDENCE):

@@ -78,7 +78,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
     assert weighted == pytest.approx(1.0, abs=1e-3) or (
         weighted == 0 and result.label.value in ("inconclusive", "not_applicable")
     )
-    assert set(result.timings_ms) == {
+    assert set(result.timings_ms) - {"decode_audio", "branches"} == {
         "download",
         "probe",
         "decode",
@@ -88,7 +88,7 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         "evidence",
         "provenance",
         "hashes",
-    }
+    }  # overlapped (a video): the audio track's own decode and both branches' wall time
     assert result.matches is None  # no bank given: no look-up
     assert result.provenance is not None and not result.provenance.present
     assert result.models["visual"] == "meso4_df@1" and result.models["face_detector"] == "yunet_n@1"
@@ -116,16 +116,17 @@ def test_every_corpus_video_gets_a_verdict(name, media_corpus, settings, store, 
         query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
         assert store.verify(key, query["exp"], query["sig"])
         assert store.path(key).stat().st_size > 500
-    # progress: every stage reported from 0 to 1, in order
+    # progress: every stage reported from 0 to 1, in order (speech, the audio branch,
+    # runs beside decode and faces)
     stages = list(dict.fromkeys(s for s, f in seen if f == 1.0))
-    assert stages == [
+    assert [s for s in stages if s is not Stage.SPEECH] == [
         Stage.PROBE,
         Stage.DECODE,
-        Stage.SPEECH,
         Stage.FACES,
         Stage.INFER,
         Stage.EVIDENCE,
     ]
+    assert stages.index(Stage.PROBE) < stages.index(Stage.SPEECH) < stages.index(Stage.INFER)
     for stage in stages:
         fractions = [f for s, f in seen if s is stage]
         assert fractions[0] == 0.0 and fractions == sorted(fractions)

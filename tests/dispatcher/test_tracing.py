@@ -45,7 +45,8 @@ def test_request_job_and_stage_spans_form_one_trace(
         "dfd.source.kind": "upload",
     }
     stages = [s for s in finished if s.name.startswith("dfd.stage.")]
-    assert [s.name for s in stages] == [f"dfd.stage.{name}" for name in STAGES]
+    # one span per stage; speech (the audio branch) runs beside decode and faces
+    assert sorted(s.name for s in stages) == sorted(f"dfd.stage.{name}" for name in STAGES)
     for stage in stages:
         assert stage.parent is not None and stage.parent.span_id == job_span.context.span_id
         assert stage.status.is_ok
