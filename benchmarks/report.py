@@ -25,6 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Results quoted in the README, in reading order (a missing file is an error, not a gap).
 QUOTED = (
     "e2e_cpu.md",
+    "floor_cpu_quiet.md",
     "floor_cpu.md",
     "stages_cpu.md",
     "triton_cpu.md",
