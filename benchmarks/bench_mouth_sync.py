@@ -30,14 +30,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.machine import describe, load_average
+from benchmarks.ort_models import OrtModels
 from dfd import metrics
 from dfd.settings import Settings
 
@@ -46,35 +44,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {"face_detector": "yunet_n", "vad": "silero_vad", "face_mesh": "mediapipe_face_mesh"}
 
 
-class OrtModels:
+def mouth_models(settings: Settings) -> OrtModels:
     """The three models the stage needs, from their exported ONNX files, one thread each."""
-
-    def __init__(self, settings: Settings) -> None:
-        import onnxruntime as ort
-
-        from export.onnx_export import export_one
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._sessions = {
-            role: ort.InferenceSession(
-                str(export_one(checkpoint, settings)), options, providers=["CPUExecutionProvider"]
-            )
-            for role, checkpoint in MODELS.items()
-        }
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] | None = None,
-        *,
-        version: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        session = self._sessions[model]
-        names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, dict(inputs)), strict=True))
+    return OrtModels(settings, MODELS)
 
 
 @dataclass(frozen=True)
@@ -233,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_mouth_sync: no grid/ under {media_dir} (--media-dir)", file=sys.stderr)
         return 2
     settings = Settings(data_dir=args.data_dir) if args.data_dir else Settings()
-    models = OrtModels(settings)
+    models = mouth_models(settings)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     grid = sorted((media_dir / "grid").glob("*.mpg"))
     todo: list[tuple[Path, str, str, str]] = [(p, "grid", "grid", "real") for p in grid]

@@ -26,13 +26,13 @@ import csv
 import itertools
 import os
 import pickle
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.ort_models import OrtModels
 from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE
 from dispatcher.decode_pyav import read_audio
@@ -70,39 +70,9 @@ RULES = [(m, g, t) for m in (1.2, 1.6) for g in (1, 2) for t in (0.55, 0.60, 0.6
 CUT_MIN_S = min(m for m, _, _ in RULES)
 
 
-class OrtClient:
+def voice_models(settings: Settings) -> OrtModels:
     """The speech gate and the voice encoder in one-thread onnxruntime sessions."""
-
-    def __init__(self, settings: Settings) -> None:
-        import onnxruntime as ort
-
-        from export.onnx_export import export_one
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.sessions = {
-            name: ort.InferenceSession(
-                str(export_one(checkpoint, settings)), options, providers=["CPUExecutionProvider"]
-            )
-            for name, checkpoint in (("vad", "silero_vad"), ("voice", "resemblyzer"))
-        }
-        self.voice_s = 0.0
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] | None = None,
-        *,
-        version: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        session = self.sessions[model]
-        started = time.process_time()
-        got = session.run(None, dict(inputs))
-        if model == "voice":
-            self.voice_s += time.process_time() - started
-        return {o.name: v for o, v in zip(session.get_outputs(), got, strict=True)}
+    return OrtModels(settings, {"vad": "silero_vad", "voice": "resemblyzer"})
 
 
 @dataclass(frozen=True)
@@ -152,7 +122,7 @@ def is_hit(time_s: float, join_s: float, segments: Sequence[VoiceSegment]) -> bo
     return time_s in allowed
 
 
-def evaluate(cases: Sequence[Case], client: OrtClient) -> dict:
+def evaluate(cases: Sequence[Case], client: OrtModels) -> dict:
     prepared, segments_total = [], 0
     for case in cases:
         speech = find_speech(case.audio, client)
@@ -160,7 +130,11 @@ def evaluate(cases: Sequence[Case], client: OrtClient) -> dict:
         emb = embed_segments(case.audio, segments, client)
         segments_total += len(segments)
         prepared.append((case, segments, emb))
-    return {"prepared": prepared, "segments": segments_total, "voice_s": client.voice_s}
+    return {
+        "prepared": prepared,
+        "segments": segments_total,
+        "voice_s": client.cpu_s.get("voice", 0.0),
+    }
 
 
 def score_rules(res: dict) -> dict:
@@ -270,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         media = Path(os.environ.get("DFD_MEDIA_DIR", "../shared/media"))
         results = {}
         for name, cases in (("GRID", grid_cases(media)), ("wild reals", wild_cases(media))):
-            results[name] = evaluate(cases, OrtClient(settings))
+            results[name] = evaluate(cases, voice_models(settings))
         if args.cache:
             args.cache.write_bytes(pickle.dumps(results))
     results = {name: score_rules(res) for name, res in results.items()}

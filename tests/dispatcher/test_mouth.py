@@ -142,11 +142,11 @@ DUB_AUDIO = "pwij3p.mpg"
 
 @pytest.fixture(scope="module")
 def ort_models(tmp_path_factory: pytest.TempPathFactory, weights_dir: Path):
-    from benchmarks.bench_mouth_sync import OrtModels
+    from benchmarks.bench_mouth_sync import mouth_models
     from dfd.settings import Settings
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("dfd-mouth"), weights_dir=weights_dir)
-    return settings, OrtModels(settings)
+    return settings, mouth_models(settings)
 
 
 def _sync(path: Path, ort_models):
