@@ -2,7 +2,8 @@
 
 Each change of the job (state, stage, progress) is one ``event: progress`` whose data is
 ``{"status", "stage", "progress", "attempt", "updatedAt"}`` and whose ``id`` is the
-worker's write sequence; the job's end is one ``event: done`` with the final job view
+worker's write sequence (a change of state alone, such as queued to started before the
+worker's first write, repeats the id it follows); the job's end is one ``event: done`` with the final job view
 (as ``GET /api/job/{id}`` gives it), after which the stream ends. A client reconnecting
 with ``Last-Event-ID`` gets only what changed after that event. A stream stays open at
 most ``events_max_s`` (and under the gateway's request timeout); EventSource and the SDK

@@ -57,8 +57,10 @@ def test_progress_events_then_done_with_the_final_view(
     assert named and set(named) <= {"decode", "infer"}, stages
     updated = [a["updatedAt"] for a in active]
     assert len(set(updated)) >= 3 and updated == sorted(updated)
+    # the worker's write sequence: never backwards; a change of state alone (queued to
+    # started, when the stream opens before the worker takes the job) repeats its id
     ids = [int(e["id"]) for e in progress]
-    assert ids == sorted(set(ids))
+    assert ids == sorted(ids) and len(set(ids)) >= len(ids) - 1
 
 
 def test_reconnect_with_last_event_id_resumes_after_it(
