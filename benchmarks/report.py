@@ -103,12 +103,79 @@ def calibration_block(path: Path = ROOT / "dfd" / "calibration.json") -> str:
     return "\n".join(lines) + "\n\n(`dfd/calibration.json`)\n"
 
 
+# The wild kinds each modality's detectors are meant to see (their rows in the table).
+MODALITY_KINDS = {
+    "visual": ("faceswap", "ai_video"),
+    "audio": ("audio",),
+    "lipsync": ("lipsync", "talking_head"),
+}
+# Detectors whose own figures are in a results file of their own (no score on the scorecard).
+OWN_RESULTS = {"voice": "voice_changes.md", "speech": "none: a gate, it scores nothing"}
+
+
+def detectors_block(
+    results: Path = RESULTS, calibration: Path = ROOT / "dfd" / "calibration.json"
+) -> str:
+    """Every registered detector: licence, training data, the authors' figure, whether it
+    is on and fused, and its raw AUC on the scorecards (``detection.json``, the wild set,
+    and ``detection_calibration.json``), so the table states no figure the files do not."""
+    from dfd.detectors import DETECTORS
+
+    wild = json.loads((results / "detection.json").read_text())
+    cal = json.loads((results / "detection_calibration.json").read_text())
+    weights = json.loads(calibration.read_text())["fusion"]["weights"]
+
+    def auc(kind: dict, name: str) -> str | None:
+        d = kind["detectors"].get(name)
+        if d is None or not d["n_scored"]:
+            return None
+        value = "n/a" if d["auc"] is None else f"{d['auc']:.2f}"
+        return f"{value} ({d['n_fake_scored']}/{d['n_real_scored']})"
+
+    lines = [
+        "Raw AUC of each detector's own score (nothing fitted), with the items it scored "
+        "(fake/real), on the wild scorecard (`benchmarks/results/detection.json`: all the "
+        "items it scored, and the kinds its modality is meant for) and on the calibration "
+        "set (`detection_calibration.json`). Fusion weight: `dfd/calibration.json` (a "
+        "detector without one is evidence only or not yet calibrated).",
+        "",
+        "| detector | on by default | licence | trained on | authors' figure | fusion weight "
+        "| wild, all | wild, its kinds | calibration set |",
+        "|---|---|---|---|---|---:|---|---|---|",
+    ]
+    for d in DETECTORS.values():
+        if d.name in OWN_RESULTS:
+            own = OWN_RESULTS[d.name]
+            where = f"see `benchmarks/results/{own}`" if own.endswith(".md") else own
+            measured = [where, "—", "—"]
+        else:
+            kinds = [
+                f"{k} {a}"
+                for k in MODALITY_KINDS.get(d.modality or "", ())
+                if (a := auc(wild["kinds"][k], d.name)) is not None
+            ]
+            measured = [
+                auc(wild["kinds"]["all"], d.name) or "not scored",
+                "; ".join(kinds) or "—",
+                auc(cal["kinds"]["all"], d.name) or "not scored",
+            ]
+            if d.fetched_by_user and measured[0] == "not scored":
+                measured = ["not measured: the weights are the user's to fetch", "—", "—"]
+        weight = f"{weights[d.name]:.2f}" if d.name in weights else "—"
+        lines.append(
+            f"| `{d.name}` | {'yes' if d.default_on else 'no'} | {d.licence} | {d.trained_on} "
+            f"| {d.published} | {weight} | {' | '.join(measured)} |"
+        )
+    return "\n".join(lines) + "\n\n(`dfd/detectors.py`, `benchmarks/results/detection*.json`)\n"
+
+
 def blocks() -> dict[str, str]:
     return {
         "settings-table": settings_table(),
         "benchmarks": benchmark_block(),
         "scorecard": scorecard_block(),
         "calibration": calibration_block(),
+        "detectors": detectors_block(),
     }
 
 

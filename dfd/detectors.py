@@ -64,6 +64,9 @@ class Detector:
             (a research-only licence): the user fetches them (``dfd models pull <name>``);
             until then an enabled detector is ``not installed`` (:func:`not_installed`).
         source: where its weights are published (the authors' page), for that message.
+        trained_on: the data its weights were trained on, in a phrase (the README's
+            detector table, ``benchmarks.report``).
+        published: its authors' own figure, with where it was measured.
     """
 
     name: str
@@ -78,6 +81,8 @@ class Detector:
     evidence_outputs: tuple[tuple[str, str], ...] = ()
     fetched_by_user: bool = False
     source: str = ""
+    trained_on: str = ""
+    published: str = ""
 
     @property
     def scorer(self) -> bool:
@@ -110,6 +115,8 @@ DETECTORS: dict[str, Detector] = {
             can_clear=False,
             about="face-swap artefacts in aligned face crops (MesoNet, 2018 training data)",
             evidence_outputs=(("heatmap", "heatmaps"),),
+            trained_on="the 2018 Deepfake set of Afchar et al. (faces from online face-swap videos)",
+            published="frame accuracy 0.891 on that set (arXiv 1809.00888)",
         ),
         Detector(
             name="audio",
@@ -122,6 +129,8 @@ DETECTORS: dict[str, Detector] = {
             # ASVspoof 2019 LA EER 0.83 %: it can clear a voice of the spoofing it knows
             can_clear=True,
             about="synthetic or converted speech (AASIST, ASVspoof 2019 LA)",
+            trained_on="ASVspoof 2019 LA train",
+            published="EER 0.83 % on ASVspoof 2019 LA eval",
         ),
         Detector(
             name="audio_asv5",
@@ -135,6 +144,8 @@ DETECTORS: dict[str, Detector] = {
             fused=True,
             can_clear=False,  # dev EER 15.2 % on its own challenge: too weak to clear a voice
             about="synthetic or converted speech of the ASVspoof 5 attacks (AASIST baseline)",
+            trained_on="ASVspoof 5 train (crowd-sourced English, newer TTS and voice-conversion attacks)",
+            published="EER 15.2 % on ASVspoof 5 dev",
         ),
         Detector(
             name="rawgat",
@@ -148,6 +159,8 @@ DETECTORS: dict[str, Detector] = {
             fused=True,
             can_clear=False,
             about="synthetic or converted speech (RawGAT-ST, ASVspoof 2019 LA)",
+            trained_on="ASVspoof 2019 LA train",
+            published="EER 1.06 % on ASVspoof 2019 LA eval (arXiv 2107.12710)",
         ),
         Detector(
             name="ufd",
@@ -166,6 +179,8 @@ DETECTORS: dict[str, Detector] = {
             fetched_by_user=True,  # OpenAI's ~890 MB checkpoint is not in the weights folder
             source="https://github.com/openai/CLIP (ViT-L/14) and "
             "https://github.com/WisconsinAIVision/UniversalFakeDetect (the head, shipped)",
+            trained_on="CLIP: 400 M web image-text pairs; head: ProGAN real/fake (LSUN)",
+            published="generalises from ProGAN to unseen GANs and diffusion models (arXiv 2302.10174, Tables 2-3)",
         ),
         Detector(
             name="lipsync",
@@ -177,6 +192,8 @@ DETECTORS: dict[str, Detector] = {
             fused=True,
             can_clear=False,  # an active-speaker model; experimental as a sync check
             about="a face not speaking in step with the voice (Light-ASD, experimental)",
+            trained_on="AVA-ActiveSpeaker",
+            published="mAP 94.1 % on AVA-ActiveSpeaker val (active speakers, not fakes)",
         ),
         Detector(
             name="mouth_sync",
@@ -191,6 +208,8 @@ DETECTORS: dict[str, Detector] = {
             can_clear=False,
             about="the mouth not opening with the voice's syllables (MediaPipe face mesh "
             "landmarks against speech energy, per face track)",
+            trained_on="MediaPipe face mesh: Google's face images (landmarks only; the sync rule is dfd's)",
+            published="none for fakes (a landmark model)",
         ),
         Detector(
             name="sbi",
@@ -209,6 +228,8 @@ DETECTORS: dict[str, Detector] = {
             "trained on self-blended FF++ faces)",
             fetched_by_user=True,
             source="https://github.com/mapooon/SelfBlendedImages#2-pretrained-model",
+            trained_on="FF++ real faces blended with themselves",
+            published="AUC 93.82 % Celeb-DF, 73.01 % DFDC (cross-dataset)",
         ),
         Detector(
             name="speech",
@@ -220,6 +241,8 @@ DETECTORS: dict[str, Detector] = {
             fused=False,
             can_clear=False,
             about="where the speech is; the voice detectors judge only speech",
+            trained_on="silero's multi-language speech corpora",
+            published="none used here (a gate)",
         ),
         Detector(
             name="voice",
@@ -234,6 +257,8 @@ DETECTORS: dict[str, Detector] = {
             fused=False,  # evidence on the timeline, not a score of the verdict
             can_clear=False,
             about="a change of voice between speech segments (Resemblyzer GE2E embeddings)",
+            trained_on="the speaker encoder of Real-Time-Voice-Cloning (GE2E; datasets not listed)",
+            published="none published for the wheel's checkpoint",
         ),
     )
 }
