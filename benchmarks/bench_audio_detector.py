@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_audio_detector --checkpoint aasist_asvspoof5 [--compare aasist]
         [--media-dir DIR] [--data-dir DIR] [--runtime onnx|torch] [--no-video]
+        [--windows service|speech-only]
 
 Every audio item of ``<media>/wild/labels.csv`` (and, unless ``--no-video``, the sound
 track of every video item that has one) is decoded as the dispatcher decodes it (PyAV,
@@ -9,6 +10,11 @@ track of every video item that has one) is decoded as the dispatcher decodes it 
 every ``audio_hop_s``, the last one ending at the track's end, a short track repeated),
 and only the windows that are at least ``MIN_WINDOW_SPEECH`` speech by silero-vad are
 kept, as the service keeps them. A file's score is the mean P(spoof) of its windows.
+``--windows speech-only`` cuts the windows instead from the speech alone: the runs
+silero-vad finds, joined end to end, so no window holds the pauses around them. It
+measures how much a detector judges the silence rather than the voice (models trained on
+ASVspoof 2019 LA are known to: Müller et al., Interspeech 2021, "Speech is Silver,
+Silence is Golden"); the service cuts its windows the first way.
 
 Each checkpoint of ``dfd.specs.SPECS`` with a ``waveform`` input works: the model is the
 serving module ``export.onnx_export.build_module`` builds, run in PyTorch or as the ONNX
@@ -19,7 +25,8 @@ voice often real). The "own best threshold" is the one that maximises TPR - FPR 
 audio kind: an oracle, optimistic by construction, there to tell a bad operating point
 from a bad ranking. Evaluation only: nothing here is fitted to these files.
 
-Writes ``benchmarks/results/audio_<checkpoint>.{md,json}``.
+Writes ``benchmarks/results/audio_<checkpoint>.{md,json}`` (``audio_<checkpoint>_speech_only``
+with ``--windows speech-only``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from benchmarks.machine import describe, load_average
 from dfd import metrics
 from dfd.features import audio_windows
 from dfd.settings import Settings
-from dfd.specs import AUDIO_SAMPLES, spec
+from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -113,8 +120,11 @@ def scorer(checkpoint: str, settings: Settings, runtime: str) -> Scorer:
     return run_onnx
 
 
-def speech_windows(path: Path, settings: Settings, vad: _OrtVad) -> np.ndarray:
-    """The windows of ``path``'s sound track the service would score, (n, 64600)."""
+def speech_windows(
+    path: Path, settings: Settings, vad: _OrtVad, speech_only: bool = False
+) -> np.ndarray:
+    """The windows of ``path``'s sound track the service would score, (n, 64600); with
+    ``speech_only``, the windows of its speech runs joined (no pause kept)."""
     from dispatcher.decode_pyav import read_audio
     from dispatcher.infer import window_spans
     from dispatcher.speech import MIN_WINDOW_SPEECH, find_speech
@@ -123,6 +133,11 @@ def speech_windows(path: Path, settings: Settings, vad: _OrtVad) -> np.ndarray:
     if audio is None or audio.size == 0:
         return np.zeros((0, AUDIO_SAMPLES), np.float32)
     speech = find_speech(audio, vad)
+    if speech_only:
+        if not speech.found:
+            return np.zeros((0, AUDIO_SAMPLES), np.float32)
+        runs = [audio[int(a * AUDIO_RATE) : int(b * AUDIO_RATE)] for a, b in speech.segments]
+        return audio_windows(np.concatenate(runs), settings.audio_hop_s)
     every = audio_windows(audio, settings.audio_hop_s)
     spans = window_spans(audio.size, settings.audio_hop_s, len(every))
     keep = [i for i, (a, b) in enumerate(spans) if speech.share(a, b) >= MIN_WINDOW_SPEECH]
@@ -136,7 +151,11 @@ def _softmax_spoof(logits: np.ndarray) -> np.ndarray:
 
 
 def score_items(
-    media_dir: Path, settings: Settings, scorers: dict[str, Scorer], video: bool
+    media_dir: Path,
+    settings: Settings,
+    scorers: dict[str, Scorer],
+    video: bool,
+    speech_only: bool = False,
 ) -> tuple[list[Item], list[str]]:
     """Scores of every usable item; and the items skipped, with why."""
     from export.onnx_export import export_one
@@ -149,7 +168,7 @@ def score_items(
     for row in rows:
         if row["kind"] != "audio" and (not video or row["has_audio"] != "yes"):
             continue
-        windows = speech_windows(wild / row["path"], settings, vad)
+        windows = speech_windows(wild / row["path"], settings, vad, speech_only)
         if len(windows) == 0:
             skipped.append(f"{row['path']}: no speech window (the service says not applicable)")
             continue
@@ -241,8 +260,14 @@ def markdown(report: dict) -> str:
         f"({report['machine']['cores']} cores, load average {report['load_average']}; shared "
         f"machine), runtime {report['runtime']}, one thread.",
         "",
-        "Windows as `dispatcher.infer` cuts them (64,600 samples, hop "
-        f"{report['hop_s']:g} s, speech windows only, by silero-vad); a file's score is the mean "
+        (
+            "Windows as `dispatcher.infer` cuts them (64,600 samples, hop "
+            f"{report['hop_s']:g} s, speech windows only, by silero-vad)"
+            if report.get("windows", "service") == "service"
+            else "Windows of the speech alone (`--windows speech-only`: silero-vad's speech "
+            f"runs joined end to end, no pause kept; 64,600 samples, hop {report['hop_s']:g} s)"
+        )
+        + "; a file's score is the mean "
         "window P(spoof). AUC over the `audio` kind (16 fake, 16 real). Real items: the real "
         "audio files and the sound tracks of the real videos. The best threshold is an "
         "oracle on these same items (max TPR - FPR), not a calibration. Evaluation only.",
@@ -310,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="dfd data folder (ONNX)")
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     parser.add_argument("--no-video", action="store_true", help="audio files only")
+    parser.add_argument(
+        "--windows",
+        choices=["service", "speech-only"],
+        default="service",
+        help="the service's windows, or windows of the speech runs joined (no pauses)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -320,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.checkpoint, *[c for c in args.compare if c != args.checkpoint]]
     load = load_average()
     scorers = {n: scorer(n, settings, args.runtime) for n in names}
-    items, skipped = score_items(media_dir, settings, scorers, video=not args.no_video)
+    speech_only = args.windows == "speech-only"
+    items, skipped = score_items(
+        media_dir, settings, scorers, video=not args.no_video, speech_only=speech_only
+    )
     probe = np.random.default_rng(0).uniform(-0.3, 0.3, (5, AUDIO_SAMPLES)).astype(np.float32)
     report = {
         "command": "python -m benchmarks.bench_audio_detector "
@@ -330,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": load,
         "runtime": args.runtime,
         "hop_s": settings.audio_hop_s,
+        "windows": args.windows,
         "checkpoints": names,
         "summary": summary(items, names),
         "ms_per_window": {n: time_window(scorers[n], probe) for n in names},
@@ -353,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             [1.0 if i.label == "fake" else 0.0 for i in audio],
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"audio_{args.checkpoint}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"audio_{args.checkpoint}.md").write_text(markdown(report))
+    stem = f"audio_{args.checkpoint}" + ("_speech_only" if speech_only else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     return 0
 

@@ -186,10 +186,16 @@ def score_metrics(pairs: Sequence[tuple[float, int]]) -> dict[str, Any]:
     }
 
 
-def _scorer(name: str) -> bool:
-    from dfd.detectors import DETECTORS
+def _scored(name: str) -> bool:
+    """Whether detector ``name`` gives items a score: the ensemble's scorers and mouth sync
+    (which the dispatcher runs itself); not the speech gate (it decides what the voice
+    detectors judge) nor the voice consistency check (changes on the timeline, no score)."""
+    from dfd.detectors import DETECTORS, LooksAt
 
-    return name not in DETECTORS or DETECTORS[name].scorer
+    return name not in DETECTORS or DETECTORS[name].looks_at not in (
+        LooksAt.FILE,
+        LooksAt.SPEECH_SEGMENT,
+    )
 
 
 def group_report(records: Sequence[dict]) -> dict[str, Any]:
@@ -201,8 +207,7 @@ def group_report(records: Sequence[dict]) -> dict[str, Any]:
     abstained = [r for r in records if r["status"] != "scored" or r["verdict"] in ABSTAIN_LABELS]
     real_manip = [r for r in reals if r.get("verdict") == "manipulated"]
     fake_auth = [r for r in fakes if r.get("verdict") == "authentic"]
-    # the scorers only: the speech gate decides what the voice detectors judge, it scores nothing
-    names = sorted({name for r in records for name in r.get("scores", {}) if _scorer(name)})
+    names = sorted({name for r in records for name in r.get("scores", {}) if _scored(name)})
     detectors = {}
     for name in names:
         pairs = [
@@ -693,7 +698,7 @@ def report_document(
             records, held = held_out(records, pool, scores_doc["folder"])
         except CalibrationDataError as exc:  # too few items of a class to fit folds
             held = {"skipped": str(exc)}
-    names = sorted({n for r in records for n in r.get("scores", {}) if _scorer(n)})
+    names = sorted({n for r in records for n in r.get("scores", {}) if _scored(n)})
     sources = sorted({r["scores_from"] for r in records if r.get("scores_from")})
     return {
         "folder": scores_doc["folder"],
