@@ -31,7 +31,6 @@ from ``/proc``; the minimum over repeats is kept. Writes ``benchmarks/results/fl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_stages import GRID_CLIP, add_clip_arguments, build_clip, machine
-from benchmarks.machine import load_average
+from benchmarks.machine import load_average, write_results
 from benchmarks.ort_models import OrtModels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -551,10 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips": reports,
         "service": service,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"floor_{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"floor_{args.tag}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, f"floor_{args.tag}", report, markdown(report))
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ import httpx
 
 from benchmarks.bench_e2e import BENCH_ENV
 from benchmarks.folder_server import serve_folder
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, write_results
 from cli.demo import JobClient
 from cli.stack import Stack
 from dfd.settings import Settings
@@ -444,10 +443,7 @@ def main() -> int:
         "jobs": run["jobs"],
         "series": run["series"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"soak_{args.tag}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"soak_{args.tag}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, f"soak_{args.tag}", report, markdown(report))
     return 0
 
 
