@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, write_results
 from dfd import metrics
 from dfd.features import audio_windows
 from dfd.settings import Settings
@@ -387,11 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             [i.margins[a] + i.margins[b] for i in audio],
             [1.0 if i.label == "fake" else 0.0 for i in audio],
         )
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"audio_{args.checkpoint}" + ("_speech_only" if speech_only else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, stem, report, markdown(report))
     return 0
 
 

@@ -19,7 +19,6 @@ Writes ``benchmarks/results/e2e_cpu.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.bench_stages import add_clip_arguments, build_clip, machine
-from benchmarks.machine import load_average
+from benchmarks.machine import load_average, write_results
 from cli.demo import JobClient
 from cli.stack import Stack
 from dfd.settings import Settings
@@ -193,10 +192,7 @@ def main() -> int:
         "configs": configs,
         "summary": [summarise(c) for c in configs],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"e2e_{args.tag}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"e2e_{args.tag}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, f"e2e_{args.tag}", report, markdown(report))
     return 0
 
 

@@ -31,22 +31,20 @@ from ``/proc``; the minimum over repeats is kept. Writes ``benchmarks/results/fl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.bench_stages import GRID_CLIP, add_clip_arguments, build_clip, machine
-from benchmarks.machine import load_average
+from benchmarks.machine import load_average, write_results
+from benchmarks.ort_models import OrtModels
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -107,61 +105,6 @@ def cpu_of_tree(pid: int) -> float:
         total += times.get(p, 0.0)
         todo.extend(c for c, parent in parents.items() if parent == p)
     return total
-
-
-class OrtClient:
-    """Runs the ``cpu`` repository's ONNX files in one-thread onnxruntime sessions, as the
-    stages would call Triton, and adds up each model's CPU time (``cpu_s``).
-
-    ``deepfake_ensemble`` is composed as its config wires it (``dfd.ensemble``): each
-    enabled detector on its input group.
-    """
-
-    def __init__(self, repository: Path) -> None:
-        import onnxruntime as ort
-
-        from dfd.ensemble import for_settings
-        from dfd.settings import Settings
-
-        self.ensemble = for_settings(Settings())  # built once, not on every request
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sessions = {
-            path.parent.parent.name: ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-            for path in sorted(repository.glob("*/1/model.onnx"))
-        }
-        self.cpu_s: dict[str, float] = {}
-
-    def run(self, model: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        session = self.sessions[model]
-        started = time.process_time()
-        out = session.run(None, dict(feeds))
-        self.cpu_s[model] = self.cpu_s.get(model, 0.0) + time.process_time() - started
-        return {o.name: v for o, v in zip(session.get_outputs(), out, strict=True)}
-
-    def infer(
-        self,
-        model: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] | None = None,
-        *,
-        version: int | None = None,
-    ) -> dict[str, np.ndarray]:
-        from dfd.ensemble import ENSEMBLE_NAME
-
-        if model != ENSEMBLE_NAME:
-            return self.run(model, inputs)
-        out: dict[str, np.ndarray] = {}
-        for step in self.ensemble.steps:
-            got = self.run(step.model.name, {m: inputs[e] for m, e in step.inputs.items()})
-            out.update({e: got[m] for m, e in step.outputs.items()})
-        return out
 
 
 def needed_decode(path: Path, settings: Any) -> dict[str, Any]:
@@ -262,7 +205,7 @@ def best(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
     return min((fn() for _ in range(repeats)), key=lambda r: r["cpu_s"])
 
 
-def floor_once(path: Path, settings: Any, client: OrtClient, workdir: Path) -> dict[str, Any]:
+def floor_once(path: Path, settings: Any, client: OrtModels, workdir: Path) -> dict[str, Any]:
     """One measurement of every stage's floor on ``path`` (decode apart)."""
     from cli.analyze import FolderStore
     from dfd.calibration import load as load_calibration
@@ -387,7 +330,7 @@ def service_throughput(path: Path, videos: int, workers: int, log_dir: Path) -> 
 
 
 def clip_report(
-    name: str, path: Path, settings: Any, client: OrtClient, server: Any, args: Any, tmp: Path
+    name: str, path: Path, settings: Any, client: OrtModels, server: Any, args: Any, tmp: Path
 ) -> dict[str, Any]:
     """Floor and real pipeline of one input."""
     from dispatcher.probe import probe
@@ -554,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--inputs: a subset of h264,vp9,audio; h264 when --videos is not 0")
 
     from cli.local_triton import LocalTriton
+    from dfd.ensemble import for_settings
     from dfd.settings import Settings
     from export.triton_repo import build_repository
 
@@ -574,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         clips = {name: build() for key, (name, build) in builders.items() if key in chosen}
         repository = build_repository(settings, "cpu")
-        client = OrtClient(repository)
+        client = OrtModels.of_repository(repository, for_settings(settings))
         with LocalTriton(settings, repository) as server:
             reports = [
                 clip_report(n, p, settings, client, server, args, tmp) for n, p in clips.items()
@@ -606,10 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips": reports,
         "service": service,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"floor_{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"floor_{args.tag}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, f"floor_{args.tag}", report, markdown(report))
     return 0
 
 

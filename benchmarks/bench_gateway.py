@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, write_results
 from dfd.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -507,10 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "upload_rss_growth_mb": upload["upload_rss_growth_mb"] < TARGETS["upload_rss_growth_mb"]
         and upload["status"] == 202,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gateway.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gateway.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "gateway", report, markdown(report))
     return 0
 
 

@@ -46,7 +46,7 @@ MODELS = {"face_detector": "yunet_n", "vad": "silero_vad", "face_mesh": "mediapi
 
 def mouth_models(settings: Settings) -> OrtModels:
     """The three models the stage needs, from their exported ONNX files, one thread each."""
-    return OrtModels(settings, MODELS)
+    return OrtModels.exported(settings, MODELS)
 
 
 @dataclass(frozen=True)

@@ -23,25 +23,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
 from benchmarks.bench_e2e import BENCH_ENV
-from benchmarks.machine import describe, load_average
+from benchmarks.folder_server import serve_folder
+from benchmarks.machine import describe, load_average, write_results
 from cli.demo import JobClient
 from cli.stack import Stack
 from dfd.settings import Settings
@@ -239,24 +236,6 @@ def growth(series: list[dict], warmup_s: float, window_s: float = WINDOW_S) -> d
     return out
 
 
-@contextmanager
-def serve_folder(folder: Path) -> Iterator[str]:
-    """``folder`` over HTTP on loopback, for the URL jobs; yields the base URL."""
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 def media_list(media_dir: Path) -> list[Path]:
     """The small real media the soak cycles through: GRID clips and audio files, mixed."""
     clips = sorted((media_dir / "grid").glob("*.mpg"))
@@ -298,7 +277,7 @@ def soak(args: argparse.Namespace, log_dir: Path) -> dict:
     series: list[dict] = []
     results: list[dict] = []
     with (
-        serve_folder(args.media_dir / "grid") as base,
+        serve_folder(args.media_dir / "grid", quiet=True) as base,
         (log_dir / "stack.log").open("wb") as log,
         Stack(
             settings, port=0, workers=1, child_output=log, log=lambda s: None, exporter_port=0
@@ -464,10 +443,7 @@ def main() -> int:
         "jobs": run["jobs"],
         "series": run["series"],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"soak_{args.tag}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"soak_{args.tag}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(RESULTS, f"soak_{args.tag}", report, markdown(report))
     return 0
 
 

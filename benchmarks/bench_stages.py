@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -227,10 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     for k in ("frames_sampled", "faces", "audio_windows", "lipsync_clips")
                 },
             }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"stages_{args.tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / f"stages_{args.tag}.md").write_text(markdown(report))
-        print(markdown(report))
+        write_results(RESULTS, f"stages_{args.tag}", report, markdown(report))
         if args.keep_clip and not args.clip:
             kept = Path(tempfile.gettempdir()) / "dfd_bench_30s_1080p.mp4"
             shutil.copy2(clip, kept)

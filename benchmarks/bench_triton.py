@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -516,10 +516,7 @@ def run_triton(args) -> int:
                     )
     result["total_s"] = round(time.monotonic() - started, 1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "triton_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "triton_cpu.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results(out, "triton_cpu", result, markdown(result))
     print(f"wrote {out / 'triton_cpu.json'} and {out / 'triton_cpu.md'}")
     return 0
 

@@ -72,7 +72,7 @@ CUT_MIN_S = min(m for m, _, _ in RULES)
 
 def voice_models(settings: Settings) -> OrtModels:
     """The speech gate and the voice encoder in one-thread onnxruntime sessions."""
-    return OrtModels(settings, {"vad": "silero_vad", "voice": "resemblyzer"})
+    return OrtModels.exported(settings, {"vad": "silero_vad", "voice": "resemblyzer"})
 
 
 @dataclass(frozen=True)

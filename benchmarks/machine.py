@@ -1,4 +1,4 @@
-"""What a benchmark records about the machine it ran on.
+"""What a benchmark records about the machine it ran on, and how it writes its results.
 
 Numbers are only comparable between runs on the same machine under similar load, so every
 results file carries this description beside them.
@@ -6,8 +6,10 @@ results file carries this description beside them.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,15 @@ def describe(**extra: Any) -> dict[str, Any]:
         "platform": platform.platform(),
         **extra,
     }
+
+
+def write_results(
+    folder: Path, name: str, report: Mapping[str, Any], markdown: str, *, echo: bool = True
+) -> None:
+    """Writes ``folder/<name>.json`` (``report``, indented) and ``folder/<name>.md``
+    (``markdown``), making ``folder`` when missing; with ``echo`` prints the markdown too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"{name}.md").write_text(markdown)
+    if echo:
+        print(markdown)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import describe, load_average, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -137,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:30s} stalled {stalled}/{args.bursts}  slowest per burst {slowest}", flush=True
         )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "queue_policy.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "queue_policy.md").write_text(markdown(result))
+    write_results(Path(args.out), "queue_policy", result, markdown(result), echo=False)
     return 0
 
 

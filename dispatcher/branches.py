@@ -47,7 +47,7 @@ from dfd.settings import Settings
 from dfd.specs import HEATMAP_SIZE
 from dfd.states import Stage
 from dispatcher.decode import decode
-from dispatcher.decode_pyav import decode_audio_track
+from dispatcher.decode_pyav import read_audio
 from dispatcher.faces import FaceResult, face_crops, with_clips
 from dispatcher.infer import (
     InferenceOutput,
@@ -278,7 +278,7 @@ def _audio_branch(
     speech in ``speech_ready`` for the lip-sync clips as soon as they are known."""
     try:
         with shared.stages.timed("decode_audio", Stage.DECODE):
-            audio = decode_audio_track(path)
+            audio = read_audio(path)
         # no check for a stop here: the speech stage comes before any failure of the
         # video branch's stages (faces, inference) in the sequential order
         with shared.stages.run(Stage.SPEECH):

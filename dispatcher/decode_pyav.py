@@ -273,7 +273,7 @@ def decode_pyav(
     (:func:`frame_plan`); otherwise every frame near a sampling time or inside a clip is
     decoded. Either way the result is that of a full decode. Frame numbers come from
     timestamps then. Without ``with_audio`` the audio packets are not read (``audio`` is
-    None; :func:`decode_audio_track` reads the same track on its own).
+    None; :func:`read_audio` reads the same track on its own).
     """
     plan = frame_plan(path, settings, duration_s) if skip_unneeded else None
     if plan is not None:
@@ -514,23 +514,19 @@ def _align_audio(parts: list[np.ndarray], offset_s: float) -> np.ndarray | None:
 
 def read_audio(path: Path) -> np.ndarray | None:
     """The first audio track as 16 kHz mono, sample 0 at the video's time 0 (or the
-    audio's own start in an audio file); ``None`` without a track."""
-    container = open_container(path)
-    with container:
-        if not container.streams.audio:
-            return None
-        astream = container.streams.audio[0]
-        v_start = stream_start(container.streams.video[0]) if container.streams.video else 0.0
-        track = AudioTrack(v_start)
-        for frame in container.decode(astream):
-            track.add(frame)
-        return track.finish()
+    audio's own start in an audio file), read in a pass of its own; ``None`` without a
+    track. Audio files, the DALI decoder and the overlapped pipeline's audio branch read
+    the track with it, as :func:`decode_pyav`'s pass reads it beside the frames.
 
+    A few undecodable packets (up to ``_MAX_BAD_PACKETS``, 8) are skipped with a warning,
+    as ffmpeg's own tools conceal them: the track goes on after them, the time they held
+    silent where it is longer than 40 ms (:class:`AudioTrack` fills a jump in the
+    timestamps), so what follows stays in time with the video.
 
-def decode_audio_track(path: Path) -> np.ndarray | None:
-    """The first audio track of a video as :func:`decode_pyav`'s pass decodes it (sample 0
-    at the video's time 0, a few broken packets skipped), read in a pass of its own;
-    ``None`` without a track."""
+    Raises:
+        CorruptMediaError: the file cannot be opened, or more than 8 of its audio packets
+            cannot be decoded.
+    """
     container = open_container(path)
     with container:
         if not container.streams.audio:
@@ -560,7 +556,8 @@ def decode_audio_track(path: Path) -> np.ndarray | None:
 def decode_audio_file(
     path: Path, settings: Settings, duration_s: float | None = None
 ) -> DecodedMedia:
-    """An audio file (no video stream): its track only, no frames and no clips."""
+    """An audio file (no video stream): its track only (:func:`read_audio`: a few broken
+    packets skipped), no frames and no clips."""
     audio = read_audio(path)
     if audio is None or audio.size == 0:
         raise CorruptMediaError(f"decode: {path.name}: no audio could be decoded")

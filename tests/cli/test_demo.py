@@ -19,8 +19,8 @@ import httpx
 import psutil
 import pytest
 
+from benchmarks.folder_server import serve_folder
 from cli.demo import evidence_lines, is_url, progress_line
-from tests.dispatcher.media_server import serve_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = "grid/bbaf2n.mpg"

@@ -1,5 +1,5 @@
-"""Loopback HTTP servers for tests: `MediaServer` for the fetch and yt-dlp tests, and
-`serve_folder` for the tests that only need real files behind a URL (demo, end to end).
+"""A loopback HTTP server for tests: `MediaServer` for the fetch and yt-dlp tests (the tests
+that only need real files behind a URL use `benchmarks.folder_server.serve_folder`).
 
 MediaServer's routes map a path to a function returning ``(status, headers, body)``; a
 body may be bytes or an iterator of bytes (streamed without Content-Length). Every request
@@ -9,15 +9,12 @@ arrive.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Reply = tuple[int, dict[str, str], bytes | Iterable[bytes]]
 Route = Callable[["Seen"], Reply]
@@ -120,17 +117,3 @@ def trickle(chunks: int, size: int, delay_s: float = 0.0) -> Iterable[bytes]:
         if delay_s:
             time.sleep(delay_s)
         yield b"\0" * size
-
-
-@contextlib.contextmanager
-def serve_folder(folder: Path) -> Iterator[str]:
-    """``folder`` served over HTTP on loopback (``http.server``'s file handler); yields the
-    base URL, ``http://127.0.0.1:PORT``."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()

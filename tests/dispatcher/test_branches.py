@@ -74,34 +74,29 @@ def test_overlapped_stages_give_the_sequential_result(name, media_corpus, settin
         )
 
 
-def test_a_failure_in_the_audio_branch_names_its_stage(media_corpus, settings, triton):
+@pytest.mark.parametrize(
+    ("broken", "stage", "message"),
+    [
+        ("vad", Stage.SPEECH, "speech: unexpected RuntimeError"),
+        ("face_detector", Stage.FACES, "faces: unexpected RuntimeError"),
+    ],
+    ids=["audio branch", "video branch"],
+)
+def test_a_failure_in_a_branch_names_its_stage(
+    broken, stage, message, media_corpus, settings, triton
+):
     class Broken:
         def infer(self, model, inputs, outputs=None, *, version=None):
-            if model == "vad":
+            if model == broken:
                 raise RuntimeError("socket exploded")
             return triton.client.infer(model, inputs, outputs, version=version)
 
     class Wrapper:
         client = Broken()
 
-    with pytest.raises(InternalError, match="speech: unexpected RuntimeError") as info:
+    with pytest.raises(InternalError, match=message) as info:
         _analyze(media_corpus["grid_mpg"], settings, Wrapper, overlap=True)
-    assert info.value.stage is Stage.SPEECH
-
-
-def test_a_failure_in_the_video_branch_names_its_stage(media_corpus, settings, triton):
-    class Broken:
-        def infer(self, model, inputs, outputs=None, *, version=None):
-            if model == "face_detector":
-                raise RuntimeError("socket exploded")
-            return triton.client.infer(model, inputs, outputs, version=version)
-
-    class Wrapper:
-        client = Broken()
-
-    with pytest.raises(InternalError, match="faces: unexpected RuntimeError") as info:
-        _analyze(media_corpus["grid_mpg"], settings, Wrapper, overlap=True)
-    assert info.value.stage is Stage.FACES
+    assert info.value.stage is stage
 
 
 def test_a_cancel_stops_both_branches(media_corpus, settings, triton):

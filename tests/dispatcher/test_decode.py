@@ -423,3 +423,51 @@ def test_timestamps_are_read_without_decoding(media_corpus):
     path = media_corpus["mp4_h264"]
     pts = pyav_module.read_timestamps(path, 0)
     assert pts is not None and len(pts) == 75 and pts == sorted(set(pts))
+
+
+def _with_broken_audio_packets(source, out, count: int):
+    """``source``'s audio track remuxed into Matroska, packets 10 to ``10 + count`` replaced
+    by random bytes of their size (the AAC decoder refuses each)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(source)) as src, av.open(str(out), "w", format="matroska") as dst:
+        track = src.streams.audio[0]
+        copy = dst.add_stream_from_template(track)
+        for k, packet in enumerate(p for p in src.demux(track) if p.size):
+            if 10 <= k < 10 + count:
+                junk = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                junk.pts, junk.dts, junk.duration = packet.pts, packet.dts, packet.duration
+                junk.time_base = packet.time_base
+                packet = junk
+            packet.stream = copy
+            dst.mux(packet)
+    return out
+
+
+@pytest.mark.integration
+def test_a_few_broken_audio_packets_are_skipped_and_many_are_corrupt(
+    media_corpus, settings, tmp_path, caplog
+):
+    # Audio files, DALI and the overlapped audio branch all read the track with read_audio,
+    # which skips what the video pass skips: a few broken packets, not more than eight.
+    intact = _with_broken_audio_packets(media_corpus["audio_only"], tmp_path / "intact.mka", 0)
+    whole = decode(intact, settings, audio_only=True)
+    few = _with_broken_audio_packets(media_corpus["audio_only"], tmp_path / "few.mka", 3)
+    with caplog.at_level("WARNING", logger="dispatcher.decode_pyav"):
+        media = decode(few, settings, audio_only=True)
+    assert caplog.text.count("skipped a broken audio packet in few.mka") == 3
+    assert media.audio is not None and whole.audio is not None
+    # the lost packets are a gap of silence: what follows stays in place
+    assert abs(media.audio.size - whole.audio.size) <= AUDIO_RATE // 1000  # 1 ms
+
+    def loudness(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+        part = audio[int(start_s * AUDIO_RATE) : int(end_s * AUDIO_RATE)]
+        return np.sqrt(np.square(part.reshape(-1, AUDIO_RATE // 50)).mean(axis=1))
+
+    after = np.corrcoef(loudness(media.audio, 1.0, 2.8), loudness(whole.audio, 1.0, 2.8))
+    assert after[0, 1] > 0.99
+    assert not np.allclose(media.audio[: AUDIO_RATE // 2], whole.audio[: AUDIO_RATE // 2])
+    many = _with_broken_audio_packets(media_corpus["audio_only"], tmp_path / "many.mka", 20)
+    with pytest.raises(CorruptMediaError, match="many.mka: more than 8 undecodable audio"):
+        decode(many, settings, audio_only=True)
+    with pytest.raises(CorruptMediaError, match="more than 8 undecodable audio"):
+        pyav_module.read_audio(many)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.folder_server import serve_folder
 from cli.stack import Stack
 from dfd.settings import Settings
-from tests.dispatcher.media_server import serve_folder
 from tests.fixtures.browser import shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]

@@ -43,7 +43,7 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from tests.dispatcher.media_server import serve_folder
+from benchmarks.folder_server import serve_folder
 from tests.dispatcher.test_chaos import USER_FAULTS
 from tests.fixtures.triton import triton_settings
 

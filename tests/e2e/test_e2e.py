@@ -16,11 +16,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
+from benchmarks.folder_server import serve_folder
 from cli.demo import JobClient
 from cli.stack import Stack
 from dfd.schemas import Result
 from dfd.settings import Settings
-from tests.dispatcher.media_server import serve_folder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
