@@ -22,7 +22,7 @@ from dfd.settings import Settings
 from dfd.specs import AUDIO_RATE, LIPSYNC_FRAMES, ModelSpec, spec
 from dfd.voice_features import partial_slices
 from dispatcher.faces import detect_batch, detector_canvas
-from dispatcher.frames import pick
+from dispatcher.frames import MAX_FRAMES, pick
 from dispatcher.sampling import clip_starts, sample_times
 from dispatcher.speech import BLOCK_FRAMES, FRAME_S
 from dispatcher.voice import MAX_BATCH, voice_segments
@@ -173,7 +173,9 @@ def clip_items(name: str, settings: Settings, seconds: float = CLIP_S) -> ClipIt
         )
     if looks_at is LooksAt.FRAME:
         n = len(pick(frames))
-        return ClipItems(n, min(n, limit), f"{n} of the {frames} sampled frames (at most 8)")
+        return ClipItems(
+            n, min(n, limit), f"{n} of the {frames} sampled frames (at most {MAX_FRAMES})"
+        )
     if looks_at is LooksAt.SPEECH_WINDOW:
         n = len(
             audio_windows(np.zeros(int(seconds * AUDIO_RATE), np.float32), settings.audio_hop_s)
