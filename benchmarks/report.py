@@ -54,6 +54,19 @@ def scorecard_block(results: Path = RESULTS, name: str = "detection.md") -> str:
     return f"{text}\n\n(`benchmarks/results/{name}`; every item: the same file)\n"
 
 
+def detector_cost_block(results: Path = RESULTS, name: str = "ort_cpu.md") -> str:
+    """What each detector adds to the benchmark clip: that section of the onnxruntime
+    results, headings down two levels."""
+    text = (results / name).read_text()
+    start = text.index("## What each detector adds")
+    end = text.find("\n## ", start)
+    text = text[start : end if end != -1 else None].strip()
+    text = re.sub(r"^(#+) ", lambda m: "#" * min(len(m.group(1)) + 2, 6) + " ", text, flags=re.M)
+    return (
+        f"{text}\n\n(`benchmarks/results/{name}`; each model by batch and threads: the same file)\n"
+    )
+
+
 def calibration_block(path: Path = ROOT / "dfd" / "calibration.json") -> str:
     """The committed calibration's data and held-out figures, as a table."""
     doc = json.loads(path.read_text())
@@ -176,6 +189,7 @@ def blocks() -> dict[str, str]:
         "scorecard": scorecard_block(),
         "calibration": calibration_block(),
         "detectors": detectors_block(),
+        "detector-cost": detector_cost_block(),
     }
 
 

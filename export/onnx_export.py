@@ -137,10 +137,15 @@ def _dummy(tensor, batch: int | None, rows: int = 2) -> np.ndarray:
 
 
 def _export_torch(checkpoint: str, settings: Settings) -> bytes:
+    return module_onnx(build_module(checkpoint, settings), spec(checkpoint))
+
+
+def module_onnx(module, model: ModelSpec) -> bytes:  # noqa: ANN001 - a torch.nn.Module
+    """A PyTorch serving module as ONNX, named, shaped and checked as ``model`` says: the
+    export of every PyTorch checkpoint, also taken by stand-ins at the real shape (the cost
+    benchmark's random-weight SBI and UFD, :mod:`export.random_weights`)."""
     import torch
 
-    model = spec(checkpoint)
-    module = build_module(checkpoint, settings)
     batched = model.max_batch_size > 0
     args = tuple(torch.from_numpy(_dummy(t, 2 if batched else None) + 0.5) for t in model.inputs)
     dynamic: dict[str, dict[int, str]] = {}
@@ -167,7 +172,14 @@ def _export_torch(checkpoint: str, settings: Settings) -> bytes:
             dynamic_axes=dynamic,
             do_constant_folding=True,
         )
-    return buf.getvalue()
+    data = buf.getvalue()
+    if _family(model.checkpoint) == "sbi":  # its heatmap's dims come out symbolic after the Resize
+        data = _fix_output_dims(
+            data,
+            replace(model, outputs=tuple(replace(t, dims=(-1, *t.dims)) for t in model.outputs)),
+        )
+    check_against_spec(data, model)
+    return data
 
 
 def _export_yunet(checkpoint: str, settings: Settings) -> bytes:
@@ -248,15 +260,6 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         data = model.SerializeToString()  # type: ignore[attr-defined]
     else:
         data = _export_torch(checkpoint, settings)
-        if family == "sbi":  # its heatmap's dims come out symbolic after the Resize
-            batched = spec(checkpoint)
-            data = _fix_output_dims(
-                data,
-                replace(
-                    batched,
-                    outputs=tuple(replace(t, dims=(-1, *t.dims)) for t in batched.outputs),
-                ),
-            )
     check_against_spec(data, spec(checkpoint))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from dfd.errors import ConfigurationError
 from export.models import sbi
+from export.random_weights import randomised_efficientnet
 
 pytestmark = pytest.mark.unit
 
@@ -36,32 +37,9 @@ class _TheirDetector(nn.Module):
         return self.net(x)
 
 
-def _randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and batch-norm statistics that keep activations in range."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g))
-            elif name.endswith("running_mean") or name.endswith("bias"):
-                t.copy_(0.1 * torch.randn(t.shape, generator=g))
-            elif t.ndim == 1:  # batch-norm scale
-                t.copy_(0.8 + 0.4 * torch.rand(t.shape, generator=g))
-            else:
-                # gain 1.9: the activations neither vanish nor explode through 32 blocks
-                # (1.5 makes every face look alike, 2 overflows); a small head keeps the
-                # softmax off its rails
-                fan_in = t[0].numel()
-                scale = 0.1 if name.endswith("_fc.weight") else 1.0
-                t.copy_(scale * torch.randn(t.shape, generator=g) * (1.9 / fan_in) ** 0.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def theirs() -> _TheirDetector:
-    return _randomised(_TheirDetector())
+    return randomised_efficientnet(_TheirDetector())
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ def served(tmp_path_factory, weights_dir):
     from dfd.ensemble import for_settings
     from dfd.settings import Settings
     from dispatcher.triton_client import TritonClient
+    from export.random_weights import randomised_efficientnet
     from export.triton_repo import build_repository
-    from tests.export.test_sbi import _randomised, _TheirDetector
+    from tests.export.test_sbi import _TheirDetector
     from tests.fixtures.triton import triton_settings
 
     root = tmp_path_factory.mktemp("sbi_served")
@@ -36,7 +37,9 @@ def served(tmp_path_factory, weights_dir):
     # where `dfd models pull sbi` puts it: the cache
     target = settings.weights_cache_dir / "sbi" / "sbi.tar"
     target.parent.mkdir(parents=True)
-    torch.save({"model": _randomised(_TheirDetector()).state_dict(), "epoch": 1}, target)
+    torch.save(
+        {"model": randomised_efficientnet(_TheirDetector()).state_dict(), "epoch": 1}, target
+    )
     assert not_installed(settings) == {}
     # reuse the other roles' current exports (their stamps decide; sbi's is new)
     shared = triton_settings(weights_dir).onnx_dir

@@ -11,7 +11,6 @@ loaded from is a TorchScript file in FP16 with ``visual.*`` and text keys, as Op
 
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from dfd.settings import Settings
 from dfd.specs import CLIP_EMBEDDING, CLIP_SIZE, spec
 from dispatcher.frames import clip_frame, pick
 from export.models import clip_vit
-from export.onnx_export import OPSET, check_against_spec, run_onnx
+from export.onnx_export import check_against_spec, module_onnx, run_onnx
+from export.random_weights import random_clip_encoder
 
 pytestmark = pytest.mark.unit
 SMALL = clip_vit.VisionConfig(
@@ -34,13 +34,7 @@ HEAD = "ufd_clip_linear/fc_weights.pth"
 
 
 def random_encoder(config: clip_vit.VisionConfig = SMALL, seed: int = 0):
-    torch.manual_seed(seed)
-    encoder = clip_vit.VisionTransformer(config)
-    with torch.no_grad():
-        for name, p in encoder.named_parameters():
-            # LayerNorms and biases too, so a swapped or missed tensor shows
-            p.copy_(torch.randn_like(p) * (0.5 if "ln" in name else 0.05) + ("ln" in name))
-    return encoder.eval()
+    return random_clip_encoder(config, seed)
 
 
 class _OpenAILayout(torch.nn.Module):
@@ -241,21 +235,7 @@ def test_ufd_is_the_head_on_the_projected_embedding_of_the_normalised_frame(weig
 def export_small(weights_dir: Path) -> tuple[bytes, clip_vit.UFDServing]:
     """The small UFD exported exactly as the real one is (the spec's names and axes)."""
     model = small_ufd(weights_dir)
-    s = spec("ufd_clip_vitl14")
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.rand(2, 3, CLIP_SIZE, CLIP_SIZE),),
-            buf,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[t.name for t in s.inputs],
-            output_names=[t.name for t in s.outputs],
-            dynamic_axes={t.name: {0: "batch"} for t in (*s.inputs, *s.outputs)},
-        )
-    return buf.getvalue(), model
+    return module_onnx(model, spec("ufd_clip_vitl14")), model
 
 
 def test_onnx_equals_pytorch_and_fits_the_spec(tmp_path, weights_dir):
