@@ -95,24 +95,24 @@ def todo(media_dir: Path) -> list[Item]:
 
 def landmarks(
     path: Path, marker: lrnet_landmarks.DlibLandmarker, max_frames: int, cache: Path | None
-) -> dict[str, np.ndarray | float | int]:
+) -> dict[str, np.ndarray]:
     if cache is not None:
         file = cache / (path.name + f".{max_frames}.npz")
         if file.exists():
             with np.load(file) as z:
                 return {k: z[k] for k in z.files}
     seq = lrnet_landmarks.extract(path, marker, max_frames)
-    got: dict[str, np.ndarray | float | int] = {
+    got = {
         "calibrated": seq.calibrated,
         "uncalibrated": seq.crop_positions,
-        "skipped": seq.skipped,
-        "missed": seq.missed,
-        "landmark_s": seq.landmark_s,
-        "calibrate_s": seq.calibrate_s,
+        "skipped": np.asarray(seq.skipped),
+        "missed": np.asarray(seq.missed),
+        "landmark_s": np.asarray(seq.landmark_s),
+        "calibrate_s": np.asarray(seq.calibrate_s),
     }
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-        np.savez(file, **got)  # type: ignore[arg-type]
+        np.savez(file, **got)
     return got
 
 
