@@ -248,3 +248,25 @@ def test_operating_points_count_each_cut_and_keep_refusals_as_abstentions() -> N
     assert bench.meets_targets(points[(0.5, 0.0)])  # 0 reals, 0 fakes, 1/3 abstain
     assert not bench.meets_targets(points[(0.5, 0.1)])  # 2/3 abstain
     assert not bench.meets_targets(points[(0.4, 0.0)])  # a real labelled manipulated
+
+
+@pytest.mark.unit
+def test_the_audio_targets_name_the_real_recordings_and_videos_called_manipulated() -> None:
+    records = [
+        _rec("f1.wav", "fake", "audio", "manipulated", 0.9, audio=0.9),
+        _rec("f2.wav", "fake", "audio", "manipulated", 0.8, audio=0.8),
+        _rec("r1.wav", "real", "audio", "manipulated", 0.85, audio=0.95),
+        _rec("r2.wav", "real", "audio", "authentic", 0.1, audio=0.1),
+        _rec("v.mp4", "real", "talking_head", "manipulated", 0.7, audio=0.9),
+        _rec("w.mp4", "real", "faceswap", "authentic", 0.2, audio=0.1),
+    ]
+    got = {
+        what: (measured, ok)
+        for what, measured, _, ok in bench.audio_targets(bench.build_report(records))
+    }
+    # fakes .9 .8 against reals .85 .1: 3 of 4 pairs ordered right
+    assert got["fused AUC on the audio kind"] == ("0.75", False)
+    assert got["real recordings labelled `manipulated`"] == ("1 of 2 (`r1.wav`)", False)
+    assert got["real videos labelled `manipulated`"] == ("1 (`v.mp4`)", False)
+    clean = [r for r in records if r["path"] not in ("r1.wav", "v.mp4")]
+    assert all(ok for *_, ok in bench.audio_targets(bench.build_report(clean)))
