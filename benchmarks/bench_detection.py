@@ -28,8 +28,8 @@ The verdict is a fitted calibration's (``dfd/calibration.json``), and that calib
 fitted on this very set (with the generated calibration set beside it): the served verdicts
 of these items are in-sample. So the scorecard's verdicts are **held out**: the items of
 ``--pool`` (default: this set's scores and ``detection_scores_calibration.json``) are dealt
-into 5 stratified folds as ``dfd models calibrate`` deals them, each fold's items get the
-verdict of ``dispatcher.aggregate.verdict`` under a calibration fitted on the other folds,
+into 5 stratified folds by recording (``export.calibrate.recording_of``) as ``dfd models
+calibrate`` deals them, each fold's items get the verdict of ``dispatcher.aggregate.verdict`` under a calibration fitted on the other folds,
 and the report counts those (``verdict_served`` keeps the served one). Detector figures
 are of the raw scores (nothing fitted).
 """
@@ -373,7 +373,7 @@ def markdown(doc: dict[str, Any]) -> str:
         + (
             "Verdicts and fused figures are **held out**: each item judged by "
             "`dispatcher.aggregate.verdict` under a calibration fitted without it "
-            f"({doc['held_out']['folds']} stratified folds, seed {doc['held_out']['seed']}, "
+            f"({doc['held_out']['folds']} stratified folds by recording, seed {doc['held_out']['seed']}, "
             f"over {', '.join(doc['held_out']['pool'])}; fused detectors: "
             f"{', '.join(doc['held_out']['detectors'])})."
             if doc.get("held_out") and "skipped" not in doc["held_out"]
@@ -616,7 +616,9 @@ def held_out(
     detectors = sorted(
         {n for it in usable for n, v in it.scores.items() if v is not None and n in running}
     )
-    folds = stratified_folds([int(it.fake) for it in usable], k, seed)
+    folds = stratified_folds(
+        [int(it.fake) for it in usable], k, seed, [it.recording for it in usable]
+    )
     replay: dict[tuple[str, str], tuple[str, float]] = {}
     # each item's held-out judge: (threshold, band) -> label, for the operating points
     judges: dict[tuple[str, str], Callable[[float, float], str]] = {}

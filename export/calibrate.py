@@ -14,8 +14,9 @@ detector's raw score (``None`` where the detector had no input), or a refusal.
 - Fusion: an L2-regularised logistic regression of the item's label on each detector's
   evidence (calibrated log-odds less its prior's) with weights >= 0, a missing detector
   contributing 0 (see ``dfd.calibration``).
-- Cross-validated figures: stratified k-fold, everything (calibrations and fusion) refitted
-  on the training folds and scored on the held-out fold; AUC, EER, TPR at 5 % FPR and ECE of
+- Cross-validated figures: stratified k-fold over recordings (an item's copies and
+  variants, :func:`recording_of`, share its fold), everything (calibrations and fusion)
+  refitted on the training folds and scored on the held-out fold; AUC, EER, TPR at 5 % FPR and ECE of
   the pooled held-out predictions, and the verdict counts at the given threshold and band.
   Never the fit on its own training data.
 
@@ -72,6 +73,26 @@ class CalibrationDataError(ValueError):
     """The scores cannot be fitted (a file is malformed, or a class is missing)."""
 
 
+# The suffixes ``benchmarks.make_calibration_set`` appends to a source clip's stem for the
+# cases it makes from it, and the prefixes of the tracks it re-wraps under a black picture.
+DERIVED_SUFFIXES = ("_h264_", "_noise", "_trim", "_dub_", "_voice_of_")
+REWRAP_PREFIXES = ("wild_", "grid_voice_")
+
+
+def recording_of(path: str) -> str:
+    """The recording an item was made from, so that its copies and variants are held out
+    together: the file's stem, less a re-wrapping prefix (``wild_``: a wild audio file under
+    a black picture; ``grid_voice_``: a GRID clip's voice alone) and a derived case's suffix
+    (``bbaf2n_h264_150k`` and ``bbaf2n_dub_en`` are ``bbaf2n``)."""
+    stem = Path(path).stem
+    for prefix in REWRAP_PREFIXES:
+        if stem.startswith(prefix):
+            stem = stem[len(prefix) :]
+            break
+    cuts = [i for i in (stem.find(s) for s in DERIVED_SUFFIXES) if i > 0]
+    return stem[: min(cuts)] if cuts else stem
+
+
 @dataclass(frozen=True)
 class ScoredItem:
     """One labelled item of a scores file."""
@@ -83,6 +104,11 @@ class ScoredItem:
     accepted: bool
     scores: Mapping[str, float | None]
     confidence: float | None = None  # the verdict's confidence when it was scored
+
+    @property
+    def recording(self) -> str:
+        """The recording it was made from (:func:`recording_of`)."""
+        return recording_of(self.path)
 
     def target(self, detector: str) -> int:
         """1 when what ``detector`` looks at was manipulated in this item."""
@@ -314,14 +340,42 @@ def _as_calibration(fitted: Mapping[str, Any]) -> Calibration:
 # -- cross-validation ---------------------------------------------------------------------
 
 
-def stratified_folds(labels: Sequence[int], k: int, seed: int) -> list[int]:
-    """A fold index per item: each class shuffled by a seeded generator and dealt round-robin."""
+def stratified_folds(
+    labels: Sequence[int], k: int, seed: int, groups: Sequence[str] | None = None
+) -> list[int]:
+    """A fold index per item: each class shuffled by a seeded generator and dealt round-robin.
+
+    With ``groups`` (an item's recording, :func:`recording_of`), the items of a group share
+    a fold, so no item is judged by a fit on a copy or variant of itself: the groups, in a
+    seeded order and the largest first, go one by one to the fold with the fewest items of
+    the group's main class (then the fewest items), which deals single items as evenly as
+    the round-robin does."""
     rng = np.random.default_rng(seed)
     fold = [0] * len(labels)
-    for cls in (0, 1):
-        members = [i for i, v in enumerate(labels) if v == cls]
-        for j, i in enumerate(rng.permutation(members)):
-            fold[int(i)] = j % k
+    if groups is None:
+        for cls in (0, 1):
+            members = [i for i, v in enumerate(labels) if v == cls]
+            for j, i in enumerate(rng.permutation(members)):
+                fold[int(i)] = j % k
+        return fold
+    members_of: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members_of.setdefault(g, []).append(i)
+    names = list(members_of)
+    order = sorted(
+        (names[int(j)] for j in rng.permutation(len(names))),
+        key=lambda g: -len(members_of[g]),
+    )  # sorted() is stable: equal sizes keep the seeded order
+    count = np.zeros((k, 2), dtype=np.int64)
+    for g in order:
+        members = members_of[g]
+        fakes = sum(labels[i] for i in members)
+        main = 1 if 2 * fakes >= len(members) else 0
+        f = min(range(k), key=lambda f: (count[f, main], count[f].sum(), f))
+        for i in members:
+            fold[i] = f
+        count[f, 1] += fakes
+        count[f, 0] += len(members) - fakes
     return fold
 
 
@@ -351,7 +405,9 @@ def cross_validate(
     usable = [
         it for it in items if it.accepted and any(it.scores.get(d) is not None for d in detectors)
     ]
-    folds = stratified_folds([int(it.fake) for it in usable], k, seed)
+    folds = stratified_folds(
+        [int(it.fake) for it in usable], k, seed, [it.recording for it in usable]
+    )
     fused: list[float] = [math.nan] * len(usable)
     per_det: dict[str, list[tuple[float, float, int]]] = {d: [] for d in detectors}
     for f in range(k):

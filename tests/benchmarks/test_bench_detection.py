@@ -199,7 +199,7 @@ def test_the_verdicts_are_held_out(tmp_path: Path) -> None:
     assert all(r["verdict_served"] == "authentic" for r in replayed)
     # item 0's verdict, by hand: the calibration of the folds without it
     items = read_scores(path).items
-    folds = stratified_folds([int(it.fake) for it in items], 5, 0)
+    folds = stratified_folds([int(it.fake) for it in items], 5, 0, [it.recording for it in items])
     cal = _as_calibration(
         fit([it for it, g in zip(items, folds, strict=True) if g != folds[0]], ["audio"])
     )

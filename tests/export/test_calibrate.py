@@ -76,6 +76,50 @@ def test_folds_are_stratified_and_seeded() -> None:
     assert folds != cal.stratified_folds(labels, 5, seed=1)
 
 
+def test_an_items_recording_joins_its_copies_and_variants() -> None:
+    # the calibration set's cases of a GRID clip and its re-wrapped wild audio files
+    assert {
+        cal.recording_of(p)
+        for p in (
+            "original/bbaf2n.mpg",
+            "reencode/bbaf2n_h264_150k.mp4",
+            "noise/bbaf2n_noise.mp4",
+            "trim/bbaf2n_trim1.2s.mp4",
+            "dub/bbaf2n_dub_en-us_f2.mp4",
+            "audio_swap/bbaf2n_voice_of_lbax4n.mp4",
+            "audio/grid_voice_bbaf2n.mkv",
+        )
+    } == {"bbaf2n"}
+    assert cal.recording_of("audio/wild_ljspeech_LJ001-0002.mkv") == "ljspeech_LJ001-0002"
+    assert cal.recording_of("audio/real/ljspeech_LJ001-0002.wav") == "ljspeech_LJ001-0002"
+    assert cal.recording_of("id2_vcd_swwp2s_dub_en_f3.mp4") == "id2_vcd_swwp2s"
+    # a name that merely contains a marker at its start is its own recording
+    assert cal.recording_of("faceswap/fake/dfdc_abofeumbvv.mp4") == "dfdc_abofeumbvv"
+
+
+def test_grouped_folds_keep_a_recording_together_and_stay_stratified() -> None:
+    # 12 recordings, each a real original with two variants, and 6 fakes of their own
+    labels, groups = [], []
+    for r in range(12):
+        labels += [0, 0, 0]
+        groups += [f"r{r}"] * 3
+    for f in range(6):
+        labels.append(1)
+        groups.append(f"f{f}")
+    folds = cal.stratified_folds(labels, 3, seed=0, groups=groups)
+    for g in set(groups):
+        assert len({f for f, gg in zip(folds, groups, strict=True) if gg == g}) == 1
+    for f in range(3):
+        members = [y for y, g in zip(labels, folds, strict=True) if g == f]
+        assert members.count(0) == 12 and members.count(1) == 2
+    assert folds == cal.stratified_folds(labels, 3, seed=0, groups=groups)
+    # single items are dealt as evenly as without groups
+    single = cal.stratified_folds([0] * 10 + [1] * 5, 5, seed=0, groups=[str(i) for i in range(15)])
+    for f in range(5):
+        members = [y for y, g in zip([0] * 10 + [1] * 5, single, strict=True) if g == f]
+        assert members.count(0) == 2 and members.count(1) == 1
+
+
 def test_targets_follow_what_the_kind_manipulates() -> None:
     vasa = cal.ScoredItem("wild", "v.mp4", True, "talking_head", True, {})
     assert vasa.target("visual") == 1 and vasa.target("audio") == 0
