@@ -201,12 +201,13 @@ DETECTORS: dict[str, Detector] = {
             "agreement with the authors)",
             default_on=False,
             fused=True,
-            # cross-dataset AUC 0.73 on DFDC (its authors' figure), run here on dfd's crop
-            # upsampled to 380 px rather than its own, and not yet on the scorecard: a
+            # cross-dataset AUC 0.73 on DFDC (its authors' figure; here on its own crop
+            # round YuNet's box, not RetinaFace's) and not yet on the scorecard: a
             # stronger hint than Meso4, not a clearance
             can_clear=False,
             about="blending artefacts of face swaps in face crops (SBI, EfficientNet-B4, "
             "trained on self-blended FF++ faces)",
+            evidence_outputs=(("heatmap", "sbi_heatmaps"),),
             fetched_by_user=True,
             source="https://github.com/mapooon/SelfBlendedImages#2-pretrained-model",
         ),

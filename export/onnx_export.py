@@ -142,7 +142,11 @@ def _export_torch(checkpoint: str, settings: Settings) -> bytes:
     model = spec(checkpoint)
     module = build_module(checkpoint, settings)
     batched = model.max_batch_size > 0
-    args = tuple(torch.from_numpy(_dummy(t, 2 if batched else None) + 0.5) for t in model.inputs)
+    args = tuple(
+        # mid-range values (an integer input, SBI's uint8 pixels, stays integer)
+        torch.from_numpy(_dummy(t, 2 if batched else None) + (0.5 if t.dtype[0] == "F" else 128))
+        for t in model.inputs
+    )
     dynamic: dict[str, dict[int, str]] = {}
     for t in (*model.inputs, *model.outputs):
         axes = {0: "batch"} if batched else {}
@@ -248,7 +252,7 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         data = model.SerializeToString()  # type: ignore[attr-defined]
     else:
         data = _export_torch(checkpoint, settings)
-        if family == "sbi":  # its heatmap's dims come out symbolic after the Resize
+        if family == "sbi":  # its heatmap's dims may come out symbolic from the exporter
             batched = spec(checkpoint)
             data = _fix_output_dims(
                 data,
