@@ -62,10 +62,9 @@ class VideoItems:
     # whole frames, only when a detector looking at frames is enabled
     frames: np.ndarray = field(default_factory=lambda: _empty(FRAMES))  # [Nf, 3, 224, 224]
     frame_spans: tuple[tuple[float, float], ...] = ()
-    # SBI's own crops of the same faces (one row per face crop), only when sbi is enabled
-    sbi_faces: np.ndarray = field(
-        default_factory=lambda: _empty(SBI_FACES)
-    )  # uint8 [Nv|0, 3, 380, 380]
+    # SBI's own crops of the same faces, uint8 [Nv, 3, 380, 380]: one row per face crop
+    # when sbi is enabled, none otherwise
+    sbi_faces: np.ndarray = field(default_factory=lambda: _empty(SBI_FACES))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The ensemble inputs by name."""
@@ -218,6 +217,10 @@ def chunk_requests(
         d.looks_at: ensemble.group_inputs(d.looks_at) for d in (s.detector for s in ensemble.steps)
     }
     counts = {g: len(arrays[tensors[0].name]) for g, tensors in groups.items()}
+    for g, tensors in groups.items():
+        rows = {t.name: len(arrays[t.name]) for t in tensors}
+        if len(set(rows.values())) > 1:  # e.g. faces cut without SBI's crops, sbi enabled
+            raise ValueError(f"inference: the {g} inputs disagree on their item count: {rows}")
     if not any(counts.values()):
         return []
     chunks = max(-(-n // max_items) for n in counts.values())

@@ -100,6 +100,32 @@ def test_the_map_lies_over_the_crops_region_of_the_frame():
     assert drawn[21:79, 11:49].all()
 
 
+@pytest.mark.unit
+def test_sbi_rides_in_the_face_requests_and_must_have_a_crop_per_face():
+    from dfd.detectors import DETECTORS
+    from dfd.ensemble import ensemble
+    from dfd.specs import spec
+    from dispatcher.infer import VideoItems, _empty, chunk_requests
+
+    graph = ensemble(
+        [DETECTORS["visual"], DETECTORS["sbi"]], {"visual": spec("meso4_df"), "sbi": spec("sbi")}
+    )
+    faces = np.zeros((3, 3, 256, 256), np.float32)
+    own = np.full((3, 3, SBI_SIZE, SBI_SIZE), 7, np.uint8)
+    none = (_empty("audio"), (), _empty("lipsync_video"), _empty("lipsync_mfcc"), ())
+
+    def items(sbi_faces: np.ndarray) -> VideoItems:
+        spans = ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0))
+        return VideoItems(faces, spans, (0, 0, 0), *none, sbi_faces=sbi_faces)
+
+    requests = chunk_requests(items(own), graph, max_items=2)
+    assert [sorted(r) for r, _ in requests] == [["faces", "sbi_faces"]] * 2
+    assert [len(r["sbi_faces"]) for r, _ in requests] == [2, 1]
+    assert requests[0][0]["sbi_faces"].dtype == np.uint8  # uint8 on the wire, a quarter of float32
+    with pytest.raises(ValueError, match="disagree on their item count"):
+        chunk_requests(items(own[:0]), graph, max_items=2)
+
+
 # --- with Triton serving random-weight SBI -----------------------------------------------
 
 
