@@ -59,7 +59,7 @@ class Detector:
             looks at; a detector too weak or too old for today's fakes cannot clear media.
         about: what it detects, in a line.
         evidence_outputs: model output -> ensemble output, besides its ``score``
-            (the visual detector's Grad-CAM heatmaps).
+            (the visual detector's and SBI's Grad-CAM heatmaps).
         fetched_by_user: its weights may not be shipped or downloaded by dfd on its own
             (a research-only licence): the user fetches them (``dfd models pull <name>``);
             until then an enabled detector is ``not installed`` (:func:`not_installed`).

@@ -126,6 +126,45 @@ def test_sbi_rides_in_the_face_requests_and_must_have_a_crop_per_face():
         chunk_requests(items(own[:0]), graph, max_items=2)
 
 
+@pytest.mark.unit
+def test_sbi_heatmaps_are_the_frames_sbi_scored_highest_each_face_over_its_own_crop():
+    from dispatcher.evidence import sbi_heatmaps
+    from dispatcher.faces import CropGeometry, Face, FaceCrop, FaceResult
+    from dispatcher.media import DecodedMedia, SampledFrame
+    from tests.dispatcher.test_evidence import MemoryStore
+
+    frames = tuple(
+        SampledFrame(i * 25, float(i), np.zeros((120, 160, 3), np.uint8)) for i in range(3)
+    )
+    media = DecodedMedia(frames, None, (), 160, 120, 1.0, 25.0, 3.0, "pyav")
+    box = (40.0, 30.0, 100.0, 90.0)
+    face = Face(box=box, landmarks=np.zeros((5, 2), np.float32), score=0.9)
+    crops = tuple(
+        FaceCrop(i, face, CropGeometry(70, 60, 80, 0.0), np.zeros((3, 256, 256), np.float32))
+        for i in range(3)
+    )
+    own = tuple(sbi_crop(f.image, box) for f in frames)
+    faces = FaceResult(tuple((face,) for _ in frames), crops, (), sbi_crops=own)
+    maps = np.ones((3, 12, 12), np.float32)
+    store = MemoryStore()
+    urls = sbi_heatmaps("job", media, faces, maps, np.array([0.2, 0.9, 0.6]), store, 2)
+    assert [u.split("?")[0].rsplit("/", 1)[-1] for u in urls] == [
+        "heatmap_sbi_00_f25.jpg",  # SBI's highest score first
+        "heatmap_sbi_01_f50.jpg",
+    ]
+    data, kind = store.objects["job/heatmap_sbi_00_f25.jpg"]
+    assert kind == "image/jpeg"
+    picture = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).max(axis=2) > 40
+    x0, y0, x1, y1 = own[1].box  # the map covers SBI's crop region, not only the face box
+    assert picture[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean() > 0.9
+    # nothing outside it (above it is the face's score label)
+    assert not picture[y1 + 3 :].any() and not picture[:, : x0 - 3].any()
+    assert not picture[:, x1 + 3 :].any()
+    assert sbi_heatmaps("job", media, faces, None, None, store, 2) == []
+    with pytest.raises(ValueError, match="SBI maps"):
+        sbi_heatmaps("job", media, faces, maps[:2], np.array([0.2, 0.9]), store, 2)
+
+
 # --- with Triton serving random-weight SBI -----------------------------------------------
 
 
