@@ -134,6 +134,8 @@ def _summary(result: Result) -> str:
         lines.append(f"thumbnail   {url}")
     for url in ev.heatmaps:
         lines.append(f"heatmap     {url}")
+    for url in ev.sbi_heatmaps:
+        lines.append(f"sbi heatmap {url}")
     if ev.timeline_chart:
         lines.append(f"timeline    {ev.timeline_chart}")
     return "\n".join(lines)

@@ -59,7 +59,7 @@ class Detector:
             looks at; a detector too weak or too old for today's fakes cannot clear media.
         about: what it detects, in a line.
         evidence_outputs: model output -> ensemble output, besides its ``score``
-            (the visual detector's Grad-CAM heatmaps).
+            (the visual detector's and SBI's Grad-CAM heatmaps).
         fetched_by_user: its weights may not be shipped or downloaded by dfd on its own
             (a research-only licence): the user fetches them (``dfd models pull <name>``);
             until then an enabled detector is ``not installed`` (:func:`not_installed`).
@@ -220,12 +220,13 @@ DETECTORS: dict[str, Detector] = {
             "agreement with the authors)",
             default_on=False,
             fused=True,
-            # cross-dataset AUC 0.73 on DFDC (its authors' figure), run here on dfd's crop
-            # upsampled to 380 px rather than its own, and not yet on the scorecard: a
+            # cross-dataset AUC 0.73 on DFDC (its authors' figure; here on its own crop
+            # round YuNet's box, not RetinaFace's) and not yet on the scorecard: a
             # stronger hint than Meso4, not a clearance
             can_clear=False,
             about="blending artefacts of face swaps in face crops (SBI, EfficientNet-B4, "
             "trained on self-blended FF++ faces)",
+            evidence_outputs=(("heatmap", "sbi_heatmaps"),),
             fetched_by_user=True,
             source="https://github.com/mapooon/SelfBlendedImages#2-pretrained-model",
             trained_on="FF++ real faces blended with themselves",

@@ -4,7 +4,9 @@ the enabled detectors (:mod:`dfd.detectors`).
 One request per video: its face crops, audio windows and lip-sync clips, and its whole
 frames when a frame detector is enabled (leading ``-1`` dims are the per-video item counts). Each enabled scorer is one step, fed the input group
 of what it looks at, and answers ``<detector>_scores`` (plus evidence outputs such as the
-visual detector's ``heatmaps``). The ensemble does not fuse: the verdict's calibrated
+visual detector's ``heatmaps``). A detector with a crop of its own (SBI) is fed that
+crop of the same faces instead (:data:`OWN_INPUTS`): one row per face crop, so its items
+share the face crops' spans and tracks. The ensemble does not fuse: the verdict's calibrated
 fusion (:mod:`dfd.calibration`) is computed by ``dispatcher.aggregate`` over every
 detector's findings. Everything that speaks to the ensemble reads it from here: the Triton
 config (``ensemble_config.ensemble``), the dispatcher's requests (``dispatcher.infer``) and
@@ -29,6 +31,8 @@ from dfd.specs import (
     LIPSYNC_SIZE,
     MFCC_COEFFS,
     MFCC_PER_FRAME,
+    SBI_HEATMAP_SIZE,
+    SBI_SIZE,
     ModelSpec,
     TensorSpec,
     spec,
@@ -43,6 +47,8 @@ LIPSYNC_VIDEO = "lipsync_video"
 LIPSYNC_MFCC = "lipsync_mfcc"
 HEATMAPS = "heatmaps"
 FRAMES = "frames"
+SBI_FACES = "sbi_faces"
+SBI_HEATMAPS = "sbi_heatmaps"
 
 GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
     LooksAt.FACE_TRACK: (TensorSpec(FACES, "FP32", (-1, 3, FACE_SIZE, FACE_SIZE)),),
@@ -53,11 +59,24 @@ GROUPS: dict[LooksAt, tuple[TensorSpec, ...]] = {
     ),
     LooksAt.FRAME: (TensorSpec(FRAMES, "FP32", (-1, 3, CLIP_SIZE, CLIP_SIZE)),),
 }
+# Detectors fed a crop of their own of the items of what they look at (the same faces,
+# cut their authors' way), in place of the group's tensors; cut only when one is enabled.
+OWN_INPUTS: dict[str, tuple[TensorSpec, ...]] = {
+    "sbi": (TensorSpec(SBI_FACES, "UINT8", (-1, 3, SBI_SIZE, SBI_SIZE)),),
+}
 EVIDENCE_OUTPUTS: dict[str, TensorSpec] = {
     HEATMAPS: TensorSpec(HEATMAPS, "FP32", (-1, HEATMAP_SIZE, HEATMAP_SIZE)),
+    SBI_HEATMAPS: TensorSpec(SBI_HEATMAPS, "FP32", (-1, SBI_HEATMAP_SIZE, SBI_HEATMAP_SIZE)),
 }
 # Every input any ensemble may have (the client checks names against these).
-ALL_INPUTS: dict[str, TensorSpec] = {t.name: t for group in GROUPS.values() for t in group}
+ALL_INPUTS: dict[str, TensorSpec] = {
+    t.name: t for group in (*GROUPS.values(), *OWN_INPUTS.values()) for t in group
+}
+
+
+def inputs_of(detector: Detector) -> tuple[TensorSpec, ...]:
+    """The ensemble tensors ``detector`` is fed: its own crop's, else its group's."""
+    return OWN_INPUTS.get(detector.name) or GROUPS[detector.looks_at]
 
 
 @dataclass(frozen=True)
@@ -85,8 +104,18 @@ class Ensemble:
     def inputs(self) -> tuple[TensorSpec, ...]:
         seen: dict[str, TensorSpec] = {}
         for step in self.steps:
-            for t in GROUPS[step.detector.looks_at]:
+            for t in inputs_of(step.detector):
                 seen.setdefault(t.name, t)
+        return tuple(seen.values())
+
+    def group_inputs(self, looks_at: LooksAt) -> tuple[TensorSpec, ...]:
+        """The tensors the steps looking at ``looks_at`` are fed (each holds one row per
+        item of the group)."""
+        seen: dict[str, TensorSpec] = {}
+        for step in self.steps:
+            if step.detector.looks_at is looks_at:
+                for t in inputs_of(step.detector):
+                    seen.setdefault(t.name, t)
         return tuple(seen.values())
 
     @property
@@ -121,7 +150,7 @@ def _full_dims(s: ModelSpec, t: TensorSpec) -> tuple[int, ...]:
 
 
 def _step(detector: Detector, model: ModelSpec) -> Step:
-    group = GROUPS[detector.looks_at]
+    group = inputs_of(detector)
     if len(model.inputs) != len(group):
         raise ConfigurationError(
             f"{ENSEMBLE_NAME}: detector {detector.name!r} looks at {detector.looks_at} "

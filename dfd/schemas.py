@@ -119,6 +119,12 @@ class Evidence(BaseModel):
         description="Signed URLs of the mouth-sync charts (mouth opening against the voice's "
         "energy, with the lag), one per speaking face track, when that detector runs.",
     )
+    sbi_heatmaps: list[str] = Field(
+        default_factory=list,
+        description="Signed URLs of SBI's Grad-CAM overlays on the frames it scored most "
+        "suspicious (each face's map over SBI's own crop of it, the face boxed with its SBI "
+        "score), when the sbi detector runs.",
+    )
 
 
 class ValidationCode(BaseModel):

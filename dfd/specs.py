@@ -85,6 +85,7 @@ class ModelSpec:
 FACE_SIZE = 256  # visual crop side, RGB in [0, 1]
 HEATMAP_SIZE = 8  # Meso4's last conv block is 8x8 for a 256 input
 SBI_HEATMAP_SIZE = 12  # SBI's EfficientNet-B4: the last block is 12x12 for its 380 input
+SBI_SIZE = 380  # SBI's own crop side (its authors' face box plus margins, RGB uint8)
 AUDIO_SAMPLES = 64_600  # AASIST and RawGAT-ST window, ~4.04 s at 16 kHz
 AUDIO_RATE = 16_000
 LIPSYNC_FRAMES = 25  # one second of video at 25 fps
@@ -301,7 +302,7 @@ SPECS: dict[str, ModelSpec] = {
         name="sbi",
         checkpoint="sbi",
         version=1,
-        inputs=(TensorSpec("face", "FP32", (3, FACE_SIZE, FACE_SIZE)),),
+        inputs=(TensorSpec("face", "UINT8", (3, SBI_SIZE, SBI_SIZE)),),
         outputs=(
             TensorSpec("score", "FP32", (1,)),
             TensorSpec("heatmap", "FP32", (SBI_HEATMAP_SIZE, SBI_HEATMAP_SIZE)),
@@ -309,9 +310,10 @@ SPECS: dict[str, ModelSpec] = {
         max_batch_size=16,
         batching=Batching(preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=1_000),
         weights=("sbi/sbi.tar",),
-        preprocessing=_VISUAL_PRE + " (dfd's visual crop), resized to 380x380 bilinearly "
-        "inside the graph; the authors crop a RetinaFace box plus 1/8 of its side on each "
-        "edge, unrotated, at 380 px from the frame",
+        preprocessing="its authors' crop (dispatcher.sbi_crop): the face box plus 1/8 of its "
+        "width and height on each side, unrotated, clamped to the frame, resized (not square) "
+        "bilinearly to 380x380 as cv2.resize does; RGB uint8 NCHW, divided by 255 inside the "
+        "graph",
         output_meaning="score: softmax(logits)[:, 1], the authors' P(fake); heatmap: "
         "Grad-CAM of the fake log-odds over the last conv block (12x12, >= 0, not normalised)",
         modality=Modality.VISUAL,

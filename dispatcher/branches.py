@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from dfd.detectors import LooksAt
-from dfd.ensemble import ALL_INPUTS, GROUPS, HEATMAPS, Ensemble, for_settings
+from dfd.ensemble import ALL_INPUTS, EVIDENCE_OUTPUTS, GROUPS, Ensemble, for_settings
 from dfd.errors import DfdError, JobCancelledError, UpstreamUnavailableError
 from dfd.known_fakes import MediaHashes
 from dfd.schemas import KnownFakeMatch
 from dfd.settings import Settings
-from dfd.specs import HEATMAP_SIZE
 from dfd.states import Stage
 from dispatcher.decode import decode
 from dispatcher.decode_pyav import read_audio
@@ -54,6 +53,7 @@ from dispatcher.infer import (
     VideoItems,
     build_inputs,
     collect,
+    evidence_map,
     max_items,
     speech_windows,
 )
@@ -103,10 +103,11 @@ class Analysed:
 
 @dataclass
 class _Scored:
-    """One branch's answers: per detector its score parts in item order."""
+    """One branch's answers: per detector its score parts, per evidence output its map
+    parts, in item order."""
 
     parts: dict[str, list[np.ndarray]]
-    heat: list[np.ndarray]
+    heat: dict[str, list[np.ndarray]]
     requests: int = 0
 
 
@@ -155,8 +156,8 @@ def score_group(
     """The items of one input group through each step that looks at it, ``per_request``
     rows a request, as the ensemble's requests slice them."""
     steps = [s for s in graph.steps if s.detector.looks_at is group]
-    scored = _Scored({s.detector.name: [] for s in steps}, [])
-    count = len(arrays[GROUPS[group][0].name])
+    scored = _Scored({s.detector.name: [] for s in steps}, {})
+    count = len(arrays[graph.group_inputs(group)[0].name]) if steps else 0
     for lo in range(0, count, per_request):
         for step in steps:
             shared.check()
@@ -175,9 +176,8 @@ def score_group(
             scored.requests += 1
             scored.parts[step.detector.name].append(np.asarray(out["score"]).reshape(-1))
             for mine, theirs in step.outputs.items():
-                if theirs == HEATMAPS:
-                    heat = np.asarray(out[mine]).reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE)
-                    scored.heat.append(heat)
+                if theirs in EVIDENCE_OUTPUTS:
+                    scored.heat.setdefault(theirs, []).append(evidence_map(out[mine], theirs))
     return scored
 
 
@@ -246,7 +246,8 @@ def overlapped(
         s.detector.name: seen.parts.get(s.detector.name, []) + heard.parts.get(s.detector.name, [])
         for s in graph.steps
     }
-    out = collect(inputs, graph, parts, seen.heat + heard.heat, seen.requests + heard.requests)
+    heat = {k: seen.heat.get(k, []) + heard.heat.get(k, []) for k in {*seen.heat, *heard.heat}}
+    out = collect(inputs, graph, parts, heat, seen.requests + heard.requests)
     return Analysed(media, hashes, matches, speech, faces, inputs, out)
 
 
@@ -326,7 +327,7 @@ def _video_branch(
     shared.check()
     with stages.run(Stage.FACES):
         found = face_crops(frames_only, triton, settings, progress=shared.reporter(Stage.FACES))
-    scored = _Scored({s.detector.name: [] for s in graph.steps}, [])
+    scored = _Scored({s.detector.name: [] for s in graph.steps}, {})
     with shared.adding("inference", Stage.INFER):
         # the face crops' arrays, as build_inputs stacks them (speech plays no part)
         face_items = build_inputs(frames_only, found, NO_SPEECH, settings).arrays()
@@ -353,5 +354,6 @@ def _video_branch(
 def _add(total: _Scored, part: _Scored) -> None:
     for name, arrays in part.parts.items():
         total.parts.setdefault(name, []).extend(arrays)
-    total.heat.extend(part.heat)
+    for name, maps in part.heat.items():
+        total.heat.setdefault(name, []).extend(maps)
     total.requests += part.requests

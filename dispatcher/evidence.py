@@ -5,6 +5,10 @@
 - Heatmaps: the visual model's 8x8 Grad-CAM map of each of those frames' faces, upsampled
   bilinearly over the face crop, colour-mapped and alpha-blended onto the frame through
   the inverse of the crop's affine warp (so a tilted head gets a tilted map).
+- SBI heatmaps (when sbi runs): its 12x12 Grad-CAM map of each face of the
+  ``evidence_top_k`` frames it scored most suspicious, drawn the same way over its own
+  crop's region of the frame (the face box with its margins, stretched back from
+  380x380), each face boxed with its SBI score.
 - Timeline: one point per sampled second (``dfd.schemas.TimelinePoint``) and a PNG chart of
   it drawn with Pillow.
 - Track thumbnails: for each face track (at most ``max_faces_per_frame``: the one shown,
@@ -31,9 +35,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dfd.schemas import Evidence, FaceTrack, TimelinePoint
 from dfd.settings import Settings
-from dfd.specs import AUDIO_RATE, FACE_SIZE
+from dfd.specs import AUDIO_RATE, FACE_SIZE, SBI_SIZE
 from dispatcher.aggregate import ScoredItems, SecondScore, suspicious_order
-from dispatcher.faces import FaceCrop, FaceResult
+from dispatcher.faces import CropGeometry, FaceCrop, FaceResult
 from dispatcher.media import DecodedMedia
 
 THUMB_MAX_SIDE = 640
@@ -102,41 +106,58 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return (np.concatenate([r, g, b], axis=-1) * 255).astype(np.uint8)
 
 
-def heatmap_overlay(
-    image: np.ndarray, crops: Sequence[FaceCrop], maps: Sequence[np.ndarray], norm: float
+# Where a map lies on its frame: the crop's side in pixels and the affine map from frame
+# pixel (x, y) to crop pixel (u, v), as Pillow's AFFINE coefficients (a, b, c, d, e, f):
+# u = a x + b y + c, v = d x + e y + f.
+Placement = tuple[int, tuple[float, float, float, float, float, float]]
+
+
+def visual_placement(g: CropGeometry) -> Placement:
+    """The visual crop's placement: the inverse of its rotated square warp."""
+    k = FACE_SIZE / g.side
+    c, s = math.cos(g.angle_rad), math.sin(g.angle_rad)
+    a, b, d, e = k * c, k * s, -k * s, k * c
+    return FACE_SIZE, (
+        a,
+        b,
+        FACE_SIZE / 2 - a * g.cx - b * g.cy,
+        d,
+        e,
+        FACE_SIZE / 2 - d * g.cx - e * g.cy,
+    )
+
+
+def sbi_placement(box: tuple[int, int, int, int]) -> Placement:
+    """SBI's crop's placement: its frame region ``[x0, x1) x [y0, y1)`` stretched to
+    380 x 380, unrotated."""
+    x0, y0, x1, y1 = box
+    kx, ky = SBI_SIZE / (x1 - x0), SBI_SIZE / (y1 - y0)
+    return SBI_SIZE, (kx, 0.0, -kx * x0, 0.0, ky, -ky * y0)
+
+
+def overlay_maps(
+    image: np.ndarray, placements: Sequence[Placement], maps: Sequence[np.ndarray], norm: float
 ) -> Image.Image:
-    """``image`` with each face's map drawn over its crop region.
+    """``image`` with each map drawn over its crop's region of the frame.
 
     Args:
         image: the frame, RGB uint8.
-        crops: the frame's face crops.
-        maps: one 8x8 map per crop (>= 0).
+        placements: where each map's crop came from (:func:`visual_placement`,
+            :func:`sbi_placement`).
+        maps: one map per crop (>= 0), upsampled bilinearly over the crop.
         norm: the value drawn fully hot (the video's largest map value), so maps of
             different frames are comparable.
     """
     base = Image.fromarray(image).convert("RGBA")
-    for crop, cam in zip(crops, maps, strict=True):
+    for (size, coeffs), cam in zip(placements, maps, strict=True):
         values = np.clip(np.asarray(cam, dtype=np.float32) / max(norm, 1e-12), 0.0, 1.0)
         up = np.asarray(
             Image.fromarray(values.astype(np.float32), mode="F").resize(
-                (FACE_SIZE, FACE_SIZE), Image.Resampling.BILINEAR
+                (size, size), Image.Resampling.BILINEAR
             )
         )
         rgba = np.dstack([colormap(up), (np.clip(up, 0, 1) * HEAT_ALPHA * 255).astype(np.uint8)])
         layer = Image.fromarray(rgba, mode="RGBA")
-        # Frame pixel (x, y) -> crop pixel (u, v): the inverse of the crop's warp.
-        g = crop.geometry
-        k = FACE_SIZE / g.side
-        c, s = math.cos(g.angle_rad), math.sin(g.angle_rad)
-        a, b, d, e = k * c, k * s, -k * s, k * c
-        coeffs = (
-            a,
-            b,
-            FACE_SIZE / 2 - a * g.cx - b * g.cy,
-            d,
-            e,
-            FACE_SIZE / 2 - d * g.cx - e * g.cy,
-        )
         warped = layer.transform(
             base.size,
             Image.Transform.AFFINE,
@@ -146,6 +167,14 @@ def heatmap_overlay(
         )
         base = Image.alpha_composite(base, warped)
     return base.convert("RGB")
+
+
+def heatmap_overlay(
+    image: np.ndarray, crops: Sequence[FaceCrop], maps: Sequence[np.ndarray], norm: float
+) -> Image.Image:
+    """``image`` with each face's visual map drawn over its crop region (through the
+    inverse of the crop's affine warp, so a tilted head gets a tilted map)."""
+    return overlay_maps(image, [visual_placement(c.geometry) for c in crops], maps, norm)
 
 
 def draw_faces(
@@ -399,6 +428,53 @@ def track_thumbnails(
     return out
 
 
+def sbi_heatmaps(
+    job_id: str,
+    media: DecodedMedia,
+    faces: FaceResult,
+    maps: np.ndarray | None,
+    scores: np.ndarray | None,
+    store: EvidenceStore,
+    top_k: int,
+) -> list[str]:
+    """SBI's Grad-CAM overlays (``heatmap_sbi_<rank>_f<frame>.jpg``) of the ``top_k``
+    frames it scored most suspicious (a frame by its faces' highest SBI score, ties to
+    the earliest): each face's map over its SBI crop's region, the face boxed with its
+    SBI score. None when SBI did not run (no maps or no SBI crops).
+
+    Raises:
+        ValueError: the maps or scores are not one per face crop.
+    """
+    if maps is None or scores is None or not len(maps) or not faces.sbi_crops:
+        return []
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if not len(maps) == len(scores) == len(faces.sbi_crops) == len(faces.crops):
+        raise ValueError(
+            f"evidence: {len(maps)} SBI maps and {len(scores)} scores for "
+            f"{len(faces.sbi_crops)} SBI crops of {len(faces.crops)} faces"
+        )
+    by_frame: dict[int, list[int]] = {}
+    for i, crop in enumerate(faces.crops):
+        by_frame.setdefault(crop.frame_pos, []).append(i)
+    ranked = sorted(by_frame, key=lambda pos: (-max(float(scores[i]) for i in by_frame[pos]), pos))
+    norm = float(np.max(maps))
+    urls = []
+    for rank, pos in enumerate(ranked[: max(top_k, 0)]):
+        idx = by_frame[pos]
+        frame = media.frames[pos]
+        placements = [sbi_placement(faces.sbi_crops[i].box) for i in idx]
+        overlay = overlay_maps(frame.image, placements, [maps[i] for i in idx], norm)
+        boxed = draw_faces(overlay, [faces.crops[i] for i in idx], [float(scores[i]) for i in idx])
+        key = store.put(
+            job_id,
+            f"heatmap_sbi_{rank:02d}_f{frame.index}.jpg",
+            _jpeg(_shrink(boxed)),
+            "image/jpeg",
+        )
+        urls.append(store.url(key))
+    return urls
+
+
 def build_evidence(
     job_id: str,
     media: DecodedMedia,
@@ -409,6 +485,8 @@ def build_evidence(
     store: EvidenceStore,
     settings: Settings,
     audio_windows: ScoredItems | None = None,
+    sbi_maps: np.ndarray | None = None,
+    sbi_scores: np.ndarray | None = None,
 ) -> Evidence:
     """Render and store the evidence of one video; returns it with signed URLs.
 
@@ -423,6 +501,9 @@ def build_evidence(
         settings: top-k, threshold, URL lifetime, tracks pictured (``max_faces_per_frame``).
         audio_windows: the audio detector's scored windows (a spectrogram is drawn when
             there are any).
+        sbi_maps: SBI's ``[len(faces.crops), 12, 12]`` maps over its own crops
+            (``faces.sbi_crops``), when it ran; drawn by :func:`sbi_heatmaps`.
+        sbi_scores: SBI's score of each face crop, when it ran.
     """
     timeline = timeline_points(points)
     tracks = face_tracks(media, faces, visual_scores)
@@ -476,4 +557,7 @@ def build_evidence(
         timeline_chart=chart_url,
         spectrogram=spectro_url,
         expires_in_s=settings.evidence_url_ttl_s,
+        sbi_heatmaps=sbi_heatmaps(
+            job_id, media, faces, sbi_maps, sbi_scores, store, settings.evidence_top_k
+        ),
     )

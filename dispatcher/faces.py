@@ -7,6 +7,8 @@
 - Visual crops: the square MesoNet's authors cut (centred on the nose, sized from the eye
   and mouth distances, the face turned upright; one affine warp in Pillow), 256x256 RGB
   in [0, 1].
+- SBI crops, only when the ensemble reads them (``sbi`` enabled): its authors' own crop
+  of each face (:mod:`dispatcher.sbi_crop`), 380x380 RGB uint8.
 - Lip-sync clips: Light-ASD's own crop (``Columbia_test.py``: a square of 2.8x the half
   box size, starting one half-size above the box centre, grey, resized to 224 and the
   centre 112x112 kept; outside the frame filled with grey 110) on each of 25 frames, plus
@@ -23,11 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
+from dfd.ensemble import SBI_FACES, for_settings
 from dfd.features import mfcc
 from dfd.settings import Settings
 from dfd.specs import (
@@ -42,6 +45,7 @@ from dfd.specs import spec as model_spec
 from dfd.yunet_post import select
 from dispatcher.media import DecodedMedia, LipsyncSegment, SampledFrame
 from dispatcher.sampling import frame_duration_s
+from dispatcher.sbi_crop import SbiCrop, sbi_crop
 from dispatcher.triton_client import InferClient
 
 NMS_IOU = 0.3  # YuNet's own default (OpenCV FaceDetectorYN)
@@ -136,11 +140,14 @@ class FaceResult:
         detections: per sampled frame, its kept faces (most confident first).
         crops: visual crops of every kept face.
         clips: lip-sync clips (none without audio or without a face at their start).
+        sbi_crops: SBI's own crop of each face, one per crop in ``crops``' order, when
+            the ensemble reads them (none otherwise).
     """
 
     detections: tuple[tuple[Face, ...], ...]
     crops: tuple[FaceCrop, ...]
     clips: tuple[LipsyncClip, ...]
+    sbi_crops: tuple[SbiCrop, ...] = ()
 
     @property
     def any_face(self) -> bool:
@@ -513,7 +520,9 @@ def face_crops(
     lip-sync clips yet (they need the audio track and its speech)."""
     detections = detect(media.frames, client, settings, progress)
     tracks = track_faces(detections)
-    crops = []
+    # SBI's crops cost nothing unless its step reads them
+    wide = any(t.name == SBI_FACES for t in for_settings(settings).inputs)
+    crops, sbi_crops = [], []
     for pos, (frame, faces) in enumerate(zip(media.frames, detections, strict=True)):
         for face, track in zip(faces, tracks[pos], strict=True):
             geom = crop_geometry(face)
@@ -521,7 +530,11 @@ def face_crops(
             crops.append(
                 FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels, track=track)
             )
-    return FaceResult(detections=detections, crops=tuple(crops), clips=())
+            if wide:
+                sbi_crops.append(sbi_crop(frame.image, face.box))
+    return FaceResult(
+        detections=detections, crops=tuple(crops), clips=(), sbi_crops=tuple(sbi_crops)
+    )
 
 
 def with_clips(media: DecodedMedia, found: FaceResult, speech: bool = True) -> FaceResult:
@@ -531,4 +544,4 @@ def with_clips(media: DecodedMedia, found: FaceResult, speech: bool = True) -> F
         mfcc(media.audio) if (speech and media.audio is not None and media.audio.size) else None
     )
     clips = lipsync_clips(media, found.detections, audio_mfcc) if found.crops else ()
-    return FaceResult(detections=found.detections, crops=found.crops, clips=clips)
+    return replace(found, clips=clips)

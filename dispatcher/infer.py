@@ -25,19 +25,20 @@ from dfd.ensemble import (
     ALL_INPUTS,
     AUDIO,
     ENSEMBLE_NAME,
+    EVIDENCE_OUTPUTS,
     FACES,
     FRAMES,
-    GROUPS,
     HEATMAPS,
     LIPSYNC_MFCC,
     LIPSYNC_VIDEO,
+    SBI_FACES,
     Ensemble,
     for_settings,
 )
 from dfd.errors import UpstreamUnavailableError
 from dfd.features import audio_windows
 from dfd.settings import Settings
-from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, HEATMAP_SIZE, LIPSYNC_FPS, LIPSYNC_FRAMES
+from dfd.specs import AUDIO_RATE, AUDIO_SAMPLES, LIPSYNC_FPS, LIPSYNC_FRAMES
 from dispatcher.aggregate import ScoredItems
 from dispatcher.faces import FaceResult
 from dispatcher.frames import clip_frame, pick
@@ -61,6 +62,9 @@ class VideoItems:
     # whole frames, only when a detector looking at frames is enabled
     frames: np.ndarray = field(default_factory=lambda: _empty(FRAMES))  # [Nf, 3, 224, 224]
     frame_spans: tuple[tuple[float, float], ...] = ()
+    # SBI's own crops of the same faces, uint8 [Nv, 3, 380, 380]: one row per face crop
+    # when sbi is enabled, none otherwise
+    sbi_faces: np.ndarray = field(default_factory=lambda: _empty(SBI_FACES))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The ensemble inputs by name."""
@@ -70,6 +74,7 @@ class VideoItems:
             LIPSYNC_VIDEO: self.lipsync_video,
             LIPSYNC_MFCC: self.lipsync_mfcc,
             FRAMES: self.frames,
+            SBI_FACES: self.sbi_faces,
         }
 
     def spans(self, looks_at: LooksAt) -> tuple[tuple[float, float], ...]:
@@ -89,11 +94,14 @@ class InferenceOutput:
         items: per enabled detector the item scores with their spans (None: no input).
         heatmaps: ``[Nv, 8, 8]``, one per face crop.
         requests: how many ensemble requests were made.
+        maps: every evidence output by its ensemble name (``heatmaps``, and
+            ``sbi_heatmaps`` ``[Nv, 12, 12]`` when sbi runs), one map per item.
     """
 
     items: dict[str, ScoredItems | None]
     heatmaps: np.ndarray
     requests: int
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _empty(name: str) -> np.ndarray:
@@ -147,6 +155,9 @@ def build_inputs(
         face_tracks = tuple(c.track for c in faces.crops)
     else:
         face_arr, face_spans, face_tracks = _empty(FACES), (), ()
+    sbi_arr = (
+        np.stack([c.pixels for c in faces.sbi_crops]) if faces.sbi_crops else _empty(SBI_FACES)
+    )
     wins, audio_spans = speech_windows(media.audio, speech, settings)
     clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
     clips = [
@@ -170,6 +181,7 @@ def build_inputs(
         lip_spans,
         frames,
         frame_spans,
+        sbi_arr,
     )
 
 
@@ -201,8 +213,14 @@ def chunk_requests(
     No request at all when no group has an item (nothing for any detector to look at).
     """
     arrays = inputs.arrays()
-    groups = {d.looks_at for d in (step.detector for step in ensemble.steps)}
-    counts = {g: len(arrays[GROUPS[g][0].name]) for g in groups}
+    groups = {
+        d.looks_at: ensemble.group_inputs(d.looks_at) for d in (s.detector for s in ensemble.steps)
+    }
+    counts = {g: len(arrays[tensors[0].name]) for g, tensors in groups.items()}
+    for g, tensors in groups.items():
+        rows = {t.name: len(arrays[t.name]) for t in tensors}
+        if len(set(rows.values())) > 1:  # e.g. faces cut without SBI's crops, sbi enabled
+            raise ValueError(f"inference: the {g} inputs disagree on their item count: {rows}")
     if not any(counts.values()):
         return []
     chunks = max(-(-n // max_items) for n in counts.values())
@@ -211,8 +229,8 @@ def chunk_requests(
         lo, hi = c * max_items, (c + 1) * max_items
         req: dict[str, np.ndarray] = {}
         present = frozenset(g for g in groups if lo < counts[g])
-        for g in groups:
-            for t in GROUPS[g]:
+        for g, tensors in groups.items():
+            for t in tensors:
                 part = (
                     arrays[t.name][lo:hi]
                     if g in present
@@ -250,7 +268,7 @@ def run_ensemble(
     outputs = [t.name for t in graph.outputs]
     started = time.monotonic()
     parts: dict[str, list[np.ndarray]] = {step.detector.name: [] for step in graph.steps}
-    heat_parts: list[np.ndarray] = []
+    heat_parts: dict[str, list[np.ndarray]] = {}
     for i, (req, present) in enumerate(requests):
         if deadline_s is not None and time.monotonic() - started > deadline_s:
             raise UpstreamUnavailableError(
@@ -263,22 +281,29 @@ def run_ensemble(
             if d.looks_at not in present:
                 continue
             parts[d.name].append(np.asarray(out[d.scores_tensor]).reshape(-1))
-            if HEATMAPS in step.outputs.values():
-                heat_parts.append(np.asarray(out[HEATMAPS]).reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE))
+            for name in step.outputs.values():
+                if name in EVIDENCE_OUTPUTS:
+                    heat_parts.setdefault(name, []).append(evidence_map(out[name], name))
         if progress is not None:
             progress((i + 1) / len(requests))
     return collect(inputs, graph, parts, heat_parts, len(requests))
+
+
+def evidence_map(value: np.ndarray, name: str) -> np.ndarray:
+    """An answer's evidence output ``name`` as ``[rows, H, W]`` float32."""
+    dims = EVIDENCE_OUTPUTS[name].dims[1:]
+    return np.asarray(value, dtype=np.float32).reshape(-1, *dims)
 
 
 def collect(
     inputs: VideoItems,
     graph: Ensemble,
     parts: dict[str, list[np.ndarray]],
-    heat_parts: list[np.ndarray],
+    heat_parts: dict[str, list[np.ndarray]],
     requests: int,
 ) -> InferenceOutput:
-    """The answers' per-detector score parts (in item order) as one output, checked
-    against the items' spans."""
+    """The answers' per-detector score parts and evidence maps (each in item order) as one
+    output, checked against the items' spans."""
     items: dict[str, ScoredItems | None] = {}
     for step in graph.steps:
         d = step.detector
@@ -294,12 +319,14 @@ def collect(
             )
         tracks = inputs.face_tracks if d.looks_at is LooksAt.FACE_TRACK else None
         items[d.name] = ScoredItems(scores=scores, spans=spans, tracks=tracks)
-    heat = (
-        np.concatenate(heat_parts)
-        if heat_parts
-        else np.zeros((0, HEATMAP_SIZE, HEATMAP_SIZE), np.float32)
-    )
-    return InferenceOutput(items=items, heatmaps=heat.astype(np.float32), requests=requests)
+    maps = {
+        name: np.concatenate(heat_parts[name]).astype(np.float32)
+        if heat_parts.get(name)
+        else np.zeros((0, *EVIDENCE_OUTPUTS[name].dims[1:]), np.float32)
+        for name in {n for s in graph.steps for n in s.outputs.values() if n in EVIDENCE_OUTPUTS}
+        | {HEATMAPS}
+    }
+    return InferenceOutput(items=items, heatmaps=maps[HEATMAPS], requests=requests, maps=maps)
 
 
 def score_with_version(

@@ -29,7 +29,7 @@ import numpy as np
 from dfd.calibration import Calibration
 from dfd.calibration import load as load_calibration
 from dfd.detectors import DETECTORS, Detector, enabled, not_installed
-from dfd.ensemble import for_settings
+from dfd.ensemble import SBI_HEATMAPS, for_settings
 from dfd.errors import DfdError, InternalError, JobCancelledError
 from dfd.schemas import DetectorResult, JobSource, ModalityResult, Reason, Result, VoiceChange
 from dfd.settings import Settings
@@ -494,6 +494,8 @@ def analyze(
                 store,
                 settings,
                 audio_windows=out.items.get(primary("audio", list(out.items)) or ""),
+                sbi_maps=out.maps.get(SBI_HEATMAPS),
+                sbi_scores=sbi.scores if (sbi := out.items.get("sbi")) is not None else None,
             )
             if mouth is not None:
                 evidence.mouth_sync = [store.url(key) for key in mouth.charts]

@@ -147,7 +147,11 @@ def module_onnx(module, model: ModelSpec) -> bytes:  # noqa: ANN001 - a torch.nn
     import torch
 
     batched = model.max_batch_size > 0
-    args = tuple(torch.from_numpy(_dummy(t, 2 if batched else None) + 0.5) for t in model.inputs)
+    args = tuple(
+        # mid-range values (an integer input, SBI's uint8 pixels, stays integer)
+        torch.from_numpy(_dummy(t, 2 if batched else None) + (0.5 if t.dtype[0] == "F" else 128))
+        for t in model.inputs
+    )
     dynamic: dict[str, dict[int, str]] = {}
     for t in (*model.inputs, *model.outputs):
         axes = {0: "batch"} if batched else {}

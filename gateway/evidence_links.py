@@ -12,7 +12,7 @@ dead links after ``evidence_url_ttl_s``. Each read of a finished job (``GET
 
 Every link of the document is matched by its shape, not by its field, so each evidence
 link field is covered: ``thumbnails``, ``heatmaps``, ``timeline_chart``, ``spectrogram``,
-``mouth_sync`` and each of ``tracks[].thumbnail`` (``tests/gateway/test_evidence_links.py``
+``mouth_sync``, ``sbi_heatmaps`` and each of ``tracks[].thumbnail`` (``tests/gateway/test_evidence_links.py``
 walks the schema for them and fails on one left stale).
 
 The links are rewritten in the stored bytes, so the result is still spliced unparsed:

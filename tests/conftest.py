@@ -61,4 +61,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.browser",
     "tests.fixtures.webhook_receiver",
+    "tests.fixtures.sbi",
 ]

@@ -20,10 +20,12 @@ package's, under the prefix ``net.``: ``net._conv_stem``, ``net._bn0``,
 
 Their inference (``src/inference/inference_image.py``): RGB face crops resized to
 380 x 380, values / 255 (no mean/std normalisation), ``softmax(logits)[:, 1]`` = the
-probability the face is fake. :class:`SbiServing` takes dfd's 256 px face crop, resizes it
-to 380 inside the graph and returns that probability with a Grad-CAM map of the fake
-log-odds over the last convolutional block (12 x 12), computed in closed form through
-the global-average-pool and linear head in the same pass (no backward pass).
+probability the face is fake. :class:`SbiServing` takes their crop as uint8 (cut by
+``dispatcher.sbi_crop``: the face box plus 1/8 of its width and height each side,
+resized to 380 x 380), divides by 255 as they do and returns that probability with a
+Grad-CAM map of the fake log-odds over the last convolutional block (12 x 12), computed
+in closed form through the global-average-pool and linear head in the same pass (no
+backward pass).
 """
 
 from __future__ import annotations
@@ -237,7 +239,8 @@ def fake_grad_cam(a: Tensor, fc_weight: Tensor) -> Tensor:
 
 
 class SbiServing(nn.Module):
-    """What Triton serves for ``sbi``: ``face`` (dfd's 256 px crop) -> ``score``, ``heatmap``.
+    """What Triton serves for ``sbi``: ``face`` (SBI's own 380 px crop, RGB uint8 NCHW)
+    -> ``score``, ``heatmap``.
 
     ``score`` is softmax(logits)[:, 1], the authors' fake probability, (N, 1); ``heatmap``
     is the Grad-CAM of the fake log-odds (logit 1 - logit 0) over the last block, (N, 12,
@@ -251,13 +254,13 @@ class SbiServing(nn.Module):
         self.net = model.net.eval()
 
     def forward(self, face: Tensor) -> tuple[Tensor, Tensor]:
-        x = F.interpolate(face, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        x = face.to(torch.float32) / 255.0  # the authors' scaling, nothing else
         a = self.net.features(x)
         logits = self.net._fc(a.mean(dim=(2, 3)))
         score = torch.softmax(logits, dim=1)[:, 1:2]
         heatmap = fake_grad_cam(a, self.net._fc.weight)
-        # (N, 12, 12); the exported graph still declares the two 12s symbolic (after the
-        # Resize), so the export writes the spec's dims into it (onnx_export.export_one)
+        # (N, 12, 12); the export writes the spec's dims into the graph where the exporter
+        # leaves them symbolic (onnx_export.export_one)
         return score, heatmap.reshape(-1, HEATMAP_SIZE, HEATMAP_SIZE)
 
 

@@ -328,8 +328,8 @@
 
   function framesSection(result) {
     var ev = result.evidence || {};
-    var thumbs = ev.thumbnails || [], heats = ev.heatmaps || [];
-    if (!thumbs.length && !heats.length) return null;
+    var thumbs = ev.thumbnails || [], heats = ev.heatmaps || [], sbi = ev.sbi_heatmaps || [];
+    if (!thumbs.length && !heats.length && !sbi.length) return null;
     var heatByFrame = {};
     heats.forEach(function (u) { var f = frameOf(u); if (f !== null) heatByFrame[f] = u; });
     return h("section", {"aria-labelledby": "frames-title"},
@@ -345,7 +345,15 @@
           heat ? h("figure", {}, img(heat, "Heatmap of frame " + (frame === null ? i + 1 : frame), "evidence"),
             h("figcaption", {}, "Heatmap")) : h("p", {class: "hint"}, "No face in this frame, so no heatmap."));
       })),
-      null);
+      sbi.length ? h("h3", {id: "sbi-frames-title"}, "Where SBI looked") : null,
+      sbi.length ? h("p", {class: "hint"}, "The frames the SBI detector found most suspicious, each face boxed with its SBI score and its heatmap over the wider face crop SBI reads.") : null,
+      sbi.length ? h("ol", {class: "frames", "aria-labelledby": "sbi-frames-title"}, sbi.map(function (u, i) {
+        var frame = frameOf(u);
+        var name = "Frame " + (frame === null ? i + 1 : frame);
+        return h("li", {class: "frame-pair"},
+          h("figure", {}, img(u, "SBI heatmap of " + name.toLowerCase(), "evidence"),
+            h("figcaption", {}, "SBI, " + name.toLowerCase())));
+      })) : null);
   }
 
   function tracksSection(result) {

@@ -111,3 +111,25 @@ def test_a_cancel_stops_both_branches(media_corpus, settings, triton):
         _analyze(media_corpus["grid_mpg"], settings, triton, overlap=True, progress=progress)
     assert Stage.DECODE in seen and Stage.INFER not in seen
     assert not (settings.tmp_dir.exists() and any(settings.tmp_dir.iterdir()))
+
+
+@pytest.mark.slow
+def test_with_sbi_the_overlapped_stages_give_the_sequential_result(
+    media_corpus, sbi_triton, tmp_path
+):
+    """SBI's own 380 px crops and its heatmaps: the same in both paths (random weights,
+    a visual + sbi Triton: ``tests/fixtures/sbi.py``)."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        weights_dir=sbi_triton.weights_dir,
+        detectors="visual,sbi",
+        decoder="pyav",
+        public_base_url="http://127.0.0.1:9",
+    )
+    sequential = _analyze(media_corpus["grid_mpg"], settings, sbi_triton, overlap=False)
+    overlapped = _analyze(media_corpus["grid_mpg"], settings, sbi_triton, overlap=True)
+    assert overlapped.detectors["sbi"].score is not None
+    assert overlapped.evidence.sbi_heatmaps and overlapped.evidence.heatmaps
+    assert _comparable(overlapped, settings.data_dir / "True") == _comparable(
+        sequential, settings.data_dir / "False"
+    )

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from dfd.detectors import DETECTORS
+from dfd.detectors import DETECTORS, LooksAt
 from dfd.ensemble import ALL_INPUTS, ENSEMBLE_NAME, ensemble, for_settings
 from dfd.errors import ConfigurationError, InputError
 from dfd.settings import Settings
-from dfd.specs import TensorSpec
+from dfd.specs import TensorSpec, spec
 from ensemble_config.ensemble import ensemble_config, ensemble_header
 from export.triton_repo import parse, role_specs
 from tests.export import model_inputs
@@ -84,7 +84,32 @@ def test_wiring_that_disagrees_with_a_spec_is_refused():
     with pytest.raises(ConfigurationError, match="must serve the model of its name"):
         for_settings(Settings(), {"visual": roles["audio"]})
     assert "key` is the composing model's tensor" in ensemble_header(for_settings(Settings()))
-    assert set(ALL_INPUTS) == {"faces", "audio", "lipsync_video", "lipsync_mfcc", "frames"}
+    assert set(ALL_INPUTS) == {
+        "faces",
+        "audio",
+        "lipsync_video",
+        "lipsync_mfcc",
+        "frames",
+        "sbi_faces",
+    }
+
+
+@pytest.mark.unit
+def test_sbi_is_fed_its_own_crops_and_answers_its_own_heatmaps():
+    roles = role_specs(Settings())
+    detectors = [DETECTORS[n] for n in ("visual", "sbi")]
+    graph = ensemble(detectors, {**roles, "sbi": spec("sbi")})
+    assert graph.step("sbi").inputs == {"face": "sbi_faces"}
+    assert graph.step("sbi").outputs == {"score": "sbi_scores", "heatmap": "sbi_heatmaps"}
+    assert graph.step("visual").inputs == {"face": "faces"}
+    by_name = {t.name: t for t in graph.inputs}
+    assert by_name["sbi_faces"].dtype == "UINT8" and by_name["sbi_faces"].dims == (-1, 3, 380, 380)
+    assert [t.name for t in graph.group_inputs(LooksAt.FACE_TRACK)] == ["faces", "sbi_faces"]
+    assert {t.name: t.dims for t in graph.outputs}["sbi_heatmaps"] == (-1, 12, 12)
+    # SBI served dfd's 256 px float crop (as before its own crop) no longer fits
+    old = dataclasses.replace(spec("sbi"), inputs=(TensorSpec("face", "FP32", (3, 256, 256)),))
+    with pytest.raises(ConfigurationError, match="sbi_faces"):
+        ensemble(detectors, {**roles, "sbi": old})
 
 
 @pytest.mark.integration

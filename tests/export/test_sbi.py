@@ -52,15 +52,23 @@ def checkpoint(theirs, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def crops(media_dir) -> np.ndarray:
-    """Two real face crops (a deepfake and a real face) as dfd crops them: 256 px, [0, 1]."""
-    from export.samples import face_crops
+    """Two real faces (a deepfake and a real one, the MesoNet authors' crops) as SBI is
+    served them: RGB uint8 380 x 380, NCHW."""
+    from PIL import Image
 
-    return face_crops(media_dir)[[0, 3]]
+    files = sorted((media_dir / "mesonet_faces").glob("*/*.jpg"))
+    faces = [
+        np.asarray(
+            Image.open(files[i]).convert("RGB").resize((380, 380), Image.Resampling.BILINEAR)
+        )
+        for i in (0, 3)
+    ]
+    return np.stack(faces).transpose(0, 3, 1, 2).copy()
 
 
 def _to_380(crops: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(crops)
-    return F.interpolate(x, size=(380, 380), mode="bilinear", align_corners=False)
+    """Their input: ``torch.tensor(faces).float() / 255`` (inference_image.py)."""
+    return torch.from_numpy(crops).float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +112,7 @@ def test_serving_gives_their_fake_probability_and_the_grad_cam_of_one_pass(
     features, logits = reference
     serving = sbi.build(checkpoint)
     with torch.no_grad():
-        score, heatmap = serving(torch.from_numpy(crops))  # dfd's 256 px crops
+        score, heatmap = serving(torch.from_numpy(crops))  # uint8, as the dispatcher sends
     torch.testing.assert_close(score, logits.softmax(1)[:, 1:2], atol=1e-5, rtol=1e-4)
     assert heatmap.shape == (2, sbi.HEATMAP_SIZE, sbi.HEATMAP_SIZE) and heatmap.min() >= 0
     # the closed form is Grad-CAM: autograd through their pool and head says the same,

@@ -494,3 +494,24 @@ def test_console_manages_the_bank_of_known_fakes(server, redis, open_page, page_
     page.wait_for_function("() => !document.querySelector('#bank tr[data-entry]')")
     assert redis.hlen(BANK_KEY) == 0
     assert page.inner_text("#bank-caption") == "The bank is empty."
+
+
+def test_sbi_heatmaps_are_shown_under_the_frames(server, redis, open_page) -> None:
+    job = jobstore.enqueue(redis, server.settings)
+    result = jobstore.result_with_evidence(server.settings, job.id, server.url)
+    result["evidence"]["sbi_heatmaps"] = [
+        jobstore._put(
+            server.settings,
+            job.id,
+            "heatmap_sbi_00_f125.jpg",
+            jobstore._picture(3, True),
+            server.url,
+        )
+    ]
+    jobstore.finish(job, result)
+    page = open_page(server.url, f"/r/{job.id}")
+    page.get_by_role("heading", name="Where SBI looked").wait_for()
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    loaded = dict(images_loaded(page))
+    assert loaded["SBI heatmap of frame 125"] > 0, loaded
+    assert "SBI, frame 125" in page.inner_text("#result")

@@ -61,6 +61,7 @@ def test_the_schema_link_fields_are_the_ones_known() -> None:
     assert sorted(link_fields(Evidence)) == [
         "heatmaps[]",
         "mouth_sync[]",
+        "sbi_heatmaps[]",
         "spectrogram",
         "thumbnails[]",
         "timeline_chart",
@@ -92,6 +93,7 @@ def test_every_link_field_is_resigned_at_read(gateway, redis) -> None:
         ev["timeline_chart"] = dead_link("timeline.png")
         ev["spectrogram"] = dead_link("spectrogram.png")
         ev["mouth_sync"] = [dead_link("mouth_sync_t0.png")]
+        ev["sbi_heatmaps"] = [dead_link("heatmap_sbi_00_f25.jpg")]
         ev["tracks"] = [
             FaceTrack(
                 track=k,
