@@ -78,8 +78,9 @@ class Bench:
         return batch * FRAME_S if self.spec.max_batch_size == 0 else float(batch)
 
     def feeds(self, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Random inputs for one call, in each input's range (pixels 0..255 where the
-        model takes them so, waveforms in [-1, 1], the rest in [0, 1])."""
+        """Random inputs for one call, in each input's range and type (pixels 0..255 where
+        the model takes them so, uint8 where it takes bytes, waveforms in [-1, 1], the rest
+        in [0, 1])."""
         width, height, _ = detector_canvas(*CLIP_SIZE)
         out = {}
         for t in self.spec.inputs:
@@ -95,6 +96,8 @@ class Bench:
                 x = 2 * x - 1
             elif t.name in ("h", "c"):
                 x[:] = 0
+            if np.dtype(t.numpy_dtype) == np.uint8:  # pixels sent as bytes (SBI's crops)
+                x = (x * 255).astype(np.uint8)
             out[t.name] = x
         return out
 
