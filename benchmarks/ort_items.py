@@ -103,7 +103,6 @@ class Bench:
 
 
 _ITEM = {
-    LooksAt.FACE_TRACK: "a 256 px face crop",
     LooksAt.FRAME: "a whole frame at 224 px",
     LooksAt.SPEECH_WINDOW: "a 4.04 s window of 16 kHz audio",
     LooksAt.FACE_AUDIO_CLIP: "a 1 s clip: 25 grey 112 px face crops and their MFCC",
@@ -111,6 +110,15 @@ _ITEM = {
     LooksAt.SPEECH_SEGMENT: "a 1.6 s partial of 40-band mels",
     LooksAt.MOUTH: "a 192 px face crop (one frame at 25 fps)",
 }
+
+
+def _item(checkpoint: str, looks_at: LooksAt) -> str:
+    """What one item is: a face crop at the size its model takes (256 px for the visual
+    model, 380 px for SBI's own crop), else by what the detector looks at."""
+    if looks_at is LooksAt.FACE_TRACK:
+        side = spec(checkpoint).inputs[0].dims[-1]
+        return f"a {side} px face crop"
+    return _ITEM[looks_at]
 
 
 def benches(settings: Settings) -> dict[str, Bench]:
@@ -128,7 +136,7 @@ def benches(settings: Settings) -> dict[str, Bench]:
         out[d.name] = Bench(
             d.name,
             d.checkpoint(settings),
-            _ITEM[d.looks_at],
+            _item(d.checkpoint(settings), d.looks_at),
             BATCHES.get(d.name, (1, 4, 16)),
             random_weights=d.fetched_by_user,
             max_rounds=MAX_ROUNDS.get(d.name),
