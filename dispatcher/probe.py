@@ -270,7 +270,7 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
     ]
     oom_before = oom_kills()
     started = time.monotonic()
-    # Our own wait4, for the child's peak memory; its pipes are drained meanwhile (it may
+    # Our own wait loop, for the child's own peak memory; its pipes are drained meanwhile (it may
     # write no files: RLIMIT_FSIZE is 0).
     child = subprocess.Popen(
         command,
@@ -288,7 +288,7 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
     for reader in readers:
         reader.start()
     try:
-        status, rusage = _wait(child, timeout)
+        status, peak = _wait(child, timeout)
         for reader in readers:
             reader.join(timeout=5)
     finally:
@@ -305,7 +305,7 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
         raise _Killed(
             signal=signal.Signals(os.WTERMSIG(status)),
             elapsed_s=elapsed,
-            peak_rss_bytes=rusage.ru_maxrss * 1024,  # Linux reports KiB
+            peak_rss_bytes=peak,
             kernel_oom=oom_before is not None and after is not None and after > oom_before,
         )
     stdout, stderr = drained.get("out", b""), drained.get("err", b"")
@@ -320,21 +320,42 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
         raise CorruptMediaError(f"probe: {path.name} could not be read ({tail[0]})") from exc
 
 
-def _wait(child: subprocess.Popen[bytes], timeout_s: float) -> tuple[int | None, Any]:
-    """Wait for ``child`` up to ``timeout_s``; ``(wait status, rusage)``, or ``(None, None)``
-    after killing it at the deadline."""
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory of process ``pid`` so far (``VmHWM``), in bytes; 0 once it
+    has exited or when the system does not say."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _wait(child: subprocess.Popen[bytes], timeout_s: float) -> tuple[int | None, int]:
+    """Wait for ``child`` up to ``timeout_s``; ``(wait status, peak resident bytes)``, or
+    ``(None, peak)`` after killing it at the deadline.
+
+    The peak is the child's own, read from ``/proc`` while it runs (a file that makes the
+    demuxer grow past its limit takes far longer than the 20 ms between reads). Its rusage
+    would not do: ``ru_maxrss`` of a child forked from a large worker counts the worker's
+    pages it held until exec, so a child killed from outside would look out of memory.
+    ``Popen`` returns once the child has exec'd, so every read here is of the probe itself."""
     deadline = time.monotonic() + timeout_s
     pause = 0.002
+    peak = 0
     while True:
-        pid, status, rusage = os.wait4(child.pid, os.WNOHANG)
+        peak = max(peak, _peak_rss(child.pid))
+        pid, status, _ = os.wait4(child.pid, os.WNOHANG)
         if pid:
             child.returncode = os.waitstatus_to_exitcode(status)
-            return status, rusage
+            return status, peak
         if time.monotonic() >= deadline:
             child.kill()
             os.wait4(child.pid, 0)
             child.returncode = -signal.SIGKILL
-            return None, None
+            return None, peak
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
 

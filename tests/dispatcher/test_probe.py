@@ -285,6 +285,27 @@ def test_a_probe_killed_from_outside_twice_is_transient_not_the_file_s_fault(med
     assert "SIGKILL" in str(info.value) and "not by the file" in str(info.value)
 
 
+def test_a_large_worker_does_not_make_a_killed_probe_look_out_of_memory(media_dir, tmp_path):
+    # The probe child is forked from the worker: until it execs it holds the worker's pages,
+    # which its rusage counts. A worker holding more than the child's limit must still see a
+    # child killed from outside as killed, not as a file that ran it out of memory.
+    import signal
+
+    import numpy as np
+
+    from dispatcher.errors import ProbeKilledError
+
+    limit = 700_000_000
+    settings = Settings(data_dir=tmp_path / "data", probe_timeout_s=15, probe_memory_bytes=limit)
+    held = np.ones(limit // 8, dtype=np.float64)  # resident: every page written
+    try:
+        with _ProbeKiller(signal.SIGKILL, times=2), pytest.raises(ProbeKilledError):
+            probe(media_dir / "grid" / CLIP, settings)
+        assert probe(media_dir / "grid" / CLIP, settings).frame_count > 0  # it fits its limit
+    finally:
+        del held
+
+
 def test_a_demuxer_that_crashes_twice_is_refused_as_hostile(media_dir, settings):
     import signal
 

@@ -214,11 +214,14 @@ def _raw_upload_until_answer(url: str, prefix: bytes, fill: int, limit: int) -> 
         if not more:
             break
         answer += more
-    # The gateway closes the connection instead of draining the rest of the body.
+    # The gateway closes the connection instead of draining the rest of the body: an end of
+    # stream, or a reset when our unread chunks were still in its receive buffer at close.
     sock.settimeout(5)
     try:
         while sock.recv(65536):
             pass
+        closed = True
+    except ConnectionResetError:
         closed = True
     except TimeoutError:
         closed = False
