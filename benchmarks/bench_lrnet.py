@@ -40,7 +40,9 @@ import torch
 from benchmarks import lrnet_landmarks
 from benchmarks.machine import describe, load_average
 from dfd import metrics
+from dfd.settings import Settings
 from export.models import lrnet
+from export.weights import resolve_weight
 
 RESULTS = Path(__file__).parent / "results"
 # ORIGIN.txt: P(fake) on the authors' own landmark files of their demo videos (FAN landmarks,
@@ -300,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media-dir", type=Path, default=Path(os.environ.get("DFD_MEDIA_DIR", "")))
     parser.add_argument(
-        "--weights-dir", type=Path, default=Path(os.environ.get("DFD_WEIGHTS_DIR", ""))
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="a folder laid out like weights/ (default: DFD_WEIGHTS_DIR, else the cache, "
+        "else downloaded from export/manifest.json and checked)",
     )
     parser.add_argument("--max-frames", type=int, default=300)
     parser.add_argument(
@@ -316,18 +322,24 @@ def main(argv: list[str] | None = None) -> int:
         items = [Item(**row) for row in doc["items"]]
         (RESULTS / f"{args.out}.md").write_text(report(items, doc), encoding="utf-8")
         return 0
-    if not (args.media_dir / "grid").is_dir() or not (args.weights_dir / "lrnet").is_dir():
-        print(
-            "bench_lrnet: needs grid/ under --media-dir and lrnet/ under --weights-dir",
-            file=sys.stderr,
-        )
+    if not (args.media_dir / "grid").is_dir():
+        print("bench_lrnet: needs grid/ under --media-dir", file=sys.stderr)
         return 2
     import cv2
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    nets = {w: lrnet.build(args.weights_dir / "lrnet" / w) for w in WEIGHTS}
+    settings = Settings(weights_dir=args.weights_dir) if args.weights_dir else Settings()
+    nets = {
+        w: lrnet.LRNet(
+            *(
+                lrnet.load_stream(resolve_weight(f"lrnet/{w}/{g}.pth", settings))
+                for g in ("g1", "g2")
+            )
+        ).eval()
+        for w in WEIGHTS
+    }
     marker = lrnet_landmarks.DlibLandmarker()
     items = todo(args.media_dir)
     for item in items:
