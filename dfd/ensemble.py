@@ -102,20 +102,20 @@ class Ensemble:
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
-        seen: dict[str, TensorSpec] = {}
-        for step in self.steps:
-            for t in inputs_of(step.detector):
-                seen.setdefault(t.name, t)
-        return tuple(seen.values())
+        return self._fed(self.steps)
 
     def group_inputs(self, looks_at: LooksAt) -> tuple[TensorSpec, ...]:
         """The tensors the steps looking at ``looks_at`` are fed (each holds one row per
         item of the group)."""
+        return self._fed([s for s in self.steps if s.detector.looks_at is looks_at])
+
+    @staticmethod
+    def _fed(steps: Sequence[Step]) -> tuple[TensorSpec, ...]:
+        """The tensors ``steps`` are fed, each once, in step order."""
         seen: dict[str, TensorSpec] = {}
-        for step in self.steps:
-            if step.detector.looks_at is looks_at:
-                for t in inputs_of(step.detector):
-                    seen.setdefault(t.name, t)
+        for step in steps:
+            for t in inputs_of(step.detector):
+                seen.setdefault(t.name, t)
         return tuple(seen.values())
 
     @property

@@ -242,12 +242,10 @@ def overlapped(
         raise _first(errors)
     media, hashes, matches, faces, inputs, seen = video
     audio, speech = speech_ready.result()
-    parts = {
-        s.detector.name: seen.parts.get(s.detector.name, []) + heard.parts.get(s.detector.name, [])
-        for s in graph.steps
-    }
-    heat = {k: seen.heat.get(k, []) + heard.heat.get(k, []) for k in {*seen.heat, *heard.heat}}
-    out = collect(inputs, graph, parts, heat, seen.requests + heard.requests)
+    total = _Scored({s.detector.name: [] for s in graph.steps}, {})
+    for branch in (seen, heard):  # the video's items first, as the sequential requests
+        _add(total, branch)
+    out = collect(inputs, graph, total.parts, total.heat, total.requests)
     return Analysed(media, hashes, matches, speech, faces, inputs, out)
 
 

@@ -92,16 +92,19 @@ class InferenceOutput:
 
     Attributes:
         items: per enabled detector the item scores with their spans (None: no input).
-        heatmaps: ``[Nv, 8, 8]``, one per face crop.
         requests: how many ensemble requests were made.
-        maps: every evidence output by its ensemble name (``heatmaps``, and
+        maps: every evidence output by its ensemble name (``heatmaps`` always, and
             ``sbi_heatmaps`` ``[Nv, 12, 12]`` when sbi runs), one map per item.
     """
 
     items: dict[str, ScoredItems | None]
-    heatmaps: np.ndarray
     requests: int
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: dict[str, np.ndarray]
+
+    @property
+    def heatmaps(self) -> np.ndarray:
+        """The visual model's ``[Nv, 8, 8]`` maps, one per face crop."""
+        return self.maps[HEATMAPS]
 
 
 def _empty(name: str) -> np.ndarray:
@@ -326,7 +329,7 @@ def collect(
         for name in {n for s in graph.steps for n in s.outputs.values() if n in EVIDENCE_OUTPUTS}
         | {HEATMAPS}
     }
-    return InferenceOutput(items=items, heatmaps=maps[HEATMAPS], requests=requests, maps=maps)
+    return InferenceOutput(items=items, requests=requests, maps=maps)
 
 
 def score_with_version(
