@@ -324,6 +324,13 @@ def audio_targets(kinds: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     ]
 
 
+def _target_lines(found: list[tuple[str, str, str, bool]]) -> list[str]:
+    return [
+        f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
+        for what, got, want, ok in found
+    ]
+
+
 def blind_kinds(kinds: dict[str, Any]) -> dict[str, str]:
     """The kinds the served models do not separate from real: kind -> why."""
     out = {}
@@ -410,15 +417,11 @@ def markdown(doc: dict[str, Any]) -> str:
             + "; ".join(f"{k} ({why})" for k, why in blind.items())
             + ".",
         ]
-    lines += ["", "## The targets of issue 10 (all items)", ""] + [
-        f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
-        for what, got, want, ok in targets(doc["kinds"]["all"])
-    ]
+    lines += ["", "## The targets of issue 10 (all items)", ""]
+    lines += _target_lines(targets(doc["kinds"]["all"]))
     if audio := audio_targets(doc["kinds"]):
-        lines += ["", "## The audio targets of issue 11 (held out)", ""] + [
-            f"- {what}: {got} (target {want}): **{'met' if ok else 'not met'}**"
-            for what, got, want, ok in audio
-        ]
+        lines += ["", "## The audio targets of issue 11 (held out)", ""]
+        lines += _target_lines(audio)
     lines += operating_points_markdown(doc.get("held_out") or {})
     lines += [
         "",
@@ -604,7 +607,7 @@ def held_out(
     from dfd.detectors import scorers
     from dfd.settings import Settings
     from dispatcher.aggregate import MediaFacts, ScoredItems, verdict
-    from export.calibrate import _as_calibration, fit, read_scores, stratified_folds
+    from export.calibrate import _as_calibration, fit, item_folds, read_scores
 
     files = [read_scores(p) for p in pool]
     items = [it for f in files for it in f.items]
@@ -616,9 +619,7 @@ def held_out(
     detectors = sorted(
         {n for it in usable for n, v in it.scores.items() if v is not None and n in running}
     )
-    folds = stratified_folds(
-        [int(it.fake) for it in usable], k, seed, [it.recording for it in usable]
-    )
+    folds = item_folds(usable, k, seed)
     replay: dict[tuple[str, str], tuple[str, float]] = {}
     # each item's held-out judge: (threshold, band) -> label, for the operating points
     judges: dict[tuple[str, str], Callable[[float, float], str]] = {}

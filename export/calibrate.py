@@ -379,6 +379,12 @@ def stratified_folds(
     return fold
 
 
+def item_folds(items: Sequence[ScoredItem], k: int, seed: int) -> list[int]:
+    """The fold of each item as ``dfd models calibrate`` deals them: stratified by label,
+    an item's copies and variants with it (:attr:`ScoredItem.recording`)."""
+    return stratified_folds([int(it.fake) for it in items], k, seed, [it.recording for it in items])
+
+
 def _figures(p: Sequence[float], y: Sequence[int]) -> dict[str, Any]:
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, 4)
@@ -405,9 +411,7 @@ def cross_validate(
     usable = [
         it for it in items if it.accepted and any(it.scores.get(d) is not None for d in detectors)
     ]
-    folds = stratified_folds(
-        [int(it.fake) for it in usable], k, seed, [it.recording for it in usable]
-    )
+    folds = item_folds(usable, k, seed)
     fused: list[float] = [math.nan] * len(usable)
     per_det: dict[str, list[tuple[float, float, int]]] = {d: [] for d in detectors}
     for f in range(k):

@@ -183,7 +183,7 @@ def test_the_verdicts_are_held_out(tmp_path: Path) -> None:
     """Each item's verdict comes from a calibration fitted on the other folds of the pool,
     through the service's own verdict rule; the served one is kept beside it."""
     from dispatcher.aggregate import MediaFacts, ScoredItems, verdict
-    from export.calibrate import _as_calibration, fit, read_scores, stratified_folds
+    from export.calibrate import _as_calibration, fit, item_folds, read_scores
 
     rng = np.random.default_rng(1)
     records = []
@@ -199,7 +199,7 @@ def test_the_verdicts_are_held_out(tmp_path: Path) -> None:
     assert all(r["verdict_served"] == "authentic" for r in replayed)
     # item 0's verdict, by hand: the calibration of the folds without it
     items = read_scores(path).items
-    folds = stratified_folds([int(it.fake) for it in items], 5, 0, [it.recording for it in items])
+    folds = item_folds(items, 5, 0)
     cal = _as_calibration(
         fit([it for it, g in zip(items, folds, strict=True) if g != folds[0]], ["audio"])
     )
