@@ -249,13 +249,6 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
     timeout = settings.probe_timeout_s
     memory = settings.probe_memory_bytes
 
-    def confine() -> None:  # runs in the child before exec
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        cpu = int(timeout) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it writes no files
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
@@ -267,16 +260,19 @@ def _run_child(path: Path, limits: _Limits, settings: Settings) -> dict[str, Any
         "dispatcher.probe",
         str(path),
         json.dumps(asdict(limits)),
+        json.dumps({"memory_bytes": memory, "cpu_s": int(timeout) + 1}),
     ]
     oom_before = oom_kills()
     started = time.monotonic()
     # Our own wait loop, for the child's own peak memory; its pipes are drained meanwhile (it may
-    # write no files: RLIMIT_FSIZE is 0).
+    # write no files: RLIMIT_FSIZE is 0). The child sets its own limits (`_confine`) before it
+    # opens the file: a ``preexec_fn`` would run Python in a fork of this worker, which is not
+    # safe while the worker has threads (the overlapped pipeline's) and makes the spawn copy
+    # the worker's page tables where ``vfork`` shares them.
     child = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=confine,
         env=env,
         cwd=str(_ROOT),
     )
@@ -616,7 +612,16 @@ def _why(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
+def _confine(memory_bytes: int, cpu_s: int) -> None:
+    """The probe child's limits, set by the child itself before it opens the file."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # it writes no files
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def _main(argv: list[str]) -> int:
+    _confine(**json.loads(argv[3]))
     path, limits = Path(argv[1]), _Limits(**json.loads(argv[2]))
     try:
         out: dict[str, Any] = {"info": _probe_in_child(path, limits)}

@@ -121,11 +121,15 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 class PeakMemory:
     """Samples the RSS of this process and of the children it starts (the probe's) every
-    20 ms; keeps the peak. Children already running (the session's Triton) are not counted."""
+    20 ms; keeps the peak. Children already running (the session's Triton) are not counted,
+    nor a child caught between its fork and its exec: its command line is still this
+    process's and its pages are this process's, shared (a CI run, its test process grown to
+    2.6 GiB, once caught the probe's spawn there and counted +2164 MiB for a one-second WAV)."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
         self.servers = {child.pid for child in self.process.children(recursive=True)}
+        self.cmdline = self.process.cmdline()
         self.baseline = self._rss()
         self.peak = self.baseline
         self._stop = threading.Event()
@@ -137,7 +141,8 @@ class PeakMemory:
             if child.pid in self.servers:
                 continue
             with contextlib.suppress(psutil.Error):  # it ended between the listing and the read
-                total += child.memory_info().rss
+                if child.cmdline() != self.cmdline:
+                    total += child.memory_info().rss
         return total
 
     def _run(self) -> None:

@@ -1,5 +1,6 @@
 """Probe and validate: real clips probe correctly; a hostile corpus fails fast and clearly."""
 
+import json
 import os
 import shutil
 import struct
@@ -205,6 +206,23 @@ def test_a_probe_without_enough_memory_is_refused_not_crashing_the_worker(corpus
     s = Settings(data_dir=tmp_path, probe_memory_bytes=30_000_000)
     with pytest.raises(CorruptMediaError, match="h264.mp4"):
         probe(corpus / "h264.mp4", s)
+
+
+def test_the_probe_child_confines_itself_before_it_opens_the_file(tmp_path):
+    # The limits are the child's own first step (no preexec_fn in a fork of a threaded
+    # worker): its address space, CPU seconds, no files written, no core dumps.
+    import sys
+
+    code = (
+        "import json, resource; from dispatcher.probe import _confine; "
+        "_confine(memory_bytes=400_000_000, cpu_s=16); "
+        "print(json.dumps([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) "
+        "for n in ('AS', 'CPU', 'FSIZE', 'CORE')]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(done.stdout) == [[400_000_000] * 2, [16, 16], [0, 0], [0, 0]]
 
 
 def test_audio_outlasting_the_video_is_not_truncation(media_dir, settings, tmp_path):
