@@ -38,7 +38,13 @@ import numpy as np
 import torch
 
 from benchmarks import lrnet_landmarks
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import (
+    add_results_arguments,
+    describe,
+    load_average,
+    read_results,
+    write_report,
+)
 from dfd import metrics
 from dfd.settings import Settings
 from export.models import lrnet
@@ -312,15 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help="keep each video's landmarks here"
     )
-    parser.add_argument("--out", default="lrnet")
-    parser.add_argument(
-        "--report-only", action="store_true", help="rewrite the .md from the .json, no run"
-    )
+    add_results_arguments(parser, "lrnet")
     args = parser.parse_args(argv)
     if args.report_only:
-        doc = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
+        doc = read_results(RESULTS, args.out)
         items = [Item(**row) for row in doc["items"]]
-        (RESULTS / f"{args.out}.md").write_text(report(items, doc), encoding="utf-8")
+        write_report(RESULTS / f"{args.out}.md", report(items, doc))
         return 0
     if not (args.media_dir / "grid").is_dir():
         print("bench_lrnet: needs grid/ under --media-dir", file=sys.stderr)
@@ -369,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["summary"] = summary(items)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    (RESULTS / f"{args.out}.md").write_text(report(items, doc), encoding="utf-8")
+    write_report(RESULTS / f"{args.out}.md", report(items, doc))
     return 0
 
 

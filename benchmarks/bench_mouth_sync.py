@@ -34,7 +34,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.machine import describe, load_average
+from benchmarks.machine import (
+    add_results_arguments,
+    describe,
+    load_average,
+    read_results,
+    write_report,
+)
 from benchmarks.ort_models import OrtModels
 from dfd import metrics
 from dfd.settings import Settings
@@ -175,28 +181,14 @@ def report(items: list[Item], started: str) -> str:
     return "\n".join(lines)
 
 
-NOTES = "<!-- notes: kept when the report is rewritten -->"
-
-
-def write_report(path: Path, text: str) -> None:
-    """Write the generated report, keeping the hand-written notes below :data:`NOTES`."""
-    notes = ""
-    if path.is_file() and NOTES in (old := path.read_text(encoding="utf-8")):
-        notes = old[old.index(NOTES) :]
-    path.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media-dir", type=Path, default=Path(os.environ.get("DFD_MEDIA_DIR", "")))
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--out", default="mouth_sync")
-    parser.add_argument(
-        "--report-only", action="store_true", help="rewrite the .md from the .json, no run"
-    )
+    add_results_arguments(parser, "mouth_sync")
     args = parser.parse_args(argv)
     if args.report_only:
-        doc = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
+        doc = read_results(RESULTS, args.out)
         items = [Item(**row) for row in doc["items"]]
         write_report(RESULTS / f"{args.out}.md", report(items, doc["started"]))
         return 0

@@ -6,6 +6,7 @@ results file carries this description beside them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -51,3 +52,29 @@ def write_results(
     (folder / f"{name}.md").write_text(markdown)
     if echo:
         print(markdown)
+
+
+def add_results_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out`` (the results files' name, default ``name``) and ``--report-only`` (rewrite
+    the .md from the .json, no run), for a benchmark that keeps its items in its .json."""
+    parser.add_argument("--out", default=name, help=f"results/<OUT>.json and .md (default {name})")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the .md from the .json, no run"
+    )
+
+
+def read_results(folder: Path, name: str) -> dict[str, Any]:
+    """What a run wrote to ``folder/<name>.json``."""
+    doc: dict[str, Any] = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+    return doc
+
+
+NOTES = "<!-- notes: kept when the report is rewritten -->"
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a generated report, keeping the hand-written notes below :data:`NOTES`."""
+    notes = ""
+    if path.is_file() and NOTES in (old := path.read_text(encoding="utf-8")):
+        notes = old[old.index(NOTES) :]
+    path.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
