@@ -81,26 +81,22 @@ def random_onnx(checkpoint: str, settings: Settings) -> Path:
     import gc
 
     from export import random_weights
-    from export.onnx_export import module_onnx, stamp
+    from export.onnx_export import built_once, module_onnx, stamp
 
-    out = settings.data_dir / "bench_ort" / f"{checkpoint}-random.onnx"
-    mark = out.with_suffix(".onnx.stamp")
     digest = hashlib.sha256(stamp(checkpoint).encode())
     digest.update(Path(random_weights.__file__).read_bytes())
-    want = digest.hexdigest()
-    if out.is_file() and mark.is_file() and mark.read_text().strip() == want:
-        return out
-    print(
-        f"exporting {checkpoint} with random weights (the real ones are user-fetched)", flush=True
-    )
-    data = module_onnx(random_weights.random_serving(checkpoint), spec(checkpoint))
-    gc.collect()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_suffix(".onnx.part")
-    part.write_bytes(data)
-    os.replace(part, out)
-    mark.write_text(want + "\n")
-    return out
+
+    def build() -> bytes:
+        print(
+            f"exporting {checkpoint} with random weights (the real ones are user-fetched)",
+            flush=True,
+        )
+        data = module_onnx(random_weights.random_serving(checkpoint), spec(checkpoint))
+        gc.collect()
+        return data
+
+    out = settings.data_dir / "bench_ort" / f"{checkpoint}-random.onnx"
+    return built_once(out, digest.hexdigest(), build)
 
 
 def model_path(bench: Bench, settings: Settings) -> tuple[Path, bool]:

@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -177,7 +177,9 @@ def module_onnx(module, model: ModelSpec) -> bytes:  # noqa: ANN001 - a torch.nn
             do_constant_folding=True,
         )
     data = buf.getvalue()
-    if _family(model.checkpoint) == "sbi":  # its heatmap's dims come out symbolic after the Resize
+    if _family(model.checkpoint) == "sbi":
+        # the exporter names its heatmap's two dims after the Reshape that makes them
+        # (``Reshapeheatmap_dim_1``) where the spec says 12 x 12
         data = _fix_output_dims(
             data,
             replace(model, outputs=tuple(replace(t, dims=(-1, *t.dims)) for t in model.outputs)),
@@ -235,15 +237,11 @@ def _fix_output_dims(data: bytes, model: ModelSpec) -> bytes:
     return graph.SerializeToString()
 
 
-def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> Path:
-    """Export one checkpoint unless an up-to-date file exists; returns its path."""
-    out = settings.onnx_dir / f"{checkpoint}.onnx"
-    stamp_path = out.with_suffix(".onnx.stamp")
-    if any(manifest()[w].user_fetched for w in spec(checkpoint).weights):
-        # checked (and its digest recorded) before the stamp reads the digest
-        for w in spec(checkpoint).weights:
-            resolve_weight(w, settings)
-    want = stamp(checkpoint, settings)
+def built_once(out: Path, want: str, build: Callable[[], bytes], *, force: bool = False) -> Path:
+    """``out``, built by ``build`` unless it is there with the stamp ``want`` beside it
+    (``<out>.stamp``); written to a ``.part`` file and renamed, so a reader never meets
+    half a model and a failed build leaves the old one."""
+    stamp_path = out.with_suffix(out.suffix + ".stamp")
     if (
         not force
         and out.is_file()
@@ -252,6 +250,34 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
     ):
         log.info("onnx export: %s is up to date", out)
         return out
+    data = build()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix + ".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    stamp_path.write_text(want + "\n")
+    log.info("onnx export: wrote %s (%d bytes)", out, len(data))
+    return out
+
+
+def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> Path:
+    """Export one checkpoint unless an up-to-date file exists; returns its path."""
+    if any(manifest()[w].user_fetched for w in spec(checkpoint).weights):
+        # checked (and its digest recorded) before the stamp reads the digest
+        for w in spec(checkpoint).weights:
+            resolve_weight(w, settings)
+    out = settings.onnx_dir / f"{checkpoint}.onnx"
+    return built_once(
+        out, stamp(checkpoint, settings), lambda: _export(checkpoint, settings), force=force
+    )
+
+
+def _export(checkpoint: str, settings: Settings) -> bytes:
+    """One checkpoint's ONNX, checked against its spec."""
     family = _family(checkpoint)
     if family == "yunet":
         data = _export_yunet(checkpoint, settings)
@@ -263,19 +289,9 @@ def export_one(checkpoint: str, settings: Settings, *, force: bool = False) -> P
         model = face_mesh.build(resolve_weight(spec(checkpoint).weights[0], settings))
         data = model.SerializeToString()  # type: ignore[attr-defined]
     else:
-        data = _export_torch(checkpoint, settings)
+        return _export_torch(checkpoint, settings)  # module_onnx checks it
     check_against_spec(data, spec(checkpoint))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{checkpoint}.", suffix=".onnx.part", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    stamp_path.write_text(want + "\n")
-    log.info("onnx export: wrote %s (%d bytes)", out, len(data))
-    return out
+    return data
 
 
 def export_all(settings: Settings, checkpoints: Iterable[str] | None = None) -> dict[str, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,31 @@ def test_up_to_date_exports_are_skipped_and_stale_ones_rebuilt(tmp_path: Path, w
     export_all(settings, ["silero_vad"])
     onnx.checker.check_model(onnx.load(str(path)))
     assert stamp.read_text().strip() != "stale"
+
+
+def test_built_once_builds_on_a_new_stamp_only_and_a_failed_build_keeps_the_old_file(tmp_path):
+    from export.onnx_export import built_once
+
+    out = tmp_path / "models" / "m.onnx"
+    calls: list[str] = []
+
+    def build(data: bytes) -> Callable[[], bytes]:
+        def run() -> bytes:
+            calls.append(data.decode())
+            return data
+
+        return run
+
+    assert built_once(out, "a", build(b"one")) == out and out.read_bytes() == b"one"
+    built_once(out, "a", build(b"two"))  # same stamp: not built
+    assert calls == ["one"] and out.read_bytes() == b"one"
+    built_once(out, "a", build(b"two"), force=True)
+    assert calls == ["one", "two"] and out.read_bytes() == b"two"
+
+    def broken() -> bytes:
+        raise RuntimeError("export failed")
+
+    with pytest.raises(RuntimeError):
+        built_once(out, "b", broken)
+    assert out.read_bytes() == b"two" and out.with_suffix(".onnx.stamp").read_text() == "a\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.onnx", "m.onnx.stamp"]
