@@ -40,6 +40,7 @@ from dfd.specs import (
     LIPSYNC_FRAMES,
     LIPSYNC_SIZE,
     MFCC_PER_FRAME,
+    SBI_SIZE,
 )
 from dfd.specs import spec as model_spec
 from dfd.yunet_post import select
@@ -142,12 +143,18 @@ class FaceResult:
         clips: lip-sync clips (none without audio or without a face at their start).
         sbi_crops: SBI's own crop of each face, one per crop in ``crops``' order, when
             the ensemble reads them (none otherwise).
+        crop_block, sbi_block: where :func:`face_crops` cut the crops, the one array whose
+            rows are their ``pixels`` (``crops[i].pixels`` is ``crop_block[i]``): inference
+            sends the block as it is, where stacking the crops would copy every one of them
+            (a 15-minute video's 900 faces: 700 MiB of visual crops, 390 MiB of SBI's).
     """
 
     detections: tuple[tuple[Face, ...], ...]
     crops: tuple[FaceCrop, ...]
     clips: tuple[LipsyncClip, ...]
     sbi_crops: tuple[SbiCrop, ...] = ()
+    crop_block: np.ndarray | None = None
+    sbi_block: np.ndarray | None = None
 
     @property
     def any_face(self) -> bool:
@@ -522,18 +529,29 @@ def face_crops(
     tracks = track_faces(detections)
     # SBI's crops cost nothing unless its step reads them
     wide = any(t.name == SBI_FACES for t in for_settings(settings).inputs)
+    count = sum(len(faces) for faces in detections)
+    block = np.empty((count, 3, FACE_SIZE, FACE_SIZE), np.float32)
+    sbi_block = np.empty((count if wide else 0, 3, SBI_SIZE, SBI_SIZE), np.uint8)
     crops, sbi_crops = [], []
     for pos, (frame, faces) in enumerate(zip(media.frames, detections, strict=True)):
         for face, track in zip(faces, tracks[pos], strict=True):
+            i = len(crops)
             geom = crop_geometry(face)
-            pixels = visual_crop(frame.image, geom).astype(np.float32).transpose(2, 0, 1) / 255.0
+            np.divide(
+                visual_crop(frame.image, geom).transpose(2, 0, 1), np.float32(255), out=block[i]
+            )
             crops.append(
-                FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=pixels, track=track)
+                FaceCrop(frame_pos=pos, face=face, geometry=geom, pixels=block[i], track=track)
             )
             if wide:
-                sbi_crops.append(sbi_crop(frame.image, face.box))
+                sbi_crops.append(sbi_crop(frame.image, face.box, out=sbi_block[i]))
     return FaceResult(
-        detections=detections, crops=tuple(crops), clips=(), sbi_crops=tuple(sbi_crops)
+        detections=detections,
+        crops=tuple(crops),
+        clips=(),
+        sbi_crops=tuple(sbi_crops),
+        crop_block=block,
+        sbi_block=sbi_block if wide else None,
     )
 
 

@@ -15,7 +15,7 @@ Retrying on ``UNAVAILABLE`` is the client's job; the deadline bounds all chunks 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +112,23 @@ def _empty(name: str) -> np.ndarray:
     return np.zeros((0, *t.dims[1:]), dtype=t.numpy_dtype)
 
 
+def _rows(block: np.ndarray | None, parts: Sequence[np.ndarray], name: str) -> np.ndarray:
+    """``parts`` as one array of input ``name``'s dtype: ``block`` itself where each part
+    is its row of the same place (``face_crops`` cuts the crops so), else a stacked copy."""
+    if not parts:
+        return _empty(name)
+    if (
+        block is not None
+        and block.dtype == ALL_INPUTS[name].numpy_dtype
+        and len(block) == len(parts)
+        and all(
+            p.base is block and p.ctypes.data == block[i].ctypes.data for i, p in enumerate(parts)
+        )
+    ):
+        return block
+    return np.stack(parts).astype(ALL_INPUTS[name].numpy_dtype, copy=False)
+
+
 def window_spans(n_samples: int, hop_s: float, count: int) -> tuple[tuple[float, float], ...]:
     """Time spans of the windows :func:`dfd.features.audio_windows` cuts."""
     if n_samples <= AUDIO_SAMPLES:
@@ -151,16 +168,11 @@ def build_inputs(
     nothing.
     """
     interval = 1.0 / settings.sample_fps
-    if faces.crops:
-        face_arr = np.stack([c.pixels for c in faces.crops]).astype(np.float32, copy=False)
-        t = [media.frames[c.frame_pos].time_s for c in faces.crops]
-        face_spans = tuple((s, s + interval) for s in t)
-        face_tracks = tuple(c.track for c in faces.crops)
-    else:
-        face_arr, face_spans, face_tracks = _empty(FACES), (), ()
-    sbi_arr = (
-        np.stack([c.pixels for c in faces.sbi_crops]) if faces.sbi_crops else _empty(SBI_FACES)
-    )
+    face_arr = _rows(faces.crop_block, [c.pixels for c in faces.crops], FACES)
+    t = [media.frames[c.frame_pos].time_s for c in faces.crops]
+    face_spans = tuple((s, s + interval) for s in t)
+    face_tracks = tuple(c.track for c in faces.crops)
+    sbi_arr = _rows(faces.sbi_block, [c.pixels for c in faces.sbi_crops], SBI_FACES)
     wins, audio_spans = speech_windows(media.audio, speech, settings)
     clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
     clips = [

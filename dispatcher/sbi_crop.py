@@ -57,8 +57,14 @@ def sbi_box(
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
-def sbi_crop(image: np.ndarray, face_box: tuple[float, float, float, float]) -> SbiCrop:
-    """SBI's crop of the face at ``face_box`` in the RGB uint8 frame ``image``.
+def sbi_crop(
+    image: np.ndarray,
+    face_box: tuple[float, float, float, float],
+    out: np.ndarray | None = None,
+) -> SbiCrop:
+    """SBI's crop of the face at ``face_box`` in the RGB uint8 frame ``image``, written into
+    ``out`` (uint8 ``[3, SBI_SIZE, SBI_SIZE]``) where given: a row of the block that goes to
+    Triton whole.
 
     The region is cut, then resized with Pillow's bilinear *transform* rather than its
     ``resize``: a transform samples each output pixel's centre from the four nearest input
@@ -72,7 +78,7 @@ def sbi_crop(image: np.ndarray, face_box: tuple[float, float, float, float]) -> 
     h, w = image.shape[:2]
     box = sbi_box(face_box, (w, h))
     x0, y0, x1, y1 = box
-    pixels = np.empty((3, SBI_SIZE, SBI_SIZE), np.uint8)
+    pixels = np.empty((3, SBI_SIZE, SBI_SIZE), np.uint8) if out is None else out
     for c in range(3):
         channel = Image.fromarray(image[y0:y1, x0:x1, c].astype(np.float32), mode="F")
         out = channel.transform(

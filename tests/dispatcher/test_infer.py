@@ -217,6 +217,25 @@ def test_build_inputs_keeps_the_windows_and_clips_with_speech():
     assert inputs.lipsync_spans == ((1.0, 2.0),)
 
 
+def test_crops_cut_into_one_block_are_sent_as_it_is_not_copied():
+    # face_crops cuts every crop into a row of one array; stacking them again would hold
+    # each crop twice (a 15-minute video: 700 MiB more at its peak).
+    from dataclasses import replace
+
+    one = _faces(0)
+    block = np.stack([one.crops[0].pixels * k for k in (0.2, 0.4, 0.6)])
+    crops = tuple(replace(one.crops[0], frame_pos=i, pixels=block[i]) for i in range(3))
+    faces = FaceResult((one.detections[1],) * 3, crops, (), crop_block=block)
+    sent = build_inputs(_media(None), faces, NO_SPEECH, Settings()).faces
+    assert sent is block
+    # crops that are not the block's rows in its order (a subset, reordered) are stacked
+    for picked in (crops[:2], crops[::-1]):
+        other = replace(faces, crops=picked)
+        sent = build_inputs(_media(None), other, NO_SPEECH, Settings()).faces
+        assert sent is not block and not np.shares_memory(sent, block)
+        np.testing.assert_array_equal(sent, np.stack([c.pixels for c in picked]))
+
+
 def test_no_speech_disables_audio_and_lipsync_whatever_the_level():
     # A loud tone with no speech in it, silence and no track at all: the audio and
     # lip-sync detectors would be judging what they were never trained on.

@@ -219,6 +219,9 @@ def test_sbi_is_sent_its_own_crops_of_the_frame_and_its_heatmaps_are_evidence(
     )
     found = face_crops(media, sbi_triton.client, settings)
     assert found.crops and len(found.sbi_crops) == len(found.crops)
+    # cut into one block each, whose rows are the crops (sent as they are, not copied)
+    assert all(c.pixels.base is found.crop_block for c in found.crops)
+    assert all(o.pixels.base is found.sbi_block for o in found.sbi_crops)
     want = []
     for crop, own in zip(found.crops, found.sbi_crops, strict=True):
         x0, y0, x1, y1 = crop.face.box
