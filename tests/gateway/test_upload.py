@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import threading
@@ -318,8 +319,11 @@ def test_memory_stays_flat_during_a_200_mb_upload(gateway_server, redis) -> None
     gateway_proc = psutil.Process(server.process.pid)
 
     def rss() -> int:
-        procs = [gateway_proc, *gateway_proc.children(recursive=True)]
-        return sum(p.memory_info().rss for p in procs)
+        total = 0
+        for p in [gateway_proc, *gateway_proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # a child that ended since the listing
+                total += p.memory_info().rss
+        return total
 
     idle = rss()
     peak = idle
