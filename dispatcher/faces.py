@@ -532,7 +532,8 @@ def face_crops(
     count = sum(len(faces) for faces in detections)
     block = np.empty((count, 3, FACE_SIZE, FACE_SIZE), np.float32)
     sbi_block = np.empty((count if wide else 0, 3, SBI_SIZE, SBI_SIZE), np.uint8)
-    crops, sbi_crops = [], []
+    crops: list[FaceCrop] = []
+    sbi_crops: list[SbiCrop] = []
     for pos, (frame, faces) in enumerate(zip(media.frames, detections, strict=True)):
         for face, track in zip(faces, tracks[pos], strict=True):
             i = len(crops)

@@ -81,11 +81,11 @@ def sbi_crop(
     pixels = np.empty((3, SBI_SIZE, SBI_SIZE), np.uint8) if out is None else out
     for c in range(3):
         channel = Image.fromarray(image[y0:y1, x0:x1, c].astype(np.float32), mode="F")
-        out = channel.transform(
+        resampled = channel.transform(
             (SBI_SIZE, SBI_SIZE),
             Image.Transform.EXTENT,
             (0, 0, x1 - x0, y1 - y0),
             resample=Image.Resampling.BILINEAR,
         )
-        np.rint(np.clip(np.asarray(out), 0, 255), out=pixels[c], casting="unsafe")
+        np.rint(np.clip(np.asarray(resampled), 0, 255), out=pixels[c], casting="unsafe")
     return SbiCrop(box=box, pixels=pixels)
