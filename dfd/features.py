@@ -64,13 +64,14 @@ def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def mfcc(signal16k: np.ndarray, *, rate: int = AUDIO_RATE) -> np.ndarray:
+def mfcc(signal16k: np.ndarray, *, rate: int = AUDIO_RATE, chunk: int = 4096) -> np.ndarray:
     """MFCC at 100 Hz of mono audio, (frames, 13) float32.
 
     Args:
         signal16k: mono samples at 16 kHz; floats are taken as [-1, 1] and scaled to the
             16-bit integer range Light-ASD was trained on; integer arrays are used as they are.
         rate: sample rate in Hz.
+        chunk: frames transformed at once (memory only: the rows do not depend on it).
 
     Returns:
         One row per 10 ms step (25 ms windows; the last window is zero-padded), at least
@@ -85,17 +86,26 @@ def mfcc(signal16k: np.ndarray, *, rate: int = AUDIO_RATE) -> np.ndarray:
     win, step = _round_half_up(_WIN_S * rate), _round_half_up(_STEP_S * rate)
     frames_n = 1 if sig.size <= win else 1 + math.ceil((sig.size - win) / step)
     padded = np.concatenate([sig, np.zeros((frames_n - 1) * step + win - sig.size)])
-    idx = np.arange(win)[None, :] + step * np.arange(frames_n)[:, None]
-    power = np.square(np.abs(np.fft.rfft(padded[idx], _NFFT))) / _NFFT
+    bank = _filterbank(_NFILT, _NFFT, rate).T
+    dct = _dct_ortho(_NFILT, MFCC_COEFFS).T
+    lifter = 1 + (_LIFTER / 2.0) * np.sin(np.pi * np.arange(MFCC_COEFFS) / _LIFTER)
     eps = np.finfo(float).eps
-    energy = power.sum(axis=1)
-    energy = np.where(energy == 0, eps, energy)
-    feat = power @ _filterbank(_NFILT, _NFFT, rate).T
-    feat = np.log(np.where(feat == 0, eps, feat))
-    ceps = feat @ _dct_ortho(_NFILT, MFCC_COEFFS).T
-    ceps *= 1 + (_LIFTER / 2.0) * np.sin(np.pi * np.arange(MFCC_COEFFS) / _LIFTER)
-    ceps[:, 0] = np.log(energy)
-    return ceps.astype(np.float32)
+    out = np.empty((frames_n, MFCC_COEFFS), np.float32)
+    # a chunk of frames at a time: a 15-minute track's frames and spectra at once in float64
+    # took about a gigabyte (each frame's row depends on that frame alone)
+    for start in range(0, frames_n, chunk):
+        count = min(chunk, frames_n - start)
+        idx = np.arange(win)[None, :] + step * (start + np.arange(count))[:, None]
+        power = np.square(np.abs(np.fft.rfft(padded[idx], _NFFT))) / _NFFT
+        energy = power.sum(axis=1)
+        energy = np.where(energy == 0, eps, energy)
+        feat = power @ bank
+        feat = np.log(np.where(feat == 0, eps, feat))
+        ceps = feat @ dct
+        ceps *= lifter
+        ceps[:, 0] = np.log(energy)
+        out[start : start + count] = ceps
+    return out
 
 
 def pad_repeat(wave: np.ndarray, length: int = AUDIO_SAMPLES) -> np.ndarray:

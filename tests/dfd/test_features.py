@@ -31,6 +31,14 @@ def test_mfcc_is_100_hz_and_integers_are_not_rescaled():
     np.testing.assert_allclose(mfcc(signal.astype(np.float32) / 32768), feats, rtol=1e-5, atol=1e-3)
 
 
+def test_mfcc_rows_do_not_depend_on_the_chunks_it_is_computed_in():
+    # a long track is transformed a chunk of frames at a time, for memory alone
+    signal = np.random.default_rng(2).normal(0, 0.1, 16_000 * 2 + 77).astype(np.float32)
+    whole = mfcc(signal, chunk=10**9)
+    for chunk in (4096, 50, 1):
+        np.testing.assert_array_equal(mfcc(signal, chunk=chunk), whole)
+
+
 def test_pad_repeat_repeats_from_the_start():
     wave = np.arange(10, dtype=np.float32)
     out = pad_repeat(wave, 25)

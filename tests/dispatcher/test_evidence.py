@@ -17,6 +17,7 @@ from dispatcher.evidence import (
     build_evidence,
     colormap,
     heatmap_overlay,
+    spectrogram,
     timeline_chart,
     timeline_points,
 )
@@ -53,6 +54,19 @@ def test_colormap_runs_from_blue_to_red():
     assert cm[0, 0].tolist() == [0, 0, 127] or cm[0, 0, 2] > 100 and cm[0, 0, 0] == 0
     assert cm[0, 2, 0] > 100 and cm[0, 2, 2] == 0
     assert cm[0, 1, 1] == 255
+
+
+def test_the_spectrogram_is_the_same_whatever_its_chunks():
+    # A long track is transformed a chunk of frames at a time (bounded memory); each frame
+    # is its own FFT, so the chunks change nothing, including across their seams.
+    rng = np.random.default_rng(3)
+    audio = rng.normal(0, 0.1, 16_000 * 3 + 77).astype(np.float32)
+    whole = spectrogram(audio, chunk=10**9)
+    assert whole.shape == (257, 1 + (audio.size - 512) // 160) and whole.dtype == np.float32
+    np.testing.assert_array_equal(spectrogram(audio, chunk=7), whole)
+    # a tone at 1 kHz peaks in its bin (1000 / 31.25 Hz = bin 32)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(16_000) / 16_000).astype(np.float32)
+    assert int(np.argmax(spectrogram(tone).mean(axis=1))) == 32
 
 
 def test_heatmap_lands_on_the_hot_part_of_the_face():
