@@ -32,6 +32,8 @@ QUOTED = (
     "gateway.md",
     "known_fakes.md",
     "soak_cpu.md",
+    "memory_cpu.md",
+    "memory_cpu_1080p.md",
 )
 
 
