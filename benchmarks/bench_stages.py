@@ -36,21 +36,24 @@ STAGES = ("download", "probe", "decode", "faces", "inference", "evidence")
 GRID_CLIP = "id2_vcd_swwp2s.mpg"
 
 
-def build_clip(media_dir: Path, out: Path, seconds: int = 30) -> Path:
-    """A GRID clip looped to ``seconds`` and upscaled to 1920x1080 H.264 + AAC."""
+def build_clip(
+    media_dir: Path, out: Path, seconds: int = 30, height: int = 1080, preset: str = "veryfast"
+) -> Path:
+    """A GRID clip looped to ``seconds``, scaled and padded to 16:9 at ``height`` lines
+    (1920x1080 by default), H.264 + AAC."""
     src = media_dir / "grid" / GRID_CLIP
     loops = -(-seconds // 3)
     subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
             "-stream_loop", str(loops), "-i", str(src),
-            "-vf", "scale=-2:1080:flags=bicubic,pad=1920:1080:(ow-iw)/2:0",
+            "-vf", f"scale=-2:{height}:flags=bicubic,pad={height * 16 // 9}:{height}:(ow-iw)/2:0",
             "-t", str(seconds), "-r", "25",
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", preset, "-crf", "20", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "128k", str(out),
         ],
         check=True,
-        timeout=600,
+        timeout=max(600, 2 * seconds),
     )  # fmt: skip
     return out
 
