@@ -45,19 +45,13 @@ def build_clip(media_dir: Path, out: Path, seconds: int, height: int = 720) -> P
     return stages_clip(media_dir, out, seconds, height, preset="ultrafast")
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (``VmHWM``)."""
+def _status_bytes(key: str) -> int:
+    """A memory figure of this process from ``/proc/self/status`` (``VmRSS``: resident now,
+    ``VmHWM``: its peak so far), in bytes."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def child(clip: Path, triton_url: str, data_dir: Path) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def child(clip: Path, triton_url: str, data_dir: Path) -> dict[str, Any]:
     settings = Settings(data_dir=data_dir, triton_url=triton_url)
     store = LocalStore(settings)
     with TritonClient(triton_url, timeout_s=settings.triton_timeout_s, retries=2) as client:
-        before = rss_bytes()
+        before = _status_bytes("VmRSS")
         tracemalloc.start()
         started = time.monotonic()
         result = analyze(clip, settings, client, store, job_id=f"memory-{clip.stem}")
@@ -87,7 +81,7 @@ def child(clip: Path, triton_url: str, data_dir: Path) -> dict[str, Any]:
         "label": result.label,
         "wall_s": round(wall, 1),
         "rss_before_mib": round(before / MiB),
-        "peak_rss_mib": round(peak_rss_bytes() / MiB),
+        "peak_rss_mib": round(_status_bytes("VmHWM") / MiB),
         "peak_traced_mib": round(traced / MiB),
     }
 
@@ -116,7 +110,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run {report['when']} with `{report['command']}`. Machine: {m['cpu']}, {m['cores']} "
         f"cores, Python {m['python']}. Load average (1, 5, 15 min) at start "
         f"{report['load_start']}, at end {report['load_end']}. Each clip is a GRID clip looped "
-        f"to its length at {report.get('height', 720)} lines, 16:9 (sampled frames are held at "
+        f"to its length at {report['height']} lines, 16:9 (sampled frames are held at "
         "1280x720), analysed with the default "
         "settings in a fresh process against one local Triton (`cpu` repository), whose own "
         "memory is not counted.",

@@ -143,18 +143,17 @@ class FaceResult:
         clips: lip-sync clips (none without audio or without a face at their start).
         sbi_crops: SBI's own crop of each face, one per crop in ``crops``' order, when
             the ensemble reads them (none otherwise).
-        crop_block, sbi_block: where :func:`face_crops` cut the crops, the one array whose
-            rows are their ``pixels`` (``crops[i].pixels`` is ``crop_block[i]``): inference
-            sends the block as it is, where stacking the crops would copy every one of them
-            (a 15-minute video's 900 faces: 700 MiB of visual crops, 390 MiB of SBI's).
+
+    :func:`face_crops` cuts each kind of crop into one array whose rows are their
+    ``pixels`` (``crops[i].pixels`` is row ``i`` of ``crops[0].pixels.base``): inference
+    sends that array as it is, where stacking the crops would copy every one of them (a
+    15-minute video's 900 faces: 700 MiB of visual crops, 390 MiB of SBI's).
     """
 
     detections: tuple[tuple[Face, ...], ...]
     crops: tuple[FaceCrop, ...]
     clips: tuple[LipsyncClip, ...]
     sbi_crops: tuple[SbiCrop, ...] = ()
-    crop_block: np.ndarray | None = None
-    sbi_block: np.ndarray | None = None
 
     @property
     def any_face(self) -> bool:
@@ -547,12 +546,7 @@ def face_crops(
             if wide:
                 sbi_crops.append(sbi_crop(frame.image, face.box, out=sbi_block[i]))
     return FaceResult(
-        detections=detections,
-        crops=tuple(crops),
-        clips=(),
-        sbi_crops=tuple(sbi_crops),
-        crop_block=block,
-        sbi_block=sbi_block if wide else None,
+        detections=detections, crops=tuple(crops), clips=(), sbi_crops=tuple(sbi_crops)
     )
 
 

@@ -112,13 +112,15 @@ def _empty(name: str) -> np.ndarray:
     return np.zeros((0, *t.dims[1:]), dtype=t.numpy_dtype)
 
 
-def _rows(block: np.ndarray | None, parts: Sequence[np.ndarray], name: str) -> np.ndarray:
-    """``parts`` as one array of input ``name``'s dtype: ``block`` itself where each part
-    is its row of the same place (``face_crops`` cuts the crops so), else a stacked copy."""
+def _rows(parts: Sequence[np.ndarray], name: str) -> np.ndarray:
+    """``parts`` as one array of input ``name``'s dtype: the array they are cut from, as it
+    is, where each part is its row of the same index (``face_crops`` cuts the crops so),
+    else a stacked copy."""
     if not parts:
         return _empty(name)
+    block = parts[0].base
     if (
-        block is not None
+        isinstance(block, np.ndarray)
         and block.dtype == ALL_INPUTS[name].numpy_dtype
         and len(block) == len(parts)
         and all(
@@ -168,11 +170,11 @@ def build_inputs(
     nothing.
     """
     interval = 1.0 / settings.sample_fps
-    face_arr = _rows(faces.crop_block, [c.pixels for c in faces.crops], FACES)
+    face_arr = _rows([c.pixels for c in faces.crops], FACES)
     t = [media.frames[c.frame_pos].time_s for c in faces.crops]
     face_spans = tuple((s, s + interval) for s in t)
     face_tracks = tuple(c.track for c in faces.crops)
-    sbi_arr = _rows(faces.sbi_block, [c.pixels for c in faces.sbi_crops], SBI_FACES)
+    sbi_arr = _rows([c.pixels for c in faces.sbi_crops], SBI_FACES)
     wins, audio_spans = speech_windows(media.audio, speech, settings)
     clip_s = LIPSYNC_FRAMES / LIPSYNC_FPS
     clips = [

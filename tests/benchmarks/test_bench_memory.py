@@ -34,7 +34,7 @@ def test_the_report_gives_each_length_and_the_growth_per_minute():
 
     machine = {"cpu": "test cpu", "cores": 2, "python": "3.11"}
     report = {"when": "2026-12-02 14:00 UTC", "command": "python -m benchmarks.bench_memory",
-              "machine": machine, "load_start": [0.1], "load_end": [0.2],
+              "machine": machine, "load_start": [0.1], "load_end": [0.2], "height": 720,
               "rows": [row(1, 900), row(15, 3700)]}  # fmt: skip
     text = markdown(report)
     assert "| 1.0 min | 60 | 60 | 3 | 300 | 900 | 500 | 10.0 |" in text

@@ -225,7 +225,7 @@ def test_crops_cut_into_one_block_are_sent_as_it_is_not_copied():
     one = _faces(0)
     block = np.stack([one.crops[0].pixels * k for k in (0.2, 0.4, 0.6)])
     crops = tuple(replace(one.crops[0], frame_pos=i, pixels=block[i]) for i in range(3))
-    faces = FaceResult((one.detections[1],) * 3, crops, (), crop_block=block)
+    faces = FaceResult((one.detections[1],) * 3, crops, ())
     sent = build_inputs(_media(None), faces, NO_SPEECH, Settings()).faces
     assert sent is block
     # crops that are not the block's rows in its order (a subset, reordered) are stacked

@@ -220,8 +220,13 @@ def test_sbi_is_sent_its_own_crops_of_the_frame_and_its_heatmaps_are_evidence(
     found = face_crops(media, sbi_triton.client, settings)
     assert found.crops and len(found.sbi_crops) == len(found.crops)
     # cut into one block each, whose rows are the crops (sent as they are, not copied)
-    assert all(c.pixels.base is found.crop_block for c in found.crops)
-    assert all(o.pixels.base is found.sbi_block for o in found.sbi_crops)
+    for cut in (found.crops, found.sbi_crops):
+        block = cut[0].pixels.base
+        assert len(block) == len(cut)
+        assert all(
+            c.pixels.base is block and np.shares_memory(c.pixels, block[i])
+            for i, c in enumerate(cut)
+        )
     want = []
     for crop, own in zip(found.crops, found.sbi_crops, strict=True):
         x0, y0, x1, y1 = crop.face.box
